@@ -1,0 +1,81 @@
+"""Errors raised by atb_strategies, grouped by what the caller should do next.
+
+::
+
+    AtbError
+     ├─ ConfigurationError(AtbError, ValueError)   a setting is wrong: fix it and run again
+     ├─ CandleDataError(AtbError, ValueError)      candles are unusable: fix the data
+     ├─ RegistryError(AtbError)
+     │   ├─ ModelNotFoundError(RegistryError, LookupError)
+     │   │                                         no such symbol/type/version: pick one listed
+     │   ├─ BundleError(RegistryError, ValueError) a bundle on disk is corrupt or cannot be
+     │   │                                         served faithfully: retrain or repair it
+     │   └─ FeatureSchemaError(RegistryError, ValueError)
+     │                                             features given do not match the model
+     └─ InferenceError(AtbError, ValueError)       an input tensor is malformed (shape, dtype,
+                                                   NaN or inf): fix the caller
+
+Every message says what failed (with its identifiers), what was expected and what was
+received, and what to do next. Each class also subclasses the matching built-in, so
+``except ValueError`` and ``except LookupError`` keep working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AtbError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigurationError(AtbError, ValueError):
+    """A configuration value (environment, config file, argument) is invalid."""
+
+
+class CandleDataError(AtbError, ValueError):
+    """Candles are unusable: NaN, non-positive prices, unsorted or duplicate stamps, gaps.
+
+    ``row`` is the offending row label (timestamp or position) when one is known.
+    """
+
+    def __init__(self, message: str, *, row: object | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+
+
+class RegistryError(AtbError):
+    """Base class of model-registry errors."""
+
+
+class ModelNotFoundError(RegistryError, LookupError):
+    """No bundle matches the requested symbol, type, timeframe or version.
+
+    The message lists what does exist, so the caller can pick one.
+    """
+
+
+class BundleError(RegistryError, ValueError):
+    """A bundle on disk is corrupt, inconsistent, or cannot be served faithfully.
+
+    ``path`` is the file at fault and ``field`` the missing or invalid field, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+        self.field = field
+
+
+class FeatureSchemaError(RegistryError, ValueError):
+    """Features or columns given to a model do not match its feature schema."""
+
+
+class InferenceError(AtbError, ValueError):
+    """An input tensor given to a model runner has the wrong shape or dtype, or holds NaN/inf."""

@@ -1,0 +1,1 @@
+"""Prediction engine, configuration and registry (the seed project's import paths)."""

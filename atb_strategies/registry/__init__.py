@@ -1,0 +1,1 @@
+"""Versioned model registry on disk."""

@@ -1,0 +1,188 @@
+"""The registry's layout on disk: ``<root>/<SYMBOL>/<TYPE>/<VERSION>/`` plus a ``latest`` pointer.
+
+``latest`` is read in either form:
+
+* a relative symlink ``latest -> <VERSION>`` (what this package writes where the platform
+  allows symlinks), or
+* a plain file ``latest`` holding the version name (written where ``os.symlink`` fails, e.g.
+  Windows without the privilege; also how copies of the reference bundles arrive).
+
+Every path is resolved and refused if it leaves the registry root, and a pointer must name a
+sibling version directory. Switching ``latest`` is atomic: a new link (or file) is created
+under a temporary name, then renamed over the old one, so a reader sees the old or the new
+version, never neither.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from atb_strategies.exceptions import RegistryError
+
+LATEST = "latest"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_name(value: str, what: str) -> str:
+    """Refuse symbol/type/version names that could escape a directory."""
+    if (
+        not isinstance(value, str)
+        or not _NAME.match(value)
+        or (value == LATEST and what == "version")
+    ):
+        raise RegistryError(
+            f"The {what} {value!r} is not a valid registry name: use letters, digits, '.', '_' "
+            "and '-' only, not starting with '.' or '-'."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class VersionDir:
+    """One version directory found on disk."""
+
+    symbol: str
+    model_type: str
+    version: str
+    path: Path
+
+
+class RegistryLayout:
+    """Paths, discovery and the ``latest`` pointer of a registry rooted at ``root``."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def resolved_root(self) -> Path:
+        return self.root.resolve()
+
+    def type_dir(self, symbol: str, model_type: str) -> Path:
+        return self.root / check_name(symbol, "symbol") / check_name(model_type, "model type")
+
+    def version_dir(self, symbol: str, model_type: str, version: str) -> Path:
+        path = self.type_dir(symbol, model_type) / check_name(version, "version")
+        self._check_inside(path)
+        return path
+
+    def _check_inside(self, path: Path) -> None:
+        real = path.resolve()
+        if not real.is_relative_to(self.resolved_root):
+            raise RegistryError(
+                f"{path} resolves to {real}, outside the registry root {self.resolved_root}; "
+                "refusing to load it. Remove the link or move the bundle into the registry."
+            )
+
+    # ---------------------------------------------------------------- discovery
+
+    def symbols(self) -> list[str]:
+        return self._subdirs(self.root)
+
+    def model_types(self, symbol: str) -> list[str]:
+        return self._subdirs(self.root / symbol)
+
+    def versions(self, symbol: str, model_type: str) -> list[str]:
+        """Version directories of one type, oldest name first (names sort by date)."""
+        return [v for v in self._subdirs(self.type_dir(symbol, model_type)) if v != LATEST]
+
+    def walk(self) -> list[VersionDir]:
+        """Every version directory under the root, without opening any model."""
+        found = []
+        for symbol in self.symbols():
+            for model_type in self.model_types(symbol):
+                for version in self.versions(symbol, model_type):
+                    found.append(
+                        VersionDir(
+                            symbol, model_type, version, self.root / symbol / model_type / version
+                        )
+                    )
+        return found
+
+    @staticmethod
+    def _subdirs(path: Path) -> list[str]:
+        try:
+            entries = list(os.scandir(path))
+        except FileNotFoundError:
+            return []
+        names = [
+            e.name
+            for e in entries
+            if not e.name.startswith((".", "_")) and e.name != LATEST and e.is_dir()
+        ]
+        return sorted(names, key=_version_sort_key)
+
+    # ---------------------------------------------------------------- latest pointer
+
+    def read_latest(self, symbol: str, model_type: str) -> str | None:
+        """The version ``latest`` names, or None when there is no pointer.
+
+        Raises ``RegistryError`` when the pointer leaves the type directory or names nothing.
+        """
+        tdir = self.type_dir(symbol, model_type)
+        pointer = tdir / LATEST
+        if pointer.is_symlink():
+            target = os.readlink(pointer)
+            name = Path(target).name
+            if Path(target).is_absolute() or Path(target).parent not in (Path("."), Path("")):
+                resolved = (tdir / target).resolve()
+                if resolved.parent != tdir.resolve():
+                    raise RegistryError(
+                        f"{pointer} points to {target!r}, which is not a version directory beside "
+                        f"it (resolves to {resolved}); refusing it. Re-point it with "
+                        f"`atb models promote {symbol} {model_type} VERSION`."
+                    )
+                name = resolved.name
+        elif pointer.is_file():
+            name = pointer.read_text(encoding="utf-8").strip()
+        elif pointer.exists():
+            raise RegistryError(
+                f"{pointer} is neither a symlink nor a file holding a version name."
+            )
+        else:
+            return None
+        try:
+            check_name(name, "version")
+        except RegistryError as e:
+            raise RegistryError(f"{pointer} names {name!r}: {e}") from e
+        target_dir = tdir / name
+        self._check_inside(target_dir)
+        if not target_dir.is_dir():
+            raise RegistryError(
+                f"{pointer} names version {name!r}, but {target_dir} does not exist. "
+                f"Re-point it with `atb models promote {symbol} {model_type} VERSION`."
+            )
+        return name
+
+    def write_latest(self, symbol: str, model_type: str, version: str) -> str:
+        """Point ``latest`` at ``version`` atomically; returns ``"symlink"`` or ``"file"``."""
+        tdir = self.type_dir(symbol, model_type)
+        if not (tdir / check_name(version, "version")).is_dir():
+            raise RegistryError(f"Cannot point latest at {version!r}: {tdir / version} is missing.")
+        tmp = tdir / f".{LATEST}.{uuid.uuid4().hex}"
+        try:
+            os.symlink(version, tmp, target_is_directory=True)
+            kind = "symlink"
+        except (OSError, NotImplementedError):
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(version + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            kind = "file"
+        try:
+            os.replace(tmp, tdir / LATEST)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return kind
+
+
+def _version_sort_key(name: str) -> tuple:
+    """Sort ``YYYY-MM-DD_<tf>_vN`` names by date then N numerically; others by name."""
+    m = re.match(r"^(\d{4}-\d{2}-\d{2})_.*_v(\d+)$", name)
+    if m:
+        return (0, m.group(1), int(m.group(2)), name)
+    return (1, name, 0, name)

@@ -1,0 +1,242 @@
+"""``ModelRegistry``: discover bundles, select one by symbol/type/timeframe/version, cache it.
+
+Discovery reads directory names and ``metadata.json`` only; ONNX sessions open when a bundle is
+selected and stay cached per version, so memory grows with what is used, not what is on disk.
+``reload()`` rescans the disk and drops cached bundles; it is safe to call from any thread while
+others select (selection and reload share one lock; bundles already handed out keep working).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atb_strategies.bundle.format import METADATA_FILE
+from atb_strategies.bundle.jsonio import read_json
+from atb_strategies.bundle.loader import BundleSpec, load_bundle_spec, model_key
+from atb_strategies.exceptions import (
+    AtbError,
+    BundleError,
+    ModelNotFoundError,
+    RegistryError,
+)
+from atb_strategies.registry.bundle import ModelBundle
+from atb_strategies.registry.layout import RegistryLayout, VersionDir
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What discovery knows about one version without loading it.
+
+    ``timeframe``, ``created_at`` and ``input_shape`` come from ``metadata.json`` when readable;
+    ``error`` holds why it could not be read (validation happens on selection).
+    """
+
+    symbol: str
+    model_type: str
+    version: str
+    path: Path
+    is_latest: bool
+    timeframe: str | None
+    created_at: str | None
+    input_shape: tuple[int | None, ...] | None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return model_key(self.symbol, self.model_type, self.version)
+
+
+def _info(vd: VersionDir, latest: str | None) -> BundleInfo:
+    try:
+        meta = read_json(vd.path / METADATA_FILE)
+    except BundleError as e:
+        return BundleInfo(
+            vd.symbol,
+            vd.model_type,
+            vd.version,
+            vd.path,
+            vd.version == latest,
+            None,
+            None,
+            None,
+            str(e),
+        )
+    shape: tuple[int | None, ...] | None = None
+    inp = meta.get("input")
+    if isinstance(inp, dict) and isinstance(inp.get("shape"), list):
+        shape = tuple(inp["shape"])
+    elif isinstance(meta.get("sequence_length"), int) and isinstance(
+        meta.get("feature_names"), list
+    ):
+        shape = (None, meta["sequence_length"], len(meta["feature_names"]))
+    created = meta.get("created_at") or meta.get("training_date")
+    return BundleInfo(
+        vd.symbol,
+        vd.model_type,
+        vd.version,
+        vd.path,
+        vd.version == latest,
+        meta.get("timeframe") if isinstance(meta.get("timeframe"), str) else None,
+        created if isinstance(created, str) else None,
+        shape,
+    )
+
+
+class ModelRegistry:
+    """A model registry rooted at a directory.
+
+    Parameters
+    ----------
+    root : Path or str
+        Registry root holding ``<SYMBOL>/<TYPE>/<VERSION>/``.
+    runner_options : mapping, optional
+        Passed to every ``OnnxRunner`` (``intra_op_num_threads``, ``providers``,
+        ``direction_threshold``).
+    verify_checksum : bool
+        Check ``model.onnx`` against ``metadata.json``'s sha256 when a bundle is selected.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        runner_options: Mapping[str, Any] | None = None,
+        *,
+        verify_checksum: bool = True,
+    ) -> None:
+        self.layout = RegistryLayout(root)
+        self.runner_options = dict(runner_options or {})
+        self.verify_checksum = verify_checksum
+        self._lock = threading.RLock()
+        self._cache: dict[str, ModelBundle] = {}
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    def reload(self) -> None:
+        """Forget cached bundles so the next selection re-reads the disk."""
+        with self._lock:
+            self._cache = {}
+
+    # compatibility with the reference project's name
+    reload_models = reload
+
+    def list_bundles(self) -> list[BundleInfo]:
+        """Every version on disk (servable or not), sorted by symbol, type, version."""
+        out = []
+        latest_cache: dict[tuple[str, str], str | None] = {}
+        for vd in self.layout.walk():
+            k = (vd.symbol, vd.model_type)
+            if k not in latest_cache:
+                try:
+                    latest_cache[k] = self.layout.read_latest(*k)
+                except RegistryError:
+                    latest_cache[k] = None
+            out.append(_info(vd, latest_cache[k]))
+        return out
+
+    def resolve_version(self, symbol: str, model_type: str, version: str | None = None) -> str:
+        """The concrete version name for ``version`` (None or ``"latest"`` = the pointer)."""
+        versions = self.layout.versions(symbol, model_type)
+        if not versions:
+            raise ModelNotFoundError(self._not_found_message(symbol, model_type, None))
+        if version in (None, "latest"):
+            latest = self.layout.read_latest(symbol, model_type)
+            if latest is None:
+                raise ModelNotFoundError(
+                    f"{symbol}/{model_type} has no 'latest' pointer; versions: "
+                    f"{', '.join(versions)}. Pass version=... or run "
+                    f"`atb models promote {symbol} {model_type} VERSION`."
+                )
+            return latest
+        if version not in versions:
+            raise ModelNotFoundError(self._not_found_message(symbol, model_type, version))
+        return version
+
+    def _not_found_message(self, symbol: str, model_type: str, version: str | None) -> str:
+        symbols = self.layout.symbols()
+        if symbol not in symbols:
+            return (
+                f"No models for symbol {symbol!r} in registry {self.root}. "
+                f"Symbols present: {', '.join(symbols) or 'none'}."
+            )
+        types = self.layout.model_types(symbol)
+        if model_type not in types:
+            return (
+                f"No {model_type!r} models for {symbol} in registry {self.root}. "
+                f"Types present for {symbol}: {', '.join(types) or 'none'}."
+            )
+        versions = self.layout.versions(symbol, model_type)
+        return (
+            f"{symbol}/{model_type} has no version {version!r} in registry {self.root}. "
+            f"Versions present: {', '.join(versions) or 'none'}."
+        )
+
+    def load_spec(self, symbol: str, model_type: str, version: str | None = None) -> BundleSpec:
+        """Read and validate a bundle's files without opening its model."""
+        name = self.resolve_version(symbol, model_type, version)
+        return load_bundle_spec(
+            self.layout.version_dir(symbol, model_type, name),
+            verify_checksum=self.verify_checksum,
+        )
+
+    def select_bundle(
+        self,
+        symbol: str,
+        model_type: str,
+        timeframe: str | None = None,
+        version: str | None = None,
+    ) -> ModelBundle:
+        """Select a servable bundle; ``version=None`` follows ``latest``.
+
+        The bundle is validated (files, schema, checksum, ONNX input/output against the schema)
+        and its session opened, once per version; later calls return the cached bundle.
+
+        Raises
+        ------
+        ModelNotFoundError
+            Nothing matches; the message lists what exists.
+        BundleError
+            The bundle is corrupt or cannot be served faithfully; the message names the file
+            and field.
+        """
+        with self._lock:
+            name = self.resolve_version(symbol, model_type, version)
+            key = model_key(symbol, model_type, name)
+            bundle = self._cache.get(key)
+            if bundle is None:
+                spec = self.load_spec(symbol, model_type, name)
+                bundle = ModelBundle(spec, self.runner_options)
+                _ = bundle.runner.session  # open and check against the schema now
+                self._cache[key] = bundle
+        if timeframe is not None and bundle.timeframe != timeframe:
+            same_tf = [
+                i.version
+                for i in self.list_bundles()
+                if (i.symbol, i.model_type, i.timeframe) == (symbol, model_type, timeframe)
+            ]
+            which = "latest" if version in (None, "latest") else "version"
+            raise ModelNotFoundError(
+                f"{key} ({which}) is a {bundle.timeframe} model, but timeframe {timeframe!r} was "
+                f"requested. {symbol}/{model_type} versions for {timeframe}: "
+                f"{', '.join(same_tf) or 'none'}. Resample the data, pick one of those "
+                "versions, or train one for this timeframe."
+            )
+        return bundle
+
+    def validate_all(self) -> list[tuple[BundleInfo, str | None]]:
+        """Fully validate every version (opening and closing its session); ``(info, error)``."""
+        results = []
+        for info in self.list_bundles():
+            error = None
+            try:
+                spec = load_bundle_spec(info.path, verify_checksum=self.verify_checksum)
+                ModelBundle(spec, self.runner_options).runner._open()
+            except AtbError as e:
+                error = str(e)
+            results.append((info, error))
+        return results
