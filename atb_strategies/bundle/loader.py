@@ -49,12 +49,18 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_bundle_spec(directory: Path, *, verify_checksum: bool = True) -> BundleSpec:
+def load_bundle_spec(
+    directory: Path,
+    *,
+    verify_checksum: bool = True,
+    identity: tuple[str, str, str] | None = None,
+) -> BundleSpec:
     """Read ``metadata.json`` and ``feature_schema.json`` of ``directory`` and validate them.
 
     Native bundles (``format_version`` present) need both files, a matching identity, an input
     shape that agrees with the schema, and a ``model.onnx`` whose sha256 matches. Reference
-    project bundles are mapped by ``adapt_legacy`` or refused with the reason.
+    project bundles are mapped by ``adapt_legacy`` or refused with the reason. ``identity``
+    (symbol, type, version) defaults to what the directory's path says.
 
     Raises
     ------
@@ -89,7 +95,7 @@ def load_bundle_spec(directory: Path, *, verify_checksum: bool = True) -> Bundle
     else:
         metadata, schema = adapt_legacy(meta, schema_raw, meta_path, schema_path)
 
-    expected = (directory.parent.parent.name, directory.parent.name, directory.name)
+    expected = identity or (directory.parent.parent.name, directory.parent.name, directory.name)
     found = (metadata.symbol, metadata.model_type, metadata.version)
     if found != expected:
         raise BundleError(

@@ -60,6 +60,7 @@ def validate_candles(
     timeframe: str | None = None,
     gap_policy: str = "raise",
     min_rows: int | None = None,
+    spacing_rows: int | None = None,
     what: str = "candles",
 ) -> pd.DataFrame:
     """Check candles and return them indexed by a sorted, unique ``DatetimeIndex``.
@@ -78,6 +79,9 @@ def validate_candles(
         side are then treated as consecutive by sequence models; choose it knowingly).
     min_rows : int, optional
         Fewest rows required.
+    spacing_rows : int, optional
+        Check the timeframe spacing and gaps over the newest ``spacing_rows`` rows only (the
+        rows a model window and its warm-up see); default all rows.
 
     Raises
     ------
@@ -108,6 +112,7 @@ def validate_candles(
     if index.hasnans:
         pos = int(np.argmax(index.isna()))
         raise CandleDataError(f"{what}: row {pos} has no timestamp.", row=pos)
+    index = index.as_unit("ns")
     stamps = index.asi8
     if n > 1:
         step = np.diff(stamps)
@@ -127,6 +132,8 @@ def validate_candles(
             )
         if timeframe is not None:
             tf = timeframe_to_timedelta(timeframe).value
+            first = 0 if spacing_rows is None else max(0, n - spacing_rows)
+            step = np.where(np.arange(n - 1) >= first, step, tf)
             off = step % tf != 0
             if off.any():
                 pos = int(np.argmax(off)) + 1

@@ -95,6 +95,11 @@ class FeaturePipeline:
         self.columns: list[str] = cols
         self.warmup_bars = schema.warmup_bars
         self.min_bars = schema.min_bars
+        #: Bars of history that fully determine the newest window: ``min_bars``, or None when a
+        #: recursive transform (EMA, RSI) makes every earlier bar matter.
+        self.history_bars: int | None = (
+            None if any(s.recursive for f in self._features for s in f.series) else self.min_bars
+        )
 
     @property
     def n_features(self) -> int:

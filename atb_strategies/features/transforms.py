@@ -68,6 +68,9 @@ class SeriesTransform:
     arity: ClassVar[int] = 1
     description: ClassVar[str] = ""
     param_specs: ClassVar[tuple[_ParamSpec, ...]] = ()
+    #: True when the value depends on all history since the first bar (EMA, RSI), not just on
+    #: a fixed number of recent bars; such features are computed over every candle given.
+    recursive: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = _validate_params(self.op, self.param_specs, params)
@@ -394,6 +397,7 @@ class _RecursiveStream(_Stream):
 
 class Ema(SeriesTransform):
     op = "ema"
+    recursive = True
     description = (
         "exponential moving average, alpha = 2/(period+1), seeded with the SMA of the first "
         "`period` values (backtrader's convention)"
@@ -426,6 +430,7 @@ def _rsi_from(avg_gain: np.ndarray, avg_loss: np.ndarray) -> np.ndarray:
 
 class Rsi(SeriesTransform):
     op = "rsi"
+    recursive = True
     description = (
         "Wilder's relative strength index in [0, 100]; averages seeded with the SMA of the first "
         "`period` changes, then smoothed with alpha = 1/period; 50 when flat, 100 with no losses"

@@ -60,7 +60,11 @@ class PredictionEngine:
         )
 
     def _prepare(
-        self, candles: pd.DataFrame, bundle: ModelBundle, rows: int | None
+        self,
+        candles: pd.DataFrame,
+        bundle: ModelBundle,
+        rows: int | None,
+        spacing_rows: int | None,
     ) -> pd.DataFrame:
         pipe = bundle.pipeline
         if not isinstance(candles, pd.DataFrame):
@@ -78,6 +82,7 @@ class PredictionEngine:
             columns=pipe.columns,
             timeframe=bundle.timeframe,
             gap_policy=self.gap_policy,
+            spacing_rows=spacing_rows,
             what=f"candles for {bundle.key}",
         )
 
@@ -93,7 +98,10 @@ class PredictionEngine:
 
         ``candles`` is OHLCV (plus extra columns the model needs), indexed by time or with a
         ``timestamp`` column, oldest first. Only the newest ``warm-up + sequence_length`` rows are
-        used and validated.
+        used when every feature has a fixed look-back; with recursive transforms (EMA, RSI),
+        whose values depend on all history, every candle given is used, exactly as the
+        streaming path fed from the first candle would. Spacing and gaps are checked over the
+        rows the window and its warm-up cover; NaN, order and duplicates over all rows used.
 
         Raises
         ------
@@ -103,9 +111,10 @@ class PredictionEngine:
             From the registry.
         """
         bundle = self.select(symbol, model_type, timeframe, version)
-        frame = self._prepare(candles, bundle, bundle.pipeline.min_bars)
-        columns = {c: frame[c].to_numpy(dtype=np.float64) for c in bundle.pipeline.columns}
-        batch = bundle.pipeline.batch_windows(columns)
+        pipe = bundle.pipeline
+        frame = self._prepare(candles, bundle, pipe.history_bars, pipe.min_bars)
+        columns = {c: frame[c].to_numpy(dtype=np.float64) for c in pipe.columns}
+        batch = pipe.batch_windows(columns, start=len(frame) - 1)
         window = batch.windows[-1].astype(np.float32)
         return bundle.runner.predict(window, batch.context_at(-1))
 
@@ -125,7 +134,7 @@ class PredictionEngine:
         equals what ``predict(candles[:t+1])`` returns.
         """
         bundle = self.select(symbol, model_type, timeframe, version)
-        frame = self._prepare(candles, bundle, None)
+        frame = self._prepare(candles, bundle, None, None)
         columns = {c: frame[c].to_numpy(dtype=np.float64) for c in bundle.pipeline.columns}
         batch = bundle.pipeline.batch_windows(columns)
         preds = bundle.runner.predict_batch(batch.windows.astype(np.float32), batch.context)

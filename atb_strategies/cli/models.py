@@ -1,0 +1,105 @@
+"""``atb models``: list, show and validate registry bundles."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from atb_strategies.bundle.loader import load_bundle_spec
+from atb_strategies.cli.options import load_config, registry_option
+from atb_strategies.exceptions import AtbError
+from atb_strategies.prediction.models.registry import PredictionModelRegistry
+from atb_strategies.registry.bundle import ModelBundle
+
+
+def _registry(registry_path: Path | None) -> PredictionModelRegistry:
+    return PredictionModelRegistry(load_config(registry_path))
+
+
+def _shape(shape: tuple | None) -> str:
+    if shape is None:
+        return "?"
+    return "x".join("batch" if s is None else str(s) for s in shape)
+
+
+@click.group()
+def models() -> None:
+    """Inspect the model registry."""
+
+
+@models.command("list")
+@registry_option
+def list_models(registry_path: Path | None) -> None:
+    """List every bundle: symbol, type, timeframe, version, latest, created, input shape."""
+    reg = _registry(registry_path)
+    infos = reg.list_bundles()
+    click.echo(f"registry: {reg.root}")
+    if not infos:
+        click.echo("no bundles found")
+        return
+    header = ("SYMBOL", "TYPE", "TIMEFRAME", "VERSION", "LATEST", "CREATED", "INPUT")
+    rows = [
+        (
+            i.symbol,
+            i.model_type,
+            i.timeframe or "?",
+            i.version,
+            "*" if i.is_latest else "",
+            (i.created_at or "?")[:19],
+            _shape(i.input_shape) if i.error is None else "unreadable",
+        )
+        for i in infos
+    ]
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+@models.command("show")
+@click.argument("symbol")
+@click.argument("model_type")
+@click.argument("version", required=False)
+@registry_option
+def show(symbol: str, model_type: str, version: str | None, registry_path: Path | None) -> None:
+    """Show a bundle's metadata, feature schema and validation result (VERSION: latest)."""
+    reg = _registry(registry_path)
+    name = reg.resolve_version(symbol, model_type, version)
+    path = reg.layout.version_dir(symbol, model_type, name)
+    click.echo(f"bundle: {symbol}/{model_type}@{name}")
+    click.echo(f"path:   {path}")
+    try:
+        spec = load_bundle_spec(path, verify_checksum=reg.verify_checksum)
+        ModelBundle(spec, reg.runner_options).runner._open()
+    except AtbError as e:
+        click.echo(f"valid:  NO\n  {e}")
+        sys.exit(1)
+    m = spec.metadata
+    click.echo(f"valid:  yes ({m.origin})")
+    click.echo(f"metadata ({m.path}):")
+    click.echo(json.dumps(m.to_dict(), indent=2, default=str))
+    click.echo(f"feature schema ({spec.schema.path}):")
+    click.echo(json.dumps(spec.schema.to_dict(), indent=2))
+
+
+@models.command("validate")
+@click.argument("registry", required=False, type=click.Path(path_type=Path, file_okay=False))
+@registry_option
+def validate(registry: Path | None, registry_path: Path | None) -> None:
+    """Validate every bundle in REGISTRY; exit 1 if any is invalid."""
+    reg = _registry(registry or registry_path)
+    results = reg.validate_all()
+    click.echo(f"registry: {reg.root}")
+    bad = 0
+    for info, error in results:
+        latest = " (latest)" if info.is_latest else ""
+        if error is None:
+            click.echo(f"OK       {info.key}{latest}")
+        else:
+            bad += 1
+            click.echo(f"INVALID  {info.key}{latest}\n         {error}")
+    click.echo(f"{len(results)} bundle(s), {len(results) - bad} valid, {bad} invalid")
+    if bad:
+        sys.exit(1)

@@ -1,0 +1,169 @@
+"""Shared fixtures: tiny real ONNX models, bundle factories, synthetic and real candles.
+
+Tests that need ``../shared`` (real data, reference bundles) use the ``shared_dir`` fixture and
+are skipped cleanly when it is absent; everything else needs nothing outside the repository.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from atb_strategies.bundle.format import (
+    BundleMetadata,
+    FeatureSchema,
+    FeatureSpec,
+    InputSpec,
+    OutputSpec,
+)
+from atb_strategies.bundle.writer import write_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_CSV = SHARED / "data" / "BTCUSDT_1h_2023-01-01_2025-01-20.csv"
+REFERENCE_MODELS = SHARED / "reference-bundles" / "models"
+GOLDEN = SHARED / "reference-bundles" / "golden"
+
+
+def linear_onnx(
+    sequence_length: int,
+    n_features: int,
+    *,
+    outputs: int = 1,
+    seed: int = 0,
+    scale: float = 0.01,
+    softmax: bool = False,
+    input_name: str = "features",
+    output_name: str = "prediction",
+) -> bytes:
+    """A real ONNX model: flatten the window, multiply by fixed random weights, add a bias.
+
+    Every input element moves the output, so look-ahead and window-alignment mistakes show.
+    """
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((sequence_length * n_features, outputs)) * scale).astype(np.float32)
+    b = (rng.standard_normal(outputs) * scale).astype(np.float32)
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "W"], ["mm"]),
+        helper.make_node("Add", ["mm", "B"], ["y" if not softmax else "logits"]),
+    ]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["y"], axis=1))
+    nodes[0].input[0] = input_name
+    nodes[-1].output[0] = output_name
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
+                                       ["batch", sequence_length, n_features])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", outputs])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+#: A schema using every transform family: series chains, multi-column ops, window ops.
+RICH_FEATURES: tuple[FeatureSpec, ...] = (
+    FeatureSpec("close_wexp", ("close",), ({"op": "window_expanding_minmax"},)),
+    FeatureSpec("log_ret", ("close",), ({"op": "log_return", "period": 1},)),
+    FeatureSpec("range", ("high", "low", "close"), ({"op": "spread_ratio"},)),
+    FeatureSpec("rsi14", ("close",), ({"op": "rsi", "period": 14}, {"op": "window_minmax"})),
+    FeatureSpec("ema20_rel", ("close",), ({"op": "ema", "period": 20}, {"op": "window_relative"})),
+    FeatureSpec("vol_z", ("volume",), ({"op": "rolling_zscore", "period": 24},)),
+    FeatureSpec("sma7_z", ("close",), ({"op": "sma", "period": 7}, {"op": "window_zscore"})),
+    FeatureSpec("logvol_scaled", ("volume",),
+                ({"op": "log"}, {"op": "zscore", "mean": 5.0, "std": 2.0})),
+    FeatureSpec("close_mm", ("close",), ({"op": "minmax_scale", "min": 10000.0, "max": 120000.0},)),
+    FeatureSpec("pct4", ("close",), ({"op": "pct_change", "period": 4},)),
+    FeatureSpec("vol_per_close", ("volume", "close"), ({"op": "ratio"},)),
+)
+
+
+BundleFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path) -> BundleFactory:
+    """Write a native bundle into ``tmp_path / 'models'`` (or ``root``); returns its directory."""
+
+    def factory(
+        *,
+        root: Path | None = None,
+        symbol: str = "BTCUSDT",
+        model_type: str = "basic",
+        version: str = "2026-01-01_1h_v1",
+        timeframe: str = "1h",
+        features: Sequence[FeatureSpec] = RICH_FEATURES[:3],
+        sequence_length: int = 16,
+        target: str = "log_return",
+        params: dict[str, Any] | None = None,
+        classes: tuple[str, ...] | None = None,
+        seed: int = 0,
+        promote: bool = True,
+        model_bytes: bytes | None = None,
+    ) -> Path:
+        root = root or tmp_path / "models"
+        schema = FeatureSchema(sequence_length, tuple(features))
+        outputs = len(classes) if classes else 1
+        data = model_bytes or linear_onnx(
+            sequence_length, len(features), outputs=outputs, seed=seed, softmax=bool(classes)
+        )
+        meta = BundleMetadata(
+            symbol=symbol,
+            model_type=model_type,
+            timeframe=timeframe,
+            version=version,
+            input=InputSpec("features", "float32", sequence_length, len(features)),
+            output=OutputSpec(target, 1, "prediction", params or {}, classes),
+            model_sha256=None,
+            created_at="2026-01-01T00:00:00+00:00",
+            framework="onnx-test",
+        )
+        return write_bundle(root, meta, schema, data, promote=promote)
+
+    return factory
+
+
+def synthetic_candles(n: int = 600, seed: int = 7, freq: str = "1h",
+                      start: str = "2024-01-01") -> pd.DataFrame:
+    """Seeded random-walk OHLCV candles with a DatetimeIndex."""
+    rng = np.random.default_rng(seed)
+    close = 30000.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    spread = np.abs(rng.normal(0, 0.004, n)) * close
+    high = np.maximum(open_, close) + spread
+    low = np.minimum(open_, close) - spread
+    volume = rng.lognormal(5, 0.5, n)
+    idx = pd.date_range(start, periods=n, freq=freq, name="timestamp")
+    return pd.DataFrame(
+        {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=idx
+    )
+
+
+@pytest.fixture
+def candles() -> pd.DataFrame:
+    return synthetic_candles()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not REAL_CSV.is_file() or not REFERENCE_MODELS.is_dir():
+        pytest.skip("../shared (real data and reference bundles) is not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def real_candles(shared_dir: Path) -> pd.DataFrame:
+    """The 18,000 real BTCUSDT hourly candles, indexed by timestamp."""
+    return pd.read_csv(REAL_CSV, parse_dates=["timestamp"], index_col="timestamp")
