@@ -159,7 +159,7 @@ def validate_candles(
         if bad.any():
             pos = int(np.argmax(bad))
             raise CandleDataError(
-                f"{what}: column {col!r} is {frame[col].iloc[pos]!r} at {_row(index, pos)}. "
+                f"{what}: column {col!r} is {frame[col].iloc[pos]} at {_row(index, pos)}. "
                 "Candles must be complete numbers; drop or repair that bar.",
                 row=index[pos],
             )
@@ -168,8 +168,8 @@ def validate_candles(
             pos = int(np.argmax(limit_bad))
             need = ">= 0" if col == "volume" else "> 0"
             raise CandleDataError(
-                f"{what}: column {col!r} is {values[pos]!r} at {_row(index, pos)}; it must be "
-                f"{need}.",
+                f"{what}: column {col!r} is {float(values[pos])!r} at {_row(index, pos)}; "
+                f"it must be {need}.",
                 row=index[pos],
             )
     if "high" in frame.columns and "low" in frame.columns:
@@ -179,7 +179,7 @@ def validate_candles(
         if bad.any():
             pos = int(np.argmax(bad))
             raise CandleDataError(
-                f"{what}: high {hi[pos]!r} < low {lo[pos]!r} at {_row(index, pos)}.",
+                f"{what}: high {float(hi[pos])!r} < low {float(lo[pos])!r} at {_row(index, pos)}.",
                 row=index[pos],
             )
     out = frame.copy()

@@ -528,11 +528,13 @@ class MinmaxScale(SeriesTransform):
 # ---------------------------------------------------------------------------- window transforms
 
 
-def _minmax(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, constant: float) -> np.ndarray:
-    span = hi - lo
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (x - lo) / span
-    return np.where(span == 0, constant, out)
+def _minmax(x: np.ndarray, lo: np.ndarray, span: np.ndarray, constant: float) -> np.ndarray:
+    """(x - lo) / span, ``constant`` where span == 0; ``span`` is consumed as scratch."""
+    out = np.subtract(x, lo)
+    flat = span == 0
+    np.divide(out, span, out=out, where=~flat)
+    out[np.broadcast_to(flat, out.shape)] = constant
+    return out
 
 
 class WindowExpandingMinmax(WindowTransform):
@@ -546,8 +548,9 @@ class WindowExpandingMinmax(WindowTransform):
 
     def apply(self, windows: np.ndarray) -> np.ndarray:
         lo = np.minimum.accumulate(windows, axis=1)
-        hi = np.maximum.accumulate(windows, axis=1)
-        return _minmax(windows, lo, hi, self.params["constant_value"])
+        span = np.maximum.accumulate(windows, axis=1)
+        span -= lo
+        return _minmax(windows, lo, span, self.params["constant_value"])
 
 
 class WindowMinmax(WindowTransform):
@@ -559,8 +562,8 @@ class WindowMinmax(WindowTransform):
 
     def apply(self, windows: np.ndarray) -> np.ndarray:
         lo = windows.min(axis=1, keepdims=True)
-        hi = windows.max(axis=1, keepdims=True)
-        return _minmax(windows, lo, hi, self.params["constant_value"])
+        span = windows.max(axis=1, keepdims=True) - lo
+        return _minmax(windows, lo, span, self.params["constant_value"])
 
 
 class WindowZscore(WindowTransform):

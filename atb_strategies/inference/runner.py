@@ -263,7 +263,7 @@ class OnnxRunner:
         if not finite.all():
             idx = tuple(int(i) for i in np.argwhere(~finite)[0])
             raise InferenceError(
-                f"{self.model_key}: features hold {x[idx]!r} at index {idx}; NaN and inf "
+                f"{self.model_key}: features hold {float(x[idx])!r} at index {idx}; NaN and inf "
                 "cannot be fed to the model. Check the candles behind that window."
             )
 

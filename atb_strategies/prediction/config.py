@@ -121,6 +121,8 @@ _TYPES = {f.name: f.type for f in fields(PredictionConfig)}
 def _coerce(name: str, raw: Any, where: str) -> Any:
     kind = _TYPES[name]
     try:
+        if isinstance(raw, bool) and kind in ("int", "float"):
+            raise ValueError(raw)
         if kind == "int":
             return int(raw)
         if kind == "float":
