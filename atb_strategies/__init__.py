@@ -1,0 +1,59 @@
+"""atb-strategies: machine-learning strategies for backtrader.
+
+Public API (also importable from the submodules named in the README):
+
+* registry and bundles: ``ModelRegistry``, ``PredictionModelRegistry``, ``ModelBundle``,
+  ``FeatureSchema``, ``FeatureSpec``, ``BundleMetadata``;
+* inference: ``OnnxRunner``, ``Prediction``, ``PredictionBatch``, ``FeaturePipeline``,
+  ``PriceContext``;
+* engine: ``PredictionConfig``, ``PredictionEngine``;
+* candles: ``validate_candles``;
+* errors: ``AtbError`` and its subclasses (see ``atb_strategies.exceptions``).
+"""
+
+from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, FeatureSpec
+from atb_strategies.data.candles import validate_candles
+from atb_strategies.exceptions import (
+    AtbError,
+    BundleError,
+    CandleDataError,
+    ConfigurationError,
+    FeatureSchemaError,
+    InferenceError,
+    ModelNotFoundError,
+    RegistryError,
+)
+from atb_strategies.features.pipeline import FeaturePipeline, PriceContext
+from atb_strategies.inference.runner import OnnxRunner, Prediction, PredictionBatch
+from atb_strategies.prediction.config import PredictionConfig
+from atb_strategies.prediction.engine import PredictionEngine
+from atb_strategies.prediction.models.registry import PredictionModelRegistry
+from atb_strategies.registry.bundle import ModelBundle
+from atb_strategies.registry.registry import ModelRegistry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AtbError",
+    "BundleError",
+    "BundleMetadata",
+    "CandleDataError",
+    "ConfigurationError",
+    "FeaturePipeline",
+    "FeatureSchema",
+    "FeatureSchemaError",
+    "FeatureSpec",
+    "InferenceError",
+    "ModelBundle",
+    "ModelNotFoundError",
+    "ModelRegistry",
+    "OnnxRunner",
+    "Prediction",
+    "PredictionBatch",
+    "PredictionConfig",
+    "PredictionEngine",
+    "PredictionModelRegistry",
+    "PriceContext",
+    "RegistryError",
+    "validate_candles",
+]

@@ -62,8 +62,11 @@ def linear_onnx(
     graph = helper.make_graph(
         nodes,
         "linear",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
-                                       ["batch", sequence_length, n_features])],
+        [
+            helper.make_tensor_value_info(
+                input_name, TensorProto.FLOAT, ["batch", sequence_length, n_features]
+            )
+        ],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", outputs])],
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
     )
@@ -82,8 +85,9 @@ RICH_FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("ema20_rel", ("close",), ({"op": "ema", "period": 20}, {"op": "window_relative"})),
     FeatureSpec("vol_z", ("volume",), ({"op": "rolling_zscore", "period": 24},)),
     FeatureSpec("sma7_z", ("close",), ({"op": "sma", "period": 7}, {"op": "window_zscore"})),
-    FeatureSpec("logvol_scaled", ("volume",),
-                ({"op": "log"}, {"op": "zscore", "mean": 5.0, "std": 2.0})),
+    FeatureSpec(
+        "logvol_scaled", ("volume",), ({"op": "log"}, {"op": "zscore", "mean": 5.0, "std": 2.0})
+    ),
     FeatureSpec("close_mm", ("close",), ({"op": "minmax_scale", "min": 10000.0, "max": 120000.0},)),
     FeatureSpec("pct4", ("close",), ({"op": "pct_change", "period": 4},)),
     FeatureSpec("vol_per_close", ("volume", "close"), ({"op": "ratio"},)),
@@ -135,8 +139,9 @@ def make_bundle(tmp_path: Path) -> BundleFactory:
     return factory
 
 
-def synthetic_candles(n: int = 600, seed: int = 7, freq: str = "1h",
-                      start: str = "2024-01-01") -> pd.DataFrame:
+def synthetic_candles(
+    n: int = 600, seed: int = 7, freq: str = "1h", start: str = "2024-01-01"
+) -> pd.DataFrame:
     """Seeded random-walk OHLCV candles with a DatetimeIndex."""
     rng = np.random.default_rng(seed)
     close = 30000.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))

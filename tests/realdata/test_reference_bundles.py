@@ -92,7 +92,8 @@ def test_golden_single_predictions_through_engine_and_stream(
 def test_golden_input_tensors_match_elementwise(
     registry: ModelRegistry, real_candles: pd.DataFrame, shared_dir: Path, tag: str
 ) -> None:
-    base = shared_dir / "reference-bundles" / "golden" / "tensors" / f"BTCUSDT_basic_{VERSION}__{tag}"
+    tensors = shared_dir / "reference-bundles" / "golden" / "tensors"
+    base = tensors / f"BTCUSDT_basic_{VERSION}__{tag}"
     expected = np.load(f"{base}__input.npy")
     meta = json.loads(Path(f"{base}__meta.json").read_text())
     decision = meta["decision_bar_index"]
@@ -105,8 +106,9 @@ def test_golden_input_tensors_match_elementwise(
     np.testing.assert_array_equal(got, expected)
     ohlcv = pd.read_csv(f"{base}__ohlcv_window_plus_current.csv", parse_dates=["timestamp"])
     assert ohlcv["timestamp"].iloc[-2] == frame.index[-1]
-    pred = bundle.runner.predict(got[0], bundle.pipeline.batch_windows(
-        cols, start=len(frame) - 1).context_at(-1))
+    pred = bundle.runner.predict(
+        got[0], bundle.pipeline.batch_windows(cols, start=len(frame) - 1).context_at(-1)
+    )
     assert pred.raw == pytest.approx(meta["raw_model_output"], abs=1e-6)
     assert pred.price == pytest.approx(meta["predicted_price"], rel=1e-6)
 

@@ -123,9 +123,7 @@ def test_loader_with_bad_metadata_names_field(
         (lambda s: s["features"].append(dict(s["features"][0])), "features[3].name"),
     ],
 )
-def test_loader_with_bad_schema_names_field(
-    make_bundle: BundleFactory, change, field: str
-) -> None:
+def test_loader_with_bad_schema_names_field(make_bundle: BundleFactory, change, field: str) -> None:
     directory = make_bundle()
     _edit(directory / "feature_schema.json", change)
     with pytest.raises(BundleError) as info:

@@ -50,12 +50,18 @@ def test_predict_with_timestamp_column_instead_of_index(engine, candles) -> None
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda f: f.__setitem__("close", f["close"].where(f.index != f.index[-3])),
-         r"column 'close' is nan at row \d+ \(2024-01-25 21:00:00\)"),
-        (lambda f: f.__setitem__("low", f["low"].where(f.index != f.index[-2], -1.0)),
-         "must be > 0"),
-        (lambda f: f.__setitem__("high", f["high"].where(f.index != f.index[-2], 1.0)),
-         "high 1.0 < low"),
+        (
+            lambda f: f.__setitem__("close", f["close"].where(f.index != f.index[-3])),
+            r"column 'close' is nan at row \d+ \(2024-01-25 21:00:00\)",
+        ),
+        (
+            lambda f: f.__setitem__("low", f["low"].where(f.index != f.index[-2], -1.0)),
+            "must be > 0",
+        ),
+        (
+            lambda f: f.__setitem__("high", f["high"].where(f.index != f.index[-2], 1.0)),
+            "high 1.0 < low",
+        ),
     ],
 )
 def test_predict_with_bad_candle_names_row(engine, candles, mutate, message) -> None:
@@ -69,7 +75,8 @@ def test_predict_with_duplicate_and_unsorted_stamps_raises(engine, candles) -> N
     dup = pd.concat([candles, candles.iloc[[-1]]])
     with pytest.raises(CandleDataError, match="duplicate timestamp"):
         engine.predict(dup)
-    swapped = candles.iloc[list(range(len(candles) - 2)) + [len(candles) - 1, len(candles) - 2]]
+    n = len(candles)
+    swapped = candles.iloc[[*range(n - 2), n - 1, n - 2]]
     with pytest.raises(CandleDataError, match="not sorted"):
         engine.predict(swapped)
 

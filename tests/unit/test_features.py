@@ -84,13 +84,14 @@ def test_pipeline_with_changed_future_bar_keeps_past_windows() -> None:
 def test_window_expanding_minmax_matches_reference_definition() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(100, 5, 50)
-    pipe = FeaturePipeline(FeatureSchema(
-        10, (FeatureSpec("c", ("close",), ({"op": "window_expanding_minmax"},)),)
-    ))
+    pipe = FeaturePipeline(
+        FeatureSchema(10, (FeatureSpec("c", ("close",), ({"op": "window_expanding_minmax"},)),))
+    )
     win = pipe.batch_windows({"close": x}).windows[7][:, 0]
     raw = x[7:17]
     expected = [
-        0.5 if raw[: k + 1].max() == raw[: k + 1].min()
+        0.5
+        if raw[: k + 1].max() == raw[: k + 1].min()
         else (raw[k] - raw[: k + 1].min()) / (raw[: k + 1].max() - raw[: k + 1].min())
         for k in range(10)
     ]
@@ -99,8 +100,30 @@ def test_window_expanding_minmax_matches_reference_definition() -> None:
 
 
 def test_rsi_with_known_series_matches_wilder_definition() -> None:
-    x = np.array([44.34, 44.09, 44.15, 43.61, 44.33, 44.83, 45.10, 45.42, 45.84, 46.08, 45.89,
-                  46.03, 45.61, 46.28, 46.28, 46.00, 46.03, 46.41, 46.22, 45.64])
+    x = np.array(
+        [
+            44.34,
+            44.09,
+            44.15,
+            43.61,
+            44.33,
+            44.83,
+            45.10,
+            45.42,
+            45.84,
+            46.08,
+            45.89,
+            46.03,
+            45.61,
+            46.28,
+            46.28,
+            46.00,
+            46.03,
+            46.41,
+            46.22,
+            45.64,
+        ]
+    )
     rsi = SERIES_TRANSFORMS["rsi"](period=14).batch(x)
     assert np.isnan(rsi[:14]).all()
     # Wilder's worked example: first RSI 70.53, then 66.32 (rounded to 2 decimals).

@@ -56,8 +56,10 @@ def test_select_bundle_is_cached_per_version(populated: ModelRegistry) -> None:
 
 
 def test_select_bundle_with_unknown_version_lists_existing(populated: ModelRegistry) -> None:
-    with pytest.raises(ModelNotFoundError, match="Versions present: 2026-01-01_1h_v1, "
-                       "2026-01-02_1h_v2, 2026-01-03_4h_v3"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match="Versions present: 2026-01-01_1h_v1, 2026-01-02_1h_v2, 2026-01-03_4h_v3",
+    ):
         populated.select_bundle("BTCUSDT", "basic", version="2025-01-01_1h_v9")
 
 
@@ -137,8 +139,9 @@ def test_bundle_pickles_without_session_and_predicts_the_same(populated: ModelRe
 
 
 def test_prediction_model_registry_uses_config_path_and_runner_options(populated, tmp_path) -> None:
-    config = PredictionConfig(model_registry_path=tmp_path / "models", intra_op_num_threads=2,
-                              direction_threshold=0.01)
+    config = PredictionConfig(
+        model_registry_path=tmp_path / "models", intra_op_num_threads=2, direction_threshold=0.01
+    )
     registry = PredictionModelRegistry(config)
     bundle = registry.select_bundle(symbol="BTCUSDT", model_type="basic", timeframe="1h")
     assert bundle.runner.intra_op_num_threads == 2

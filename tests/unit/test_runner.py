@@ -97,8 +97,9 @@ def test_runner_with_corrupt_onnx_fails_on_select(make_bundle, tmp_path) -> None
 
 
 def test_class_probability_bundle_decodes_direction_and_confidence(make_bundle, tmp_path) -> None:
-    runner = _runner(make_bundle, tmp_path, target="class_probabilities",
-                     classes=("down", "flat", "up"))
+    runner = _runner(
+        make_bundle, tmp_path, target="class_probabilities", classes=("down", "flat", "up")
+    )
     windows = np.random.default_rng(3).random((20, 16, 3)).astype(np.float32)
     batch = runner.predict_batch(windows)
     assert batch.raw.shape == (20, 3)
