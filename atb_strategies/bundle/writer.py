@@ -24,6 +24,7 @@ from atb_strategies.bundle.format import (
 from atb_strategies.bundle.jsonio import dumps_strict
 from atb_strategies.bundle.loader import load_bundle_spec, sha256_of
 from atb_strategies.exceptions import RegistryError
+from atb_strategies.inference.runner import OnnxRunner
 from atb_strategies.registry.layout import RegistryLayout
 
 
@@ -78,7 +79,12 @@ def write_bundle(
             ):
                 raise RegistryError(f"Extra bundle file name {name!r} is not allowed.")
             _write(tmp / name, data)
-        load_bundle_spec(tmp, identity=(metadata.symbol, metadata.model_type, metadata.version))
+        staged = load_bundle_spec(
+            tmp, identity=(metadata.symbol, metadata.model_type, metadata.version)
+        )
+        # Open the model as the registry will, checking its tensors against the schema.
+        m = staged.metadata
+        OnnxRunner(staged.model_path, m.input, m.output, staged.key)._open()
         try:
             os.rename(tmp, final)
         except OSError as e:

@@ -10,13 +10,19 @@ import click
 
 from atb_strategies.bundle.loader import load_bundle_spec
 from atb_strategies.cli.options import load_config, registry_option
-from atb_strategies.exceptions import AtbError
+from atb_strategies.exceptions import AtbError, RegistryError
 from atb_strategies.prediction.models.registry import PredictionModelRegistry
 from atb_strategies.registry.bundle import ModelBundle
 
 
 def _registry(registry_path: Path | None) -> PredictionModelRegistry:
-    return PredictionModelRegistry(load_config(registry_path))
+    registry = PredictionModelRegistry(load_config(registry_path))
+    if not registry.root.is_dir():
+        raise RegistryError(
+            f"Registry {registry.root} does not exist or is not a directory. Check --registry, "
+            "ATB_MODEL_REGISTRY_PATH or the config file."
+        )
+    return registry
 
 
 def _shape(shape: tuple | None) -> str:

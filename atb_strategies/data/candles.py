@@ -8,6 +8,7 @@ are not sorted.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,17 +32,24 @@ def timeframe_to_timedelta(timeframe: str) -> pd.Timedelta:
     return pd.Timedelta(int(m.group(1)), unit=_UNITS[m.group(2)])
 
 
-def _time_index(frame: pd.DataFrame) -> pd.DatetimeIndex:
+def _time_index(frame: pd.DataFrame) -> tuple[pd.DatetimeIndex, str | None]:
+    """The time index and the column it came from (None for a DatetimeIndex).
+
+    Integer columns are epoch seconds, or milliseconds when the largest exceeds 1e11
+    (i.e. later than March 1973 in milliseconds).
+    """
     if isinstance(frame.index, pd.DatetimeIndex):
-        return frame.index
+        return frame.index, None
     for col in _TIME_COLUMNS:
         if col in frame.columns:
             values = frame[col]
             try:
                 if pd.api.types.is_numeric_dtype(values):
                     unit = "ms" if values.abs().max() > 1e11 else "s"
-                    return pd.DatetimeIndex(pd.to_datetime(values, unit=unit))
-                return pd.DatetimeIndex(pd.to_datetime(values))
+                    return pd.DatetimeIndex(pd.to_datetime(values, unit=unit)), col
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # dateutil fallback notice
+                    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)), col
             except (ValueError, TypeError) as e:
                 raise CandleDataError(f"Column {col!r} cannot be read as timestamps: {e}.") from e
     raise CandleDataError(
@@ -100,7 +108,7 @@ def validate_candles(
             f"{what} lack column(s) {missing}; they have {list(frame.columns)}. "
             "Rename the columns to lowercase open, high, low, close, volume."
         )
-    index = _time_index(frame)
+    index, time_column = _time_index(frame)
     n = len(frame)
     if min_rows is not None and n < min_rows:
         raise CandleDataError(
@@ -182,7 +190,7 @@ def validate_candles(
                 f"{what}: high {float(hi[pos])!r} < low {float(lo[pos])!r} at {_row(index, pos)}.",
                 row=index[pos],
             )
-    out = frame.copy()
+    out = frame.drop(columns=[time_column]) if time_column is not None else frame.copy()
     out.index = index
     out.index.name = "timestamp"
     return out

@@ -24,6 +24,7 @@ variable                       field                        default
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -52,7 +53,7 @@ _ENV = {
 def default_registry_path() -> Path:
     """``./models`` when it exists, else the models shipped beside the package."""
     local = Path("models")
-    return local if local.is_dir() else SHIPPED_MODELS
+    return local.resolve() if local.is_dir() else SHIPPED_MODELS
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,10 @@ class PredictionConfig:
                 "The 'intra_op_num_threads' parameter of PredictionConfig must be >= 1. "
                 f"Got {self.intra_op_num_threads!r} instead."
             )
-        if self.direction_threshold < 0:
+        if not math.isfinite(self.direction_threshold) or self.direction_threshold < 0:
             raise ConfigurationError(
-                "The 'direction_threshold' parameter of PredictionConfig must be >= 0. "
+                "The 'direction_threshold' parameter of PredictionConfig must be a finite "
+                "number >= 0. "
                 f"Got {self.direction_threshold!r} instead."
             )
 
@@ -122,6 +124,8 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
     kind = _TYPES[name]
     try:
         if isinstance(raw, bool) and kind in ("int", "float"):
+            raise ValueError(raw)
+        if kind == "int" and isinstance(raw, float):
             raise ValueError(raw)
         if kind == "int":
             return int(raw)

@@ -174,9 +174,12 @@ class RegistryLayout:
             kind = "file"
         try:
             os.replace(tmp, tdir / LATEST)
-        except BaseException:
+        except OSError as e:
             tmp.unlink(missing_ok=True)
-            raise
+            raise RegistryError(
+                f"Could not switch {tdir / LATEST} to {version!r}: {e}. If 'latest' is a real "
+                "directory, move it away; it must be a symlink or a file naming a version."
+            ) from e
         return kind
 
 

@@ -19,7 +19,6 @@ from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.bundle.loader import BundleSpec, load_bundle_spec, model_key
 from atb_strategies.exceptions import (
     AtbError,
-    BundleError,
     ModelNotFoundError,
     RegistryError,
 )
@@ -50,10 +49,11 @@ class BundleInfo:
         return model_key(self.symbol, self.model_type, self.version)
 
 
-def _info(vd: VersionDir, latest: str | None) -> BundleInfo:
+def _info(vd: VersionDir, latest: str | None, layout: RegistryLayout) -> BundleInfo:
     try:
+        layout.version_dir(vd.symbol, vd.model_type, vd.version)  # refuses paths outside root
         meta = read_json(vd.path / METADATA_FILE)
-    except BundleError as e:
+    except RegistryError as e:
         return BundleInfo(
             vd.symbol,
             vd.model_type,
@@ -136,7 +136,7 @@ class ModelRegistry:
                     latest_cache[k] = self.layout.read_latest(*k)
                 except RegistryError:
                     latest_cache[k] = None
-            out.append(_info(vd, latest_cache[k]))
+            out.append(_info(vd, latest_cache[k], self.layout))
         return out
 
     def resolve_version(self, symbol: str, model_type: str, version: str | None = None) -> str:
@@ -234,7 +234,8 @@ class ModelRegistry:
         for info in self.list_bundles():
             error = None
             try:
-                spec = load_bundle_spec(info.path, verify_checksum=self.verify_checksum)
+                path = self.layout.version_dir(info.symbol, info.model_type, info.version)
+                spec = load_bundle_spec(path, verify_checksum=self.verify_checksum)
                 ModelBundle(spec, self.runner_options).runner._open()
             except AtbError as e:
                 error = str(e)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import pickle
 
 import numpy as np
@@ -81,17 +83,25 @@ def test_runner_survives_pickle_and_copy_without_pickling_session(make_bundle, t
     assert runner._session is not None
 
 
+def _swap_model(directory, data: bytes) -> None:
+    """Replace model.onnx behind the writer's back, keeping the checksum consistent."""
+    (directory / "model.onnx").write_bytes(data)
+    meta = json.loads((directory / "metadata.json").read_text())
+    meta["model_sha256"] = hashlib.sha256(data).hexdigest()
+    (directory / "metadata.json").write_text(json.dumps(meta))
+
+
 def test_runner_with_model_shape_contradicting_schema_fails_on_select(
     make_bundle, tmp_path
 ) -> None:
-    make_bundle(model_bytes=linear_onnx(20, 3))
+    _swap_model(make_bundle(), linear_onnx(20, 3))
     with pytest.raises(BundleError, match=r"shape \['batch', 20, 3\].*\[batch, 16, 3\]") as info:
         ModelRegistry(tmp_path / "models").select_bundle("BTCUSDT", "basic")
     assert info.value.field == "input.shape"
 
 
 def test_runner_with_corrupt_onnx_fails_on_select(make_bundle, tmp_path) -> None:
-    make_bundle(model_bytes=b"this is not an onnx model")
+    _swap_model(make_bundle(), b"this is not an onnx model")
     with pytest.raises(BundleError, match="could not be loaded by ONNX Runtime"):
         ModelRegistry(tmp_path / "models").select_bundle("BTCUSDT", "basic")
 

@@ -1,0 +1,120 @@
+"""Inference overhead over raw ONNX Runtime, single-threaded, on real data.
+
+Prints two ratios (goal <= 1.10 each):
+
+* streaming: per bar, ``FeatureStream.update`` + ``window()`` + ``OnnxRunner.predict`` with its
+  checks and decoding, over a bare batch-1 ``session.run`` on the same, precomputed windows;
+* batch: per window, ``FeaturePipeline.batch_windows`` + float32 cast + ``predict_batch``, over
+  a bare batched ``session.run`` on the same precomputed windows in the same chunks.
+
+Each measurement is the best of ``--repeat`` runs, so background noise inflates neither side.
+
+Usage: ``python3 benchmarks/bench_inference.py [--bars 3000] [--repeat 3]``; needs ``../shared``
+(the reference bundle and the real BTCUSDT candles) or ``--registry``/``--data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from atb_strategies.inference.runner import DEFAULT_CHUNK
+from atb_strategies.registry.registry import ModelRegistry
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def best_of(repeat: int, fn) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", type=Path, default=SHARED / "reference-bundles" / "models")
+    parser.add_argument(
+        "--data", type=Path, default=SHARED / "data" / "BTCUSDT_1h_2023-01-01_2025-01-20.csv"
+    )
+    parser.add_argument("--symbol", default="BTCUSDT")
+    parser.add_argument("--model-type", default="basic")
+    parser.add_argument("--bars", type=int, default=3000, help="bars timed on the streaming path")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    registry = ModelRegistry(args.registry, {"intra_op_num_threads": 1})
+    bundle = registry.select_bundle(args.symbol, args.model_type)
+    pipe, runner = bundle.pipeline, bundle.runner
+    session = runner.session
+    input_name = session.get_inputs()[0].name
+    frame = pd.read_csv(args.data, parse_dates=["timestamp"], index_col="timestamp")
+    columns = {c: frame[c].to_numpy(dtype=np.float64) for c in pipe.columns}
+    values = frame[pipe.columns].to_numpy()
+    print(f"model {bundle.key}: input {bundle.metadata.input.shape}, {len(frame)} bars")
+
+    # ---------------------------------------------------------------- batch path
+    batch = pipe.batch_windows(columns)
+    windows32 = np.ascontiguousarray(batch.windows.astype(np.float32))
+    n = len(windows32)
+
+    def raw_batch() -> None:
+        for i in range(0, n, DEFAULT_CHUNK):
+            session.run(None, {input_name: windows32[i : i + DEFAULT_CHUNK]})
+
+    def our_batch() -> None:
+        b = pipe.batch_windows(columns)
+        runner.predict_batch(b.windows.astype(np.float32), b.context)
+
+    raw_batch()  # warm up
+    t_raw_b = best_of(args.repeat, raw_batch)
+    t_our_b = best_of(args.repeat, our_batch)
+    t_feat_b = best_of(args.repeat, lambda: pipe.batch_windows(columns))
+
+    # ---------------------------------------------------------------- streaming path
+    bars = min(args.bars, n)
+    start = len(values) - bars
+    single = [windows32[i][None] for i in range(n - bars, n)]
+
+    def raw_stream() -> None:
+        for w in single:
+            session.run(None, {input_name: w})
+
+    def our_stream() -> None:
+        stream = pipe.stream()
+        for row in values[:start]:
+            stream.update(row)
+        t0 = time.perf_counter()
+        for row in values[start:]:
+            stream.update(row)
+            runner.predict(stream.window().astype(np.float32), stream.context())
+        our_stream.elapsed = time.perf_counter() - t0  # type: ignore[attr-defined]
+
+    raw_stream()
+    t_raw_s = best_of(args.repeat, raw_stream)
+    stream_times = []
+    for _ in range(args.repeat):
+        our_stream()
+        stream_times.append(our_stream.elapsed)  # type: ignore[attr-defined]
+    t_our_s = min(stream_times)
+
+    print(f"batch:     {n} windows, raw session.run {t_raw_b:.3f}s "
+          f"({t_raw_b / n * 1e6:.1f} us/window), ours {t_our_b:.3f}s "
+          f"(features alone {t_feat_b:.3f}s)")
+    print(f"streaming: {bars} bars, raw batch-1 session.run {t_raw_s:.3f}s "
+          f"({t_raw_s / bars * 1e6:.0f} us/bar), ours {t_our_s:.3f}s "
+          f"({t_our_s / bars * 1e6:.0f} us/bar)")
+    print(f"ratio streaming (update + predict) / raw batch-1 run: {t_our_s / t_raw_s:.3f}"
+          "   goal <= 1.10")
+    print(f"ratio batch per window / raw batched run:            {t_our_b / t_raw_b:.3f}"
+          "   goal <= 1.10")
+
+
+if __name__ == "__main__":
+    main()
