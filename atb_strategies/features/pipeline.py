@@ -211,8 +211,14 @@ class FeatureStream:
         self._buf = np.empty((2 * seq, nf), dtype=np.float64)
         self._close = np.empty(2 * seq, dtype=np.float64)
         self._n = 0
-        self._windowed = [f.window for f in pipeline._features]
-        self._any_window = any(w is not None for w in self._windowed)
+        # Features sharing a window transform (same op and parameters) are transformed in one
+        # call on a (k, sequence_length) block: one numpy pass instead of k.
+        groups: dict[str, tuple[WindowTransform, list[int]]] = {}
+        for j, f in enumerate(pipeline._features):
+            if f.window is not None:
+                key = repr(sorted(f.window.to_dict().items()))
+                groups.setdefault(key, (f.window, []))[1].append(j)
+        self._groups = [(wt, np.array(idx)) for wt, idx in groups.values()]
 
     @property
     def bars_seen(self) -> int:
@@ -256,12 +262,9 @@ class FeatureStream:
             )
         start = self._n % self._seq
         raw = self._buf[start : start + self._seq]
-        if not self._any_window:
-            return raw.copy()
-        out = np.empty_like(raw)
-        for j, wt in enumerate(self._windowed):
-            col = raw[:, j]
-            out[:, j] = wt.apply(col[None, :])[0] if wt is not None else col
+        out = raw.copy()
+        for wt, idx in self._groups:
+            out[:, idx] = wt.apply(raw[:, idx].T).T
         return out
 
     def context(self) -> PriceContext:
