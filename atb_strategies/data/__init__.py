@@ -1,0 +1,17 @@
+"""Candles: validation, loading, synthetic generation and backtrader feeds."""
+
+from atb_strategies.data.candles import validate_candles
+from atb_strategies.data.feeds import OhlcvData, SentimentData, make_feed
+from atb_strategies.data.loaders import CandleReport, inspect_candles, load_ohlcv
+from atb_strategies.data.synthetic import generate_ohlcv
+
+__all__ = [
+    "CandleReport",
+    "OhlcvData",
+    "SentimentData",
+    "generate_ohlcv",
+    "inspect_candles",
+    "load_ohlcv",
+    "make_feed",
+    "validate_candles",
+]

@@ -131,10 +131,27 @@ FAULT_KINDS: dict[str, str] = {
     "reads requests (2)",
 }
 
-_ERROR_KINDS = frozenset({"429", "418", "500", "502", "503", "504", "html", "not_json", "error",
-                          "disconnect"})
-_VALID_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
-                    "1d", "3d", "1w", "1M")
+_ERROR_KINDS = frozenset(
+    {"429", "418", "500", "502", "503", "504", "html", "not_json", "error", "disconnect"}
+)
+_VALID_INTERVALS = (
+    "1s",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+    "1M",
+)
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _WEEK_MS = _UNIT_MS["w"]
 _MONDAY_OFFSET_MS = 4 * _UNIT_MS["d"]  # 1970-01-01 was a Thursday; Binance weeks start Monday
@@ -144,8 +161,15 @@ _DECIMAL_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 _E8 = Decimal("0.00000001")
 _ZERO = Decimal(0)
 _OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED"})
-_ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
-                "TAKE_PROFIT_LIMIT")
+_ORDER_TYPES = (
+    "LIMIT",
+    "LIMIT_MAKER",
+    "MARKET",
+    "STOP_LOSS",
+    "STOP_LOSS_LIMIT",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_LIMIT",
+)
 _STOP_TYPES = frozenset({"STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"})
 _LIMIT_TYPES = frozenset({"LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"})
 _HTML_PAGE = (
@@ -211,10 +235,12 @@ def synthetic_candles(
     high = np.maximum(open_, close) + spread
     low = np.minimum(open_, close) - spread
     volume = np.round(rng.lognormal(1.0, 0.5, periods), 5)
-    index = pd.date_range(start, periods=periods, freq=pd.Timedelta(milliseconds=step),
-                          name="timestamp")
-    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close,
-                         "volume": volume}, index=index)
+    index = pd.date_range(
+        start, periods=periods, freq=pd.Timedelta(milliseconds=step), name="timestamp"
+    )
+    return pd.DataFrame(
+        {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
+    )
 
 
 class BinanceApiError(Exception):
@@ -239,7 +265,8 @@ class BinanceApiError(Exception):
 
 def _mandatory(name: str) -> BinanceApiError:
     return BinanceApiError(
-        -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+        -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+    )
 
 
 def _dec(value: object) -> Decimal:
@@ -421,8 +448,15 @@ class FaultInjector:
             raise ValueError(f"partial_fill_fraction must be in (0, 1) or None. Got {value!r}.")
         self._partial = None if value is None else float(value)
 
-    def queue(self, path_prefix: str, kind: str, count: int = 1, *, method: str | None = None,
-              **options: Any) -> None:
+    def queue(
+        self,
+        path_prefix: str,
+        kind: str,
+        count: int = 1,
+        *,
+        method: str | None = None,
+        **options: Any,
+    ) -> None:
         """Arm a fault.
 
         Parameters
@@ -453,11 +487,19 @@ class FaultInjector:
         if not 0.0 <= delay <= 30.0:
             raise ValueError(f"delay must be between 0 and 30 seconds. Got {delay!r} instead.")
         with self._lock:
-            self._faults.append(_Fault(path_prefix, kind, int(count),
-                                       None if method is None else method.upper(), dict(options)))
+            self._faults.append(
+                _Fault(
+                    path_prefix,
+                    kind,
+                    int(count),
+                    None if method is None else method.upper(),
+                    dict(options),
+                )
+            )
 
-    def reject_next_order(self, count: int = 1, *, code: int = -2010,
-                          msg: str = "Order rejected by the risk engine.") -> None:
+    def reject_next_order(
+        self, count: int = 1, *, code: int = -2010, msg: str = "Order rejected by the risk engine."
+    ) -> None:
         """Reject the next ``count`` ``POST /api/v3/order`` requests without placing them."""
         self.queue("/api/v3/order", "reject_order", count, method="POST", code=code, msg=msg)
 
@@ -493,15 +535,18 @@ class _CandleBook:
 
     def __init__(self, frame: pd.DataFrame, timeframe: str | None) -> None:
         if not isinstance(frame, pd.DataFrame) or not isinstance(frame.index, pd.DatetimeIndex):
-            raise ValueError("candles must be a pandas DataFrame with a DatetimeIndex of candle "
-                             "open times.")
+            raise ValueError(
+                "candles must be a pandas DataFrame with a DatetimeIndex of candle open times."
+            )
         if frame.empty:
             raise ValueError("candles is empty; pass at least one candle or None.")
         columns = {str(c).lower(): c for c in frame.columns}
         missing = [c for c in ("open", "high", "low", "close", "volume") if c not in columns]
         if missing:
-            raise ValueError(f"candles lacks columns {missing}; expected open, high, low, close, "
-                             f"volume. Got {list(frame.columns)}.")
+            raise ValueError(
+                f"candles lacks columns {missing}; expected open, high, low, close, "
+                f"volume. Got {list(frame.columns)}."
+            )
         index = frame.index
         if index.tz is not None:
             index = index.tz_convert("UTC").tz_localize(None)
@@ -511,8 +556,10 @@ class _CandleBook:
         if timeframe is not None:
             step = interval_to_ms(timeframe)
             if step is None:
-                raise ValueError(f"timeframe must be a fixed-length Binance interval such as "
-                                 f"'1m' or '1h'. Got {timeframe!r} instead.")
+                raise ValueError(
+                    f"timeframe must be a fixed-length Binance interval such as "
+                    f"'1m' or '1h'. Got {timeframe!r} instead."
+                )
         elif len(ts) > 1:
             step = int(np.diff(ts).min())
         else:
@@ -520,12 +567,19 @@ class _CandleBook:
         self.tf = step
         self.ts = ts
         self.tick = 0.0  # forming-candle prices are snapped to this tick when set
-        values = {name: frame[columns[name]].to_numpy(np.float64) for name in
-                  ("open", "high", "low", "close", "volume")}
+        values = {
+            name: frame[columns[name]].to_numpy(np.float64)
+            for name in ("open", "high", "low", "close", "volume")
+        }
         if any(bool(np.isnan(v).any()) for v in values.values()):
             raise ValueError("candles contain NaN values.")
-        self.o, self.h, self.l, self.c, self.v = (values["open"], values["high"], values["low"],
-                                                  values["close"], values["volume"])
+        self.o, self.h, self.l, self.c, self.v = (
+            values["open"],
+            values["high"],
+            values["low"],
+            values["close"],
+            values["volume"],
+        )
 
     @property
     def first_open(self) -> int:
@@ -577,8 +631,9 @@ class _CandleBook:
                     p_hi = path[k] + (path[k + 1] - path[k]) * (hi - times[k]) / span
                     yield float(lo), float(p_lo), float(hi), float(p_hi)
 
-    def klines(self, now: int, interval: int, start: int | None, end: int | None,
-               limit: int) -> list[list[Any]]:
+    def klines(
+        self, now: int, interval: int, start: int | None, end: int | None, limit: int
+    ) -> list[list[Any]]:
         offset = _MONDAY_OFFSET_MS if interval % _WEEK_MS == 0 else 0
 
         def bucket(t: int) -> int:
@@ -607,13 +662,34 @@ class _CandleBook:
         starts = np.concatenate(([0], np.flatnonzero(np.diff(keys)) + 1))
         ends = np.concatenate((starts[1:], [len(ts)])) - 1
         typical = (h + lo + c) / 3.0
-        rows = zip(keys[starts], o[starts], np.maximum.reduceat(h, starts),
-                   np.minimum.reduceat(lo, starts), c[ends], np.add.reduceat(v, starts),
-                   np.add.reduceat(v * typical, starts), ends - starts + 1, strict=True)
-        out = [[int(k), _fmt(float(bo)), _fmt(float(bh)), _fmt(float(bl)), _fmt(float(bc)),
-                _fmt(float(bv)), int(k) + interval - 1, _fmt(float(qv)), int(n),
-                _fmt(float(bv) / 2.0), _fmt(float(qv) / 2.0), "0"]
-               for k, bo, bh, bl, bc, bv, qv, n in rows]
+        rows = zip(
+            keys[starts],
+            o[starts],
+            np.maximum.reduceat(h, starts),
+            np.minimum.reduceat(lo, starts),
+            c[ends],
+            np.add.reduceat(v, starts),
+            np.add.reduceat(v * typical, starts),
+            ends - starts + 1,
+            strict=True,
+        )
+        out = [
+            [
+                int(k),
+                _fmt(float(bo)),
+                _fmt(float(bh)),
+                _fmt(float(bl)),
+                _fmt(float(bc)),
+                _fmt(float(bv)),
+                int(k) + interval - 1,
+                _fmt(float(qv)),
+                int(n),
+                _fmt(float(bv) / 2.0),
+                _fmt(float(qv) / 2.0),
+                "0",
+            ]
+            for k, bo, bh, bl, bc, bv, qv, n in rows
+        ]
         return out[:limit] if start is not None else out[-limit:]
 
 
@@ -783,11 +859,13 @@ class BinanceServer:
         strict_timestamps: bool = False,
     ) -> None:
         if fee_asset not in ("quote", "base", "received"):
-            raise ValueError(f"fee_asset must be 'quote', 'base' or 'received'. Got "
-                             f"{fee_asset!r} instead.")
+            raise ValueError(
+                f"fee_asset must be 'quote', 'base' or 'received'. Got {fee_asset!r} instead."
+            )
         if symbol != base + quote:
-            raise ValueError(f"symbol must be base + quote. Got {symbol!r} for {base!r} + "
-                             f"{quote!r}.")
+            raise ValueError(
+                f"symbol must be base + quote. Got {symbol!r} for {base!r} + {quote!r}."
+            )
         default_start: int | None = None
         if candles is None:
             candles = synthetic_candles()
@@ -855,8 +933,12 @@ class BinanceServer:
         httpd.daemon_threads = True
         httpd.app = self  # type: ignore[attr-defined]
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"binance-loopback-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"binance-loopback-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -900,8 +982,14 @@ class BinanceServer:
         """Length of one base candle in milliseconds."""
         return self._book.tf
 
-    def ccxt_config(self, *, timeout_ms: int = 10_000, rate_limit_ms: int | None = None,
-                    with_keys: bool = True, **options: Any) -> dict[str, Any]:
+    def ccxt_config(
+        self,
+        *,
+        timeout_ms: int = 10_000,
+        rate_limit_ms: int | None = None,
+        with_keys: bool = True,
+        **options: Any,
+    ) -> dict[str, Any]:
         """The ``ccxt.binance(config)`` dict that aims every REST URL at this server.
 
         All ``urls['api']``, ``urls['test']`` and ``urls['demo']`` entries of ccxt's binance
@@ -928,8 +1016,10 @@ class BinanceServer:
         dict
             Constructor config for ``ccxt.binance``.
         """
-        urls = {section: _rewrite_urls(values, self.url)
-                for section, values in _ccxt_binance_urls().items()}
+        urls = {
+            section: _rewrite_urls(values, self.url)
+            for section, values in _ccxt_binance_urls().items()
+        }
         config: dict[str, Any] = {
             "enableRateLimit": True,
             "timeout": int(timeout_ms),
@@ -961,8 +1051,11 @@ class BinanceServer:
     def count(self, path: str, method: str | None = None) -> int:
         """Number of logged requests to exactly ``path`` (and ``method``, when given)."""
         with self._lock:
-            return sum(1 for r in self._requests
-                       if r.path == path and (method is None or r.method == method.upper()))
+            return sum(
+                1
+                for r in self._requests
+                if r.path == path and (method is None or r.method == method.upper())
+            )
 
     def clear_requests(self) -> None:
         """Empty the request log."""
@@ -1021,9 +1114,11 @@ class BinanceServer:
                 return
             status, body, headers = self._fault_response(fault)
         elif fault is not None and fault.kind == "reject_order":
-            error = BinanceApiError(int(fault.options.get("code", -2010)),
-                                    str(fault.options.get("msg", "Order rejected.")),
-                                    int(fault.options.get("status", 400)))
+            error = BinanceApiError(
+                int(fault.options.get("code", -2010)),
+                str(fault.options.get("msg", "Order rejected.")),
+                int(fault.options.get("status", 400)),
+            )
             status, body, headers = error.status, _error_body(error), {}
         else:
             if fault is not None and fault.kind == "hide_order":
@@ -1057,30 +1152,37 @@ class BinanceServer:
     def _fault_response(self, fault: _Fault) -> tuple[int, str, dict[str, str]]:
         kind, options = fault.kind, fault.options
         if kind in ("429", "418"):
-            msg = ("Too much request weight used; current limit is 6000 request weight per 1 "
-                   "MINUTE. Please use WebSocket Streams for live updates to avoid polling the "
-                   "API." if kind == "429" else
-                   "Way too much request weight used; IP banned until "
-                   f"{self.clock.now_ms + 120_000}. Please use WebSocket Streams for live updates "
-                   "to avoid bans.")
+            msg = (
+                "Too much request weight used; current limit is 6000 request weight per 1 "
+                "MINUTE. Please use WebSocket Streams for live updates to avoid polling the "
+                "API."
+                if kind == "429"
+                else "Way too much request weight used; IP banned until "
+                f"{self.clock.now_ms + 120_000}. Please use WebSocket Streams for live updates "
+                "to avoid bans."
+            )
             headers = {"Retry-After": str(options.get("retry_after", 1 if kind == "429" else 2))}
             return int(kind), json.dumps({"code": -1003, "msg": msg}), headers
         if kind in ("500", "502", "503", "504"):
-            reasons = {"500": "Internal Server Error", "502": "Bad Gateway",
-                       "503": "Service Unavailable", "504": "Gateway Timeout"}
+            reasons = {
+                "500": "Internal Server Error",
+                "502": "Bad Gateway",
+                "503": "Service Unavailable",
+                "504": "Gateway Timeout",
+            }
             return int(kind), str(options.get("body", f"{kind} {reasons[kind]}")), {}
         if kind == "html":
             return 503, _HTML_PAGE, {"Content-Type": "text/html"}
         if kind == "not_json":
             return 200, str(options.get("body", "<html><body>OK</body></html>")), {}
-        error = BinanceApiError(int(options.get("code", -1000)),
-                                str(options.get("msg", "An unknown error occurred while "
-                                                       "processing the request.")),
-                                int(options.get("status", 400)))
+        error = BinanceApiError(
+            int(options.get("code", -1000)),
+            str(options.get("msg", "An unknown error occurred while processing the request.")),
+            int(options.get("status", 400)),
+        )
         return error.status, _error_body(error), {}
 
-    def _send(self, handler: _Handler, status: int, body: str,
-              headers: Mapping[str, str]) -> None:
+    def _send(self, handler: _Handler, status: int, body: str, headers: Mapping[str, str]) -> None:
         data = body.encode("utf-8")
         now = time.monotonic()
         with self._lock:
@@ -1090,8 +1192,9 @@ class BinanceServer:
             weight = len(self._weights)
         try:
             handler.send_response(status)
-            handler.send_header("Content-Type", headers.get("Content-Type",
-                                                            "application/json;charset=UTF-8"))
+            handler.send_header(
+                "Content-Type", headers.get("Content-Type", "application/json;charset=UTF-8")
+            )
             handler.send_header("Content-Length", str(len(data)))
             handler.send_header("x-mbx-used-weight", str(weight))
             handler.send_header("x-mbx-used-weight-1m", str(weight))
@@ -1139,8 +1242,9 @@ class BinanceServer:
         if any(ref - window <= stamp <= ref + 1000 for ref in references):
             return
         if stamp > now + 1000:
-            raise BinanceApiError(-1021, "Timestamp for this request was 1000ms ahead of the "
-                                         "server's time.")
+            raise BinanceApiError(
+                -1021, "Timestamp for this request was 1000ms ahead of the server's time."
+            )
         raise BinanceApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
 
     # ----------------------------------------------------------------------- public routes
@@ -1171,20 +1275,28 @@ class BinanceServer:
             try:
                 wanted = json.loads(symbols)
             except ValueError:
-                raise BinanceApiError(-1100, "Illegal characters found in parameter "
-                                             "'symbols'.") from None
+                raise BinanceApiError(
+                    -1100, "Illegal characters found in parameter 'symbols'."
+                ) from None
             if wanted != [self.symbol]:
                 raise BinanceApiError(-1121, "Invalid symbol.")
         return {
             "timezone": "UTC",
             "serverTime": self.clock.now_ms,
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": 6000},
-                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
-                 "limit": 100},
-                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5,
-                 "limit": 61000},
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": 6000,
+                },
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+                {
+                    "rateLimitType": "RAW_REQUESTS",
+                    "interval": "MINUTE",
+                    "intervalNum": 5,
+                    "limit": 61000,
+                },
             ],
             "exchangeFilters": [],
             "symbols": [self._symbol_info()],
@@ -1212,22 +1324,43 @@ class BinanceServer:
             "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False,
             "filters": [
-                {"filterType": "PRICE_FILTER", "minPrice": _fmt(self.min_price),
-                 "maxPrice": _fmt(self.max_price), "tickSize": _fmt(self.tick_size)},
-                {"filterType": "LOT_SIZE", "minQty": _fmt(self.min_qty),
-                 "maxQty": _fmt(self.max_qty), "stepSize": _fmt(self.step_size)},
-                {"filterType": "MARKET_LOT_SIZE", "minQty": _fmt(_ZERO),
-                 "maxQty": _fmt(self.max_qty), "stepSize": _fmt(_ZERO)},
-                {"filterType": "NOTIONAL", "minNotional": _fmt(self.min_notional),
-                 "applyMinToMarket": True, "maxNotional": "9000000.00000000",
-                 "applyMaxToMarket": False, "avgPriceMins": 5},
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": _fmt(self.min_price),
+                    "maxPrice": _fmt(self.max_price),
+                    "tickSize": _fmt(self.tick_size),
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": _fmt(self.min_qty),
+                    "maxQty": _fmt(self.max_qty),
+                    "stepSize": _fmt(self.step_size),
+                },
+                {
+                    "filterType": "MARKET_LOT_SIZE",
+                    "minQty": _fmt(_ZERO),
+                    "maxQty": _fmt(self.max_qty),
+                    "stepSize": _fmt(_ZERO),
+                },
+                {
+                    "filterType": "NOTIONAL",
+                    "minNotional": _fmt(self.min_notional),
+                    "applyMinToMarket": True,
+                    "maxNotional": "9000000.00000000",
+                    "applyMaxToMarket": False,
+                    "avgPriceMins": 5,
+                },
                 {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
             ],
             "permissions": [],
             "permissionSets": [["SPOT"]],
             "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-            "allowedSelfTradePreventionModes": ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER",
-                                                "EXPIRE_BOTH"],
+            "allowedSelfTradePreventionModes": [
+                "NONE",
+                "EXPIRE_TAKER",
+                "EXPIRE_MAKER",
+                "EXPIRE_BOTH",
+            ],
         }
 
     def _klines(self, request: _Request) -> list[list[Any]]:
@@ -1300,21 +1433,39 @@ class BinanceServer:
     def _account(self, request: _Request) -> dict[str, Any]:
         rate = _fmt(self.fees)
         omit_zero = request.params.get("omitZeroBalances", "false").lower() == "true"
-        balances = [{"asset": asset, "free": _fmt(self._free[asset]),
-                     "locked": _fmt(self._locked.get(asset, _ZERO))}
-                    for asset in sorted(self._free)]
+        balances = [
+            {
+                "asset": asset,
+                "free": _fmt(self._free[asset]),
+                "locked": _fmt(self._locked.get(asset, _ZERO)),
+            }
+            for asset in sorted(self._free)
+        ]
         if omit_zero:
             balances = [b for b in balances if Decimal(b["free"]) or Decimal(b["locked"])]
         bps = int(self.fees * 10_000)
         return {
-            "makerCommission": bps, "takerCommission": bps, "buyerCommission": 0,
+            "makerCommission": bps,
+            "takerCommission": bps,
+            "buyerCommission": 0,
             "sellerCommission": 0,
-            "commissionRates": {"maker": rate, "taker": rate, "buyer": "0.00000000",
-                                "seller": "0.00000000"},
-            "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
-            "requireSelfTradePrevention": False, "preventSor": False,
-            "updateTime": self.clock.now_ms, "accountType": "SPOT", "balances": balances,
-            "permissions": ["SPOT"], "uid": 354937868,
+            "commissionRates": {
+                "maker": rate,
+                "taker": rate,
+                "buyer": "0.00000000",
+                "seller": "0.00000000",
+            },
+            "canTrade": True,
+            "canWithdraw": True,
+            "canDeposit": True,
+            "brokered": False,
+            "requireSelfTradePrevention": False,
+            "preventSor": False,
+            "updateTime": self.clock.now_ms,
+            "accountType": "SPOT",
+            "balances": balances,
+            "permissions": ["SPOT"],
+            "uid": 354937868,
         }
 
     def _parse_new_order(self, params: Mapping[str, str]) -> _Order:
@@ -1331,9 +1482,12 @@ class BinanceServer:
             raise BinanceApiError(-1116, "Invalid orderType.")
         client_id = params.get("newClientOrderId") or "atb" + secrets.token_hex(11)
         if not _CLIENT_ID_RE.match(client_id):
-            raise BinanceApiError(-1100, "Illegal characters found in parameter "
-                                         "'newClientOrderId'; legal range is "
-                                         "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
+            raise BinanceApiError(
+                -1100,
+                "Illegal characters found in parameter "
+                "'newClientOrderId'; legal range is "
+                "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.",
+            )
         quantity = _decimal_param(params, "quantity")
         quote_qty = _decimal_param(params, "quoteOrderQty")
         price = _decimal_param(params, "price")
@@ -1341,8 +1495,10 @@ class BinanceServer:
         tif = params.get("timeInForce") or ""
         if order_type == "MARKET":
             if quantity is None and quote_qty is None:
-                raise BinanceApiError(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, "
-                                             "but both were empty/null!")
+                raise BinanceApiError(
+                    -1102,
+                    "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!",
+                )
             tif = "GTC"
         elif quantity is None:
             raise _mandatory("quantity")
@@ -1359,18 +1515,29 @@ class BinanceServer:
             raise _mandatory("stopPrice")
         now = self.clock.now_ms
         return _Order(
-            order_id=0, client_order_id=client_id, side=side, type=order_type,
-            time_in_force=tif, orig_qty=quantity or _ZERO, price=price or _ZERO,
-            stop_price=stop or _ZERO, orig_quote_qty=quote_qty or _ZERO, time=now,
-            update_time=now, working=order_type not in _STOP_TYPES,
+            order_id=0,
+            client_order_id=client_id,
+            side=side,
+            type=order_type,
+            time_in_force=tif,
+            orig_qty=quantity or _ZERO,
+            price=price or _ZERO,
+            stop_price=stop or _ZERO,
+            orig_quote_qty=quote_qty or _ZERO,
+            time=now,
+            update_time=now,
+            working=order_type not in _STOP_TYPES,
             working_time=-1 if order_type in _STOP_TYPES else now,
         )
 
     def _check_filters(self, order: _Order, reference_price: Decimal) -> None:
         if order.type in _LIMIT_TYPES or order.type in _STOP_TYPES:
             for value in (order.price, order.stop_price):
-                if value and (value < self.min_price or value > self.max_price
-                              or (value - self.min_price) % self.tick_size):
+                if value and (
+                    value < self.min_price
+                    or value > self.max_price
+                    or (value - self.min_price) % self.tick_size
+                ):
                     raise BinanceApiError(-1013, "Filter failure: PRICE_FILTER")
         qty = order.orig_qty
         if qty < self.min_qty or qty > self.max_qty or (qty - self.min_qty) % self.step_size:
@@ -1406,9 +1573,13 @@ class BinanceServer:
             raise BinanceApiError(-2010, "Duplicate order sent.")
         marketable = False
         if order.type in _STOP_TYPES:
-            if current is not None and _touch(float(current), float(current),
-                                              float(order.stop_price),
-                                              order.trigger_below) is not None:
+            if (
+                current is not None
+                and _touch(
+                    float(current), float(current), float(order.stop_price), order.trigger_below
+                )
+                is not None
+            ):
                 raise BinanceApiError(-2010, "Stop price would trigger immediately.")
         elif order.type != "MARKET" and current is not None:
             marketable = current <= order.price if order.side == "BUY" else current >= order.price
@@ -1432,20 +1603,31 @@ class BinanceServer:
             self._fill_planned(order, current, now, maker=False, pass_now=now)
         elif marketable:
             assert current is not None
-            better = min(current, order.price) if order.side == "BUY" else max(current,
-                                                                               order.price)
+            better = min(current, order.price) if order.side == "BUY" else max(current, order.price)
             self._fill_planned(order, better, now, maker=False, pass_now=now)
         elif order.time_in_force in ("IOC", "FOK") and order.type == "LIMIT":
             self._close(order, "EXPIRED", now)
         fills = list(order.fills)
         response_type = params.get("newOrderRespType") or (
-            "FULL" if order.type in ("MARKET", "LIMIT") else "ACK")
-        head = {"symbol": self.symbol, "orderId": order.order_id, "orderListId": -1,
-                "clientOrderId": order.client_order_id, "transactTime": order.time}
+            "FULL" if order.type in ("MARKET", "LIMIT") else "ACK"
+        )
+        head = {
+            "symbol": self.symbol,
+            "orderId": order.order_id,
+            "orderListId": -1,
+            "clientOrderId": order.client_order_id,
+            "transactTime": order.time,
+        }
         if response_type == "ACK":
             return head
-        body = {**head, **{k: v for k, v in self._order_json(order).items()
-                           if k not in ("time", "updateTime", "isWorking", "icebergQty")}}
+        body = {
+            **head,
+            **{
+                k: v
+                for k, v in self._order_json(order).items()
+                if k not in ("time", "updateTime", "isWorking", "icebergQty")
+            },
+        }
         if order.type not in _STOP_TYPES:
             body.pop("stopPrice", None)
         if response_type == "FULL":
@@ -1457,8 +1639,10 @@ class BinanceServer:
         order_id = params.get("orderId")
         client_id = params.get("origClientOrderId")
         if not order_id and not client_id:
-            raise BinanceApiError(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, "
-                                         "but both were empty/null!")
+            raise BinanceApiError(
+                -1102,
+                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+            )
         if order_id:
             try:
                 wanted = int(order_id)
@@ -1613,8 +1797,9 @@ class BinanceServer:
         order.update_time = now
         order.deferred_price = None
 
-    def _fill_planned(self, order: _Order, price: Decimal, t_ms: int, *, maker: bool,
-                      pass_now: int) -> None:
+    def _fill_planned(
+        self, order: _Order, price: Decimal, t_ms: int, *, maker: bool, pass_now: int
+    ) -> None:
         if order.partial_fraction is not None and order.executed_qty == 0:
             first = _floor_step(order.orig_qty * _dec(order.partial_fraction), self.step_size)
             if _ZERO < first < order.orig_qty:
@@ -1640,15 +1825,30 @@ class BinanceServer:
         self._move(fee_asset, -commission)
         self._next_trade_id += 1
         trade = {
-            "symbol": self.symbol, "id": self._next_trade_id, "orderId": order.order_id,
-            "orderListId": -1, "price": _fmt(price), "qty": _fmt(qty), "quoteQty": _fmt(cost),
-            "commission": _fmt(commission), "commissionAsset": fee_asset, "time": int(t_ms),
-            "isBuyer": order.side == "BUY", "isMaker": maker, "isBestMatch": True,
+            "symbol": self.symbol,
+            "id": self._next_trade_id,
+            "orderId": order.order_id,
+            "orderListId": -1,
+            "price": _fmt(price),
+            "qty": _fmt(qty),
+            "quoteQty": _fmt(cost),
+            "commission": _fmt(commission),
+            "commissionAsset": fee_asset,
+            "time": int(t_ms),
+            "isBuyer": order.side == "BUY",
+            "isMaker": maker,
+            "isBestMatch": True,
         }
         self._trades.append(trade)
-        order.fills.append({"price": trade["price"], "qty": trade["qty"],
-                            "commission": trade["commission"], "commissionAsset": fee_asset,
-                            "tradeId": trade["id"]})
+        order.fills.append(
+            {
+                "price": trade["price"],
+                "qty": trade["qty"],
+                "commission": trade["commission"],
+                "commissionAsset": fee_asset,
+                "tradeId": trade["id"],
+            }
+        )
         order.executed_qty += qty
         order.cumm_quote += cost
         order.update_time = int(t_ms)
@@ -1676,8 +1876,9 @@ class BinanceServer:
                         self._process_segment(order, segment, now)
         self._cursor = now
 
-    def _process_segment(self, order: _Order, segment: tuple[float, float, float, float],
-                         pass_now: int) -> None:
+    def _process_segment(
+        self, order: _Order, segment: tuple[float, float, float, float], pass_now: int
+    ) -> None:
         t0, p0, t1, p1 = segment
         if not order.working:
             hit = _touch(p0, p1, float(order.stop_price), order.trigger_below)
@@ -1699,8 +1900,7 @@ class BinanceServer:
         else:
             assert limit is not None
             price, maker = limit, True
-        self._fill_planned(order, price, int(t0 + frac * (t1 - t0)), maker=maker,
-                           pass_now=pass_now)
+        self._fill_planned(order, price, int(t0 + frac * (t1 - t0)), maker=maker, pass_now=pass_now)
 
 
 def _error_body(error: BinanceApiError) -> str:
@@ -1714,8 +1914,10 @@ def _int_param(params: Mapping[str, str], name: str, default: int | None) -> Any
     try:
         return int(raw)
     except ValueError:
-        raise BinanceApiError(-1100, f"Illegal characters found in parameter '{name}'; legal "
-                                     "range is '^[0-9]{1,20}$'.") from None
+        raise BinanceApiError(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+        ) from None
 
 
 def _decimal_param(params: Mapping[str, str], name: str) -> Decimal | None:
@@ -1723,8 +1925,11 @@ def _decimal_param(params: Mapping[str, str], name: str) -> Decimal | None:
     if raw is None or raw == "":
         return None
     if not _DECIMAL_RE.match(raw):
-        raise BinanceApiError(-1100, f"Illegal characters found in parameter '{name}'; legal "
-                                     "range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.")
+        raise BinanceApiError(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal "
+            "range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.",
+        )
     try:
         value = Decimal(raw)
     except InvalidOperation:
@@ -1740,8 +1945,11 @@ def _ccxt_binance_urls() -> dict[str, Any]:
 
     exchange = ccxt.binance()
     try:
-        return {section: exchange.urls[section] for section in ("api", "test", "demo")
-                if isinstance(exchange.urls.get(section), dict)}
+        return {
+            section: exchange.urls[section]
+            for section in ("api", "test", "demo")
+            if isinstance(exchange.urls.get(section), dict)
+        }
     finally:
         exchange.close()
 

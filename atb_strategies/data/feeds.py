@@ -1,0 +1,88 @@
+"""backtrader data feeds for candles, and timeframe conversions.
+
+``make_feed(frame)`` turns a validated DataFrame into a ``PandasData`` feed with the right
+backtrader timeframe (``bt.feeds.PandasData`` defaults to *daily*, which silently breaks
+annualised analyzers on hourly data). A ``sentiment`` column makes it a ``SentimentData`` feed with
+an extra ``sentiment`` line.
+"""
+
+from __future__ import annotations
+
+import backtrader as bt
+import pandas as pd
+
+from atb_strategies.data.candles import timeframe_to_timedelta
+from atb_strategies.exceptions import ConfigurationError
+
+
+class OhlcvData(bt.feeds.PandasData):
+    """``PandasData`` over a DataFrame indexed by time with open/high/low/close/volume."""
+
+    params = (
+        ("datetime", None),
+        ("open", "open"),
+        ("high", "high"),
+        ("low", "low"),
+        ("close", "close"),
+        ("volume", "volume"),
+        ("openinterest", None),
+    )
+
+
+class SentimentData(OhlcvData):
+    """``OhlcvData`` plus a ``sentiment`` line read from the ``sentiment`` column."""
+
+    lines = ("sentiment",)
+    params = (("sentiment", "sentiment"),)
+
+
+def bt_timeframe(timeframe: str) -> tuple[int, int]:
+    """``"1h"`` -> ``(bt.TimeFrame.Minutes, 60)``; ``"1d"`` -> ``(bt.TimeFrame.Days, 1)``."""
+    step = timeframe_to_timedelta(timeframe)
+    minutes = int(step / pd.Timedelta(minutes=1))
+    if minutes % (7 * 1440) == 0:
+        return bt.TimeFrame.Weeks, minutes // (7 * 1440)
+    if minutes % 1440 == 0:
+        return bt.TimeFrame.Days, minutes // 1440
+    return bt.TimeFrame.Minutes, minutes
+
+
+def feed_timeframe(data: bt.AbstractDataBase) -> str | None:
+    """The feed's bar size as ``<n>m|h|d|w``, or None for ticks/seconds/months/years."""
+    tf, comp = data._timeframe, data._compression
+    if tf == bt.TimeFrame.Minutes:
+        return f"{comp // 60}h" if comp % 60 == 0 else f"{comp}m"
+    if tf == bt.TimeFrame.Days:
+        return f"{comp}d"
+    if tf == bt.TimeFrame.Weeks:
+        return f"{comp}w"
+    return None
+
+
+def same_timeframe(a: str, b: str) -> bool:
+    return timeframe_to_timedelta(a) == timeframe_to_timedelta(b)
+
+
+def make_feed(
+    frame: pd.DataFrame,
+    *,
+    timeframe: str | None = None,
+    name: str | None = None,
+    **kwargs: object,
+) -> OhlcvData:
+    """A backtrader feed for ``frame`` (indexed by time) with the right timeframe.
+
+    ``timeframe`` defaults to ``frame.attrs["timeframe"]`` (set by ``load_ohlcv`` and
+    ``generate_ohlcv``). Extra keyword arguments go to the feed (``fromdate``, ``todate``...).
+    """
+    tf = timeframe or frame.attrs.get("timeframe")
+    if tf is None:
+        raise ConfigurationError(
+            "make_feed needs the candles' timeframe: pass timeframe='1h' (or load the candles "
+            "with load_ohlcv, which records it)."
+        )
+    bt_tf, compression = bt_timeframe(tf)
+    cls = SentimentData if "sentiment" in frame.columns else OhlcvData
+    if name is not None:
+        kwargs["name"] = name
+    return cls(dataname=frame, timeframe=bt_tf, compression=compression, **kwargs)

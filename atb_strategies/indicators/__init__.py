@@ -1,0 +1,1 @@
+"""backtrader indicators backed by registry models."""

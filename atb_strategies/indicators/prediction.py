@@ -1,0 +1,281 @@
+"""``MlPrediction``: a registry model's prediction as an ordinary backtrader indicator.
+
+Lines (at bar ``t``, for bar ``t + horizon``; NaN before the model's warm-up is complete):
+
+* ``predicted_price``: the predicted close in price units (NaN for class-probability models);
+* ``predicted_return``: ``predicted_price / close[t] - 1``;
+* ``confidence``: in [0, 1] (see ``atb_strategies.inference.decode``);
+* ``direction``: +1, -1 or 0.
+
+Two paths, proven equal by the tests:
+
+* **batch** when the data is preloaded (a normal backtest): features for every bar and one
+  batched ONNX run, in ``once()`` (``runonce=True``) or on the first bar (``runonce=False``);
+  ``next()`` then reads arrays;
+* **streaming** when it is not (live feeds, ``preload=False``, ``exactbars``): each bar updates a
+  ``FeatureStream`` and runs the model once.
+
+Either way the value at bar ``t`` uses bars ``<= t`` only.
+
+The model is selected when the indicator is created (inside ``cerebro.run()``), so a missing
+model, an unservable bundle or a feed lacking a column the model needs fails before the first
+bar, not during the backtest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import backtrader as bt
+import numpy as np
+
+from atb_strategies.data.candles import timeframe_to_timedelta
+from atb_strategies.data.feeds import feed_timeframe
+from atb_strategies.exceptions import CandleDataError, FeatureSchemaError, ModelNotFoundError
+from atb_strategies.features.pipeline import PriceContext
+from atb_strategies.prediction.shared import shared_registry
+from atb_strategies.registry.bundle import ModelBundle
+
+log = logging.getLogger(__name__)
+
+_DAY_SECONDS = 86400.0
+
+
+def select_for_feed(
+    data: bt.AbstractDataBase,
+    *,
+    symbol: str | None,
+    model_type: str,
+    timeframe: str | None,
+    version: str | None,
+    registry: str | None,
+    owner: str,
+) -> ModelBundle:
+    """Select the bundle for ``data`` (symbol defaults to the feed's name, timeframe to its own)."""
+    sym = symbol or getattr(data, "_name", "") or None
+    if not sym:
+        raise ModelNotFoundError(
+            f"{owner} cannot tell which symbol the data feed is: pass symbol='BTCUSDT' or add "
+            "the feed with cerebro.adddata(feed, name='BTCUSDT')."
+        )
+    feed_tf = feed_timeframe(data)
+    tf = timeframe or feed_tf
+    if tf is None:
+        raise ModelNotFoundError(
+            f"{owner}: the feed {sym!r} has no minute/day timeframe; pass timeframe='1h'."
+        )
+    try:
+        bundle = shared_registry(registry).select_bundle(sym, model_type, tf, version)
+    except ModelNotFoundError as e:
+        hint = ""
+        if feed_tf == "1d" and timeframe is None:
+            hint = (
+                " The feed says it is daily: bt.feeds.PandasData defaults to daily bars; create "
+                "it with timeframe=bt.TimeFrame.Minutes, compression=60 for hourly candles (or use "
+                "atb_strategies.data.make_feed)."
+            )
+        raise ModelNotFoundError(f"{owner}: {e}{hint}") from e
+    if feed_tf is not None and timeframe_to_timedelta(feed_tf) != timeframe_to_timedelta(
+        bundle.timeframe
+    ):
+        raise ModelNotFoundError(
+            f"{owner}: model {bundle.key} is a {bundle.timeframe} model but feed {sym!r} has "
+            f"{feed_tf} bars. Resample the feed (cerebro.resampledata) to {bundle.timeframe}."
+        )
+    missing = [c for c in bundle.pipeline.columns if not hasattr(data.lines, c)]
+    if missing:
+        raise FeatureSchemaError(
+            f"Features given to {owner} do not match model {bundle.key} (expects "
+            f"{bundle.pipeline.n_features} features x {bundle.sequence_length} bars, float32).\n"
+            f"Columns the model needs, yet the feed {sym!r} lacks:\n"
+            + "".join(f"- {c}\n" for c in sorted(missing)[:5])
+            + (
+                "Add a sentiment column to the feed (atb_strategies.data.make_feed on a frame "
+                "with a 'sentiment' column), or use model_type='basic'.\n"
+                if "sentiment" in missing
+                else ""
+            )
+            + f"Schema: {bundle.feature_schema.path}"
+        )
+    return bundle
+
+
+class MlPrediction(bt.Indicator):
+    """Predictions of a registry model for one data feed.
+
+    Parameters
+    ----------
+    symbol : str or None
+        Registry symbol; default: the feed's name (``cerebro.adddata(feed, name="BTCUSDT")``).
+    model_type : str
+        Registry model type (default ``"basic"``).
+    timeframe : str or None
+        Model timeframe; default: the feed's (``1h`` for ``Minutes`` x 60).
+    version : str or None
+        Version name; ``None`` or ``"latest"`` follows the ``latest`` pointer.
+    registry : str or None
+        Registry path; default: the configured one (``ATB_MODEL_REGISTRY_PATH``, ...).
+    gap_policy : str
+        ``"raise"`` (default): a missing bar raises naming it; ``"warn"``: log it and treat the
+        bars either side as consecutive; ``"allow"``: the same, silently (choose it knowingly).
+    """
+
+    lines = ("predicted_price", "predicted_return", "confidence", "direction")
+    params = (
+        ("symbol", None),
+        ("model_type", "basic"),
+        ("timeframe", None),
+        ("version", None),
+        ("registry", None),
+        ("gap_policy", "raise"),
+    )
+    plotinfo = {"subplot": True, "plotname": "ML prediction"}
+    plotlines = {
+        "predicted_price": {"_plotskip": True},
+        "predicted_return": {"color": "purple", "_name": "pred. return"},
+        "confidence": {"color": "grey", "alpha": 0.5},
+        "direction": {"_plotskip": True},
+    }
+
+    def __init__(self) -> None:
+        if self.p.gap_policy not in ("raise", "warn", "allow"):
+            raise CandleDataError(
+                "The 'gap_policy' parameter of MlPrediction must be 'raise', 'warn' or 'allow'. "
+                f"Got {self.p.gap_policy!r} instead."
+            )
+        self.bundle = select_for_feed(
+            self.data,
+            symbol=self.p.symbol,
+            model_type=self.p.model_type,
+            timeframe=self.p.timeframe,
+            version=self.p.version,
+            registry=self.p.registry,
+            owner="MlPrediction",
+        )
+        self.model_key = self.bundle.key
+        pipe = self.bundle.pipeline
+        self.addminperiod(pipe.min_bars)
+        self._bar_days = (
+            timeframe_to_timedelta(self.bundle.timeframe).total_seconds() / _DAY_SECONDS
+        )
+        self._lines_in = [getattr(self.data.lines, c) for c in pipe.columns]
+        self._stream = None
+        self._prev_dt: float | None = None
+        self._batch: dict[str, np.ndarray] | None = None
+        self._mode: str | None = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_gaps(self, stamps: np.ndarray, first_prev: float | None) -> None:
+        if len(stamps) == 0:
+            return
+        prev = np.concatenate(([first_prev if first_prev is not None else stamps[0]], stamps[:-1]))
+        steps = stamps - prev
+        tol = 1e-6
+        gaps = np.flatnonzero(steps > self._bar_days * (1 + tol))
+        if len(gaps) and self.p.gap_policy != "allow":
+            pos = int(gaps[0])
+            when = bt.num2date(stamps[pos])
+            missing = round(steps[pos] / self._bar_days) - 1
+            message = (
+                f"MlPrediction({self.model_key}): gap before bar {when}: {missing} missing "
+                f"{self.bundle.timeframe} bar(s). Fill the candles, or pass gap_policy='warn' "
+                "or 'allow' to treat the bars either side as consecutive."
+            )
+            if self.p.gap_policy == "raise":
+                raise CandleDataError(message, row=when)
+            for p in gaps:
+                log.warning(
+                    "MlPrediction(%s): gap before bar %s treated as consecutive",
+                    self.model_key,
+                    bt.num2date(stamps[p]),
+                )
+
+    def _compute_batch(self, end: int) -> dict[str, np.ndarray]:
+        pipe = self.bundle.pipeline
+        stamps = np.asarray(self.data.datetime.array[:end], dtype=np.float64)
+        self._check_gaps(stamps, None)
+        cols = {
+            c: np.asarray(line.array[:end], dtype=np.float64)
+            for c, line in zip(pipe.columns, self._lines_in, strict=True)
+        }
+        batch = pipe.batch_windows(cols)
+        out = {name: np.full(end, np.nan) for name in self.lines.getlinealiases()}
+        if len(batch.end_index):
+            preds = self.bundle.runner.predict_batch(
+                batch.windows.astype(np.float32), batch.context
+            )
+            out["predicted_price"][batch.end_index] = preds.price
+            out["predicted_return"][batch.end_index] = preds.predicted_return
+            out["confidence"][batch.end_index] = preds.confidence
+            out["direction"][batch.end_index] = preds.direction
+        return out
+
+    def _preloaded(self) -> bool:
+        return self.data.buflen() > len(self.data)
+
+    def _stream_bar(self) -> None:
+        if self._stream is None:
+            self._stream = self.bundle.pipeline.stream()
+        dt = float(self.data.datetime[0])
+        if self._prev_dt is not None:
+            self._check_gaps(np.array([dt]), self._prev_dt)
+        self._prev_dt = dt
+        row = [line[0] for line in self._lines_in]
+        if not all(math.isfinite(v) for v in row):
+            bad = [
+                c
+                for c, v in zip(self.bundle.pipeline.columns, row, strict=True)
+                if not math.isfinite(v)
+            ]
+            raise CandleDataError(
+                f"MlPrediction({self.model_key}): {bad} not a number at bar "
+                f"{bt.num2date(dt)}; repair or drop that candle.",
+                row=bt.num2date(dt),
+            )
+        self._stream.update(row, label=bt.num2date(dt))
+
+    # ------------------------------------------------------------------ backtrader hooks
+
+    def prenext(self) -> None:
+        if self._mode is None:
+            self._mode = "batch" if self._preloaded() else "stream"
+        if self._mode == "stream":
+            self._stream_bar()
+
+    def nextstart(self) -> None:
+        if self._mode is None:
+            self._mode = "batch" if self._preloaded() else "stream"
+        self.next()
+
+    def next(self) -> None:
+        if self._mode == "batch":
+            if self._batch is None:
+                self._batch = self._compute_batch(self.data.buflen())
+            i = len(self.data) - 1
+            for name, values in self._batch.items():
+                getattr(self.lines, name)[0] = values[i]
+            return
+        self._stream_bar()
+        stream = self._stream
+        assert stream is not None
+        if not stream.ready:  # pragma: no cover - minperiod guarantees it
+            return
+        ctx: PriceContext = stream.context()
+        pred = self.bundle.runner.predict(stream.window().astype(np.float32), ctx)
+        nan = float("nan")
+        self.lines.predicted_price[0] = pred.price if pred.price is not None else nan
+        self.lines.predicted_return[0] = (
+            pred.predicted_return if pred.predicted_return is not None else nan
+        )
+        self.lines.confidence[0] = pred.confidence
+        self.lines.direction[0] = pred.direction
+
+    def once(self, start: int, end: int) -> None:
+        self._mode = "batch"
+        values = self._compute_batch(end)
+        for name, arr in values.items():
+            dst = getattr(self.lines, name).array
+            for i in range(start, end):
+                dst[i] = arr[i]

@@ -1,0 +1,40 @@
+"""One registry per (process, registry path, runner options), shared by strategies and indicators.
+
+Backtrader params must be plain values, so strategies and indicators name a registry by path
+(or ``None`` for the configured one) and get the shared instance here: every ``MlPrediction`` on
+the same model reuses one ONNX session. The cache is keyed by process id, so optimiser workers
+(forked processes) open their own sessions instead of inheriting the parent's.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from atb_strategies.prediction.config import PredictionConfig
+from atb_strategies.prediction.models.registry import PredictionModelRegistry
+
+_lock = threading.Lock()
+_registries: dict[tuple[int, str, tuple], PredictionModelRegistry] = {}
+
+
+def shared_registry(registry: str | Path | None = None) -> PredictionModelRegistry:
+    """The process-wide registry for ``registry`` (a path, or None for the configured one)."""
+    config = PredictionConfig.from_config_manager()
+    if registry is not None:
+        config = config.with_overrides(model_registry_path=Path(registry))
+    root = str(Path(config.model_registry_path).resolve())
+    key = (os.getpid(), root, tuple(sorted(config.runner_options.items())))
+    with _lock:
+        found = _registries.get(key)
+        if found is None:
+            found = PredictionModelRegistry(config)
+            _registries[key] = found
+        return found
+
+
+def clear_shared_registries() -> None:
+    """Forget every shared registry (their sessions close when no bundle is referenced)."""
+    with _lock:
+        _registries.clear()

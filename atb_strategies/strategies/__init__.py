@@ -1,0 +1,1 @@
+"""ML strategies for backtrader."""

@@ -1,0 +1,281 @@
+"""``MlStrategy``: trade a registry model's next-bar prediction, one model per data feed.
+
+Each bar after the model's warm-up, for each feed:
+
+1. read the ``MlPrediction`` indicator: predicted return of the next bar against the current
+   close, and confidence;
+2. signal ``long`` when ``predicted_return > long_threshold`` and ``confidence >=
+   min_confidence``; ``short`` likewise below ``-short_threshold`` when ``allow_shorts``;
+3. flat and a signal: enter with a bracket order, a market entry protected by a stop-loss
+   (``stop_loss``, fraction of the close) and a take-profit (``take_profit``); the size is
+   ``position_size x confidence`` of the portfolio value;
+4. in a position and the prediction reverses beyond ``exit_threshold``: cancel the bracket legs
+   and close at market.
+
+The defaults follow the reference project (2 % stop, 4 % take-profit) with a 0.2 % entry
+threshold. Every order carries, in ``order.info``, the model key and the prediction that caused
+it; closed trades are recorded in ``self.trade_records`` and every decision in
+``self.decisions`` (and logged with ``log_decisions=True``).
+
+The strategy never branches on backtest vs paper vs live: in live trading, only bars the feed
+marks ``LIVE`` are traded (``trade_live_only``); backfilled bars only warm the model up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import backtrader as bt
+
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.indicators.prediction import MlPrediction
+
+log = logging.getLogger(__name__)
+
+
+class MlStrategy(bt.Strategy):
+    """Base of the ML strategies (see the module docstring for the trading rules).
+
+    Parameters
+    ----------
+    symbol : str or None
+        Registry symbol for every feed; default: each feed's name.
+    model_type : str
+        Registry model type (default ``"basic"``).
+    timeframe : str or None
+        Model timeframe; default: each feed's own.
+    version : str or None
+        Model version; ``None`` follows ``latest``.
+    registry : str or None
+        Registry path; default: the configured registry.
+    sequence_length : int or None
+        If set, must equal the selected model's sequence length (a guard, not a setting).
+    long_threshold, short_threshold : float
+        Predicted-return thresholds to enter (default 0.002 each).
+    exit_threshold : float
+        Exit when the predicted return reverses past it (default 0.0).
+    min_confidence : float
+        Minimum confidence to enter (default 0.0).
+    position_size : float
+        Fraction of portfolio value committed at confidence 1 (default 0.1).
+    stop_loss, take_profit : float
+        Bracket legs as fractions of the entry bar's close (defaults 0.02 and 0.04); 0
+        disables a leg.
+    allow_shorts : bool
+        Also trade short signals (default False).
+    trade_live_only : bool
+        With live feeds, trade only ``LIVE`` bars (default True).
+    gap_policy : str
+        Passed to ``MlPrediction`` (default ``"raise"``).
+    log_decisions : bool
+        Log every decision at INFO (default False).
+    record_decisions : bool
+        Keep every decision in ``self.decisions`` (default True).
+    """
+
+    params = (
+        ("symbol", None),
+        ("model_type", "basic"),
+        ("timeframe", None),
+        ("version", None),
+        ("registry", None),
+        ("sequence_length", None),
+        ("long_threshold", 0.002),
+        ("short_threshold", 0.002),
+        ("exit_threshold", 0.0),
+        ("min_confidence", 0.0),
+        ("position_size", 0.1),
+        ("stop_loss", 0.02),
+        ("take_profit", 0.04),
+        ("allow_shorts", False),
+        ("trade_live_only", True),
+        ("gap_policy", "raise"),
+        ("log_decisions", False),
+        ("record_decisions", True),
+    )
+
+    def __init__(self) -> None:
+        p = self.p
+        for name in ("position_size", "stop_loss", "take_profit"):
+            value = getattr(p, name)
+            if not (0 <= value < 1 or (name == "position_size" and value == 1)):
+                raise ConfigurationError(
+                    f"The {name!r} parameter of {type(self).__name__} must be a fraction in "
+                    f"[0, 1). Got {value!r} instead."
+                )
+        self.predictions: dict[Any, MlPrediction] = {}
+        for data in self.datas:
+            pred = MlPrediction(
+                data,
+                symbol=p.symbol,
+                model_type=p.model_type,
+                timeframe=p.timeframe,
+                version=p.version,
+                registry=p.registry,
+                gap_policy=p.gap_policy,
+            )
+            if p.sequence_length is not None and pred.bundle.sequence_length != p.sequence_length:
+                raise ConfigurationError(
+                    f"{type(self).__name__} was configured with sequence_length="
+                    f"{p.sequence_length}, but model {pred.model_key} takes "
+                    f"{pred.bundle.sequence_length} bars. Pass sequence_length=None to use the "
+                    "model's, or select a matching version."
+                )
+            self.predictions[data] = pred
+        self.decisions: list[dict[str, Any]] = []
+        self.trade_records: list[dict[str, Any]] = []
+        self._legs: dict[Any, list[bt.Order]] = {d: [] for d in self.datas}
+        self._entry_info: dict[Any, dict[str, Any]] = {}
+        self._pending: dict[Any, bt.Order | None] = {d: None for d in self.datas}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _is_tradeable(self, data: bt.AbstractDataBase) -> bool:
+        if self.p.trade_live_only and data.islive():
+            return data._laststatus == data.LIVE
+        return True
+
+    def _info(self, data: bt.AbstractDataBase, signal: str) -> dict[str, Any]:
+        pred = self.predictions[data]
+        return {
+            "model_key": pred.model_key,
+            "bar": bt.num2date(data.datetime[0]).isoformat(),
+            "close": float(data.close[0]),
+            "predicted_price": float(pred.predicted_price[0]),
+            "predicted_return": float(pred.predicted_return[0]),
+            "confidence": float(pred.confidence[0]),
+            "signal": signal,
+        }
+
+    def _enter(self, data: bt.AbstractDataBase, side: int, info: dict[str, Any]) -> None:
+        p = self.p
+        close = float(data.close[0])
+        size = self.broker.getvalue() * p.position_size * info["confidence"] / close
+        if size <= 0:
+            return
+        stop = close * (1 - side * p.stop_loss) if p.stop_loss else None
+        limit = close * (1 + side * p.take_profit) if p.take_profit else None
+        bracket = self.buy_bracket if side > 0 else self.sell_bracket
+        orders = bracket(
+            data=data,
+            size=size,
+            exectype=bt.Order.Market,
+            stopprice=stop,
+            stopexec=bt.Order.Stop if stop else None,
+            limitprice=limit,
+            limitexec=bt.Order.Limit if limit else None,
+        )
+        main, *legs = orders
+        for order, role in zip(orders, ("entry", "stop_loss", "take_profit"), strict=True):
+            if order is not None:
+                order.addinfo(role=role, **info)
+        self._legs[data] = [o for o in legs if o is not None]
+        self._pending[data] = main
+        self._entry_info[data] = info
+
+    def _exit(self, data: bt.AbstractDataBase, info: dict[str, Any]) -> None:
+        for leg in self._legs[data]:
+            if leg.alive():
+                self.cancel(leg)
+        self._legs[data] = []
+        order = self.close(data=data)
+        if order is not None:
+            order.addinfo(role="exit", **info)
+            self._pending[data] = order
+
+    # ------------------------------------------------------------------ backtrader hooks
+
+    def next(self) -> None:
+        p = self.p
+        for data, pred in self.predictions.items():
+            ret = float(pred.predicted_return[0])
+            if math.isnan(ret) or not self._is_tradeable(data):
+                continue
+            conf = float(pred.confidence[0])
+            if ret > p.long_threshold and conf >= p.min_confidence:
+                signal = "long"
+            elif p.allow_shorts and ret < -p.short_threshold and conf >= p.min_confidence:
+                signal = "short"
+            else:
+                signal = "flat"
+            position = self.getposition(data).size
+            action = "hold"
+            if self._pending[data] is not None:
+                action = "wait"
+            elif position == 0 and signal in ("long", "short"):
+                action = "enter_" + signal
+                self._enter(data, 1 if signal == "long" else -1, self._info(data, signal))
+            elif (position > 0 and ret < -p.exit_threshold) or (
+                position < 0 and ret > p.exit_threshold
+            ):
+                action = "exit"
+                self._exit(data, self._info(data, signal))
+            if p.record_decisions or p.log_decisions:
+                decision = {**self._info(data, signal), "position": position, "action": action}
+                if p.record_decisions:
+                    self.decisions.append(decision)
+                if p.log_decisions:
+                    log.info(
+                        "%s %s close=%.2f pred=%.2f ret=%+.4f conf=%.2f signal=%s pos=%g -> %s",
+                        decision["bar"],
+                        decision["model_key"],
+                        decision["close"],
+                        decision["predicted_price"],
+                        decision["predicted_return"],
+                        decision["confidence"],
+                        signal,
+                        position,
+                        action,
+                    )
+
+    def notify_order(self, order: bt.Order) -> None:
+        data = order.data
+        if order.status in (order.Submitted, order.Accepted, order.Partial):
+            return
+        pending = self._pending.get(data)
+        if pending is not None and pending.ref == order.ref:
+            self._pending[data] = None
+        if order.status == order.Completed and order.info.get("role") == "entry":
+            info = self._entry_info.setdefault(data, {})
+            info["size"] = order.executed.size
+            info["entry_price"] = order.executed.price
+        if order.status in (order.Canceled, order.Margin, order.Rejected, order.Expired):
+            if order.info.get("role") == "entry":
+                self._legs[data] = []
+            if order.status != order.Canceled:
+                log.warning(
+                    "%s order %s for %s: %s",
+                    order.info.get("role", "order"),
+                    order.ref,
+                    getattr(data, "_name", "data"),
+                    order.getstatusname(),
+                )
+        if order.status == order.Completed and order.info.get("role") in (
+            "stop_loss",
+            "take_profit",
+        ):
+            self._legs[data] = []
+
+    def notify_trade(self, trade: bt.Trade) -> None:
+        if not trade.isclosed:
+            return
+        data = trade.data
+        info = self._entry_info.get(data, {})
+        self.trade_records.append(
+            {
+                "symbol": getattr(data, "_name", ""),
+                "model_key": info.get("model_key"),
+                "opened": bt.num2date(trade.dtopen).isoformat(),
+                "closed": bt.num2date(trade.dtclose).isoformat(),
+                "bars": trade.barlen,
+                "size": info.get("size"),
+                "entry_price": trade.price,
+                "pnl": trade.pnl,
+                "pnl_net": trade.pnlcomm,
+                "commission": trade.commission,
+                "entry_predicted_return": info.get("predicted_return"),
+                "entry_confidence": info.get("confidence"),
+            }
+        )
