@@ -96,5 +96,7 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if promote:
-        layout.write_latest(metadata.symbol, metadata.model_type, metadata.version)
+        from atb_strategies.registry.manage import promote as promote_version
+
+        promote_version(layout, metadata.symbol, metadata.model_type, metadata.version)
     return final

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import datetime
 from typing import Any
 
 import backtrader as bt
@@ -73,6 +74,9 @@ class MlStrategy(bt.Strategy):
         Log every decision at INFO (default False).
     record_decisions : bool
         Keep every decision in ``self.decisions`` (default True).
+    trade_from : str or None
+        ISO time before which bars only warm the model up (no orders); default: trade from
+        the first bar with a prediction.
     """
 
     params = (
@@ -94,6 +98,7 @@ class MlStrategy(bt.Strategy):
         ("gap_policy", "raise"),
         ("log_decisions", False),
         ("record_decisions", True),
+        ("trade_from", None),
     )
 
     def __init__(self) -> None:
@@ -129,10 +134,15 @@ class MlStrategy(bt.Strategy):
         self._legs: dict[Any, list[bt.Order]] = {d: [] for d in self.datas}
         self._entry_info: dict[Any, dict[str, Any]] = {}
         self._pending: dict[Any, bt.Order | None] = {d: None for d in self.datas}
+        self._trade_from = (
+            bt.date2num(datetime.fromisoformat(str(p.trade_from))) if p.trade_from else None
+        )
 
     # ------------------------------------------------------------------ helpers
 
     def _is_tradeable(self, data: bt.AbstractDataBase) -> bool:
+        if self._trade_from is not None and data.datetime[0] < self._trade_from:
+            return False
         if self.p.trade_live_only and data.islive():
             return data._laststatus == data.LIVE
         return True

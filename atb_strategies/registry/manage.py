@@ -1,0 +1,137 @@
+"""Registry management: version allocation, promote, rollback, prune.
+
+Every operation on a type directory holds an exclusive lock on ``<type>/.lock`` (``fcntl``), so
+two trainers or a trainer and ``atb models promote`` never interleave. Readers take no lock: they
+only ever see complete version directories (renamed into place) and a ``latest`` pointer that is
+switched atomically.
+
+* ``.versions`` lists every version id ever issued for the type, so ``N`` in
+  ``YYYY-MM-DD_<timeframe>_vN`` is unique and never reused, even after ``prune``.
+* ``.latest-history`` lists every version ``latest`` has pointed to, oldest first; ``rollback``
+  re-points ``latest`` at the previous one that still exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from atb_strategies.exceptions import ModelNotFoundError, RegistryError
+from atb_strategies.registry.layout import RegistryLayout, check_name
+
+LEDGER = ".versions"
+HISTORY = ".latest-history"
+_N = re.compile(r"_v(\d+)$")
+
+
+@contextlib.contextmanager
+def type_lock(layout: RegistryLayout, symbol: str, model_type: str) -> Iterator[Path]:
+    """Exclusive lock on a type directory (created if needed); yields the directory."""
+    tdir = layout.type_dir(symbol, model_type)
+    tdir.mkdir(parents=True, exist_ok=True)
+    with open(tdir / ".lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield tdir
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _append(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def allocate_version(
+    layout: RegistryLayout,
+    symbol: str,
+    model_type: str,
+    timeframe: str,
+    *,
+    today: dt.date | None = None,
+) -> str:
+    """Issue a new, never-used version id ``YYYY-MM-DD_<timeframe>_vN`` (N = max issued + 1)."""
+    check_name(timeframe, "timeframe")
+    day = (today or dt.datetime.now(dt.UTC).date()).isoformat()
+    with type_lock(layout, symbol, model_type) as tdir:
+        issued = _read_lines(tdir / LEDGER) + layout.versions(symbol, model_type)
+        numbers = [int(m.group(1)) for v in issued if (m := _N.search(v))]
+        version = f"{day}_{timeframe}_v{max(numbers, default=0) + 1}"
+        _append(tdir / LEDGER, version)
+    return version
+
+
+def promote(layout: RegistryLayout, symbol: str, model_type: str, version: str) -> str | None:
+    """Point ``latest`` at ``version``; returns the previous latest (or None)."""
+    with type_lock(layout, symbol, model_type) as tdir:
+        if version not in layout.versions(symbol, model_type):
+            raise ModelNotFoundError(
+                f"{symbol}/{model_type} has no version {version!r}; versions: "
+                f"{', '.join(layout.versions(symbol, model_type)) or 'none'}."
+            )
+        previous = layout.read_latest(symbol, model_type)
+        history = tdir / HISTORY
+        if previous is not None and not _read_lines(history):
+            _append(history, previous)
+        layout.write_latest(symbol, model_type, version)
+        _append(history, version)
+        return previous
+
+
+def rollback(layout: RegistryLayout, symbol: str, model_type: str) -> str:
+    """Re-point ``latest`` at the version it pointed to before; returns that version."""
+    with type_lock(layout, symbol, model_type) as tdir:
+        current = layout.read_latest(symbol, model_type)
+        history = _read_lines(tdir / HISTORY)
+        existing = set(layout.versions(symbol, model_type))
+        while history and history[-1] == current:
+            history.pop()
+        while history and history[-1] not in existing:
+            history.pop()
+        if not history:
+            raise RegistryError(
+                f"{symbol}/{model_type}: no earlier 'latest' to roll back to (current: "
+                f"{current}). Use `atb models promote {symbol} {model_type} VERSION`."
+            )
+        target = history[-1]
+        layout.write_latest(symbol, model_type, target)
+        (tdir / HISTORY).write_text("".join(v + "\n" for v in history), encoding="utf-8")
+        return target
+
+
+def prune(layout: RegistryLayout, symbol: str, model_type: str, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` versions, never the one ``latest`` names.
+
+    A version is renamed to a hidden ``.deleted-*`` name first (atomic for readers), then
+    removed. Returns the removed versions.
+    """
+    if keep < 1:
+        raise RegistryError(f"--keep must be at least 1. Got {keep!r} instead.")
+    with type_lock(layout, symbol, model_type) as tdir:
+        versions = layout.versions(symbol, model_type)
+        latest = layout.read_latest(symbol, model_type)
+        keep_set = set(versions[-keep:]) | ({latest} if latest else set())
+        removed = []
+        for version in versions:
+            if version in keep_set:
+                continue
+            hidden = tdir / f".deleted-{version}"
+            os.rename(tdir / version, hidden)
+            shutil.rmtree(hidden)
+            removed.append(version)
+        return removed

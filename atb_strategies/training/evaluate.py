@@ -1,0 +1,55 @@
+"""Honest evaluation on the test part: errors in price units, direction, naive baselines.
+
+Every number compares predictions made at bar ``t`` (from bars ``<= t``) with the close at
+``t + horizon``, on test bars the model never saw. Baselines on the same samples:
+
+* ``last_close``: the price does not move (``price = close[t]``); it predicts no direction, so
+  its directional accuracy is not defined;
+* ``drift``: the mean training log return per bar, ``price = close[t] * exp(mu)``; its direction
+  is the sign of ``mu`` on every bar.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _errors(pred_price: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    err = pred_price - actual
+    return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
+
+
+def _direction(pred_return: np.ndarray, actual_return: np.ndarray) -> float | None:
+    moved = actual_return != 0
+    if not moved.any():
+        return None
+    return float(np.mean(np.sign(pred_return[moved]) == np.sign(actual_return[moved])))
+
+
+def evaluate_predictions(
+    predicted_log_return: np.ndarray,
+    close: np.ndarray,
+    future_close: np.ndarray,
+    train_drift: float,
+) -> dict[str, Any]:
+    """Metrics of the model and the two baselines over the same test samples."""
+    actual = np.log(future_close / close)
+    model_price = close * np.exp(predicted_log_return)
+    drift_price = close * np.exp(train_drift)
+    return {
+        "samples": len(close),
+        "model": {
+            **_errors(model_price, future_close),
+            "directional_accuracy": _direction(predicted_log_return, actual),
+            "mean_abs_predicted_return": float(np.mean(np.abs(predicted_log_return))),
+        },
+        "baseline_last_close": {**_errors(close, future_close), "directional_accuracy": None},
+        "baseline_drift": {
+            **_errors(drift_price, future_close),
+            "directional_accuracy": _direction(np.full(len(close), train_drift), actual),
+            "drift_per_bar": train_drift,
+        },
+        "share_of_up_moves": float(np.mean(actual > 0)),
+    }

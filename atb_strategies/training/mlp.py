@@ -1,0 +1,151 @@
+"""The light default model family: scikit-learn's ``MLPRegressor`` on flattened windows.
+
+Why: it trains 18,000 hourly bars in seconds on 2 cores, is deterministic for a seed, ships in a
+well-kept library, and ``skl2onnx`` exports it exactly (MatMul/Add/Relu). The target (next log
+return) is standardised with train-only mean and std for fitting; the exported graph undoes it, so
+the ONNX output is the log return itself. Early stopping holds out the *last* 10 % of the train
+part in time order (``shuffle`` is off for the split) - see ``fit``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "features"
+OUTPUT_NAME = "prediction"
+
+
+@dataclass
+class FittedMlp:
+    model: Any
+    y_mean: float
+    y_std: float
+
+
+class MlpFamily:
+    """``mlp``: scikit-learn MLPRegressor (hidden layers 64, 32), exported with skl2onnx."""
+
+    name = "mlp"
+    framework_file = "model.pkl"
+
+    def __init__(self, hidden_layers: tuple[int, ...] = (64, 32), alpha: float = 1e-3) -> None:
+        self.hidden_layers = hidden_layers
+        self.alpha = alpha
+
+    @property
+    def framework(self) -> str:
+        import skl2onnx
+        import sklearn
+
+        return f"scikit-learn {sklearn.__version__} / skl2onnx {skl2onnx.__version__}"
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray,
+        y_val: np.ndarray,
+        *,
+        seed: int,
+        epochs: int,
+        patience: int = 5,
+    ) -> FittedMlp:
+        """Train epoch by epoch; keep the weights with the lowest validation loss.
+
+        Early stopping uses the validation *part* (later in time than every training bar),
+        never a random subset of the training windows, which overlap each other.
+        """
+        from sklearn.neural_network import MLPRegressor
+
+        y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+        flat = X.reshape(len(X), -1).astype(np.float64)
+        flat_val = X_val.reshape(len(X_val), -1).astype(np.float64)
+        target = (y - y_mean) / y_std
+        target_val = (y_val - y_mean) / y_std
+        model = MLPRegressor(
+            hidden_layer_sizes=self.hidden_layers,
+            alpha=self.alpha,
+            random_state=seed,
+            batch_size=256,
+            learning_rate_init=1e-3,
+            shuffle=True,
+        )
+        best, best_loss, waited = None, np.inf, 0
+        for epoch in range(1, epochs + 1):
+            model.partial_fit(flat, target)
+            val_loss = float(np.mean((model.predict(flat_val) - target_val) ** 2))
+            improved = val_loss < best_loss - 1e-9
+            if improved:
+                best, best_loss, waited = copy.deepcopy(model), val_loss, 0
+            else:
+                waited += 1
+            log.info(
+                "epoch %d/%d: train loss %.5f, validation loss %.5f%s",
+                epoch,
+                epochs,
+                model.loss_,
+                val_loss,
+                " (best)" if improved else "",
+            )
+            if waited >= patience:
+                log.info("early stop: no improvement for %d epochs", patience)
+                break
+        assert best is not None
+        return FittedMlp(best, y_mean, y_std)
+
+    def predict(self, fitted: FittedMlp, X: np.ndarray) -> np.ndarray:
+        """Framework predictions (float64 log returns) for float32 windows."""
+        flat = X.reshape(len(X), -1).astype(np.float64)
+        return fitted.model.predict(flat) * fitted.y_std + fitted.y_mean
+
+    def to_onnx(self, fitted: FittedMlp, sequence_length: int, n_features: int) -> bytes:
+        """ONNX graph: [N, seq, f] float32 -> Flatten -> MLP -> * y_std + y_mean -> [N, 1]."""
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import FloatTensorType
+
+        inner = convert_sklearn(
+            fitted.model,
+            initial_types=[("flat", FloatTensorType([None, sequence_length * n_features]))],
+            target_opset=17,
+        ).graph
+        scaled = inner.output[0].name
+        nodes = [helper.make_node("Flatten", [INPUT_NAME], ["flat"], axis=1), *inner.node]
+        nodes += [
+            helper.make_node("Mul", [scaled, "y_std"], ["unscaled"]),
+            helper.make_node("Add", ["unscaled", "y_mean"], [OUTPUT_NAME]),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            "atb_mlp",
+            [
+                helper.make_tensor_value_info(
+                    INPUT_NAME, TensorProto.FLOAT, ["batch", sequence_length, n_features]
+                )
+            ],
+            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1])],
+            initializer=[
+                *inner.initializer,
+                numpy_helper.from_array(np.array([fitted.y_std], dtype=np.float32), "y_std"),
+                numpy_helper.from_array(np.array([fitted.y_mean], dtype=np.float32), "y_mean"),
+            ],
+        )
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="atb-strategies"
+        )
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model.SerializeToString()
+
+    def serialize(self, fitted: FittedMlp) -> bytes:
+        """The original framework object (pickled scikit-learn model and target scaling)."""
+        return pickle.dumps(fitted, protocol=5)

@@ -1,0 +1,87 @@
+"""Feature recipes: which features a model type is trained on, before fitting.
+
+A recipe lists features as a source and a chain of causal transforms; features marked
+``standardize`` get a final ``zscore`` step whose mean and std are fitted on the training rows
+only (``fit_schema``) and written into the bundle's ``feature_schema.json``. The schema served at
+runtime is therefore generated from the same transform code that computed the training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from atb_strategies.bundle.format import FeatureSchema, FeatureSpec
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.features.pipeline import FeaturePipeline
+
+
+@dataclass(frozen=True)
+class RecipeFeature:
+    """A feature before fitting; ``standardize`` appends a train-fitted ``zscore``."""
+
+    name: str
+    source: tuple[str, ...]
+    transforms: tuple[dict[str, Any], ...] = ()
+    standardize: bool = True
+
+
+_PRICE: tuple[RecipeFeature, ...] = (
+    RecipeFeature("log_return", ("close",), ({"op": "log_return"},)),
+    RecipeFeature("range", ("high", "low", "close"), ({"op": "spread_ratio"},)),
+    RecipeFeature("body", ("close", "open", "close"), ({"op": "spread_ratio"},)),
+    RecipeFeature("volume_z", ("volume",), ({"op": "rolling_zscore", "period": 168},), False),
+    RecipeFeature("rsi", ("close",), ({"op": "rsi", "period": 14},)),
+)
+
+_SENTIMENT: tuple[RecipeFeature, ...] = (
+    RecipeFeature("sentiment", ("sentiment",), ()),
+    RecipeFeature("sentiment_change", ("sentiment",), ({"op": "pct_change", "period": 24},)),
+)
+
+RECIPES: dict[str, tuple[RecipeFeature, ...]] = {
+    "basic": _PRICE,
+    "sentiment": _PRICE + _SENTIMENT,
+}
+
+
+def recipe_for(model_type: str) -> tuple[RecipeFeature, ...]:
+    """The recipe of ``model_type``; raises ``ConfigurationError`` listing known types."""
+    try:
+        return RECIPES[model_type]
+    except KeyError as e:
+        raise ConfigurationError(
+            f"No feature recipe for model type {model_type!r}; known: {sorted(RECIPES)}."
+        ) from e
+
+
+def fit_schema(
+    recipe: tuple[RecipeFeature, ...],
+    sequence_length: int,
+    columns: dict[str, np.ndarray],
+    train_end: int,
+) -> FeatureSchema:
+    """The feature schema with every ``zscore`` fitted on bars ``[0, train_end)`` only."""
+    unfitted = FeatureSchema(
+        sequence_length, tuple(FeatureSpec(f.name, f.source, f.transforms) for f in recipe)
+    )
+    series = FeaturePipeline(unfitted).series({k: v[:train_end] for k, v in columns.items()})
+    features = []
+    for j, f in enumerate(recipe):
+        steps = list(f.transforms)
+        if f.standardize:
+            values = series[:, j]
+            values = values[np.isfinite(values)]
+            if len(values) < 2:
+                raise ConfigurationError(
+                    f"Feature {f.name!r} has fewer than 2 finite training values; "
+                    "train on a longer period."
+                )
+            std = float(values.std())
+            steps.append(
+                {"op": "zscore", "mean": float(values.mean()), "std": std if std > 0 else 1.0}
+            )
+        features.append(FeatureSpec(f.name, f.source, tuple(steps)))
+    return FeatureSchema(sequence_length, tuple(features))
