@@ -90,6 +90,7 @@ RICH_FEATURES: tuple[FeatureSpec, ...] = (
     ),
     FeatureSpec("close_mm", ("close",), ({"op": "minmax_scale", "min": 10000.0, "max": 120000.0},)),
     FeatureSpec("pct4", ("close",), ({"op": "pct_change", "period": 4},)),
+    FeatureSpec("vol_diff3", ("volume",), ({"op": "diff", "period": 3},)),
     FeatureSpec("vol_per_close", ("volume", "close"), ({"op": "ratio"},)),
 )
 

@@ -88,6 +88,7 @@ class BacktestResult:
     orders: list[dict[str, Any]] = field(default_factory=list)
     trades: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    predictions: pd.DataFrame | None = None
     strategy: Any = None
     cerebro: Any = None
 
@@ -174,12 +175,25 @@ def run_backtest(
         equity = equity.loc[pd.Timestamp(start) :]
     trades = list(getattr(strat, "trade_records", []))
     summary = summarize(equity, candles, trades, analysis["commission"], timeframe)
+    predictions = None
+    indicator = getattr(strat, "predictions", {}).get(strat.datas[0])
+    if indicator is not None:
+        data = strat.datas[0]
+        stamps = pd.DatetimeIndex([bt.num2date(x) for x in data.datetime.array], name="time")
+        predictions = pd.DataFrame(
+            {
+                name: np.asarray(getattr(indicator.lines, name).array, dtype=np.float64)
+                for name in indicator.lines.getlinealiases()
+            },
+            index=stamps,
+        )
     return BacktestResult(
         summary=summary,
         equity=equity,
         orders=analysis["orders"],
         trades=trades,
         decisions=list(getattr(strat, "decisions", [])),
+        predictions=predictions,
         strategy=strat,
         cerebro=cerebro,
     )

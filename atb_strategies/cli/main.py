@@ -11,7 +11,9 @@ import sys
 
 import click
 
+from atb_strategies.cli.backtest import backtest
 from atb_strategies.cli.models import models
+from atb_strategies.cli.train import train
 from atb_strategies.exceptions import AtbError
 
 
@@ -40,6 +42,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 cli.add_command(models)
+cli.add_command(train)
+cli.add_command(backtest)
 
 
 def main() -> None:

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 
+from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.bundle.loader import load_bundle_spec
 from atb_strategies.cli.options import load_config, registry_option
 from atb_strategies.exceptions import AtbError, RegistryError
 from atb_strategies.prediction.models.registry import PredictionModelRegistry
+from atb_strategies.registry import manage
 from atb_strategies.registry.bundle import ModelBundle
 
 
@@ -109,3 +111,105 @@ def validate(registry: Path | None, registry_path: Path | None) -> None:
     click.echo(f"{len(results)} bundle(s), {len(results) - bad} valid, {bad} invalid")
     if bad:
         sys.exit(1)
+
+
+@models.command("promote")
+@click.argument("symbol")
+@click.argument("model_type")
+@click.argument("version")
+@registry_option
+def promote_cmd(symbol: str, model_type: str, version: str, registry_path: Path | None) -> None:
+    """Point latest of SYMBOL/MODEL_TYPE at VERSION (after validating it)."""
+    reg = _registry(registry_path)
+    reg.select_bundle(symbol, model_type, version=version)  # refuse an unservable version
+    previous = manage.promote(reg.layout, symbol, model_type, version)
+    click.echo(f"{symbol}/{model_type}: latest {previous or '(none)'} -> {version}")
+
+
+@models.command("rollback")
+@click.argument("symbol")
+@click.argument("model_type")
+@registry_option
+def rollback_cmd(symbol: str, model_type: str, registry_path: Path | None) -> None:
+    """Point latest of SYMBOL/MODEL_TYPE back at the version it named before."""
+    reg = _registry(registry_path)
+    current = reg.layout.read_latest(symbol, model_type)
+    target = manage.rollback(reg.layout, symbol, model_type)
+    click.echo(f"{symbol}/{model_type}: latest {current} -> {target}")
+
+
+@models.command("prune")
+@click.argument("symbol")
+@click.argument("model_type")
+@click.option("--keep", type=int, required=True, help="Newest versions to keep (latest is kept).")
+@registry_option
+def prune_cmd(symbol: str, model_type: str, keep: int, registry_path: Path | None) -> None:
+    """Delete all but the newest KEEP versions; never the one latest names."""
+    reg = _registry(registry_path)
+    removed = manage.prune(reg.layout, symbol, model_type, keep)
+    click.echo(
+        f"removed {len(removed)} version(s)" + (": " + ", ".join(removed) if removed else "")
+    )
+
+
+def _metric(metrics: dict, *path: str) -> str:
+    value: object = metrics
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@models.command("compare")
+@click.argument("symbol")
+@click.argument("model_type")
+@registry_option
+def compare_cmd(symbol: str, model_type: str, registry_path: Path | None) -> None:
+    """Table of test metrics (metrics.json) across the versions of SYMBOL/MODEL_TYPE."""
+    reg = _registry(registry_path)
+    latest = reg.layout.read_latest(symbol, model_type)
+    header = (
+        "VERSION",
+        "LATEST",
+        "TEST PERIOD",
+        "RMSE",
+        "RMSE(last)",
+        "MAE",
+        "DIR.ACC",
+        "DIR.ACC(drift)",
+        "BT RETURN",
+        "B&H RETURN",
+        "TRADES",
+    )
+    rows = []
+    for version in reg.layout.versions(symbol, model_type):
+        path = reg.layout.version_dir(symbol, model_type, version) / "metrics.json"
+        try:
+            m = read_json(path)
+        except AtbError:
+            m = {}
+        period = m.get("test_period") or ["-", "-"]
+        rows.append(
+            (
+                version,
+                "*" if version == latest else "",
+                f"{str(period[0])[:10]}..{str(period[1])[:10]}",
+                _metric(m, "test", "model", "rmse"),
+                _metric(m, "test", "baseline_last_close", "rmse"),
+                _metric(m, "test", "model", "mae"),
+                _metric(m, "test", "model", "directional_accuracy"),
+                _metric(m, "test", "baseline_drift", "directional_accuracy"),
+                _metric(m, "backtest", "total_return"),
+                _metric(m, "backtest", "buy_and_hold_return"),
+                _metric(m, "backtest", "trades"),
+            )
+        )
+    if not rows:
+        click.echo(f"no versions for {symbol}/{model_type}")
+        return
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())

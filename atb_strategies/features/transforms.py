@@ -258,6 +258,22 @@ class PctChange(SeriesTransform):
         return _LagStream(self.params["period"], fn)
 
 
+class Diff(SeriesTransform):
+    op = "diff"
+    description = "x_t - x_{t-period}"
+    param_specs = (_ParamSpec("period", int, required=False, default=1, minimum=1),)
+
+    @property
+    def warmup(self) -> int:
+        return self.params["period"]
+
+    def batch(self, x: np.ndarray) -> np.ndarray:
+        return _lagged(np.asarray(x, dtype=np.float64), self.params["period"], np.subtract)
+
+    def stream(self) -> _Stream:
+        return _LagStream(self.params["period"], lambda a, b: float(np.float64(a) - b))
+
+
 class Ratio(SeriesTransform):
     op = "ratio"
     arity = 2
@@ -597,6 +613,7 @@ SERIES_TRANSFORMS: dict[str, type[SeriesTransform]] = {
         Log,
         LogReturn,
         PctChange,
+        Diff,
         Ratio,
         SpreadRatio,
         Sma,

@@ -38,7 +38,7 @@ _PRICE: tuple[RecipeFeature, ...] = (
 
 _SENTIMENT: tuple[RecipeFeature, ...] = (
     RecipeFeature("sentiment", ("sentiment",), ()),
-    RecipeFeature("sentiment_change", ("sentiment",), ({"op": "pct_change", "period": 24},)),
+    RecipeFeature("sentiment_change", ("sentiment",), ({"op": "diff", "period": 24},)),
 )
 
 RECIPES: dict[str, tuple[RecipeFeature, ...]] = {

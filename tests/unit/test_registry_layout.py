@@ -63,8 +63,15 @@ SCHEMA = FeatureSchema(16, tuple(RICH_FEATURES[:3]))
 MODEL = linear_onnx(16, 3)
 
 
+#: Hidden files the registry keeps on purpose (see atb_strategies.registry.manage).
+_BOOKKEEPING = {".lock", ".versions", ".latest-history"}
+
+
 def _leftovers(tdir: Path) -> list[str]:
-    return sorted(p.name for p in tdir.iterdir() if p.name.startswith("."))
+    """Hidden temporaries left behind (staging directories, half-made pointers)."""
+    return sorted(
+        p.name for p in tdir.iterdir() if p.name.startswith(".") and p.name not in _BOOKKEEPING
+    )
 
 
 # ---------------------------------------------------------------- reading latest

@@ -1,0 +1,174 @@
+"""``atb backtest STRATEGY``: run an ML strategy on a file or synthetic candles and report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from atb_strategies.backtest.report import format_summary, plot_backtest, write_trades
+from atb_strategies.backtest.runner import run_backtest
+from atb_strategies.cli.options import registry_option
+from atb_strategies.data.loaders import load_ohlcv
+from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.sentiment import align_sentiment, generate_sentiment, read_sentiment_csv
+from atb_strategies.strategies.ml_basic import MlBasic
+from atb_strategies.strategies.ml_sentiment import MlSentiment
+
+STRATEGIES = {"ml_basic": MlBasic, "ml_sentiment": MlSentiment}
+
+
+def load_candles(
+    data: Path | None,
+    synthetic: bool,
+    timeframe: str,
+    bars: int,
+    seed: int,
+    sentiment: Path | None,
+    synthetic_sentiment: bool,
+    need_sentiment: bool,
+) -> pd.DataFrame:
+    """Candles from ``--data`` or ``--synthetic``, with sentiment attached when needed."""
+    if data is not None and synthetic:
+        raise ConfigurationError("Give exactly one of --data FILE or --synthetic.")
+    if data is None and not synthetic:
+        raise ConfigurationError("Give --data FILE or --synthetic.")
+    frame = (
+        load_ohlcv(data, timeframe=timeframe)
+        if data is not None
+        else generate_ohlcv(bars, timeframe=timeframe, seed=seed)
+    )
+    if need_sentiment or sentiment is not None or synthetic_sentiment:
+        if sentiment is not None:
+            series = read_sentiment_csv(sentiment)
+        elif synthetic_sentiment or synthetic:
+            series = generate_sentiment(frame, seed=seed)
+        else:
+            raise ConfigurationError(
+                "This strategy needs sentiment: pass --sentiment FILE (CSV with timestamp, "
+                "value) or --synthetic-sentiment (a demo index, not real sentiment)."
+            )
+        first = series.index[0]
+        frame = align_sentiment(frame.loc[first:], series, timeframe)
+    return frame
+
+
+@click.command("backtest")
+@click.argument("strategy", type=click.Choice(sorted(STRATEGIES)))
+@click.option("--symbol", default="BTCUSDT", show_default=True)
+@click.option("--timeframe", default="1h", show_default=True)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Candles (CSV, parquet or feather).",
+)
+@click.option("--synthetic", is_flag=True, help="Use the seeded synthetic market instead.")
+@click.option("--bars", default=6000, show_default=True, help="Synthetic bars.")
+@click.option("--seed", default=0, show_default=True, help="Synthetic seed.")
+@click.option(
+    "--sentiment",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Sentiment CSV (timestamp, value) for sentiment models.",
+)
+@click.option("--synthetic-sentiment", is_flag=True, help="Attach the synthetic demo index.")
+@click.option("--start-date", help="First traded bar (earlier bars warm the model up).")
+@click.option("--end-date", help="Last bar.")
+@click.option("--model-type", default=None, help="Registry model type (default per strategy).")
+@click.option("--model-version", default=None, help="Registry version (default: latest).")
+@click.option("--cash", default=10_000.0, show_default=True)
+@click.option("--commission", default=0.001, show_default=True, help="Fraction per trade.")
+@click.option("--long-threshold", type=float, default=None, help="Override the entry threshold.")
+@click.option("--allow-shorts", is_flag=True)
+@click.option(
+    "--gap-policy",
+    type=click.Choice(["raise", "warn", "allow"]),
+    default="raise",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Report directory (default: out/backtest_<strategy>_<symbol>).",
+)
+@click.option("--no-progress", is_flag=True)
+@registry_option
+def backtest(
+    strategy: str,
+    symbol: str,
+    timeframe: str,
+    data: Path | None,
+    synthetic: bool,
+    bars: int,
+    seed: int,
+    sentiment: Path | None,
+    synthetic_sentiment: bool,
+    start_date: str | None,
+    end_date: str | None,
+    model_type: str | None,
+    model_version: str | None,
+    cash: float,
+    commission: float,
+    long_threshold: float | None,
+    allow_shorts: bool,
+    gap_policy: str,
+    out_dir: Path | None,
+    no_progress: bool,
+    registry_path: Path | None,
+) -> None:
+    """Backtest STRATEGY and write a summary, a chart PNG and the trades (CSV and JSON)."""
+    cls = STRATEGIES[strategy]
+    mtype = model_type or cls.params.model_type
+    frame = load_candles(
+        data,
+        synthetic,
+        timeframe,
+        bars,
+        seed,
+        sentiment,
+        synthetic_sentiment,
+        need_sentiment=mtype == "sentiment",
+    )
+    params: dict = {
+        "model_type": mtype,
+        "version": model_version,
+        "gap_policy": gap_policy,
+        "allow_shorts": allow_shorts,
+    }
+    if registry_path is not None:
+        params["registry"] = str(registry_path)
+    if long_threshold is not None:
+        params["long_threshold"] = long_threshold
+    result = run_backtest(
+        frame,
+        cls,
+        symbol=symbol,
+        timeframe=timeframe,
+        cash=cash,
+        commission=commission,
+        progress=not no_progress,
+        start=start_date,
+        end=end_date,
+        **params,
+    )
+    out = out_dir or Path("out") / f"backtest_{strategy}_{symbol}"
+    model_key = result.strategy.predictions[result.strategy.datas[0]].model_key
+    source = str(data) if data is not None else f"synthetic market (seed {seed}, {bars} bars)"
+    click.echo(format_summary(result.summary, f"{strategy} on {symbol} {timeframe}"))
+    click.echo(f"  {'Model':<22} {model_key}")
+    click.echo(f"  {'Data':<22} {source}")
+    paths = write_trades(result, out)
+    chart = plot_backtest(
+        result,
+        frame,
+        out / "chart.png",
+        predictions=result.predictions["predicted_price"]
+        if result.predictions is not None
+        else None,
+        title=f"{strategy} {symbol} {timeframe} - {model_key}",
+    )
+    click.echo(f"chart:  {chart}")
+    click.echo(f"trades: {paths['trades_csv']} and {paths['trades_json']}")

@@ -1,0 +1,120 @@
+"""``atb train model SYMBOL``: train, gate, evaluate and register a new model version."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from atb_strategies.cli.backtest import load_candles
+from atb_strategies.cli.options import load_config, registry_option
+from atb_strategies.training.trainer import TrainingConfig, train_model
+
+
+@click.group()
+def train() -> None:
+    """Train models."""
+
+
+@train.command("model")
+@click.argument("symbol")
+@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--start-date", help="First bar used (UTC date or time).")
+@click.option("--end-date", help="Last bar used (a date includes that whole day).")
+@click.option(
+    "--model-type", type=click.Choice(["basic", "sentiment"]), default="basic", show_default=True
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Candles file (CSV, parquet, feather).",
+)
+@click.option("--synthetic", is_flag=True, help="Train on the seeded synthetic market (demo).")
+@click.option("--bars", default=18000, show_default=True, help="Synthetic bars.")
+@click.option(
+    "--sentiment",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Sentiment CSV (timestamp, value) for --model-type sentiment.",
+)
+@click.option(
+    "--synthetic-sentiment",
+    is_flag=True,
+    help="Use the synthetic demo sentiment index (not real sentiment).",
+)
+@click.option("--architecture", type=click.Choice(["mlp", "gru"]), default="mlp", show_default=True)
+@click.option("--sequence-length", default=120, show_default=True)
+@click.option("--horizon", default=1, show_default=True)
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-promote", is_flag=True, help="Register without moving latest.")
+@click.option("--no-backtest", is_flag=True, help="Skip the quick test-period backtest.")
+@registry_option
+def model(
+    symbol: str,
+    timeframe: str,
+    start_date: str | None,
+    end_date: str | None,
+    model_type: str,
+    data: Path | None,
+    synthetic: bool,
+    bars: int,
+    sentiment: Path | None,
+    synthetic_sentiment: bool,
+    architecture: str,
+    sequence_length: int,
+    horizon: int,
+    epochs: int,
+    seed: int,
+    no_promote: bool,
+    no_backtest: bool,
+    registry_path: Path | None,
+) -> None:
+    """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
+    registry = load_config(registry_path).model_registry_path
+    frame = load_candles(
+        data,
+        synthetic,
+        timeframe,
+        bars,
+        seed,
+        sentiment,
+        synthetic_sentiment,
+        need_sentiment=model_type == "sentiment",
+    )
+    source = str(data) if data is not None else f"synthetic market (seed {seed}, {bars} bars)"
+    if model_type == "sentiment":
+        sent = str(sentiment) if sentiment is not None else "synthetic demo index"
+        source += f"; sentiment: {sent}"
+    config = TrainingConfig(
+        symbol=symbol,
+        timeframe=timeframe,
+        model_type=model_type,
+        start_date=start_date,
+        end_date=end_date,
+        architecture=architecture,
+        sequence_length=sequence_length,
+        horizon=horizon,
+        epochs=epochs,
+        seed=seed,
+        registry=Path(registry),
+        promote=not no_promote,
+        backtest=not no_backtest,
+    )
+    result = train_model(replace(config, data_source=source), frame)
+    test = result.metrics["test"]
+    click.echo(
+        f"registered {symbol}/{model_type}@{result.version} at {result.path}"
+        + (" (latest)" if result.promoted else "")
+    )
+    click.echo(
+        json.dumps(
+            {
+                "test": test,
+                "export_parity": result.metrics["export_parity_max_abs_diff"],
+                "backtest": result.metrics.get("backtest"),
+            },
+            indent=2,
+        )
+    )
