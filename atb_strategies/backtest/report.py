@@ -20,10 +20,10 @@ _LABELS = [
     ("cagr", "CAGR", "pct"),
     ("sharpe", "Sharpe (annualised)", "num"),
     ("sortino", "Sortino (annualised)", "num"),
-    ("max_drawdown", "Max drawdown", "pct"),
+    ("max_drawdown", "Max drawdown", "share"),
     ("trades", "Closed trades", "int"),
-    ("win_rate", "Win rate", "pct"),
-    ("exposure", "Exposure", "pct"),
+    ("win_rate", "Win rate", "share"),
+    ("exposure", "Exposure", "share"),
     ("fees_paid", "Fees paid", "num"),
     ("end_value", "Final value", "num"),
 ]
@@ -38,6 +38,8 @@ def format_summary(summary: dict[str, Any], title: str = "Backtest") -> str:
             text = "n/a"
         elif kind == "pct":
             text = f"{value * 100:+.2f} %"
+        elif kind == "share":
+            text = f"{value * 100:.2f} %"
         elif kind == "int":
             text = str(value)
         else:
