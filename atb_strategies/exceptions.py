@@ -12,8 +12,19 @@
      │   │                                         served faithfully: retrain or repair it
      │   └─ FeatureSchemaError(RegistryError, ValueError)
      │                                             features given do not match the model
-     └─ InferenceError(AtbError, ValueError)       an input tensor is malformed (shape, dtype,
-                                                   NaN or inf): fix the caller
+     ├─ InferenceError(AtbError, ValueError)       an input tensor is malformed (shape, dtype,
+     │                                             NaN or inf): fix the caller
+     └─ ExchangeError(AtbError)                    an exchange call failed
+         ├─ TemporaryExchangeError                 network, 5xx, timeout: retried (reads only)
+         │   └─ RateLimitError                     429/418, DDoSProtection, RateLimitExceeded:
+         │                                         retried after a longer backoff
+         ├─ InvalidOrderError(ExchangeError, ValueError)
+         │   └─ InsufficientFundsError             the exchange refused the order: not retried
+         ├─ OrderNotFoundError(ExchangeError, LookupError)
+         ├─ ExchangeAuthError                      credentials or permissions: fatal
+         └─ OrderStateUnknownError                 a write may or may not have happened
+                                                   (timeout on create_order): reconcile by
+                                                   client order id, never resend blindly
 
 Every message says what failed (with its identifiers), what was expected and what was
 received, and what to do next. Each class also subclasses the matching built-in, so
@@ -79,3 +90,35 @@ class FeatureSchemaError(RegistryError, ValueError):
 
 class InferenceError(AtbError, ValueError):
     """An input tensor given to a model runner has the wrong shape or dtype, or holds NaN/inf."""
+
+
+class ExchangeError(AtbError):
+    """An exchange call failed; subclasses say whether to retry."""
+
+
+class TemporaryExchangeError(ExchangeError):
+    """A transient failure (network, HTTP 5xx, timeout). Idempotent calls are retried."""
+
+
+class RateLimitError(TemporaryExchangeError):
+    """The exchange throttled us (HTTP 429/418). Retried after a longer backoff."""
+
+
+class InvalidOrderError(ExchangeError, ValueError):
+    """The exchange refused an order (filters, precision, duplicate id). Not retried."""
+
+
+class InsufficientFundsError(InvalidOrderError):
+    """Not enough balance for the order. Not retried."""
+
+
+class OrderNotFoundError(ExchangeError, LookupError):
+    """The exchange does not know the order (yet)."""
+
+
+class ExchangeAuthError(ExchangeError):
+    """Credentials or permissions were refused. Fatal: a person must fix the keys."""
+
+
+class OrderStateUnknownError(ExchangeError):
+    """A write (``create_order``) failed in a way that does not tell whether it happened."""

@@ -29,17 +29,21 @@ def load_candles(
     sentiment: Path | None,
     synthetic_sentiment: bool,
     need_sentiment: bool,
+    candles: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Candles from ``--data`` or ``--synthetic``, with sentiment attached when needed."""
+    """Candles from ``candles``, ``--data`` or ``--synthetic``, with sentiment when needed."""
     if data is not None and synthetic:
         raise ConfigurationError("Give exactly one of --data FILE or --synthetic.")
-    if data is None and not synthetic:
+    if candles is not None:
+        frame = candles
+    elif data is None and not synthetic:
         raise ConfigurationError("Give --data FILE or --synthetic.")
-    frame = (
-        load_ohlcv(data, timeframe=timeframe)
-        if data is not None
-        else generate_ohlcv(bars, timeframe=timeframe, seed=seed)
-    )
+    else:
+        frame = (
+            load_ohlcv(data, timeframe=timeframe)
+            if data is not None
+            else generate_ohlcv(bars, timeframe=timeframe, seed=seed)
+        )
     if need_sentiment or sentiment is not None or synthetic_sentiment:
         if sentiment is not None:
             series = read_sentiment_csv(sentiment)

@@ -12,6 +12,7 @@ import sys
 import click
 
 from atb_strategies.cli.backtest import backtest
+from atb_strategies.cli.data import data
 from atb_strategies.cli.models import models
 from atb_strategies.cli.train import train
 from atb_strategies.exceptions import AtbError
@@ -44,6 +45,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 cli.add_command(models)
 cli.add_command(train)
 cli.add_command(backtest)
+cli.add_command(data)
 
 
 def main() -> None:

@@ -181,8 +181,8 @@ def validate_candles(
                 row=index[pos],
             )
     if "high" in frame.columns and "low" in frame.columns:
-        hi = frame["high"].to_numpy(dtype=np.float64)
-        lo = frame["low"].to_numpy(dtype=np.float64)
+        hi = pd.to_numeric(frame["high"], errors="coerce").to_numpy(dtype=np.float64)
+        lo = pd.to_numeric(frame["low"], errors="coerce").to_numpy(dtype=np.float64)
         bad = hi < lo
         if bad.any():
             pos = int(np.argmax(bad))
@@ -190,6 +190,18 @@ def validate_candles(
                 f"{what}: high {float(hi[pos])!r} < low {float(lo[pos])!r} at {_row(index, pos)}.",
                 row=index[pos],
             )
+        for col in ("open", "close"):
+            if col not in frame.columns:
+                continue
+            v = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
+            bad = (v > hi) | (v < lo)
+            if bad.any():
+                pos = int(np.argmax(bad))
+                raise CandleDataError(
+                    f"{what}: {col} {float(v[pos])!r} lies outside low..high "
+                    f"{float(lo[pos])!r}..{float(hi[pos])!r} at {_row(index, pos)}.",
+                    row=index[pos],
+                )
     out = frame.drop(columns=[time_column]) if time_column is not None else frame.copy()
     out.index = index
     out.index.name = "timestamp"

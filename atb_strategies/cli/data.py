@@ -1,0 +1,67 @@
+"""``atb data download``: fetch candles through ccxt into the parquet cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from atb_strategies.data.download import download_ohlcv
+from atb_strategies.data.loaders import inspect_candles
+from atb_strategies.exchange.client import create_exchange
+
+
+def default_data_dir() -> Path:
+    """``$ATB_DATA_DIR`` or ``./data``."""
+    return Path(os.environ.get("ATB_DATA_DIR") or "data")
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Candle cache (default: $ATB_DATA_DIR or ./data).",
+)
+
+
+@click.group()
+def data() -> None:
+    """Market data."""
+
+
+@data.command("download")
+@click.argument("symbol")
+@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--start-date", required=True, help="First candle (UTC date or time).")
+@click.option("--end-date", default=None, help="Last candle; a date includes its whole day.")
+@click.option("--exchange", "exchange_id", default="binance", show_default=True)
+@data_dir_option
+@click.option("--no-progress", is_flag=True)
+def download(
+    symbol: str,
+    timeframe: str,
+    start_date: str,
+    end_date: str | None,
+    exchange_id: str,
+    data_dir: Path | None,
+    no_progress: bool,
+) -> None:
+    """Download SYMBOL candles (closed ones only) into the cache; re-runs fetch what is missing.
+
+    Exchange settings (URLs, keys) come from $ATB_EXCHANGE_CONFIG (a JSON file) and
+    $ATB_<EXCHANGE>_API_KEY / _API_SECRET; public candles need no key.
+    """
+    exchange = create_exchange(exchange_id)
+    frame = download_ohlcv(
+        exchange,
+        symbol,
+        timeframe,
+        start_date,
+        end_date,
+        data_dir=data_dir or default_data_dir(),
+        progress=not no_progress,
+    )
+    for line in inspect_candles(frame, timeframe).lines():
+        click.echo(line)
+    click.echo(f"cache: {frame.attrs['source']}")

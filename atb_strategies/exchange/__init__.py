@@ -1,0 +1,1 @@
+"""The boundary to exchanges: ccxt error translation, retries, symbols, client creation."""

@@ -1,0 +1,78 @@
+"""Create ccxt exchange clients with safe defaults and configuration from the environment.
+
+``create_exchange("binance")`` returns a synchronous ccxt client with the rate limiter on and
+ccxt's own blind retries off. Extra constructor settings come, in order, from the
+``ATB_EXCHANGE_CONFIG`` JSON file (a dict, or a dict of dicts keyed by exchange id), then the
+``config`` argument. API keys may also come from ``ATB_<EXCHANGE>_API_KEY`` /
+``ATB_<EXCHANGE>_API_SECRET``. Credentials are never logged or put in messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ccxt
+
+from atb_strategies.exceptions import ConfigurationError
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def exchange_config(exchange_id: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings for ``exchange_id`` from ``ATB_EXCHANGE_CONFIG`` and ``ATB_<ID>_API_*``."""
+    env = os.environ if environ is None else environ
+    config: dict[str, Any] = {}
+    path = env.get("ATB_EXCHANGE_CONFIG")
+    if path:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigurationError(f"ATB_EXCHANGE_CONFIG file {path} is unreadable: {e}.") from e
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"ATB_EXCHANGE_CONFIG file {path} must hold a JSON object.")
+        section = data.get(exchange_id, data) if exchange_id in data else data
+        config = _deep_merge(config, section)
+    prefix = f"ATB_{exchange_id.upper()}_"
+    if env.get(prefix + "API_KEY"):
+        config["apiKey"] = env[prefix + "API_KEY"]
+    if env.get(prefix + "API_SECRET"):
+        config["secret"] = env[prefix + "API_SECRET"]
+    return config
+
+
+def create_exchange(
+    exchange_id: str = "binance",
+    config: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> ccxt.Exchange:
+    """A ccxt client for ``exchange_id`` (rate limiter on, ccxt's retries off)."""
+    cls = getattr(ccxt, exchange_id, None)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, ccxt.Exchange):
+        raise ConfigurationError(
+            f"Unknown exchange {exchange_id!r}; use a ccxt exchange id such as 'binance'."
+        )
+    settings: dict[str, Any] = {
+        "enableRateLimit": True,
+        "options": {"maxRetriesOnFailure": 0, "fetchCurrencies": False},
+    }
+    settings = _deep_merge(settings, exchange_config(exchange_id, environ))
+    settings = _deep_merge(settings, dict(config or {}))
+    return cls(settings)
+
+
+def exchange_now_ms(exchange: ccxt.Exchange) -> int:
+    """The exchange's clock in ms: local time corrected by the learned time difference."""
+    return int(exchange.milliseconds() - int(exchange.options.get("timeDifference", 0) or 0))

@@ -1,0 +1,74 @@
+"""Retries for idempotent exchange calls (reads), with exponential backoff (tenacity).
+
+Only ``TemporaryExchangeError`` is retried; ``RateLimitError`` waits longer. Order placement is
+never wrapped: its failures are reconciled by client order id instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from atb_strategies.exceptions import RateLimitError, TemporaryExchangeError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _wait(base: float, cap: float) -> Callable[[RetryCallState], float]:
+    plain = wait_exponential(multiplier=base, max=cap)
+    limited = wait_exponential(multiplier=base * 8, max=cap * 4)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return (limited if isinstance(error, RateLimitError) else plain)(state)
+
+    return wait
+
+
+def call_with_retries(
+    fn: Callable[..., T],
+    *args: Any,
+    action: str,
+    retries: int = 4,
+    base_delay: float = 0.5,
+    max_delay: float = 30.0,
+    sleep: Callable[[float], None] | None = None,
+    **kwargs: Any,
+) -> T:
+    """``fn(*args, **kwargs)``, retried up to ``retries`` times on temporary errors."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "%s failed (%s); retrying in %.1f s (%d/%d)",
+            action,
+            error,
+            state.next_action.sleep if state.next_action else 0.0,
+            state.attempt_number,
+            retries,
+        )
+
+    extra = {"sleep": sleep} if sleep is not None else {}
+    retrying = Retrying(
+        retry=retry_if_exception_type(TemporaryExchangeError),
+        stop=stop_after_attempt(retries + 1),
+        wait=_wait(base_delay, max_delay),
+        before_sleep=before_sleep,
+        reraise=True,
+        **extra,
+    )
+    try:
+        return retrying(fn, *args, **kwargs)
+    except TemporaryExchangeError as e:
+        log.error("%s: giving up after %d attempts", action, retries + 1)
+        raise type(e)(f"{e} Gave up after {retries + 1} attempts.") from e
