@@ -81,7 +81,11 @@ class ProgressBar(bt.Analyzer):
 
 @dataclass
 class BacktestResult:
-    """What a backtest produced: summary numbers, equity curve, orders and closed trades."""
+    """What a backtest produced: summary numbers, equity curve, orders and closed trades.
+
+    ``equity`` and ``predictions`` are indexed by candle open time, like the input candles;
+    times inside ``orders`` and ``trades`` are backtrader's bar (close) times.
+    """
 
     summary: dict[str, Any]
     equity: pd.DataFrame
@@ -156,8 +160,9 @@ def run_backtest(
     """
     if end is not None:
         candles = candles.loc[: pd.Timestamp(end)]
-    if start is not None:
-        strategy_params.setdefault("trade_from", str(pd.Timestamp(start)))
+    bar = timeframe_to_timedelta(timeframe)
+    if start is not None:  # backtrader bar times are close times (see make_feed)
+        strategy_params.setdefault("trade_from", str(pd.Timestamp(start) + bar))
     cerebro = bt.Cerebro(stdstats=False)
     feed = make_feed(candles, timeframe=timeframe, name=symbol)
     cerebro.adddata(feed, name=symbol)
@@ -170,7 +175,9 @@ def run_backtest(
     analysis = strat.analyzers.equity.get_analysis()
     rows = analysis["rows"]
     equity = pd.DataFrame(rows, columns=["dt", "value", "cash", "exposed"])
-    equity.index = pd.DatetimeIndex([bt.num2date(x) for x in equity.pop("dt")], name="time")
+    equity.index = pd.DatetimeIndex(
+        [bt.num2date(x) - bar for x in equity.pop("dt")], name="time"
+    )  # back to candle open times, like the input frame
     if start is not None:
         equity = equity.loc[pd.Timestamp(start) :]
     trades = list(getattr(strat, "trade_records", []))
@@ -179,7 +186,7 @@ def run_backtest(
     indicator = getattr(strat, "predictions", {}).get(strat.datas[0])
     if indicator is not None:
         data = strat.datas[0]
-        stamps = pd.DatetimeIndex([bt.num2date(x) for x in data.datetime.array], name="time")
+        stamps = pd.DatetimeIndex([bt.num2date(x) - bar for x in data.datetime.array], name="time")
         predictions = pd.DataFrame(
             {
                 name: np.asarray(getattr(indicator.lines, name).array, dtype=np.float64)

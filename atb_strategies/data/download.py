@@ -51,7 +51,10 @@ def _write_cache(path: Path, frame: pd.DataFrame) -> None:
 
 def _rows_to_frame(rows: list, action: str) -> pd.DataFrame:
     if not rows:
-        return pd.DataFrame(columns=list(OHLCV), index=pd.DatetimeIndex([], name="timestamp"))
+        return pd.DataFrame(
+            {c: pd.Series(dtype=np.float64) for c in OHLCV},
+            index=pd.DatetimeIndex([], name="timestamp").as_unit("ns"),
+        )
     arr = np.array(rows, dtype=object)
     if arr.ndim != 2 or arr.shape[1] < 6 or any(v is None for v in arr[:, :6].ravel()):
         raise CandleDataError(
@@ -63,6 +66,11 @@ def _rows_to_frame(rows: list, action: str) -> pd.DataFrame:
         pd.to_datetime(arr[:, 0].astype(np.int64), unit="ms"), name="timestamp"
     )
     return frame
+
+
+def _naive_utc(value: str | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
 def download_ohlcv(
@@ -82,9 +90,9 @@ def download_ohlcv(
     day; None = now), cached under ``data_dir``. Returns the validated slice."""
     tf = timeframe_to_timedelta(timeframe)
     tf_ms = int(tf / pd.Timedelta(milliseconds=1))
-    start_ts = pd.Timestamp(start)
-    end_ts = pd.Timestamp(end) if end is not None else None
-    if end_ts is not None and end_ts == end_ts.normalize():
+    start_ts = _naive_utc(start)
+    end_ts = _naive_utc(end) if end is not None else None
+    if end_ts is not None and end_ts == end_ts.normalize() and len(str(end)) <= 10:
         end_ts = end_ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
     path = cache_path(data_dir, exchange.id, symbol, timeframe)
 
@@ -142,6 +150,12 @@ def download_ohlcv(
                 rows = call(
                     exchange.fetch_ohlcv, market, timeframe, cursor, page_limit, action=action
                 )
+                if not rows and exchange.last_json_response is None:
+                    raise CandleDataError(
+                        f"{action} answered something that is not JSON (HTTP body "
+                        f"{str(exchange.last_http_response)[:120]!r}); nothing was cached from "
+                        "it. Try again later."
+                    )
                 page = _rows_to_frame(rows, action)
                 stamps = page.index.as_unit("ns").asi8 // 1_000_000
                 page = page[(stamps >= cursor) & (stamps < hi) & (stamps + tf_ms <= now_ms)]

@@ -4,6 +4,11 @@
 backtrader timeframe (``bt.feeds.PandasData`` defaults to *daily*, which silently breaks
 annualised analyzers on hourly data). A ``sentiment`` column makes it a ``SentimentData`` feed with
 an extra ``sentiment`` line.
+
+Bar time: DataFrames here are indexed by candle **open** time (the exchange convention), while
+backtrader stamps a bar with its **close** time, and its resampler relies on that. ``make_feed``
+therefore stamps each bar with open + timeframe by default (``stamp="close"``), exactly as the
+live ``CcxtData`` feed does, so backtests, resampling and live runs see the same bar times.
 """
 
 from __future__ import annotations
@@ -68,12 +73,15 @@ def make_feed(
     *,
     timeframe: str | None = None,
     name: str | None = None,
+    stamp: str = "close",
     **kwargs: object,
 ) -> OhlcvData:
     """A backtrader feed for ``frame`` (indexed by time) with the right timeframe.
 
     ``timeframe`` defaults to ``frame.attrs["timeframe"]`` (set by ``load_ohlcv`` and
-    ``generate_ohlcv``). Extra keyword arguments go to the feed (``fromdate``, ``todate``...).
+    ``generate_ohlcv``). ``stamp="close"`` (default) stamps bars with their close time,
+    ``"open"`` keeps the frame's open times. Extra keyword arguments go to the feed
+    (``fromdate``, ``todate``...).
     """
     tf = timeframe or frame.attrs.get("timeframe")
     if tf is None:
@@ -81,6 +89,11 @@ def make_feed(
             "make_feed needs the candles' timeframe: pass timeframe='1h' (or load the candles "
             "with load_ohlcv, which records it)."
         )
+    if stamp not in ("close", "open"):
+        raise ConfigurationError(f"stamp must be 'close' or 'open'. Got {stamp!r} instead.")
+    if stamp == "close":
+        frame = frame.copy(deep=False)
+        frame.index = frame.index + timeframe_to_timedelta(tf)
     bt_tf, compression = bt_timeframe(tf)
     cls = SentimentData if "sentiment" in frame.columns else OhlcvData
     if name is not None:

@@ -48,9 +48,9 @@ _TABLE: tuple[tuple[type[Exception], type[ExchangeError], str], ...] = (
     (ccxt.BadSymbol, InvalidOrderError, "unknown symbol"),
     (ccxt.BadRequest, InvalidOrderError, "request refused"),
     (ccxt.OperationRejected, InvalidOrderError, "operation rejected"),
-    (ccxt.AuthenticationError, ExchangeAuthError, "authentication refused"),
     (ccxt.PermissionDenied, ExchangeAuthError, "permission denied"),
     (ccxt.AccountSuspended, ExchangeAuthError, "account suspended"),
+    (ccxt.AuthenticationError, ExchangeAuthError, "authentication refused"),
     (ccxt.InvalidNonce, TemporaryExchangeError, "clock out of sync"),
     (ccxt.OperationFailed, TemporaryExchangeError, "temporary failure"),
     (ccxt.ExchangeError, ExchangeError, "exchange error"),
@@ -62,6 +62,9 @@ _ADVICE: dict[type[ExchangeError], str] = {
     ExchangeAuthError: "Check the API key, secret and their permissions.",
     InsufficientFundsError: "Check the account balance.",
     TemporaryExchangeError: "It may pass on retry.",
+    InvalidOrderError: "Check the symbol, the order size and price against the market's "
+    "precision and limits.",
+    ExchangeError: "See the exchange's message above.",
 }
 
 

@@ -16,9 +16,9 @@ def to_ccxt_symbol(symbol: str, markets: Iterable[str] | None = None) -> str:
     if "/" in symbol:
         return symbol
     if markets is not None:
-        for market in markets:
-            if market.replace("/", "").split(":")[0] == symbol.upper():
-                return market
+        found = [m for m in markets if m.split(":")[0].replace("/", "") == symbol.upper()]
+        if found:
+            return min(found, key=lambda m: (":" in m, m))  # spot before derivatives
     for quote in sorted(QUOTES, key=len, reverse=True):
         if symbol.upper().endswith(quote) and len(symbol) > len(quote):
             return f"{symbol[: -len(quote)].upper()}/{quote}"

@@ -173,6 +173,16 @@ class MlPrediction(bt.Indicator):
         prev = np.concatenate(([first_prev if first_prev is not None else stamps[0]], stamps[:-1]))
         steps = stamps - prev
         tol = 1e-6
+        close = np.flatnonzero((steps > 0) & (steps < self._bar_days * (1 - tol)))
+        if len(close):
+            pos = int(close[0])
+            raise CandleDataError(
+                f"MlPrediction({self.model_key}): bar {bt.num2date(stamps[pos])} comes "
+                f"{steps[pos] * 1440:.0f} minute(s) after the previous one, closer than the "
+                f"model's {self.bundle.timeframe} timeframe. Resample the feed to "
+                f"{self.bundle.timeframe} (cerebro.resampledata) or declare its real timeframe.",
+                row=bt.num2date(stamps[pos]),
+            )
         gaps = np.flatnonzero(steps > self._bar_days * (1 + tol))
         if len(gaps) and self.p.gap_policy != "allow":
             pos = int(gaps[0])

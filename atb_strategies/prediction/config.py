@@ -19,6 +19,7 @@ variable                       field                        default
 ``ATB_ONNX_PROVIDERS``         ``providers``                ``cpu`` (or ``auto``, or names)
 ``ATB_DIRECTION_THRESHOLD``    ``direction_threshold``      ``0.0``
 ``ATB_VERIFY_CHECKSUM``        ``verify_checksum``          ``true``
+``ATB_BATCH_PARITY``           ``batch_parity``             ``true`` (see ``OnnxRunner``)
 =============================  ===========================  ==============================
 """
 
@@ -47,6 +48,7 @@ _ENV = {
     "ATB_ONNX_PROVIDERS": "providers",
     "ATB_DIRECTION_THRESHOLD": "direction_threshold",
     "ATB_VERIFY_CHECKSUM": "verify_checksum",
+    "ATB_BATCH_PARITY": "batch_parity",
 }
 
 
@@ -69,6 +71,7 @@ class PredictionConfig:
     providers: str = "cpu"
     direction_threshold: float = 0.0
     verify_checksum: bool = True
+    batch_parity: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_registry_path", Path(self.model_registry_path))
@@ -90,6 +93,7 @@ class PredictionConfig:
             "intra_op_num_threads": self.intra_op_num_threads,
             "providers": self.providers,
             "direction_threshold": self.direction_threshold,
+            "batch_parity": self.batch_parity,
         }
 
     def with_overrides(self, **changes: Any) -> PredictionConfig:

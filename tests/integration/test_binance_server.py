@@ -62,7 +62,7 @@ def _ms(stamp: pd.Timestamp) -> int:
 
 
 def _future_low(candles: pd.DataFrame, minutes: int) -> float:
-    return float(candles["low"].iloc[NOW_ROW + 1: NOW_ROW + 1 + minutes].min())
+    return float(candles["low"].iloc[NOW_ROW + 1 : NOW_ROW + 1 + minutes].min())
 
 
 def _limit_between(server: BinanceServer, candles: pd.DataFrame, minutes: int = 60) -> float:
@@ -133,7 +133,8 @@ def test_market_clock_with_speed_runs_faster_than_wall_time():
 
 
 def test_fetch_ohlcv_with_clock_mid_candle_returns_only_opened_candles_last_forming(
-        server, exchange, minute_candles):
+    server, exchange, minute_candles
+):
     rows = exchange.fetch_ohlcv(SYMBOL, "1m")
     stamps = [r[0] for r in rows]
     assert len(rows) == NOW_ROW + 1
@@ -180,8 +181,11 @@ def test_fetch_ohlcv_with_until_sends_end_time_and_stops_there(server, exchange)
 
 def test_fetch_ohlcv_with_multiple_of_base_interval_aggregates_candles(exchange, minute_candles):
     rows = exchange.fetch_ohlcv(SYMBOL, "5m", since=T0, limit=10)
-    expected = minute_candles.iloc[:50].resample("5min").agg(
-        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+    expected = (
+        minute_candles.iloc[:50]
+        .resample("5min")
+        .agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+    )
     assert [r[0] for r in rows] == [_ms(t) for t in expected.index]
     np.testing.assert_allclose(np.array([r[1:] for r in rows]), expected.to_numpy(), rtol=1e-9)
     hourly = exchange.fetch_ohlcv(SYMBOL, "1h")
@@ -195,7 +199,8 @@ def test_fetch_ohlcv_with_interval_not_multiple_of_base_raises_bad_request(excha
 
 
 def test_fetch_ohlcv_with_clock_before_first_candle_returns_nothing_and_market_is_closed(
-        minute_candles):
+    minute_candles,
+):
     with BinanceServer(minute_candles, start_time_ms=T0 - MINUTE) as srv:
         client = _client(srv)
         try:
@@ -212,13 +217,17 @@ def test_fetch_ohlcv_with_clock_before_first_candle_returns_nothing_and_market_i
 def test_fetch_balance_with_default_balances_reports_free_used_total(exchange):
     balance = exchange.fetch_balance()
     assert {k: balance["USDT"][k] for k in ("free", "used", "total")} == {
-        "free": 10000.0, "used": 0.0, "total": 10000.0}
+        "free": 10000.0,
+        "used": 0.0,
+        "total": 10000.0,
+    }
     assert balance["BTC"]["free"] == 1.0
     assert balance["total"] == {"BTC": 1.0, "USDT": 10000.0}
 
 
 def test_create_market_order_with_full_response_is_closed_with_fee_and_moves_balances(
-        server, exchange):
+    server, exchange
+):
     price = server.current_price()
     order = exchange.create_order(SYMBOL, "market", "buy", 0.01)
     assert order["status"] == "closed"
@@ -236,9 +245,11 @@ def test_create_market_order_with_full_response_is_closed_with_fee_and_moves_bal
 
 
 def test_create_market_order_with_slippage_and_received_fee_asset_fills_worse_in_base(
-        minute_candles):
-    with BinanceServer(minute_candles, start_time_ms=START, slippage=0.01,
-                       fee_asset="received") as srv:
+    minute_candles,
+):
+    with BinanceServer(
+        minute_candles, start_time_ms=START, slippage=0.01, fee_asset="received"
+    ) as srv:
         client = _client(srv)
         try:
             current = srv.current_price()
@@ -252,7 +263,8 @@ def test_create_market_order_with_slippage_and_received_fee_asset_fills_worse_in
 
 
 def test_create_limit_order_below_market_rests_then_fills_at_limit_after_advance(
-        server, exchange, minute_candles):
+    server, exchange, minute_candles
+):
     limit = _limit_between(server, minute_candles)
     order = exchange.create_order(SYMBOL, "limit", "buy", 0.01, limit)
     assert order["status"] == "open" and order["filled"] == 0.0
@@ -272,10 +284,10 @@ def test_create_limit_order_below_market_rests_then_fills_at_limit_after_advance
 
 
 def test_create_stop_loss_limit_order_triggers_when_price_falls_through_stop(
-        server, exchange, minute_candles):
+    server, exchange, minute_candles
+):
     stop = _limit_between(server, minute_candles)
-    order = exchange.create_order(SYMBOL, "limit", "sell", 0.01, stop - 5,
-                                  {"stopLossPrice": stop})
+    order = exchange.create_order(SYMBOL, "limit", "sell", 0.01, stop - 5, {"stopLossPrice": stop})
     assert server.requests[-1].params["type"] == "STOP_LOSS_LIMIT"
     assert order["status"] == "open"
     assert server.balance("BTC") == (Decimal("0.99"), Decimal("0.01"))
@@ -286,14 +298,16 @@ def test_create_stop_loss_limit_order_triggers_when_price_falls_through_stop(
 
 
 def test_create_stop_loss_limit_order_with_stop_above_market_raises_immediately_fillable(
-        server, exchange):
+    server, exchange
+):
     above = float(server.current_price()) + 100
     with pytest.raises(ccxt.OrderImmediatelyFillable):
         exchange.create_order(SYMBOL, "limit", "sell", 0.01, above - 5, {"stopLossPrice": above})
 
 
-def test_fetch_order_with_client_order_id_returns_the_order_placed_with_it(server, exchange,
-                                                                           minute_candles):
+def test_fetch_order_with_client_order_id_returns_the_order_placed_with_it(
+    server, exchange, minute_candles
+):
     limit = _limit_between(server, minute_candles)
     placed = exchange.create_order(SYMBOL, "limit", "buy", 0.01, limit, {"clientOrderId": "bt-7"})
     assert placed["clientOrderId"] == "bt-7"
@@ -301,14 +315,14 @@ def test_fetch_order_with_client_order_id_returns_the_order_placed_with_it(serve
     by_id = exchange.fetch_order(placed["id"], SYMBOL)
     assert by_cid["id"] == by_id["id"] == placed["id"]
     assert by_cid["clientOrderId"] == "bt-7" and by_cid["price"] == limit
-    lookups = [r.params for r in server.requests if r.path == "/api/v3/order" and
-               r.method == "GET"]
+    lookups = [r.params for r in server.requests if r.path == "/api/v3/order" and r.method == "GET"]
     assert lookups[0]["origClientOrderId"] == "bt-7" and "orderId" not in lookups[0]
     assert lookups[1]["orderId"] == placed["id"]
 
 
 def test_cancel_order_with_open_limit_releases_funds_and_second_cancel_raises(
-        server, exchange, minute_candles):
+    server, exchange, minute_candles
+):
     limit = _limit_between(server, minute_candles)
     placed = exchange.create_order(SYMBOL, "limit", "buy", 0.01, limit, {"clientOrderId": "c-1"})
     assert server.balance("USDT")[1] > 0
@@ -354,7 +368,8 @@ def test_fetch_my_trades_with_since_and_order_filters_returns_matching_fills(ser
 
 
 def test_partial_fill_fraction_with_market_order_fills_rest_on_next_advance_in_two_trades(
-        server, exchange):
+    server, exchange
+):
     server.faults.partial_fill_fraction = 0.4
     order = exchange.create_order(SYMBOL, "market", "buy", 0.01)
     server.faults.partial_fill_fraction = None
@@ -375,7 +390,8 @@ def test_partial_fill_fraction_with_market_order_fills_rest_on_next_advance_in_t
 
 
 def test_create_order_with_duplicate_open_client_order_id_raises_invalid_order(
-        server, exchange, minute_candles):
+    server, exchange, minute_candles
+):
     limit = _limit_between(server, minute_candles)
     first = exchange.create_order(SYMBOL, "limit", "buy", 0.01, limit, {"clientOrderId": "dup"})
     with pytest.raises(ccxt.InvalidOrder, match="Duplicate order sent"):
@@ -408,10 +424,17 @@ def test_create_order_below_min_notional_raises_bad_request_with_filter_name(exc
         ("0.00001", "30000.00", "NOTIONAL"),
     ],
 )
-def test_raw_order_with_filter_violation_raises_filter_failure(server, exchange, quantity, price,
-                                                               failure):
-    request = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
-               "quantity": quantity, "price": price}
+def test_raw_order_with_filter_violation_raises_filter_failure(
+    server, exchange, quantity, price, failure
+):
+    request = {
+        "symbol": "BTCUSDT",
+        "side": "BUY",
+        "type": "LIMIT",
+        "timeInForce": "GTC",
+        "quantity": quantity,
+        "price": price,
+    }
     with pytest.raises((ccxt.InvalidOrder, ccxt.BadRequest), match=f"Filter failure: {failure}"):
         exchange.private_post_order(request)
     assert server.requests[-1].status == 400
@@ -448,8 +471,9 @@ def test_reject_next_order_fault_raises_invalid_order_without_placing(server, ex
         ("disconnect", ccxt.NetworkError),
     ],
 )
-def test_queued_http_fault_raises_mapped_ccxt_error_once_then_clears(server, exchange, kind,
-                                                                     expected):
+def test_queued_http_fault_raises_mapped_ccxt_error_once_then_clears(
+    server, exchange, kind, expected
+):
     server.faults.queue("/api/v3/klines", kind)
     with pytest.raises(expected):
         exchange.fetch_ohlcv(SYMBOL, "1m", limit=2)
@@ -510,8 +534,19 @@ def test_fault_queue_with_unknown_kind_or_unbounded_count_raises_value_error(ser
         server.faults.queue("/api/v3/klines", "explode")
     with pytest.raises(ValueError, match="count"):
         server.faults.queue("/api/v3/klines", "429", count=0)
-    assert {"429", "418", "500", "502", "503", "504", "html", "not_json", "timeout",
-            "reject_order", "hide_order"} <= set(FAULT_KINDS)
+    assert {
+        "429",
+        "418",
+        "500",
+        "502",
+        "503",
+        "504",
+        "html",
+        "not_json",
+        "timeout",
+        "reject_order",
+        "hide_order",
+    } <= set(FAULT_KINDS)
 
 
 # ------------------------------------------------------------------------- authentication
@@ -548,11 +583,9 @@ def test_clock_skew_with_synced_client_raises_invalid_nonce_until_resync(server,
     assert exchange.fetch_balance()["USDT"]["free"] == 10000.0
 
 
-def test_clock_advance_with_strict_timestamps_needs_resync_but_lenient_does_not(
-        minute_candles):
+def test_clock_advance_with_strict_timestamps_needs_resync_but_lenient_does_not(minute_candles):
     for strict in (False, True):
-        with BinanceServer(minute_candles, start_time_ms=START,
-                           strict_timestamps=strict) as srv:
+        with BinanceServer(minute_candles, start_time_ms=START, strict_timestamps=strict) as srv:
             client = _client(srv)
             try:
                 client.load_markets()
@@ -580,33 +613,39 @@ def test_request_log_with_signed_call_records_method_path_and_params(server, exc
 def test_raw_klines_with_random_ranges_match_pandas_resample(minute_candles, interval):
     end_of_data = T0 + len(minute_candles) * MINUTE
     step = pd.Timedelta(interval.replace("m", "min"))
-    expected = minute_candles.resample(step, origin="epoch").agg(
-        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
-    ).dropna()
+    expected = (
+        minute_candles.resample(step, origin="epoch")
+        .agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+        .dropna()
+    )
     opens = np.array([_ms(t) for t in expected.index])
     rng = np.random.default_rng(len(interval))
     with BinanceServer(minute_candles, start_time_ms=end_of_data) as srv:
         client = _client(srv)
         try:
             for _ in range(8):
-                start = int(rng.integers(T0 - 30 * MINUTE, end_of_data)) if rng.random() < 0.7 \
-                    else None
-                end = int(rng.integers(T0, end_of_data + 30 * MINUTE)) if rng.random() < 0.5 \
-                    else None
+                start = (
+                    int(rng.integers(T0 - 30 * MINUTE, end_of_data)) if rng.random() < 0.7 else None
+                )
+                end = (
+                    int(rng.integers(T0, end_of_data + 30 * MINUTE)) if rng.random() < 0.5 else None
+                )
                 if start is not None and end is not None and start > end:
                     start, end = end, start
                 limit = int(rng.integers(1, 40))
                 params = {"symbol": "BTCUSDT", "interval": interval, "limit": limit}
-                params.update({k: v for k, v in (("startTime", start), ("endTime", end))
-                               if v is not None})
+                params.update(
+                    {k: v for k, v in (("startTime", start), ("endTime", end)) if v is not None}
+                )
                 rows = client.public_get_klines(params)
                 keep = np.ones(len(opens), dtype=bool)
                 if start is not None:
                     keep &= opens >= start
                 if end is not None:
                     keep &= opens <= end
-                chosen = expected[keep].head(limit) if start is not None else \
-                    expected[keep].tail(limit)
+                chosen = (
+                    expected[keep].head(limit) if start is not None else expected[keep].tail(limit)
+                )
                 assert [r[0] for r in rows] == [_ms(t) for t in chosen.index], params
                 assert all(r[6] == r[0] + step // pd.Timedelta(milliseconds=1) - 1 for r in rows)
                 got = np.array([[float(x) for x in r[1:6]] for r in rows]).reshape(-1, 5)

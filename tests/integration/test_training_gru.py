@@ -9,17 +9,24 @@ import pytest
 
 pytest.importorskip("torch")
 
-from atb_strategies.data.synthetic import generate_ohlcv  # noqa: E402
-from atb_strategies.prediction.config import PredictionConfig  # noqa: E402
-from atb_strategies.prediction.engine import PredictionEngine  # noqa: E402
-from atb_strategies.training.trainer import TrainingConfig, train_model  # noqa: E402
+from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.prediction.config import PredictionConfig
+from atb_strategies.prediction.engine import PredictionEngine
+from atb_strategies.training.trainer import TrainingConfig, train_model
 
 pytestmark = pytest.mark.slow
 
 
 def _config(registry: Path, seed: int = 0) -> TrainingConfig:
-    return TrainingConfig(symbol="BTCUSDT", registry=registry, architecture="gru",
-                          sequence_length=24, epochs=2, seed=seed, backtest=False)
+    return TrainingConfig(
+        symbol="BTCUSDT",
+        registry=registry,
+        architecture="gru",
+        sequence_length=24,
+        epochs=2,
+        seed=seed,
+        backtest=False,
+    )
 
 
 def test_gru_training_registers_servable_bundle_with_parity_and_reproducible(
@@ -30,6 +37,7 @@ def test_gru_training_registers_servable_bundle_with_parity_and_reproducible(
     second = train_model(_config(tmp_path / "b"), candles)
     meta_parity = first.metrics["export_parity_max_abs_diff"]
     assert meta_parity <= 1e-4
+    assert second.metrics["export_parity_max_abs_diff"] == meta_parity
     assert (first.path / "model.pt").stat().st_size > 1000
     preds = []
     for root in (tmp_path / "a", tmp_path / "b"):

@@ -201,7 +201,9 @@ def test_validate_candles_with_high_below_low_raises_naming_row(candles):
 
 
 def test_validate_candles_with_high_equal_low_passes(candles):
-    candles.iloc[11, candles.columns.get_loc("high")] = candles["low"].iloc[11]
+    flat = candles["low"].iloc[11]
+    for col in ("open", "high", "close"):
+        candles.iloc[11, candles.columns.get_loc(col)] = flat
     validate_candles(candles)
 
 

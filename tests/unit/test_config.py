@@ -40,10 +40,12 @@ def test_from_config_manager_with_nothing_set_returns_defaults(cwd):
     assert config.providers == "cpu"
     assert config.direction_threshold == 0.0
     assert config.verify_checksum is True
+    assert config.batch_parity is True
     assert config.runner_options == {
         "intra_op_num_threads": 1,
         "providers": "cpu",
         "direction_threshold": 0.0,
+        "batch_parity": True,
     }
 
 
