@@ -1,0 +1,90 @@
+"""Paper trading: live ``CcxtData`` candles with backtrader's own simulated broker.
+
+``PaperBroker`` is ``bt.brokers.BackBroker`` (so paper fills are computed exactly as in a
+backtest) configured from the real market: the taker fee as commission, configurable slippage,
+and the market's amount precision, minimum amount and minimum notional enforced before an order
+is accepted (a failing order is ``Rejected`` with the reason in ``order.info["reject_reason"]``).
+No API keys are needed: only public market data is read. Strategy code is identical to live.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import backtrader as bt
+
+log = logging.getLogger(__name__)
+
+
+class PaperBroker(bt.brokers.BackBroker):
+    """A simulated broker with a real market's fees, precision and limits.
+
+    Parameters (besides ``BackBroker``'s ``cash`` and friends)
+    ----------
+    store : CcxtStore
+        Where the market rules come from (public data only).
+    slippage : float
+        Fraction by which market fills are worse than the bar's price (default 0.0005).
+    fee : float or None
+        Commission rate; None takes the market's taker fee.
+    """
+
+    params = (("store", None), ("slippage", 0.0005), ("fee", None))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._configured: set[Any] = set()
+        if self.p.slippage:
+            self.set_slippage_perc(
+                self.p.slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=False
+            )
+
+    def _market(self, data: Any) -> dict[str, Any]:
+        return self.p.store.market(getattr(data, "market_symbol", "") or data._name)
+
+    def _configure(self, data: Any) -> dict[str, Any]:
+        market = self._market(data)
+        if data not in self._configured:
+            fee = self.p.fee if self.p.fee is not None else float(market.get("taker") or 0.001)
+            self.setcommission(commission=fee, name=data._name)
+            self._configured.add(data)
+            log.info(
+                "paper broker: %s fee %.4f%%, slippage %.4f%%",
+                market["symbol"],
+                fee * 100,
+                self.p.slippage * 100,
+            )
+        return market
+
+    def submit(self, order: bt.Order, check: bool = True) -> bt.Order:
+        market = self._configure(order.data)
+        if order.parent is not None:  # a bracket leg closes exactly what its parent opens
+            order.size = order.created.size = order.executed.remsize = -order.parent.size
+            return super().submit(order, check)
+        ex = self.p.store.exchange
+        amount = abs(order.created.size)
+        try:
+            rounded = float(ex.amount_to_precision(market["symbol"], amount))
+        except Exception:
+            rounded = 0.0
+        limits = market.get("limits") or {}
+        min_amount = (limits.get("amount") or {}).get("min") or 0.0
+        min_cost = (limits.get("cost") or {}).get("min") or 0.0
+        price = order.created.price or float(order.data.close[0])
+        reason = None
+        if rounded <= 0 or rounded < min_amount:
+            reason = f"amount {amount:.10g} rounds to {rounded} (minimum {min_amount})"
+        elif min_cost and rounded * price < min_cost:
+            reason = f"notional {rounded * price:.4f} below the market minimum {min_cost}"
+        if reason is not None:
+            order.addinfo(reject_reason=reason)
+            log.warning("paper order %s rejected: %s", order.ref, reason)
+            order.reject(self)
+            self.notify(order)
+            return order
+        if not math.isclose(rounded, amount):
+            signed = math.copysign(rounded, order.created.size)
+            order.size = order.created.size = order.executed.remsize = signed
+        return super().submit(order, check)
