@@ -13,6 +13,7 @@ import click
 
 from atb_strategies.cli.backtest import backtest
 from atb_strategies.cli.data import data
+from atb_strategies.cli.live import live
 from atb_strategies.cli.models import models
 from atb_strategies.cli.train import train
 from atb_strategies.exceptions import AtbError
@@ -46,6 +47,7 @@ cli.add_command(models)
 cli.add_command(train)
 cli.add_command(backtest)
 cli.add_command(data)
+cli.add_command(live)
 
 
 def main() -> None:

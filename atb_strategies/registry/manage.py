@@ -31,10 +31,22 @@ _N = re.compile(r"_v(\d+)$")
 
 
 @contextlib.contextmanager
-def type_lock(layout: RegistryLayout, symbol: str, model_type: str) -> Iterator[Path]:
-    """Exclusive lock on a type directory (created if needed); yields the directory."""
+def type_lock(
+    layout: RegistryLayout, symbol: str, model_type: str, *, create: bool = False
+) -> Iterator[Path]:
+    """Exclusive lock on a type directory; yields the directory.
+
+    Only ``create=True`` (allocating a version) makes a missing directory; the other
+    operations raise ``ModelNotFoundError`` for a symbol or type that does not exist.
+    """
     tdir = layout.type_dir(symbol, model_type)
-    tdir.mkdir(parents=True, exist_ok=True)
+    if create:
+        tdir.mkdir(parents=True, exist_ok=True)
+    elif not tdir.is_dir():
+        raise ModelNotFoundError(
+            f"No {symbol}/{model_type} in registry {layout.root}; symbols present: "
+            f"{', '.join(layout.symbols()) or 'none'}."
+        )
     with open(tdir / ".lock", "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
@@ -68,7 +80,7 @@ def allocate_version(
     """Issue a new, never-used version id ``YYYY-MM-DD_<timeframe>_vN`` (N = max issued + 1)."""
     check_name(timeframe, "timeframe")
     day = (today or dt.datetime.now(dt.UTC).date()).isoformat()
-    with type_lock(layout, symbol, model_type) as tdir:
+    with type_lock(layout, symbol, model_type, create=True) as tdir:
         issued = _read_lines(tdir / LEDGER) + layout.versions(symbol, model_type)
         numbers = [int(m.group(1)) for v in issued if (m := _N.search(v))]
         version = f"{day}_{timeframe}_v{max(numbers, default=0) + 1}"

@@ -19,6 +19,7 @@ from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.bundle.loader import BundleSpec, load_bundle_spec, model_key
 from atb_strategies.exceptions import (
     AtbError,
+    BundleError,
     ModelNotFoundError,
     RegistryError,
 )
@@ -204,15 +205,27 @@ class ModelRegistry:
             The bundle is corrupt or cannot be served faithfully; the message names the file
             and field.
         """
+        follow_latest = version in (None, "latest")
         with self._lock:
-            name = self.resolve_version(symbol, model_type, version)
-            key = model_key(symbol, model_type, name)
-            bundle = self._cache.get(key)
-            if bundle is None:
-                spec = self.load_spec(symbol, model_type, name)
-                bundle = ModelBundle(spec, self.runner_options)
-                _ = bundle.runner.session  # open and check against the schema now
+            for attempt in range(3):
+                name = self.resolve_version(symbol, model_type, version)
+                key = model_key(symbol, model_type, name)
+                bundle = self._cache.get(key)
+                if bundle is not None:
+                    break
+                try:
+                    spec = self.load_spec(symbol, model_type, name)
+                    bundle = ModelBundle(spec, self.runner_options)
+                    _ = bundle.runner.session  # open and check against the schema now
+                except (BundleError, RegistryError):
+                    # ``latest`` may have moved and the old version been pruned between
+                    # resolving and reading it: follow the pointer again before failing.
+                    vdir = self.layout.version_dir(symbol, model_type, name)
+                    if follow_latest and not vdir.exists() and attempt < 2:
+                        continue
+                    raise
                 self._cache[key] = bundle
+                break
         if timeframe is not None and bundle.timeframe != timeframe:
             same_tf = [
                 i.version

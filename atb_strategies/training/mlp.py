@@ -9,9 +9,13 @@ part in time order (``shuffle`` is off for the split) - see ``fit``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import pickle
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +24,27 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def interrupt_guard() -> Iterator[Callable[[], bool]]:
+    """Record Ctrl-C instead of raising it inside library code that swallows it.
+
+    scikit-learn's MLP catches ``KeyboardInterrupt`` in its epoch loop and carries on; under
+    this guard SIGINT only sets a flag, which the caller checks after each epoch and turns into
+    a ``KeyboardInterrupt`` of its own. Outside the main thread it does nothing.
+    """
+    hit = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield hit.is_set
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: hit.set())
+    try:
+        yield hit.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "prediction"
@@ -81,25 +106,28 @@ class MlpFamily:
             shuffle=True,
         )
         best, best_loss, waited = None, np.inf, 0
-        for epoch in range(1, epochs + 1):
-            model.partial_fit(flat, target)
-            val_loss = float(np.mean((model.predict(flat_val) - target_val) ** 2))
-            improved = val_loss < best_loss - 1e-9
-            if improved:
-                best, best_loss, waited = copy.deepcopy(model), val_loss, 0
-            else:
-                waited += 1
-            log.info(
-                "epoch %d/%d: train loss %.5f, validation loss %.5f%s",
-                epoch,
-                epochs,
-                model.loss_,
-                val_loss,
-                " (best)" if improved else "",
-            )
-            if waited >= patience:
-                log.info("early stop: no improvement for %d epochs", patience)
-                break
+        with interrupt_guard() as interrupted:
+            for epoch in range(1, epochs + 1):
+                model.partial_fit(flat, target)
+                if interrupted():
+                    raise KeyboardInterrupt(f"training interrupted at epoch {epoch}")
+                val_loss = float(np.mean((model.predict(flat_val) - target_val) ** 2))
+                improved = val_loss < best_loss - 1e-9
+                if improved:
+                    best, best_loss, waited = copy.deepcopy(model), val_loss, 0
+                else:
+                    waited += 1
+                log.info(
+                    "epoch %d/%d: train loss %.5f, validation loss %.5f%s",
+                    epoch,
+                    epochs,
+                    model.loss_,
+                    val_loss,
+                    " (best)" if improved else "",
+                )
+                if waited >= patience:
+                    log.info("early stop: no improvement for %d epochs", patience)
+                    break
         assert best is not None
         return FittedMlp(best, y_mean, y_std)
 

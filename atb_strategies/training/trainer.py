@@ -84,6 +84,20 @@ class TrainingConfig:
     data_source: str = "dataframe"
     backtest: bool = True
 
+    def __post_init__(self) -> None:
+        checks = [
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("sequence_length", self.sequence_length >= 2, "an integer >= 2"),
+            ("horizon", self.horizon >= 1, "an integer >= 1"),
+            ("parity_tolerance", self.parity_tolerance >= 0, "a number >= 0"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ConfigurationError(
+                    f"The {name!r} parameter of TrainingConfig must be {what}. "
+                    f"Got {getattr(self, name)!r} instead."
+                )
+
 
 @dataclass
 class TrainingResult:

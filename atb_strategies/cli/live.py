@@ -1,0 +1,235 @@
+"""``atb live STRATEGY``: run an ML strategy on live candles, on paper or with real orders.
+
+Paper (``--paper``) needs no API keys: live public candles, backtrader's simulated broker with
+the market's real fees, precision and limits. Real orders need ``--live
+--i-understand-the-risks`` and keys (``ATB_<EXCHANGE>_API_KEY``/``_API_SECRET`` or
+``ATB_EXCHANGE_CONFIG``). Ctrl-C stops cleanly: the current loop finishes, open orders are
+cancelled (``--on-stop cancel``, the default) or left for the next start (``keep``), and the
+journal is closed. A second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import click
+
+from atb_strategies.cli.options import registry_option
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.live.broker import KillSwitch
+from atb_strategies.live.paper import PaperBroker
+from atb_strategies.live.store import CcxtStore
+from atb_strategies.strategies.ml_basic import MlBasic
+from atb_strategies.strategies.ml_sentiment import MlSentiment
+
+STRATEGIES = {"ml_basic": MlBasic, "ml_sentiment": MlSentiment}
+
+
+class LiveStatus(bt.Analyzer):
+    """One status line per live bar: time, close, prediction, signal, position, P&L, model."""
+
+    params = (("echo", print),)
+
+    def start(self) -> None:
+        self.start_value = self.strategy.broker.getvalue()
+
+    def next(self) -> None:
+        strat = self.strategy
+        for data, pred in getattr(strat, "predictions", {}).items():
+            if data.islive() and data._laststatus != data.LIVE:
+                continue
+            ret = float(pred.predicted_return[0])
+            last = strat.decisions[-1] if strat.decisions else {}
+            value = strat.broker.getvalue()
+            self.p.echo(
+                f"{bt.num2date(data.datetime[0]):%Y-%m-%d %H:%M} {data._name} "
+                f"close={float(data.close[0]):.2f} pred={float(pred.predicted_price[0]):.2f} "
+                f"ret={ret:+.4%} conf={float(pred.confidence[0]):.2f} "
+                f"signal={last.get('signal', '-')} action={last.get('action', '-')} "
+                f"pos={strat.getposition(data).size:.6g} value={value:.2f} "
+                f"pnl={value - self.start_value:+.2f} model={pred.model_key}"
+            )
+
+
+def build_live_cerebro(
+    strategy: type[bt.Strategy],
+    *,
+    store: CcxtStore,
+    symbol: str,
+    timeframe: str,
+    paper: bool,
+    cash: float,
+    journal: Path,
+    backfill_bars: int,
+    max_bars: int | None,
+    kill_switch: KillSwitch | None,
+    on_stop: str,
+    echo: Any = print,
+    feed_options: dict[str, Any] | None = None,
+    broker_options: dict[str, Any] | None = None,
+    **strategy_params: Any,
+) -> bt.Cerebro:
+    """A cerebro wired for live or paper trading (used by the CLI and the example)."""
+    cerebro = bt.Cerebro(quicknotify=True, stdstats=False)
+    data = store.getdata(
+        dataname=symbol,
+        bar=timeframe,
+        backfill_bars=backfill_bars,
+        max_live_bars=max_bars,
+        **(feed_options or {}),
+    )
+    cerebro.adddata(data, name=data._name)
+    cerebro.addstore(store)
+    if paper:
+        broker = PaperBroker(store=store, **(broker_options or {}))
+        broker.setcash(cash)
+    else:
+        broker = store.getbroker(
+            journal=str(journal), kill_switch=kill_switch, on_stop=on_stop, **(broker_options or {})
+        )
+    cerebro.setbroker(broker)
+    cerebro.addstrategy(strategy, **strategy_params)
+    cerebro.addanalyzer(LiveStatus, _name="status", echo=echo)
+    return cerebro
+
+
+def run_until_stopped(cerebro: bt.Cerebro) -> list:
+    """``cerebro.run()`` where Ctrl-C asks for a clean stop and a second Ctrl-C aborts."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        logging.getLogger(__name__).warning(
+            "Ctrl-C: stopping after the current loop (press again to abort)"
+        )
+        cerebro.runstop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        return cerebro.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@click.command("live")
+@click.argument("strategy", type=click.Choice(sorted(STRATEGIES)))
+@click.option("--symbol", default="BTCUSDT", show_default=True)
+@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--exchange", "exchange_id", default="binance", show_default=True)
+@click.option("--paper", is_flag=True, help="Simulated fills on live candles (no keys).")
+@click.option("--live", "real", is_flag=True, help="Real orders (needs --i-understand-the-risks).")
+@click.option("--i-understand-the-risks", "risks", is_flag=True)
+@click.option("--sandbox", is_flag=True, help="Use the exchange's test network.")
+@click.option("--cash", default=10_000.0, show_default=True, help="Paper starting cash.")
+@click.option("--model-version", default=None)
+@click.option("--long-threshold", type=float, default=None)
+@click.option("--position-size", type=float, default=None)
+@click.option("--backfill-bars", default=500, show_default=True)
+@click.option("--max-bars", type=int, default=None, help="Stop after N live bars.")
+@click.option(
+    "--journal",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("out/live/journal.sqlite"),
+    show_default=True,
+)
+@click.option(
+    "--log-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("out/live/atb-live.log"),
+    show_default=True,
+)
+@click.option("--max-daily-loss", type=float, default=0.05, show_default=True)
+@click.option("--max-drawdown", type=float, default=0.15, show_default=True)
+@click.option("--max-order-notional", type=float, default=None)
+@click.option("--max-orders-per-minute", type=int, default=10, show_default=True)
+@click.option("--no-flatten", is_flag=True, help="Kill switch cancels but does not flatten.")
+@click.option(
+    "--on-stop",
+    type=click.Choice(["cancel", "keep"]),
+    default="cancel",
+    show_default=True,
+    help="Open orders when stopping.",
+)
+@registry_option
+def live(
+    strategy: str,
+    symbol: str,
+    timeframe: str,
+    exchange_id: str,
+    paper: bool,
+    real: bool,
+    risks: bool,
+    sandbox: bool,
+    cash: float,
+    model_version: str | None,
+    long_threshold: float | None,
+    position_size: float | None,
+    backfill_bars: int,
+    max_bars: int | None,
+    journal: Path,
+    log_file: Path,
+    max_daily_loss: float,
+    max_drawdown: float,
+    max_order_notional: float | None,
+    max_orders_per_minute: int,
+    no_flatten: bool,
+    on_stop: str,
+    registry_path: Path | None,
+) -> None:
+    """Run STRATEGY on live candles: --paper, or --live --i-understand-the-risks."""
+    if paper == real:
+        raise ConfigurationError("Choose exactly one of --paper or --live.")
+    if real and not risks:
+        raise ConfigurationError(
+            "Real orders need --live --i-understand-the-risks. Try --paper first."
+        )
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
+    params: dict[str, Any] = {"version": model_version}
+    if registry_path is not None:
+        params["registry"] = str(registry_path)
+    if long_threshold is not None:
+        params["long_threshold"] = long_threshold
+    if position_size is not None:
+        params["position_size"] = position_size
+    kill = KillSwitch(
+        max_daily_loss,
+        max_drawdown,
+        max_order_notional,
+        max_orders_per_minute,
+        flatten=not no_flatten,
+    )
+    mode = "PAPER" if paper else "LIVE (real orders)"
+    click.echo(
+        f"{mode}: {strategy} {symbol} {timeframe} on {exchange_id}"
+        + (" sandbox" if sandbox else "")
+    )
+    click.echo(f"log: {log_file}")
+    if not paper:
+        click.echo(f"journal: {journal}")
+    cerebro = build_live_cerebro(
+        STRATEGIES[strategy],
+        store=store,
+        symbol=symbol,
+        timeframe=timeframe,
+        paper=paper,
+        cash=cash,
+        journal=journal,
+        backfill_bars=backfill_bars,
+        max_bars=max_bars,
+        kill_switch=None if paper else kill,
+        on_stop=on_stop,
+        echo=click.echo,
+        **params,
+    )
+    strat = run_until_stopped(cerebro)[0]
+    click.echo(
+        f"stopped: value {cerebro.broker.getvalue():.2f}, closed trades {len(strat.trade_records)}"
+    )
