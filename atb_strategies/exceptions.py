@@ -14,6 +14,8 @@
      │                                             features given do not match the model
      ├─ InferenceError(AtbError, ValueError)       an input tensor is malformed (shape, dtype,
      │                                             NaN or inf): fix the caller
+     ├─ TrainingError(AtbError, RuntimeError)      a gate refused the trained model: nothing
+     │                                             was registered
      └─ ExchangeError(AtbError)                    an exchange call failed
          ├─ TemporaryExchangeError                 network, 5xx, timeout: retried (reads only)
          │   └─ RateLimitError                     429/418, DDoSProtection, RateLimitExceeded:
@@ -90,6 +92,10 @@ class FeatureSchemaError(RegistryError, ValueError):
 
 class InferenceError(AtbError, ValueError):
     """An input tensor given to a model runner has the wrong shape or dtype, or holds NaN/inf."""
+
+
+class TrainingError(AtbError, RuntimeError):
+    """Training produced a model that must not be registered (parity or causality failed)."""
 
 
 class ExchangeError(AtbError):

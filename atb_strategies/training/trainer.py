@@ -47,7 +47,7 @@ from atb_strategies.bundle.jsonio import write_json
 from atb_strategies.bundle.writer import write_bundle
 from atb_strategies.data.candles import OHLCV, validate_candles
 from atb_strategies.data.loaders import inspect_candles, load_ohlcv
-from atb_strategies.exceptions import AtbError, ConfigurationError
+from atb_strategies.exceptions import ConfigurationError, TrainingError
 from atb_strategies.features.pipeline import FeaturePipeline
 from atb_strategies.registry.layout import RegistryLayout
 from atb_strategies.registry.manage import allocate_version, promote
@@ -56,10 +56,6 @@ from atb_strategies.training.evaluate import evaluate_predictions
 from atb_strategies.training.recipes import fit_schema, recipe_for
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(AtbError, RuntimeError):
-    """Training produced a model that must not be registered (parity or causality failed)."""
 
 
 @dataclass(frozen=True)
