@@ -90,6 +90,12 @@ def show(symbol: str, model_type: str, version: str | None, registry_path: Path 
     click.echo(json.dumps(m.to_dict(), indent=2, default=str))
     click.echo(f"feature schema ({spec.schema.path}):")
     click.echo(json.dumps(spec.schema.to_dict(), indent=2))
+    metrics_path = path / "metrics.json"
+    if metrics_path.is_file():
+        click.echo(f"metrics ({metrics_path}):")
+        click.echo(json.dumps(read_json(metrics_path), indent=2))
+    else:
+        click.echo("metrics: none recorded (no metrics.json)")
 
 
 @models.command("validate")
