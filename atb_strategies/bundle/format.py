@@ -91,6 +91,15 @@ class _Reader:
             raise self.fail(name, f"must be finite; got {value!r} instead.")
         return value
 
+    def check_format_version(self) -> None:
+        version = self.get("format_version", int)
+        if version != FORMAT_VERSION:
+            raise self.fail(
+                "format_version",
+                f"is {version}; this atb_strategies reads format {FORMAT_VERSION}. "
+                "Upgrade atb_strategies.",
+            )
+
     def positive_int(self, name: str, *, required: bool = True, default: int | None = None) -> int:
         value = self.get(name, int, required=required, default=default)
         if value is not None and value < 1:
@@ -203,13 +212,7 @@ class FeatureSchema:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> FeatureSchema:
         r = _Reader(data, path)
-        version = r.get("format_version", int)
-        if version != FORMAT_VERSION:
-            raise r.fail(
-                "format_version",
-                f"is {version}; this atb_strategies reads format {FORMAT_VERSION}. "
-                "Upgrade atb_strategies.",
-            )
+        r.check_format_version()
         seq = r.positive_int("sequence_length")
         nan_policy = r.get("nan_policy", str, required=False, default="raise")
         if nan_policy not in NAN_POLICIES:
@@ -370,13 +373,7 @@ class BundleMetadata:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> BundleMetadata:
         r = _Reader(data, path)
-        version = r.get("format_version", int)
-        if version != FORMAT_VERSION:
-            raise r.fail(
-                "format_version",
-                f"is {version}; this atb_strategies reads format {FORMAT_VERSION}. "
-                "Upgrade atb_strategies.",
-            )
+        r.check_format_version()
         ir = r.child("input")
         assert ir is not None
         shape = ir.get("shape", list)

@@ -238,73 +238,36 @@ class CcxtBroker(bt.BrokerBase):
 
     # ------------------------------------------------------------------ orders
 
-    def buy(
-        self,
-        owner: Any,
-        data: Any,
-        size: float,
-        price: float | None = None,
-        plimit: float | None = None,
-        exectype: int | None = None,
-        valid: Any = None,
-        tradeid: int = 0,
-        oco: Any = None,
-        trailamount: Any = None,
-        trailpercent: Any = None,
-        parent: Any = None,
-        transmit: bool = True,
-        **kwargs: Any,
+    _ORDER_ARGS = (
+        "price",
+        "plimit",
+        "exectype",
+        "valid",
+        "tradeid",
+        "oco",
+        "trailamount",
+        "trailpercent",
+        "parent",
+        "transmit",
+    )
+
+    def _create(
+        self, cls: type[bt.Order], owner: Any, data: Any, size: float, *args: Any, **kwargs: Any
     ) -> bt.Order:
-        order = bt.BuyOrder(
-            owner=owner,
-            data=data,
-            size=size,
-            price=price,
-            pricelimit=plimit,
-            exectype=exectype,
-            valid=valid,
-            tradeid=tradeid,
-            oco=oco,
-            trailamount=trailamount,
-            trailpercent=trailpercent,
-            parent=parent,
-            transmit=transmit,
-        )
+        """An order from ``BrokerBase.buy``/``sell``'s positional or keyword arguments."""
+        named = dict(zip(self._ORDER_ARGS, args, strict=False))
+        named.update({k: kwargs.pop(k) for k in self._ORDER_ARGS if k in kwargs})
+        named.setdefault("tradeid", 0)
+        named.setdefault("transmit", True)
+        named["pricelimit"] = named.pop("plimit", None)
+        order = cls(owner=owner, data=data, size=size, **named)
         return self._submit(order, kwargs)
 
-    def sell(
-        self,
-        owner: Any,
-        data: Any,
-        size: float,
-        price: float | None = None,
-        plimit: float | None = None,
-        exectype: int | None = None,
-        valid: Any = None,
-        tradeid: int = 0,
-        oco: Any = None,
-        trailamount: Any = None,
-        trailpercent: Any = None,
-        parent: Any = None,
-        transmit: bool = True,
-        **kwargs: Any,
-    ) -> bt.Order:
-        order = bt.SellOrder(
-            owner=owner,
-            data=data,
-            size=size,
-            price=price,
-            pricelimit=plimit,
-            exectype=exectype,
-            valid=valid,
-            tradeid=tradeid,
-            oco=oco,
-            trailamount=trailamount,
-            trailpercent=trailpercent,
-            parent=parent,
-            transmit=transmit,
-        )
-        return self._submit(order, kwargs)
+    def buy(self, owner: Any, data: Any, size: float, *args: Any, **kwargs: Any) -> bt.Order:
+        return self._create(bt.BuyOrder, owner, data, size, *args, **kwargs)
+
+    def sell(self, owner: Any, data: Any, size: float, *args: Any, **kwargs: Any) -> bt.Order:
+        return self._create(bt.SellOrder, owner, data, size, *args, **kwargs)
 
     def _submit(self, order: bt.Order, info: dict[str, Any]) -> bt.Order:
         order.addcomminfo(self.getcommissioninfo(order.data))
