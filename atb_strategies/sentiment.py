@@ -42,7 +42,7 @@ def _as_series(values: pd.Series, where: str) -> pd.Series:
         pos = int(np.argmax(bad))
         raise CandleDataError(
             f"{where}: sentiment value {values.iloc[pos]!r} at {series.index[pos]} is not a "
-            "number.",
+            "number; repair or drop that row.",
             row=series.index[pos],
         )
     if not series.index.is_monotonic_increasing or series.index.has_duplicates:
@@ -53,7 +53,7 @@ def _as_series(values: pd.Series, where: str) -> pd.Series:
 
 def read_sentiment_csv(path: Path | str) -> pd.Series:
     """Sentiment values from a CSV with ``timestamp`` and ``value`` (or ``sentiment``)."""
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     value_col = "value" if "value" in frame.columns else "sentiment"
     if "timestamp" not in frame.columns or value_col not in frame.columns:
@@ -190,10 +190,11 @@ def align_sentiment(
     if not isinstance(candles.index, pd.DatetimeIndex):
         raise ConfigurationError("align_sentiment needs candles indexed by time.")
     sentiment = _as_series(sentiment, "sentiment")
-    close_time = candles.index + timeframe_to_timedelta(timeframe)
-    pos = sentiment.index.searchsorted(close_time, side="right") - 1
+    close_time = (candles.index + timeframe_to_timedelta(timeframe)).as_unit("ns")
+    published_at = sentiment.index.as_unit("ns")
+    pos = published_at.searchsorted(close_time, side="right") - 1
     values = np.where(pos >= 0, sentiment.to_numpy()[np.clip(pos, 0, None)], np.nan)
-    published = np.where(pos >= 0, sentiment.index.asi8[np.clip(pos, 0, None)], 0)
+    published = np.where(pos >= 0, published_at.asi8[np.clip(pos, 0, None)], 0)
     missing = pos < 0
     if max_age is not None:
         age = close_time.asi8 - published

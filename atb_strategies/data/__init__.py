@@ -1,7 +1,13 @@
 """Candles: validation, loading, synthetic generation and backtrader feeds."""
 
 from atb_strategies.data.candles import validate_candles
-from atb_strategies.data.feeds import OhlcvData, SentimentData, make_feed
+from atb_strategies.data.feeds import (
+    OhlcvData,
+    SentimentData,
+    SentimentOnlyData,
+    make_feed,
+    make_sentiment_feed,
+)
 from atb_strategies.data.loaders import CandleReport, inspect_candles, load_ohlcv
 from atb_strategies.data.synthetic import generate_ohlcv
 
@@ -9,9 +15,11 @@ __all__ = [
     "CandleReport",
     "OhlcvData",
     "SentimentData",
+    "SentimentOnlyData",
     "generate_ohlcv",
     "inspect_candles",
     "load_ohlcv",
     "make_feed",
+    "make_sentiment_feed",
     "validate_candles",
 ]

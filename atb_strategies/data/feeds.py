@@ -99,3 +99,36 @@ def make_feed(
     if name is not None:
         kwargs["name"] = name
     return cls(dataname=frame, timeframe=bt_tf, compression=compression, **kwargs)
+
+
+class SentimentOnlyData(bt.feeds.PandasData):
+    """A feed carrying only a ``sentiment`` line (prices mirror the value), for
+    ``MlPrediction(price_feed, sentiment_feed)``."""
+
+    lines = ("sentiment",)
+    params = (
+        ("datetime", None),
+        ("open", "sentiment"),
+        ("high", "sentiment"),
+        ("low", "sentiment"),
+        ("close", "sentiment"),
+        ("volume", None),
+        ("openinterest", None),
+        ("sentiment", "sentiment"),
+    )
+
+
+def make_sentiment_feed(
+    series: pd.Series, *, timeframe: str = "1d", name: str = "sentiment", **kwargs: object
+) -> SentimentOnlyData:
+    """A backtrader feed of sentiment values stamped with their **publication** time.
+
+    Used as a separate feed: ``MlPrediction(price_feed, sentiment_feed)`` reads it as of each
+    price bar (the latest value published at or before the bar's close). ``series`` is indexed
+    by publication time, e.g. from ``atb_strategies.sentiment.read_sentiment_csv``.
+    """
+    frame = pd.DataFrame({"sentiment": series.astype(float).to_numpy()}, index=series.index)
+    bt_tf, compression = bt_timeframe(timeframe)
+    return SentimentOnlyData(
+        dataname=frame, timeframe=bt_tf, compression=compression, name=name, **kwargs
+    )

@@ -51,6 +51,7 @@ def select_for_feed(
     version: str | None,
     registry: str | None,
     owner: str,
+    extra: bt.AbstractDataBase | None = None,
 ) -> ModelBundle:
     """Select the bundle for ``data`` (symbol defaults to the feed's name, timeframe to its own)."""
     sym = symbol or getattr(data, "_name", "") or None
@@ -83,7 +84,11 @@ def select_for_feed(
             f"{owner}: model {bundle.key} is a {bundle.timeframe} model but feed {sym!r} has "
             f"{feed_tf} bars. Resample the feed (cerebro.resampledata) to {bundle.timeframe}."
         )
-    missing = [c for c in bundle.pipeline.columns if not hasattr(data.lines, c)]
+    missing = [
+        c
+        for c in bundle.pipeline.columns
+        if not hasattr(data.lines, c) and not (extra is not None and hasattr(extra.lines, c))
+    ]
     if missing:
         raise FeatureSchemaError(
             f"Features given to {owner} do not match model {bundle.key} (expects "
@@ -92,7 +97,8 @@ def select_for_feed(
             + "".join(f"- {c}\n" for c in sorted(missing)[:5])
             + (
                 "Add a sentiment column to the feed (atb_strategies.data.make_feed on a frame "
-                "with a 'sentiment' column), or use model_type='basic'.\n"
+                "with a 'sentiment' column), pass a sentiment feed as the indicator's second "
+                "data (make_sentiment_feed), or use model_type='basic'.\n"
                 if "sentiment" in missing
                 else ""
             )
@@ -112,6 +118,11 @@ class MlPrediction(bt.Indicator):
         Registry model type (default ``"basic"``).
     timeframe : str or None
         Model timeframe; default: the feed's (``1h`` for ``Minutes`` x 60).
+
+    A second data (``MlPrediction(price_feed, sentiment_feed)``) supplies columns the price feed
+    lacks (``sentiment``), read as of each bar: the latest value stamped at or before the bar.
+    Stamp the sentiment feed with publication times (``make_sentiment_feed``); bars of the
+    price feed carry their close time, so a value is used once it was published.
     version : str or None
         Version name; ``None`` or ``"latest"`` follows the ``latest`` pointer.
     registry : str or None
@@ -144,6 +155,7 @@ class MlPrediction(bt.Indicator):
                 "The 'gap_policy' parameter of MlPrediction must be 'raise', 'warn' or 'allow'. "
                 f"Got {self.p.gap_policy!r} instead."
             )
+        self._extra = self.datas[1] if len(self.datas) > 1 else None
         self.bundle = select_for_feed(
             self.data,
             symbol=self.p.symbol,
@@ -152,6 +164,7 @@ class MlPrediction(bt.Indicator):
             version=self.p.version,
             registry=self.p.registry,
             owner="MlPrediction",
+            extra=self._extra,
         )
         self.model_key = self.bundle.key
         pipe = self.bundle.pipeline
@@ -159,11 +172,19 @@ class MlPrediction(bt.Indicator):
         self._bar_days = (
             timeframe_to_timedelta(self.bundle.timeframe).total_seconds() / _DAY_SECONDS
         )
-        self._lines_in = [getattr(self.data.lines, c) for c in pipe.columns]
+        # Each input column comes from the price feed, or else (sentiment) from the second
+        # feed, read as of the bar: its latest value stamped at or before the bar's time.
+        self._lines_in = []
+        self._asof: list[bool] = []
+        for c in pipe.columns:
+            own = hasattr(self.data.lines, c)
+            self._lines_in.append(getattr((self.data if own else self._extra).lines, c))
+            self._asof.append(not own)
         self._stream = None
         self._prev_dt: float | None = None
         self._batch: dict[str, np.ndarray] | None = None
         self._mode: str | None = None
+        self._bars_done = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -206,10 +227,17 @@ class MlPrediction(bt.Indicator):
         pipe = self.bundle.pipeline
         stamps = np.asarray(self.data.datetime.array[:end], dtype=np.float64)
         self._check_gaps(stamps, None)
-        cols = {
-            c: np.asarray(line.array[:end], dtype=np.float64)
-            for c, line in zip(pipe.columns, self._lines_in, strict=True)
-        }
+        cols = {}
+        for c, line, asof in zip(pipe.columns, self._lines_in, self._asof, strict=True):
+            if not asof:
+                cols[c] = np.asarray(line.array[:end], dtype=np.float64)
+                continue
+            extra = self._extra
+            other = np.asarray(extra.datetime.array[: extra.buflen()], dtype=np.float64)
+            values = np.asarray(line.array[: extra.buflen()], dtype=np.float64)
+            pos = np.searchsorted(other, stamps, side="right") - 1
+            cols[c] = np.where(pos >= 0, values[np.clip(pos, 0, None)], np.nan)
+            self._check_asof(c, cols[c], stamps)
         batch = pipe.batch_windows(cols)
         out = {name: np.full(end, np.nan) for name in self.lines.getlinealiases()}
         if len(batch.end_index):
@@ -222,6 +250,17 @@ class MlPrediction(bt.Indicator):
             out["direction"][batch.end_index] = preds.direction
         return out
 
+    def _check_asof(self, column: str, values: np.ndarray, stamps: np.ndarray) -> None:
+        missing = ~np.isfinite(values)
+        if missing.any():
+            first = bt.num2date(stamps[int(np.argmax(missing))])
+            raise CandleDataError(
+                f"MlPrediction({self.model_key}): no {column!r} value published at or before "
+                f"bar {first} in the second feed ({int(missing.sum())} bar(s) lack one). Start "
+                "the price feed later or give a longer sentiment history.",
+                row=first,
+            )
+
     def _preloaded(self) -> bool:
         return self.data.buflen() > len(self.data)
 
@@ -232,7 +271,10 @@ class MlPrediction(bt.Indicator):
         if self._prev_dt is not None:
             self._check_gaps(np.array([dt]), self._prev_dt)
         self._prev_dt = dt
-        row = [line[0] for line in self._lines_in]
+        row = [
+            (line[0] if len(self._extra) else float("nan")) if asof else line[0]
+            for line, asof in zip(self._lines_in, self._asof, strict=True)
+        ]
         if not all(math.isfinite(v) for v in row):
             bad = [
                 c
@@ -248,10 +290,19 @@ class MlPrediction(bt.Indicator):
 
     # ------------------------------------------------------------------ backtrader hooks
 
+    def _new_bar(self) -> bool:
+        """False when backtrader calls again without a new bar of this feed (another feed
+        moved, e.g. a sentiment feed or a feed with more bars); nothing must change then."""
+        n = len(self.data)
+        if n == self._bars_done:
+            return False
+        self._bars_done = n
+        return True
+
     def prenext(self) -> None:
         if self._mode is None:
             self._mode = "batch" if self._preloaded() else "stream"
-        if self._mode == "stream":
+        if self._mode == "stream" and self._new_bar():
             self._stream_bar()
 
     def nextstart(self) -> None:
@@ -266,6 +317,8 @@ class MlPrediction(bt.Indicator):
             i = len(self.data) - 1
             for name, values in self._batch.items():
                 getattr(self.lines, name)[0] = values[i]
+            return
+        if not self._new_bar():
             return
         self._stream_bar()
         stream = self._stream

@@ -74,6 +74,9 @@ class MlStrategy(bt.Strategy):
         Log every decision at INFO (default False).
     record_decisions : bool
         Keep every decision in ``self.decisions`` (default True).
+    sentiment_feed : str or None
+        Name of a data feed that only carries sentiment (``make_sentiment_feed``); it is not
+        traded, and every model reads its ``sentiment`` as of each bar.
     trade_from : str or None
         ISO time before which bars only warm the model up (no orders); default: trade from
         the first bar with a prediction.
@@ -99,6 +102,7 @@ class MlStrategy(bt.Strategy):
         ("log_decisions", False),
         ("record_decisions", True),
         ("trade_from", None),
+        ("sentiment_feed", None),
     )
 
     def __init__(self) -> None:
@@ -111,9 +115,18 @@ class MlStrategy(bt.Strategy):
                     f"[0, 1). Got {value!r} instead."
                 )
         self.predictions: dict[Any, MlPrediction] = {}
+        extra = [d for d in self.datas if p.sentiment_feed and d._name == p.sentiment_feed]
+        if p.sentiment_feed and not extra:
+            raise ConfigurationError(
+                f"{type(self).__name__}: no data feed named {p.sentiment_feed!r} "
+                f"(sentiment_feed); feeds: {[d._name for d in self.datas]}."
+            )
         for data in self.datas:
+            if extra and data is extra[0]:
+                continue
             pred = MlPrediction(
                 data,
+                *extra,
                 symbol=p.symbol,
                 model_type=p.model_type,
                 timeframe=p.timeframe,
@@ -131,9 +144,10 @@ class MlStrategy(bt.Strategy):
             self.predictions[data] = pred
         self.decisions: list[dict[str, Any]] = []
         self.trade_records: list[dict[str, Any]] = []
-        self._legs: dict[Any, list[bt.Order]] = {d: [] for d in self.datas}
+        traded = list(self.predictions)
+        self._legs: dict[Any, list[bt.Order]] = {d: [] for d in traded}
         self._entry_info: dict[Any, dict[str, Any]] = {}
-        self._pending: dict[Any, bt.Order | None] = {d: None for d in self.datas}
+        self._pending: dict[Any, bt.Order | None] = {d: None for d in traded}
         self._trade_from = (
             bt.date2num(datetime.fromisoformat(str(p.trade_from))) if p.trade_from else None
         )
