@@ -299,6 +299,7 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
         framework=family.framework,
         raw={"training": _lineage(config, frame, parts, report, timings, parity, family)},
     )
+    _remove_stale_staging(Path(config.registry))
     staging = Path(config.registry) / f".staging-{uuid.uuid4().hex[:12]}"
     try:
         staged = write_bundle(
@@ -332,6 +333,18 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
         " and moved latest" if promoted else "",
     )
     return TrainingResult(version, final, metrics, promoted, timings)
+
+
+def _remove_stale_staging(registry: Path, older_than: float = 3600.0) -> None:
+    """Delete staging directories left by killed trainings (registration takes seconds, so one
+    untouched for an hour belongs to no running trainer)."""
+    if not registry.is_dir():
+        return
+    now = time.time()
+    for path in registry.glob(".staging-*"):
+        if path.is_dir() and now - path.stat().st_mtime > older_than:
+            log.info("removing %s left by an interrupted training", path)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _confidence_scale(y_train: np.ndarray) -> float:
