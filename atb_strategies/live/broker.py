@@ -80,6 +80,8 @@ class _Tracked:
         self.exchange_id: str | None = None
         self.unknown_checks = 0
         self.trade_ids: set[str] = set()
+        self.amount = abs(order.created.size)
+        self.filled = 0.0
 
 
 class _SpotCommInfo(CommInfoBase):
@@ -149,6 +151,8 @@ class CcxtBroker(bt.BrokerBase):
         self._day = None
         self._day_start_value = None
         self.killed = False
+        self._flattening = False
+        self._stop_requested = False
         self.comminfo = {None: _SpotCommInfo()}
 
     # ------------------------------------------------------------------ lifecycle
@@ -176,8 +180,13 @@ class CcxtBroker(bt.BrokerBase):
         base = self._market(data)["base"]
         held = self._balances.get(base, 0.0)
         if held:
-            self.positions[data] = Position(size=held, price=float(data.close[0]) or 0.0)
-            log.info("seeded position %s %s from the account", held, base)
+            try:
+                ticker = self.store.call("fetch_ticker", self._market(data)["symbol"])
+                price = float(ticker.get("last") or ticker.get("close") or 0.0)
+            except TemporaryExchangeError:
+                price = 0.0
+            self.positions[data] = Position(size=held, price=price)
+            log.info("seeded position %s %s at %s from the account", held, base, price)
 
     # ------------------------------------------------------------------ account
 
@@ -364,6 +373,7 @@ class CcxtBroker(bt.BrokerBase):
             return
         client_id = self.journal.client_id(order.ref)
         tracked = _Tracked(order, client_id)
+        tracked.amount = amount
         self._tracked[order.ref] = tracked
         self.journal.record_sending(
             client_id,
@@ -411,8 +421,8 @@ class CcxtBroker(bt.BrokerBase):
     def _resize(self, order: bt.Order, amount: float) -> None:
         """Shrink an unfilled order (and its bracket legs) to the amount actually sent."""
         signed = amount if order.isbuy() else -amount
+        order.addinfo(requested_size=order.info.get("requested_size", order.created.size))
         order.size = order.created.size = order.executed.remsize = signed
-        order.addinfo(requested_size=order.info.get("requested_size", signed))
         for child in self._children.get(order.ref, []):
             child_signed = -signed
             child.size = child.created.size = child.executed.remsize = child_signed
@@ -429,6 +439,9 @@ class CcxtBroker(bt.BrokerBase):
     # ------------------------------------------------------------------ polling
 
     def next(self) -> None:
+        if self._stop_requested:
+            self._stop_cerebro()
+            return
         self._refresh_balance()
         now = time.monotonic()
         if now - self._last_poll >= self.p.order_poll:
@@ -481,8 +494,8 @@ class CcxtBroker(bt.BrokerBase):
     def _sync_order(self, tracked: _Tracked, resp: dict[str, Any]) -> None:
         order = tracked.order
         filled = float(resp.get("filled") or 0.0)
-        if filled > abs(order.executed.size) + 1e-12:
-            self._collect_fills(tracked)
+        if filled > tracked.filled + 1e-12:
+            self._collect_fills(tracked, done=filled >= float(resp.get("amount") or 0) - 1e-12)
         status = resp.get("status")
         if status == "canceled" and order.alive():
             self.journal.update(tracked.client_id, "canceled", filled=filled)
@@ -500,7 +513,7 @@ class CcxtBroker(bt.BrokerBase):
         elif status == "closed" and not order.alive():
             self.journal.update(tracked.client_id, "closed", filled=filled)
 
-    def _collect_fills(self, tracked: _Tracked) -> None:
+    def _collect_fills(self, tracked: _Tracked, done: bool = False) -> None:
         order = tracked.order
         market = self._market(order.data)
         try:
@@ -515,25 +528,49 @@ class CcxtBroker(bt.BrokerBase):
             amount = float(trade.get("amount") or 0.0)
             price = float(trade.get("price") or 0.0)
             fee = trade.get("fee") or {}
-            cost = float(fee.get("cost") or 0.0)
+            fee_cost = float(fee.get("cost") or 0.0)
             currency = fee.get("currency")
-            if currency == market["base"]:
-                cost *= price
+            tracked.trade_ids.add(tid)
+            tracked.filled += amount
+            if not self.journal.record_fill(
+                tid, tracked.client_id, amount, price, fee_cost, currency, trade.get("timestamp")
+            ):
+                continue
+            quote_flow = amount * price  # what the fill moves in the quote asset (before fees)
+            size, exec_price, commission = amount, price, fee_cost
+            if currency == market["base"] and order.isbuy() and fee_cost < amount:
+                # The fee was taken from what we bought: we hold less, at a higher cost each.
+                size = amount - fee_cost
+                exec_price = quote_flow / size
+                commission = 0.0
+                order.addinfo(fee_in_base=order.info.get("fee_in_base", 0.0) + fee_cost)
+            elif currency == market["base"]:
+                commission = fee_cost * price
             elif currency not in (None, market["quote"]):
                 log.warning(
                     "fee of trade %s in %s is not converted to %s", tid, currency, market["quote"]
                 )
-            tracked.trade_ids.add(tid)
-            if not self.journal.record_fill(
-                tid, tracked.client_id, amount, price, cost, currency, trade.get("timestamp")
-            ):
-                continue
+            last = done and tracked.filled >= tracked.amount - 1e-12
             self._execute(
-                order, amount if order.isbuy() else -amount, price, cost, trade.get("timestamp")
+                order,
+                size if order.isbuy() else -size,
+                exec_price,
+                commission,
+                trade.get("timestamp"),
+                quote_flow=quote_flow if order.isbuy() else -quote_flow,
+                final=last,
             )
 
     def _execute(
-        self, order: bt.Order, size: float, price: float, commission: float, timestamp: int | None
+        self,
+        order: bt.Order,
+        size: float,
+        price: float,
+        commission: float,
+        timestamp: int | None,
+        *,
+        quote_flow: float | None = None,
+        final: bool = False,
     ) -> None:
         data = order.data
         position = self.positions[data]
@@ -546,7 +583,11 @@ class CcxtBroker(bt.BrokerBase):
         openedcomm = commission - closedcomm
         closedvalue = comminfo.getoperationcost(closed, pprice_orig) if closed else 0.0
         openedvalue = comminfo.getoperationcost(opened, price) if opened else 0.0
-        self.cash -= size * price + commission
+        spent = (size * price if quote_flow is None else quote_flow) + commission
+        self.cash -= spent
+        quote = self._quote()
+        if quote is not None and quote in self._balances:
+            self._balances[quote] -= spent  # keep the value consistent until the next refresh
         if len(data):
             dt = data.datetime[0]
         else:
@@ -568,6 +609,9 @@ class CcxtBroker(bt.BrokerBase):
             psize,
             pprice,
         )
+        if final and order.executed.remsize:
+            # The exchange filled the whole order; what is left is the base-asset fee.
+            order.executed.remsize = 0.0
         if order.executed.remsize:
             order.partial()
         else:
@@ -597,6 +641,8 @@ class CcxtBroker(bt.BrokerBase):
 
     def _trigger_local(self) -> None:
         for order in list(self._local):
+            if order not in self._local:
+                continue  # cancelled as the sibling of a leg triggered earlier in this loop
             if not order.alive():
                 self._local.remove(order)
                 continue
@@ -699,7 +745,7 @@ class CcxtBroker(bt.BrokerBase):
 
     def _check_kill_switch(self) -> None:
         ks: KillSwitch | None = self.p.kill_switch
-        if ks is None or self.killed:
+        if ks is None or self.killed or self._flattening:
             return
         value = self.getvalue()
         if not math.isfinite(value) or value <= 0:
@@ -739,16 +785,26 @@ class CcxtBroker(bt.BrokerBase):
         ks: KillSwitch | None = self.p.kill_switch
         owner = self._owner()
         if ks is not None and ks.flatten and owner is not None:
-            self.killed = False  # allow the flattening orders through
-            for data, pos in list(self.positions.items()):
-                if pos.size > 0:
-                    self.sell(
-                        owner, data, pos.size, exectype=bt.Order.Market, role="kill_switch_flatten"
-                    )
-            self.killed = True
+            self.killed, self._flattening = False, True  # let the flattening orders through
+            try:
+                for data, pos in list(self.positions.items()):
+                    if pos.size > 0:
+                        self.sell(
+                            owner,
+                            data,
+                            pos.size,
+                            exectype=bt.Order.Market,
+                            role="kill_switch_flatten",
+                        )
+            finally:
+                self.killed, self._flattening = True, False
         self.store.put_notification("KILL_SWITCH", reason)
+        # Stop at the next loop, after cerebro has delivered the store notification.
+        self._stop_requested = True
+
+    def _stop_cerebro(self) -> None:
         for data in getattr(self.store, "datas", []):
             env = getattr(data, "_env", None)
             if env is not None:
                 env.runstop()
-                break
+                return

@@ -143,6 +143,13 @@ class CcxtData(bt.feed.DataBase):
     def _load(self) -> bool | None:
         while True:
             if self._queue:
+                live = self._queue[0][1]
+                limit = self.p.max_live_bars
+                if live and limit is not None and self._live_bars >= limit:
+                    self._queue.clear()
+                    self.put_notification(self.DISCONNECTED)
+                    self._state = _ST_OVER
+                    return False
                 self._write(self._queue.popleft())
                 return True
             if self._state == _ST_OVER:

@@ -1,0 +1,297 @@
+"""``atb live`` and ``examples/paper_trade.py`` against the loopback exchange.
+
+The console script runs in a subprocess (``PYTHONPATH`` points at this working tree) with
+``ATB_EXCHANGE_CONFIG`` aiming the real ``ccxt.binance`` at a ``BinanceServer`` running in the
+test process. The CLI builds ``CcxtData`` with its default options (a 30 s clock re-read), so the
+test freezes the market clock and moves it five hours ahead as soon as the backfill has been
+answered: the feed's first live poll then finds exactly five closed candles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from atb_strategies.cli.live import build_live_cerebro, run_until_stopped
+from atb_strategies.cli.main import cli
+from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.live.journal import Journal
+from atb_strategies.live.store import CcxtStore
+from atb_strategies.strategies.ml_basic import MlBasic
+from atb_strategies.testing.binance_server import BinanceServer
+
+REPO = Path(__file__).resolve().parents[2]
+REGISTRY = REPO / "models"
+ATB = Path(sys.executable).with_name("atb")
+HOUR = 3_600_000
+NOW_ROW = 330
+FEED_OPTIONS = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}
+STATUS_LINE = (
+    r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} BTCUSDT close=\S+ pred=\S+ ret=\S+ conf=\S+ "
+    r"signal=\w+ action=\w+ pos=\S+ value=\S+ pnl=\S+ model=BTCUSDT/basic@\S+$"
+)
+
+
+@pytest.fixture(scope="module")
+def hourly() -> pd.DataFrame:
+    return generate_ohlcv(420, seed=3)
+
+
+@pytest.fixture
+def server(hourly: pd.DataFrame) -> Iterator[BinanceServer]:
+    start = int(hourly.index[NOW_ROW].value // 1_000_000) + HOUR // 2
+    with BinanceServer(
+        hourly, start_time_ms=start, clock_speed=0.0, balances={"USDT": 10_000, "BTC": 0}
+    ) as srv:
+        yield srv
+        assert srv.internal_errors == []
+
+
+def exchange_config(server: BinanceServer, path: Path, **options: Any) -> Path:
+    path.write_text(json.dumps({"binance": server.ccxt_config(rate_limit_ms=1, **options)}))
+    return path
+
+
+def advance_after_backfill(server: BinanceServer, hours: int) -> threading.Thread:
+    """Once the first klines request has been answered, move the frozen clock ``hours`` ahead."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.01):
+            if any(r.path == "/api/v3/klines" and r.status for r in server.requests):
+                server.clock.advance(hours * HOUR)
+                done.set()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    thread.done = done  # type: ignore[attr-defined]
+    return thread
+
+
+def run_atb(*args: str, cwd: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(REPO),
+        "ATB_EXCHANGE_CONFIG": str(config),
+        "MPLBACKEND": "Agg",
+    }
+    return subprocess.run(
+        [str(ATB), "live", "ml_basic", "--symbol", "BTCUSDT", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def status_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if " BTCUSDT close=" in line]
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_atb_live_with_paper_prints_a_status_line_per_live_bar_and_writes_the_log(
+    server, hourly, tmp_path
+):
+    config = exchange_config(server, tmp_path / "exchange.json", with_keys=False)
+    watcher = advance_after_backfill(server, 5)
+    try:
+        done = run_atb(
+            "--paper",
+            "--max-bars",
+            "5",
+            "--backfill-bars",
+            "300",
+            "--registry",
+            str(REGISTRY),
+            "--log-file",
+            str(tmp_path / "live.log"),
+            cwd=tmp_path,
+            config=config,
+        )
+    finally:
+        watcher.done.set()
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert out.startswith("PAPER: ml_basic BTCUSDT 1h on binance")
+    assert f"log: {tmp_path / 'live.log'}" in out
+    assert "journal:" not in out
+    lines = status_lines(out)
+    assert len(lines) == 5
+    for line in lines:
+        assert pd.Series([line]).str.match(STATUS_LINE).all(), line
+    # the five candles that closed when the clock jumped, stamped with their close time
+    expected = [f"{t:%Y-%m-%d %H:%M}" for t in hourly.index[NOW_ROW + 1 : NOW_ROW + 6]]
+    assert [line[:16] for line in lines] == expected
+    assert "stopped: value" in out.splitlines()[-1]
+    log = (tmp_path / "live.log").read_text()
+    assert "backfilled 300 closed bar(s)" in log
+    signed = {"/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/myTrades"}
+    assert not signed & {r.path for r in server.requests}  # paper: public data only
+
+
+def test_atb_live_with_real_orders_prints_the_journal_and_places_orders(server, tmp_path):
+    config = exchange_config(server, tmp_path / "exchange.json")
+    journal = tmp_path / "state" / "journal.sqlite"
+    watcher = advance_after_backfill(server, 3)
+    try:
+        done = run_atb(
+            "--live",
+            "--i-understand-the-risks",
+            "--max-bars",
+            "3",
+            "--backfill-bars",
+            "300",
+            "--long-threshold",
+            "-1",  # enter on the first live bar, whatever the model says
+            "--journal",
+            str(journal),
+            "--log-file",
+            str(tmp_path / "live.log"),
+            "--registry",
+            str(REGISTRY),
+            cwd=tmp_path,
+            config=config,
+        )
+    finally:
+        watcher.done.set()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("LIVE (real orders): ml_basic BTCUSDT 1h on binance")
+    assert f"journal: {journal}" in done.stdout
+    assert len(status_lines(done.stdout)) == 3
+    orders = server.orders()
+    assert orders, "no order reached the exchange"
+    entry = orders[0]
+    assert (entry["side"], entry["type"], entry["status"]) == ("BUY", "MARKET", "FILLED")
+    assert entry["clientOrderId"].startswith("atb")
+    assert server.count("/api/v3/order", "POST") == len(orders)
+    book = Journal(journal)
+    try:
+        rows = book.orders()
+        fills = book.fills()
+    finally:
+        book.close()
+    assert rows[0]["client_id"] == entry["clientOrderId"] and rows[0]["state"] == "closed"
+    assert sorted(f["trade_id"] for f in fills) == sorted(str(t["id"]) for t in server.trades())
+
+
+# ------------------------------------------------------------------ argument errors
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, ["live", "ml_basic", *args])
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [[], ["--paper", "--live"], ["--paper", "--live", "--i-understand-the-risks"]],
+    ids=["neither", "both", "both-with-risks"],
+)
+def test_atb_live_with_neither_or_both_modes_exits_1(server, tmp_path, monkeypatch, flags):
+    monkeypatch.setenv("ATB_EXCHANGE_CONFIG", str(exchange_config(server, tmp_path / "x.json")))
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*flags)
+    assert result.exit_code == 1
+    assert "error: ConfigurationError: Choose exactly one of --paper or --live." in result.stderr
+    assert server.requests == []  # refused before connecting
+    assert not (tmp_path / "out").exists()
+
+
+def test_atb_live_with_live_and_no_risk_flag_exits_1_with_a_clear_message(
+    server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ATB_EXCHANGE_CONFIG", str(exchange_config(server, tmp_path / "x.json")))
+    monkeypatch.chdir(tmp_path)
+    result = invoke("--live")
+    assert result.exit_code == 1
+    assert "Real orders need --live --i-understand-the-risks. Try --paper first." in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert server.requests == []
+    assert server.orders() == []
+
+
+def test_atb_live_with_unknown_strategy_exits_2_listing_the_choices():
+    result = CliRunner().invoke(cli, ["live", "ml_magic", "--paper"])
+    assert result.exit_code == 2
+    assert "ml_basic" in result.stderr and "ml_sentiment" in result.stderr
+
+
+# ------------------------------------------------------------------ Ctrl-C
+
+
+def test_run_until_stopped_with_ctrl_c_stops_after_the_current_bar_and_restores_handler(
+    server,
+):
+    lines: list[str] = []
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 2:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while live
+
+    store = CcxtStore(exchange="binance", config=server.ccxt_config(rate_limit_ms=1))
+    cerebro = build_live_cerebro(
+        MlBasic,
+        store=store,
+        symbol="BTCUSDT",
+        timeframe="1h",
+        paper=True,
+        cash=10_000.0,
+        journal=None,
+        backfill_bars=300,
+        max_bars=None,  # only Ctrl-C ends this session
+        kill_switch=None,
+        on_stop="cancel",
+        echo=echo,
+        feed_options=FEED_OPTIONS,
+        registry=str(REGISTRY),
+    )
+
+    def go_fast(data: Any, status: int, *args: Any, **kwargs: Any) -> None:
+        if status == data.LIVE:
+            server.clock.set_speed(3600 * 4)
+
+    cerebro.adddatacb(go_fast)
+    before = signal.getsignal(signal.SIGINT)
+    strategy = run_until_stopped(cerebro)[0]
+    assert signal.getsignal(signal.SIGINT) is before
+    assert len(lines) == 2 and len(strategy.decisions) == 2
+    assert strategy.datas[0]._laststatus == bt.feed.DataBase.DISCONNECTED  # feed stopped
+
+
+# ------------------------------------------------------------------ example
+
+
+def test_example_paper_trade_with_loopback_exchange_runs_offline_and_prints_value(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "paper_trade.py"), "--bars", "3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(REPO),
+            "ATB_MODEL_REGISTRY_PATH": str(REGISTRY),
+        },
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "loopback exchange at http://127.0.0.1:" in done.stdout
+    assert "paper value " in done.stdout
+    assert "after 3 live bars" in done.stdout
+    lines = [line for line in done.stdout.splitlines() if " BTCUSDT close=" in line]
+    assert len(lines) == 3
