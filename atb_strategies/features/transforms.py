@@ -216,62 +216,58 @@ def _safe_log(v: float) -> float:
         return float(np.log(np.float64(v)))
 
 
-class LogReturn(SeriesTransform):
+class _LagTransform(SeriesTransform):
+    """``combine(x_t, x_{t-period})``, the same elementwise function in batch and streaming."""
+
+    param_specs = (_ParamSpec("period", int, required=False, default=1, minimum=1),)
+
+    @staticmethod
+    def combine(a: Any, b: Any) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def warmup(self) -> int:
+        return self.params["period"]
+
+    def batch(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return _lagged(np.asarray(x, dtype=np.float64), self.params["period"], self.combine)
+
+    def stream(self) -> _Stream:
+        combine = self.combine
+
+        def fn(a: float, b: float) -> float:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return float(combine(np.float64(a), np.float64(b)))
+
+        return _LagStream(self.params["period"], fn)
+
+
+class LogReturn(_LagTransform):
     op = "log_return"
     description = "ln(x_t / x_{t-period})"
-    param_specs = (_ParamSpec("period", int, required=False, default=1, minimum=1),)
 
-    @property
-    def warmup(self) -> int:
-        return self.params["period"]
-
-    def batch(self, x: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return _lagged(x, self.params["period"], lambda a, b: np.log(a / b))
-
-    def stream(self) -> _Stream:
-        def fn(a: float, b: float) -> float:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return float(np.log(np.float64(a) / np.float64(b)))
-
-        return _LagStream(self.params["period"], fn)
+    @staticmethod
+    def combine(a: Any, b: Any) -> Any:
+        return np.log(a / b)
 
 
-class PctChange(SeriesTransform):
+class PctChange(_LagTransform):
     op = "pct_change"
     description = "x_t / x_{t-period} - 1"
-    param_specs = (_ParamSpec("period", int, required=False, default=1, minimum=1),)
 
-    @property
-    def warmup(self) -> int:
-        return self.params["period"]
-
-    def batch(self, x: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return _lagged(x, self.params["period"], lambda a, b: a / b - 1.0)
-
-    def stream(self) -> _Stream:
-        def fn(a: float, b: float) -> float:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return float(np.float64(a) / np.float64(b) - 1.0)
-
-        return _LagStream(self.params["period"], fn)
+    @staticmethod
+    def combine(a: Any, b: Any) -> Any:
+        return a / b - 1.0
 
 
-class Diff(SeriesTransform):
+class Diff(_LagTransform):
     op = "diff"
     description = "x_t - x_{t-period}"
-    param_specs = (_ParamSpec("period", int, required=False, default=1, minimum=1),)
 
-    @property
-    def warmup(self) -> int:
-        return self.params["period"]
-
-    def batch(self, x: np.ndarray) -> np.ndarray:
-        return _lagged(np.asarray(x, dtype=np.float64), self.params["period"], np.subtract)
-
-    def stream(self) -> _Stream:
-        return _LagStream(self.params["period"], lambda a, b: float(np.float64(a) - b))
+    @staticmethod
+    def combine(a: Any, b: Any) -> Any:
+        return a - b
 
 
 class Ratio(SeriesTransform):
