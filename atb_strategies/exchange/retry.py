@@ -43,15 +43,20 @@ def call_with_retries(
     base_delay: float = 0.5,
     max_delay: float = 30.0,
     sleep: Callable[[float], None] | None = None,
+    on_retry: Callable[[BaseException, int], None] | None = None,
     **kwargs: Any,
 ) -> T:
-    """``fn(*args, **kwargs)``, retried up to ``retries`` times on temporary errors."""
+    """``fn(*args, **kwargs)``, retried up to ``retries`` times on temporary errors.
+
+    ``on_retry(error, attempt)`` is called before each wait (e.g. to tell a strategy).
+    """
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
+        if on_retry is not None and error is not None:
+            on_retry(error, state.attempt_number)
         log.warning(
-            "%s failed (%s); retrying in %.1f s (%d/%d)",
-            action,
+            "%s; retrying in %.1f s (retry %d of %d)",
             error,
             state.next_action.sleep if state.next_action else 0.0,
             state.attempt_number,

@@ -14,7 +14,9 @@ reconciles by client order id. Credentials come from the environment or a config
 never logged.
 
 Add the store to cerebro (``cerebro.addstore(store)``) to receive its events in
-``Strategy.notify_store``.
+``Strategy.notify_store(msg, *args)``: ``"RATE_LIMITED"``/``"RETRYING"`` (action, error, attempt)
+before each retry, ``"EXCHANGE_UNAVAILABLE"`` (action, error) when retries are exhausted,
+``"KILL_SWITCH"`` (reason) from the broker, and messages about orders recovered at restart.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import backtrader as bt
 import ccxt
 from backtrader.store import MetaSingleton
 
+from atb_strategies.exceptions import RateLimitError, TemporaryExchangeError
 from atb_strategies.exchange.client import create_exchange
 from atb_strategies.exchange.errors import ccxt_errors
 from atb_strategies.exchange.retry import call_with_retries
@@ -134,9 +137,22 @@ class CcxtStore(bt.Store, metaclass=_MetaStore):
 
         if not idempotent:
             return once()
-        return call_with_retries(
-            once, action=action, retries=self.p.retries, base_delay=self.p.retry_delay
-        )
+
+        def on_retry(error: BaseException, attempt: int) -> None:
+            kind = "RATE_LIMITED" if isinstance(error, RateLimitError) else "RETRYING"
+            self.put_notification(kind, action, str(error), attempt)
+
+        try:
+            return call_with_retries(
+                once,
+                action=action,
+                retries=self.p.retries,
+                base_delay=self.p.retry_delay,
+                on_retry=on_retry,
+            )
+        except TemporaryExchangeError as e:
+            self.put_notification("EXCHANGE_UNAVAILABLE", action, str(e))
+            raise
 
     def load_markets(self, reload: bool = False) -> Mapping[str, Any]:
         if reload or not self._markets_loaded:
