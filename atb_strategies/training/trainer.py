@@ -109,8 +109,16 @@ class TrainingResult:
 def model_family(name: str) -> Any:
     """The model family called ``name`` (``mlp``; ``gru`` with the torch extra)."""
     if name == "mlp":
-        from atb_strategies.training.mlp import MlpFamily
+        try:
+            import sklearn  # noqa: F401
+            import skl2onnx  # noqa: F401
 
+            from atb_strategies.training.mlp import MlpFamily
+        except ImportError as e:
+            raise ConfigurationError(
+                f"Training needs the train extra ({e.name} is missing): "
+                "pip install -e '.[train]'."
+            ) from e
         return MlpFamily()
     if name == "gru":
         try:
