@@ -110,8 +110,8 @@ def model_family(name: str) -> Any:
     """The model family called ``name`` (``mlp``; ``gru`` with the torch extra)."""
     if name == "mlp":
         try:
-            import sklearn  # noqa: F401
             import skl2onnx  # noqa: F401
+            import sklearn  # noqa: F401
 
             from atb_strategies.training.mlp import MlpFamily
         except ImportError as e:
