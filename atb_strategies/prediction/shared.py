@@ -34,6 +34,14 @@ def shared_registry(registry: str | Path | None = None) -> PredictionModelRegist
         return found
 
 
+def forget_registry(registry: str | Path) -> None:
+    """Drop the shared registries rooted at ``registry`` (e.g. a temporary staging root)."""
+    root = str(Path(registry).resolve())
+    with _lock:
+        for key in [k for k in _registries if k[1] == root]:
+            del _registries[key]
+
+
 def clear_shared_registries() -> None:
     """Forget every shared registry (their sessions close when no bundle is referenced)."""
     with _lock:

@@ -116,8 +116,7 @@ def model_family(name: str) -> Any:
             from atb_strategies.training.mlp import MlpFamily
         except ImportError as e:
             raise ConfigurationError(
-                f"Training needs the train extra ({e.name} is missing): "
-                "pip install -e '.[train]'."
+                f"Training needs the train extra ({e.name} is missing): pip install -e '.[train]'."
             ) from e
         return MlpFamily()
     if name == "gru":
@@ -197,20 +196,24 @@ def _quick_backtest(
     version: str,
 ) -> dict[str, Any]:
     from atb_strategies.backtest.runner import run_backtest
+    from atb_strategies.prediction.shared import forget_registry
     from atb_strategies.strategies.ml_basic import MlBasic
 
-    result = run_backtest(
-        frame,
-        MlBasic,
-        symbol=config.symbol,
-        timeframe=config.timeframe,
-        start=test_start,
-        registry=str(registry),
-        model_type=config.model_type,
-        version=version,
-        gap_policy="warn",
-        record_decisions=False,
-    )
+    try:
+        result = run_backtest(
+            frame,
+            MlBasic,
+            symbol=config.symbol,
+            timeframe=config.timeframe,
+            start=test_start,
+            registry=str(registry),
+            model_type=config.model_type,
+            version=version,
+            gap_policy="warn",
+            record_decisions=False,
+        )
+    finally:
+        forget_registry(registry)  # the staging root is about to move away
     return result.summary
 
 
