@@ -131,6 +131,20 @@ def run_until_stopped(cerebro: bt.Cerebro) -> list:
 @click.option("--backfill-bars", default=500, show_default=True)
 @click.option("--max-bars", type=int, default=None, help="Stop after N live bars.")
 @click.option(
+    "--poll-grace",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds after a candle's close before asking for it.",
+)
+@click.option(
+    "--clock-check",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="While waiting, re-read the exchange clock at most this often (seconds).",
+)
+@click.option(
     "--journal",
     type=click.Path(path_type=Path, dir_okay=False),
     default=Path("out/live/journal.sqlite"),
@@ -170,6 +184,8 @@ def live(
     position_size: float | None,
     backfill_bars: int,
     max_bars: int | None,
+    poll_grace: float,
+    clock_check: float,
     journal: Path,
     log_file: Path,
     max_daily_loss: float,
@@ -226,6 +242,7 @@ def live(
         max_bars=max_bars,
         kill_switch=None if paper else kill,
         on_stop=on_stop,
+        feed_options={"poll_grace": poll_grace, "clock_check": clock_check},
         echo=click.echo,
         **params,
     )

@@ -127,9 +127,11 @@ class MlPrediction(bt.Indicator):
         Version name; ``None`` or ``"latest"`` follows the ``latest`` pointer.
     registry : str or None
         Registry path; default: the configured one (``ATB_MODEL_REGISTRY_PATH``, ...).
-    gap_policy : str
-        ``"raise"`` (default): a missing bar raises naming it; ``"warn"``: log it and treat the
-        bars either side as consecutive; ``"allow"``: the same, silently (choose it knowingly).
+    gap_policy : str or None
+        ``"raise"``: a missing bar raises naming it; ``"warn"``: log it and treat the bars
+        either side as consecutive; ``"allow"``: the same, silently (choose it knowingly).
+        Default (None): ``"raise"`` for historical feeds, ``"warn"`` for live feeds, where an
+        exchange may omit a candle without trades and stopping the bot would be worse.
     """
 
     lines = ("predicted_price", "predicted_return", "confidence", "direction")
@@ -139,7 +141,7 @@ class MlPrediction(bt.Indicator):
         ("timeframe", None),
         ("version", None),
         ("registry", None),
-        ("gap_policy", "raise"),
+        ("gap_policy", None),
     )
     plotinfo = {"subplot": True, "plotname": "ML prediction"}
     plotlines = {
@@ -150,6 +152,8 @@ class MlPrediction(bt.Indicator):
     }
 
     def __init__(self) -> None:
+        if self.p.gap_policy is None:
+            self.p.gap_policy = "warn" if self.data.islive() else "raise"
         if self.p.gap_policy not in ("raise", "warn", "allow"):
             raise CandleDataError(
                 "The 'gap_policy' parameter of MlPrediction must be 'raise', 'warn' or 'allow'. "

@@ -44,10 +44,12 @@ from backtrader.position import Position
 
 from atb_strategies.exceptions import (
     ExchangeAuthError,
+    ExchangeError,
     InsufficientFundsError,
     InvalidOrderError,
     OrderNotFoundError,
     OrderStateUnknownError,
+    RateLimitError,
     TemporaryExchangeError,
 )
 from atb_strategies.live.journal import Journal
@@ -115,7 +117,9 @@ class CcxtBroker(bt.BrokerBase):
         they are re-adopted or cancelled at the next start.
     on_restart : str
         What to do with orders still open on the exchange from an earlier session:
-        ``"cancel"`` (default) or ``"keep"`` (track their fills).
+        ``"cancel"`` (default) or ``"keep"`` (leave them; they are not tracked by the new
+        session, their fills show in the balances). Emulated stop/take-profit legs live in
+        memory only: after a restart a position has no bracket until the strategy acts.
     kill_switch : KillSwitch or None
         Limits; None disables them.
     """
@@ -315,6 +319,8 @@ class CcxtBroker(bt.BrokerBase):
 
     def _pretrade_checks(self, order: bt.Order, amount: float, price: float) -> str | None:
         ks: KillSwitch | None = self.p.kill_switch
+        if self._flattening:
+            return None  # the kill switch's own exits are never blocked
         if self.killed:
             return "kill switch engaged: no new orders"
         if ks is not None:
@@ -342,6 +348,9 @@ class CcxtBroker(bt.BrokerBase):
         type_ = "market" if kind in (None, bt.Order.Market, bt.Order.Stop) else "limit"
         side = "buy" if order.isbuy() else "sell"
         raw_amount = abs(order.executed.remsize or order.created.size)
+        held = self.positions[data].size
+        if side == "sell" and 0 < held < raw_amount and not order.executed.size:
+            raw_amount = held  # spot: never sell more than the position
         try:
             amount = float(ex.amount_to_precision(symbol, raw_amount))
         except Exception as e:  # ccxt raises InvalidOrder for amounts below precision
@@ -411,7 +420,9 @@ class CcxtBroker(bt.BrokerBase):
             self._tracked.pop(order.ref, None)
             self._reject(order, str(e), margin=True)
             return
-        except (InvalidOrderError, ExchangeAuthError) as e:
+        except (InvalidOrderError, ExchangeAuthError, RateLimitError, ExchangeError) as e:
+            # A refused write (including HTTP 429/418: the order was not placed) rejects the
+            # order with the reason; it must never escape into cerebro's loop.
             self.journal.update(client_id, "rejected")
             self._tracked.pop(order.ref, None)
             self._reject(order, str(e))
@@ -510,6 +521,13 @@ class CcxtBroker(bt.BrokerBase):
                 order.reject(self)
             self.notify(order)
             self._cancel_children(order)
+        elif status == "closed" and order.alive() and tracked.filled >= tracked.amount - 1e-12:
+            # Every fill is in but fees in the base asset left a remainder: it is done.
+            order.executed.remsize = 0.0
+            order.completed()
+            self.journal.update(tracked.client_id, "closed", filled=filled)
+            self.notify(order)
+            self._activate_children(order)
         elif status == "closed" and not order.alive():
             self.journal.update(tracked.client_id, "closed", filled=filled)
 
@@ -626,8 +644,13 @@ class CcxtBroker(bt.BrokerBase):
     # ------------------------------------------------------------------ brackets and stops
 
     def _activate_children(self, parent: bt.Order) -> None:
+        filled = abs(parent.executed.size)
         for child in self._children.pop(parent.ref, []):
             if child.alive():
+                # A leg closes what the parent really bought (fees in the base asset make that
+                # less than ordered), never more.
+                signed = -filled if parent.isbuy() else filled
+                child.size = child.created.size = child.executed.remsize = signed
                 child.accept(self)
                 self.notify(child)
 
@@ -659,8 +682,19 @@ class CcxtBroker(bt.BrokerBase):
             if not hit:
                 continue
             self._local.remove(order)
-            self._oco_cancel_siblings(order)
             self._send(order, exectype=send_as)
+            if order.alive() or order.status == order.Completed:
+                self._oco_cancel_siblings(order)
+            else:
+                log.error(
+                    "triggered %s leg of order %s was refused (%s); the other leg stays armed",
+                    order.info.get("role", "bracket"),
+                    order.parent.ref if order.parent is not None else "-",
+                    order.info.get("reject_reason"),
+                )
+                self.store.put_notification(
+                    "PROTECTION_REFUSED", order.ref, order.info.get("reject_reason")
+                )
 
     def _oco_cancel_siblings(self, order: bt.Order) -> None:
         if order.parent is None:
@@ -706,47 +740,65 @@ class CcxtBroker(bt.BrokerBase):
 
     def _recover(self) -> None:
         for row in self.journal.unfinished():
-            client_id, symbol = row["client_id"], row["symbol"]
             try:
-                resp = self.store.call("fetch_order", None, symbol, {"clientOrderId": client_id})
-            except OrderNotFoundError:
-                self.journal.update(client_id, "not_placed")
-                log.info("journal order %s was never placed", client_id)
-                continue
-            status = resp.get("status")
-            filled = float(resp.get("filled") or 0.0)
-            self.journal.update(
-                client_id,
-                "open" if status == "open" else status or "open",
-                exchange_id=str(resp.get("id")),
-                filled=filled,
-            )
-            if filled:
-                for trade in self.store.call("fetch_order_trades", resp.get("id"), symbol):
-                    fee = trade.get("fee") or {}
-                    self.journal.record_fill(
-                        str(trade.get("id")),
-                        client_id,
-                        float(trade.get("amount") or 0),
-                        float(trade.get("price") or 0),
-                        float(fee.get("cost") or 0),
-                        fee.get("currency"),
-                        trade.get("timestamp"),
-                    )
-            if status == "open":
-                if self.p.on_restart == "cancel":
+                self._recover_one(row)
+            except (TemporaryExchangeError, ExchangeError) as e:
+                # Leave the row unfinished: the next start tries again. Never crash startup.
+                log.error("could not reconcile journal order %s: %s", row["client_id"], e)
+                self.store.put_notification("RECOVERY_FAILED", row["client_id"], str(e))
+        self._refresh_balance(force=True)
+
+    def _recover_one(self, row: dict[str, Any]) -> None:
+        client_id, symbol = row["client_id"], row["symbol"]
+        try:
+            resp = self.store.call("fetch_order", None, symbol, {"clientOrderId": client_id})
+        except OrderNotFoundError:
+            self.journal.update(client_id, "not_placed")
+            log.info("journal order %s was never placed", client_id)
+            self.store.put_notification("RECOVERED", client_id, "not_placed", 0.0)
+            return
+        status = resp.get("status") or "open"
+        filled = float(resp.get("filled") or 0.0)
+        self.journal.update(client_id, status, exchange_id=str(resp.get("id")), filled=filled)
+        if filled:
+            for trade in self.store.call("fetch_order_trades", resp.get("id"), symbol):
+                fee = trade.get("fee") or {}
+                self.journal.record_fill(
+                    str(trade.get("id")),
+                    client_id,
+                    float(trade.get("amount") or 0),
+                    float(trade.get("price") or 0),
+                    float(fee.get("cost") or 0),
+                    fee.get("currency"),
+                    trade.get("timestamp"),
+                )
+        if status == "open":
+            if self.p.on_restart == "cancel":
+                try:
                     self.store.call("cancel_order", resp.get("id"), symbol, idempotent=False)
                     self.journal.update(client_id, "canceled")
                     log.info("cancelled order %s left open by an earlier session", client_id)
-                else:
-                    log.info("order %s from an earlier session stays open", client_id)
-            self.store.put_notification(f"recovered order {client_id}: {status}, filled {filled}")
-        self._refresh_balance(force=True)
+                except OrderNotFoundError:  # it filled or was cancelled meanwhile
+                    again = self.store.call("fetch_order", resp.get("id"), symbol)
+                    status = again.get("status") or status
+                    self.journal.update(
+                        client_id, status, filled=float(again.get("filled") or filled)
+                    )
+            else:
+                log.info(
+                    "order %s from an earlier session stays open on the exchange; this session "
+                    "does not track it (its fills show in the balances)",
+                    client_id,
+                )
+        self.store.put_notification("RECOVERED", client_id, status, filled)
 
     def _check_kill_switch(self) -> None:
         ks: KillSwitch | None = self.p.kill_switch
         if ks is None or self.killed or self._flattening:
             return
+        datas = getattr(self.store, "datas", [])
+        if not datas or any(d._laststatus != d.LIVE for d in datas):
+            return  # backfilled bars carry old prices: limits start with live data
         value = self.getvalue()
         if not math.isfinite(value) or value <= 0:
             return

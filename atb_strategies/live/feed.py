@@ -150,6 +150,8 @@ class CcxtData(bt.feed.DataBase):
                     self.put_notification(self.DISCONNECTED)
                     self._state = _ST_OVER
                     return False
+                if self._state == _ST_LIVE:
+                    self.put_notification(self.LIVE if live else self.DELAYED)
                 self._write(self._queue.popleft())
                 return True
             if self._state == _ST_OVER:
@@ -211,7 +213,10 @@ class CcxtData(bt.feed.DataBase):
                     )
                 fresh.append([ts, o, h, lo, c, v])
             out.extend(fresh)
-            if not fresh or len(rows) < self.p.page_limit:
+            # Stop when nothing new came back or the last closed candle is in; a short page
+            # proves nothing (exchanges cap pages below ``page_limit``: 300 on some).
+            last_closed_open = (now // self._tf_ms) * self._tf_ms - self._tf_ms
+            if not fresh or int(fresh[-1][0]) >= last_closed_open:
                 return out
             cursor = int(fresh[-1][0]) + self._tf_ms
 
@@ -236,7 +241,7 @@ class CcxtData(bt.feed.DataBase):
             now = self._store.estimated_now_ms()
         wait_s = (next_close - now) / 1000 + self.p.poll_grace
         if wait_s > 0:
-            time.sleep(max(0.0, min(wait_s, self._qcheck or self.p.qcheck)))
+            time.sleep(max(0.0, min(wait_s, self._qcheck)))
             return None
         since = (self._last_open + self._tf_ms) if self._last_open is not None else 0
         try:
@@ -246,12 +251,15 @@ class CcxtData(bt.feed.DataBase):
             self.put_notification(self.CONNBROKEN)
             time.sleep(min(self.p.qcheck, 1.0))
             return None
-        if self._laststatus == self.CONNBROKEN:
-            self.put_notification(self.LIVE)
         if not bars:
+            if self._laststatus == self.CONNBROKEN:
+                self.put_notification(self.LIVE)  # reachable again, nothing new yet
             time.sleep(min(self.p.qcheck, 0.2))
             return None
-        self._queue.extend((b, True) for b in bars)
+        now = self._store.estimated_now_ms()
+        # Bars closed more than one bar ago are catch-up (after a stall or outage): deliver
+        # them as DELAYED so strategies do not trade on stale prices.
+        self._queue.extend((b, b[0] + 2 * self._tf_ms >= now) for b in bars)
         return True
 
     def _write(self, item: tuple[list[float], bool]) -> None:

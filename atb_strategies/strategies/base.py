@@ -68,8 +68,9 @@ class MlStrategy(bt.Strategy):
         Also trade short signals (default False).
     trade_live_only : bool
         With live feeds, trade only ``LIVE`` bars (default True).
-    gap_policy : str
-        Passed to ``MlPrediction`` (default ``"raise"``).
+    gap_policy : str or None
+        Passed to ``MlPrediction`` (default: ``"raise"`` for historical feeds, ``"warn"`` for
+        live ones).
     log_decisions : bool
         Log every decision at INFO (default False).
     record_decisions : bool
@@ -98,7 +99,7 @@ class MlStrategy(bt.Strategy):
         ("take_profit", 0.04),
         ("allow_shorts", False),
         ("trade_live_only", True),
-        ("gap_policy", "raise"),
+        ("gap_policy", None),
         ("log_decisions", False),
         ("record_decisions", True),
         ("trade_from", None),

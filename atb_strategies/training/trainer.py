@@ -249,6 +249,12 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
     parts = build_parts(frame, schema, split, config.horizon)
     parts = _drop_gap_samples(parts, frame, schema, config)
     for name, part in parts.items():
+        if len(part) < 10:
+            raise ConfigurationError(
+                f"The {name} part has {len(part)} samples left after dropping those that span "
+                "gaps in the candles; fill the gaps or train on a longer period."
+            )
+    for name, part in parts.items():
         log.info("%s: %d samples, %s .. %s", name, len(part), part.stamps[0], part.stamps[-1])
 
     t0 = time.perf_counter()

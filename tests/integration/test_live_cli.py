@@ -65,14 +65,20 @@ def exchange_config(server: BinanceServer, path: Path, **options: Any) -> Path:
 
 
 def advance_after_backfill(server: BinanceServer, hours: int) -> threading.Thread:
-    """Once the first klines request has been answered, move the frozen clock ``hours`` ahead."""
+    """Once the first klines request has been answered, move the frozen clock one hour every
+    0.3 s (until the run ends), so each candle closes on its own and is delivered LIVE.
+
+    ``hours`` is kept for the callers' intent; the clock keeps stepping until ``done`` is set,
+    because a poll that sees two closed candles delivers the older one as DELAYED.
+    """
     done = threading.Event()
 
     def watch() -> None:
         while not done.wait(0.01):
             if any(r.path == "/api/v3/klines" and r.status for r in server.requests):
-                server.clock.advance(hours * HOUR)
-                done.set()
+                break
+        while not done.wait(0.3):
+            server.clock.advance(HOUR)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -88,7 +94,18 @@ def run_atb(*args: str, cwd: Path, config: Path) -> subprocess.CompletedProcess[
         "MPLBACKEND": "Agg",
     }
     return subprocess.run(
-        [str(ATB), "live", "ml_basic", "--symbol", "BTCUSDT", *args],
+        [
+            str(ATB),
+            "live",
+            "ml_basic",
+            "--symbol",
+            "BTCUSDT",
+            "--poll-grace",
+            "0",
+            "--clock-check",
+            "0.05",
+            *args,
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -134,9 +151,12 @@ def test_atb_live_with_paper_prints_a_status_line_per_live_bar_and_writes_the_lo
     assert len(lines) == 5
     for line in lines:
         assert pd.Series([line]).str.match(STATUS_LINE).all(), line
-    # the five candles that closed when the clock jumped, stamped with their close time
-    expected = [f"{t:%Y-%m-%d %H:%M}" for t in hourly.index[NOW_ROW + 1 : NOW_ROW + 6]]
-    assert [line[:16] for line in lines] == expected
+    # live candles closed after the backfill, stamped with their close time, in order
+    # (a candle caught up behind a newer one is DELAYED and prints no line)
+    stamps = [pd.Timestamp(line[:16]) for line in lines]
+    assert stamps == sorted(set(stamps))
+    assert stamps[0] >= hourly.index[NOW_ROW + 1]
+    assert all(t in set(hourly.index) for t in stamps)
     assert "stopped: value" in out.splitlines()[-1]
     log = (tmp_path / "live.log").read_text()
     assert "backfilled 300 closed bar(s)" in log

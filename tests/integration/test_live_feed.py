@@ -274,7 +274,8 @@ def test_ccxt_data_with_fault_during_live_polling_reports_connbroken_then_live_w
     assert len(faulted) == 10
     assert faulted[-1].time_ms - faulted[0].time_ms > HOUR  # at least one candle closed meanwhile
     names = [s for s, _ in strategy.statuses]
-    assert names == ["DELAYED", "LIVE", "CONNBROKEN", "LIVE", "DISCONNECTED"]
+    # the outage lasted over an hour: candles that closed meanwhile are caught up as DELAYED
+    assert names == ["DELAYED", "LIVE", "CONNBROKEN", "DELAYED", "LIVE", "DISCONNECTED"]
     bars = strategy.bars["BTCUSDT"]
     stamps = [b.stamp for b in bars]
     assert stamps == list(pd.date_range(stamps[0], periods=len(stamps), freq="1h"))
@@ -321,7 +322,9 @@ def test_ccxt_data_with_not_json_answers_during_live_polling_loses_no_bar(hourly
         assert_bar_equals_candle(bar, hourly, pd.Timedelta(hours=1))
 
 
-def test_ccxt_data_with_several_bars_in_one_poll_stops_at_max_live_bars(hourly):
+def test_ccxt_data_with_several_bars_in_one_poll_delivers_catch_up_as_delayed(hourly):
+    """After a stall (5 candles closed at once) the older ones are caught up as DELAYED, so a
+    strategy does not trade on stale prices; only the newest is LIVE, and max_live_bars holds."""
     with _server(hourly) as server:
         strategy, _ = run_feed(
             server,
@@ -329,10 +332,14 @@ def test_ccxt_data_with_several_bars_in_one_poll_stops_at_max_live_bars(hourly):
             speed=0.0,
             bar="1h",
             backfill_bars=4,
-            max_live_bars=2,
+            max_live_bars=1,
         )
-    live = [b for b in strategy.bars["BTCUSDT"] if b.status == "LIVE"]
-    assert len(live) == 2
+    bars = strategy.bars["BTCUSDT"]
+    assert [b.status for b in bars[4:]] == ["DELAYED"] * 4 + ["LIVE"]
+    assert [b.stamp for b in bars] == list(
+        pd.date_range(bars[0].stamp, periods=len(bars), freq="1h")
+    )
+    assert [s for s, _ in strategy.statuses][-1] == "DISCONNECTED"
 
 
 def test_resampledata_with_1m_feed_to_5m_equals_pandas_resample_labelled_by_close():
