@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from atb_strategies.training.early_stopping import EarlyStopping
+
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "features"
@@ -98,7 +100,7 @@ class GruFamily:
         net = _Net(X.shape[2], self.hidden)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         loss_fn = torch.nn.MSELoss()
-        best, best_loss, waited = None, float("inf"), 0
+        stopper = EarlyStopping(epochs, patience)
         for epoch in range(1, epochs + 1):
             net.train()
             order = torch.randperm(len(xt), generator=gen)
@@ -113,22 +115,10 @@ class GruFamily:
             net.eval()
             with torch.no_grad():
                 val_loss = float(loss_fn(net(xv), yv))
-            improved = val_loss < best_loss - 1e-9
-            if improved:
-                best, best_loss, waited = copy.deepcopy(net.state_dict()), val_loss, 0
-            else:
-                waited += 1
-            log.info(
-                "epoch %d/%d: train loss %.5f, validation loss %.5f%s",
-                epoch,
-                epochs,
-                total / len(xt),
-                val_loss,
-                " (best)" if improved else "",
-            )
-            if waited >= patience:
-                log.info("early stop: no improvement for %d epochs", patience)
+            snapshot = lambda: copy.deepcopy(net.state_dict())  # noqa: E731
+            if stopper.record(epoch, total / len(xt), val_loss, snapshot):
                 break
+        best = stopper.best
         assert best is not None
         net.load_state_dict(best)
         net.eval()

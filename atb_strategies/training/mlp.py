@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from atb_strategies.training.early_stopping import EarlyStopping
+
 log = logging.getLogger(__name__)
 
 
@@ -105,29 +107,16 @@ class MlpFamily:
             learning_rate_init=1e-3,
             shuffle=True,
         )
-        best, best_loss, waited = None, np.inf, 0
+        stopper = EarlyStopping(epochs, patience)
         with interrupt_guard() as interrupted:
             for epoch in range(1, epochs + 1):
                 model.partial_fit(flat, target)
                 if interrupted():
                     raise KeyboardInterrupt(f"training interrupted at epoch {epoch}")
                 val_loss = float(np.mean((model.predict(flat_val) - target_val) ** 2))
-                improved = val_loss < best_loss - 1e-9
-                if improved:
-                    best, best_loss, waited = copy.deepcopy(model), val_loss, 0
-                else:
-                    waited += 1
-                log.info(
-                    "epoch %d/%d: train loss %.5f, validation loss %.5f%s",
-                    epoch,
-                    epochs,
-                    model.loss_,
-                    val_loss,
-                    " (best)" if improved else "",
-                )
-                if waited >= patience:
-                    log.info("early stop: no improvement for %d epochs", patience)
+                if stopper.record(epoch, model.loss_, val_loss, lambda: copy.deepcopy(model)):
                     break
+        best = stopper.best
         assert best is not None
         return FittedMlp(best, y_mean, y_std)
 
