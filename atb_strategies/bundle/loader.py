@@ -112,7 +112,10 @@ def load_bundle_spec(
             path=model_path,
         )
     if verify_checksum and metadata.model_sha256 is not None:
-        actual = sha256_of(model_path)
+        try:
+            actual = sha256_of(model_path)
+        except OSError as e:
+            raise BundleError(f"{model_path} cannot be read: {e}.", path=model_path) from e
         if actual != metadata.model_sha256:
             raise BundleError(
                 f"{model_path} has sha256 {actual[:12]}..., but {meta_path.name} records "

@@ -206,26 +206,30 @@ class ModelRegistry:
             and field.
         """
         follow_latest = version in (None, "latest")
+        attempts = 10 if follow_latest else 1
         with self._lock:
-            for attempt in range(3):
-                name = self.resolve_version(symbol, model_type, version)
-                key = model_key(symbol, model_type, name)
-                bundle = self._cache.get(key)
-                if bundle is not None:
-                    break
+            for attempt in range(attempts):
+                name: str | None = None
                 try:
-                    spec = self.load_spec(symbol, model_type, name)
-                    bundle = ModelBundle(spec, self.runner_options)
-                    _ = bundle.runner.session  # open and check against the schema now
-                except (BundleError, RegistryError):
+                    name = self.resolve_version(symbol, model_type, version)
+                    key = model_key(symbol, model_type, name)
+                    bundle = self._cache.get(key)
+                    if bundle is None:
+                        spec = self.load_spec(symbol, model_type, name)
+                        bundle = ModelBundle(spec, self.runner_options)
+                        _ = bundle.runner.session  # open and check against the schema now
+                        self._cache[key] = bundle
+                    break
+                except (BundleError, RegistryError, FileNotFoundError):
                     # ``latest`` may have moved and the old version been pruned between
                     # resolving and reading it: follow the pointer again before failing.
-                    vdir = self.layout.version_dir(symbol, model_type, name)
-                    if follow_latest and not vdir.exists() and attempt < 2:
+                    gone = (
+                        name is None
+                        or not self.layout.version_dir(symbol, model_type, name).exists()
+                    )
+                    if gone and attempt < attempts - 1:
                         continue
                     raise
-                self._cache[key] = bundle
-                break
         if timeframe is not None and bundle.timeframe != timeframe:
             same_tf = [
                 i.version
