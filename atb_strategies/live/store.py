@@ -88,6 +88,7 @@ class CcxtStore(bt.Store, metaclass=_MetaStore):
         self.exchange.options["maxRetriesOnFailure"] = 0
         self._lock = threading.RLock()
         self._markets_loaded = False
+        self._market_cache: dict[str, dict[str, Any]] = {}
         self.time_offset_ms = 0
         import collections
 
@@ -158,12 +159,17 @@ class CcxtStore(bt.Store, metaclass=_MetaStore):
         if reload or not self._markets_loaded:
             self.call("load_markets", reload)
             self._markets_loaded = True
+            self._market_cache.clear()
         return self.exchange.markets
 
     def market(self, symbol: str) -> dict[str, Any]:
         """The ccxt market of a venue (``BTCUSDT``) or unified (``BTC/USDT``) symbol."""
-        self.load_markets()
-        return self.exchange.market(to_ccxt_symbol(symbol, self.exchange.symbols))
+        found = self._market_cache.get(symbol)
+        if found is None:
+            self.load_markets()
+            found = self.exchange.market(to_ccxt_symbol(symbol, self.exchange.symbols))
+            self._market_cache[symbol] = found  # resolved once: callers hit this per bar
+        return found
 
     def now_ms(self) -> int:
         """The exchange's clock (asks the exchange when it can; remembers the offset)."""
