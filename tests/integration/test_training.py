@@ -661,7 +661,12 @@ def test_train_model_with_two_concurrent_trainers_registers_two_versions(
 
 
 class _Process:
-    """A child process whose stderr lines are collected by a thread, for waiting on them."""
+    """A child process whose output is read by two threads, so tests can wait on stderr lines.
+
+    Each pipe has exactly one reader: the threads own stdout and stderr until they hit EOF.
+    (``communicate()`` would read stderr too, racing the stderr thread for lines and closing
+    the pipe under it.)
+    """
 
     def __init__(self, args: list[str], cwd: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ATB_")}
@@ -676,15 +681,24 @@ class _Process:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
+        self._stdout: list[str] = []
         self.stdout = ""
-        self._err = threading.Thread(target=self._pump, daemon=True)
-        self._err.start()
+        self._readers = [
+            threading.Thread(target=self._pump_stderr, daemon=True),
+            threading.Thread(target=self._pump_stdout, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
-    def _pump(self) -> None:
+    def _pump_stderr(self) -> None:
         assert self.popen.stderr is not None
         for line in self.popen.stderr:
             self.stderr.append(line)
             self.lines.put(line)
+
+    def _pump_stdout(self) -> None:
+        assert self.popen.stdout is not None
+        self._stdout.extend(self.popen.stdout)
 
     def wait_for(self, pattern: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
@@ -703,12 +717,17 @@ class _Process:
 
     def finish(self) -> int:
         try:
-            out, _ = self.popen.communicate(timeout=60)
+            self.popen.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.popen.kill()
-            out, _ = self.popen.communicate()
-        self._err.join(timeout=10)
-        self.stdout = out or ""
+            self.popen.wait()
+        for reader in self._readers:
+            reader.join(timeout=10)
+            assert not reader.is_alive(), "child output still open 10 s after it exited"
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            if pipe is not None:
+                pipe.close()
+        self.stdout = "".join(self._stdout)
         return self.popen.returncode
 
 
