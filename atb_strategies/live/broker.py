@@ -10,6 +10,12 @@ commission and P&L, so ``notify_trade`` and ``TradeAnalyzer`` work.
   emulated (held locally; when a bar's close crosses the trigger a market or limit order is
   sent), so brackets work on spot markets without native stop-market orders. Bracket legs are
   held until their parent completes and cancel each other (OCO).
+* **OCO groups** (backtrader's ``oco=`` argument) are emulated too, so they work on spot
+  markets: the group's first order must be a stop (held by the broker); every later member,
+  limit orders included, is held locally and sent only when a bar's close crosses its price.
+  When one member is sent or cancelled, the others are cancelled, as in backtrader's own
+  broker. A later member whose group leader is not held locally (a limit already on the
+  exchange, or a stop already triggered) is rejected with the reason, never silently unlinked.
 * **Fills** come from the exchange's trades (``fetch_order_trades``), deduplicated by trade id;
   fees in the base asset or another currency are converted to the quote asset at the fill price.
 * **Checks before sending:** amount and price are rounded to the market's precision (amounts
@@ -119,7 +125,9 @@ class CcxtBroker(bt.BrokerBase):
         What to do with orders still open on the exchange from an earlier session:
         ``"cancel"`` (default) or ``"keep"`` (leave them; they are not tracked by the new
         session, their fills show in the balances). Emulated stop/take-profit legs live in
-        memory only: after a restart a position has no bracket until the strategy acts.
+        memory only: after a restart the broker holds no protective orders; ``MlStrategy``
+        re-protects the position it finds (its ``protect_adopted`` parameter), a strategy of
+        your own must do the same.
     kill_switch : KillSwitch or None
         Limits; None disables them.
     """
@@ -145,6 +153,7 @@ class CcxtBroker(bt.BrokerBase):
         self._local: list[bt.Order] = []  # emulated stops and held bracket legs
         self._held: dict[int, bt.Order] = {}  # bracket parents waiting for their legs
         self._children: dict[int, list[bt.Order]] = {}
+        self._oco_group: dict[int, int] = {}  # order ref -> ref of its OCO group's leader
         self._order_times: collections.deque = collections.deque()
         self._last_poll = 0.0
         self._last_balance = 0.0
@@ -296,8 +305,29 @@ class CcxtBroker(bt.BrokerBase):
         if not order.transmit:
             self._held[order.ref] = order  # a bracket parent waits for its legs
             return order
+        if order.oco is not None:
+            self._join_oco(order)
+            return order
         self._dispatch(order)
         return order
+
+    def _join_oco(self, order: bt.Order) -> None:
+        """Hold ``order`` locally as a member of ``order.oco``'s group, or reject it."""
+        leader_ref = self._oco_group.get(order.oco.ref, order.oco.ref)
+        armed = [o for o in self._local if self._oco_group.get(o.ref, o.ref) == leader_ref]
+        if order.oco not in armed or order.oco.parent is not None:
+            self._reject(
+                order,
+                f"OCO with order {order.oco.ref} is not possible: that order is not held by this "
+                "broker (it is on the exchange, already triggered or finished, or a bracket "
+                "leg). Place the stop order first and pass it as oco= to the others.",
+            )
+            return
+        self._oco_group[order.oco.ref] = leader_ref
+        self._oco_group[order.ref] = leader_ref
+        order.accept(self)
+        self.notify(order)
+        self._local.append(order)  # emulated: triggered in next(), like a bracket leg
 
     def _dispatch(self, order: bt.Order) -> None:
         if order.exectype in (bt.Order.Stop, bt.Order.StopLimit):
@@ -673,7 +703,7 @@ class CcxtBroker(bt.BrokerBase):
                 continue  # bracket legs wait for their parent
             close = float(order.data.close[0])
             px = order.created.price
-            if order.exectype == bt.Order.Limit:  # a bracket take-profit leg
+            if order.exectype == bt.Order.Limit:  # a take-profit: bracket leg or OCO member
                 hit = close >= px if order.issell() else close <= px
                 send_as = bt.Order.Limit
             else:
@@ -697,10 +727,14 @@ class CcxtBroker(bt.BrokerBase):
                 )
 
     def _oco_cancel_siblings(self, order: bt.Order) -> None:
-        if order.parent is None:
-            return
+        group = self._oco_group.get(order.ref)
         for other in list(self._local):
-            if other.parent is not None and other.parent.ref == order.parent.ref:
+            bracket = (
+                order.parent is not None
+                and other.parent is not None
+                and other.parent.ref == order.parent.ref
+            )
+            if bracket or (group is not None and self._oco_group.get(other.ref) == group):
                 self._local.remove(other)
                 other.cancel()
                 self.notify(other)
@@ -712,6 +746,8 @@ class CcxtBroker(bt.BrokerBase):
             self._local.remove(order)
             order.cancel()
             self.notify(order)
+            if order.ref in self._oco_group:
+                self._oco_cancel_siblings(order)  # as in backtrader: one cancelled, all are
             return
         tracked = self._tracked.get(order.ref)
         if tracked is not None:

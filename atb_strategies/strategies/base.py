@@ -10,7 +10,13 @@ Each bar after the model's warm-up, for each feed:
    (``stop_loss``, fraction of the close) and a take-profit (``take_profit``); the size is
    ``position_size x confidence`` of the portfolio value;
 4. in a position and the prediction reverses beyond ``exit_threshold``: cancel the bracket legs
-   and close at market.
+   and close at market;
+5. a position the strategy finds already open on its first tradeable bar (live trading: a
+   restart, or holdings in the account, which the live broker seeds as the position) is
+   protected at once, when ``protect_adopted`` is on: a stop order at ``stop_loss`` and a
+   take-profit limit at ``take_profit`` from that bar's close, linked one-cancels-other. The
+   close is the reference because the account does not say what the position cost. A backtest
+   always starts flat, so this never changes backtest results.
 
 The defaults follow the reference project (2 % stop, 4 % take-profit) with a 0.2 % entry
 threshold. Every order carries, in ``order.info``, the model key and the prediction that caused
@@ -81,6 +87,9 @@ class MlStrategy(bt.Strategy):
     trade_from : str or None
         ISO time before which bars only warm the model up (no orders); default: trade from
         the first bar with a prediction.
+    protect_adopted : bool
+        Protect a position found open on the first tradeable bar with a stop-loss and a
+        take-profit (rule 5 above; default True).
     """
 
     params = (
@@ -104,6 +113,7 @@ class MlStrategy(bt.Strategy):
         ("record_decisions", True),
         ("trade_from", None),
         ("sentiment_feed", None),
+        ("protect_adopted", True),
     )
 
     def __init__(self) -> None:
@@ -149,6 +159,7 @@ class MlStrategy(bt.Strategy):
         self._legs: dict[Any, list[bt.Order]] = {d: [] for d in traded}
         self._entry_info: dict[Any, dict[str, Any]] = {}
         self._pending: dict[Any, bt.Order | None] = {d: None for d in traded}
+        self._started: set[Any] = set()  # feeds whose first tradeable bar has been seen
         self._trade_from = (
             bt.date2num(datetime.fromisoformat(str(p.trade_from))) if p.trade_from else None
         )
@@ -200,6 +211,46 @@ class MlStrategy(bt.Strategy):
         self._pending[data] = main
         self._entry_info[data] = info
 
+    def _protect_adopted(self, data: bt.AbstractDataBase) -> None:
+        """Arm a stop-loss and a take-profit (one cancels the other) for a position this
+        strategy did not open (rule 5 in the module docstring)."""
+        p = self.p
+        position = self.getposition(data)
+        if not (p.stop_loss or p.take_profit):
+            return
+        side = 1 if position.size > 0 else -1
+        close = float(data.close[0])
+        size = abs(position.size)
+        close_side = self.sell if side > 0 else self.buy
+        info = {**self._info(data, "adopted"), "adopted_size": position.size}
+        legs: list[bt.Order] = []
+        if p.stop_loss:
+            stop = close_side(
+                data=data, size=size, exectype=bt.Order.Stop, price=close * (1 - side * p.stop_loss)
+            )
+            legs.append(stop)
+        if p.take_profit:
+            take = close_side(
+                data=data,
+                size=size,
+                exectype=bt.Order.Limit,
+                price=close * (1 + side * p.take_profit),
+                oco=legs[0] if legs else None,
+            )
+            legs.append(take)
+        roles = [r for r, on in (("stop_loss", p.stop_loss), ("take_profit", p.take_profit)) if on]
+        for order, role in zip(legs, roles, strict=True):
+            order.addinfo(role=role, **info)
+        self._legs[data] = [o for o in legs if o.alive()]
+        self._entry_info[data] = {**info, "size": position.size, "entry_price": position.price}
+        log.info(
+            "%s: adopted position %g protected from close %.2f: %s",
+            getattr(data, "_name", "data"),
+            position.size,
+            close,
+            ", ".join(f"{o.info['role']} at {o.created.price:.2f}" for o in legs),
+        )
+
     def _exit(self, data: bt.AbstractDataBase, info: dict[str, Any]) -> None:
         for leg in self._legs[data]:
             if leg.alive():
@@ -215,8 +266,19 @@ class MlStrategy(bt.Strategy):
     def next(self) -> None:
         p = self.p
         for data, pred in self.predictions.items():
+            if not self._is_tradeable(data):
+                continue
+            if data not in self._started:
+                self._started.add(data)
+                if (
+                    p.protect_adopted
+                    and self.getposition(data).size
+                    and self._pending[data] is None
+                    and not self._legs[data]
+                ):
+                    self._protect_adopted(data)
             ret = float(pred.predicted_return[0])
-            if math.isnan(ret) or not self._is_tradeable(data):
+            if math.isnan(ret):
                 continue
             conf = float(pred.confidence[0])
             if ret > p.long_threshold and conf >= p.min_confidence:

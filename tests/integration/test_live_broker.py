@@ -152,9 +152,11 @@ class RecordingMlBasic(Recording, MlBasic):
     def __init__(self) -> None:
         super().__init__()
         self._setup_recording()
+        self.seen: dict[int, bt.Order] = {}
 
     def notify_order(self, order: bt.Order) -> None:
         self._record(order)
+        self.seen[order.ref] = order  # the latest notification (a clone) of each order
         super().notify_order(order)
 
     def notify_trade(self, trade: bt.Trade) -> None:
@@ -841,6 +843,149 @@ def test_ccxt_broker_with_base_asset_in_the_account_seeds_the_position(hourly, t
     with make_server(hourly, balances={"USDT": 10_000, "BTC": 0.5}) as server:
         run = run_live(server, journal=tmp_path / "j", max_live_bars=1)
     assert run.broker.getposition(run.data).size == 0.5
+
+
+# ------------------------------------------------------------------ OCO groups
+
+
+HELD = {"USDT": 10_000, "BTC": 0.5}
+
+
+def protective_pair(s: Script, size: float = 0.01) -> None:
+    """A stop 2 % below and a take-profit 4 % above the bar's close, one cancelling the other."""
+    close = float(s.data.close[0])
+    stop = s.place("sell", size, exectype=bt.Order.Stop, price=round(close * 0.98, 2))
+    s.place("sell", size, exectype=bt.Order.Limit, price=round(close * 1.04, 2), oco=stop)
+
+
+def test_ccxt_broker_with_oco_group_sends_the_triggered_stop_and_cancels_the_limit(
+    hourly, tmp_path
+):
+    candles = crash_after(hourly, NOW_ROW + 2, 0.94)  # live bar 3 closes below the stop
+    with make_server(candles, balances=HELD) as server:
+        run = run_live(server, {1: protective_pair}, journal=tmp_path / "j")
+        orders = server.orders()
+    strat = run.strategy
+    stop, take = strat.orders
+    assert strat.statuses(stop.ref) == ["Submitted", "Accepted", "Completed"]
+    assert strat.statuses(take.ref) == ["Submitted", "Accepted", "Canceled"]
+    assert strat.last(stop.ref).stamp == candles.index[NOW_ROW + 3]  # on live bar 3
+    # the take-profit was held locally: only the triggered stop reached the exchange
+    assert [(o["side"], o["type"], d(o["origQty"])) for o in orders] == [("SELL", "MARKET", 0.01)]
+
+
+def test_ccxt_broker_with_oco_group_sends_the_reached_limit_and_cancels_the_stop(hourly, tmp_path):
+    candles = crash_after(hourly, NOW_ROW + 2, 1.06)  # live bar 3 closes above the limit
+    with make_server(candles, balances=HELD) as server:
+        run = run_live(server, {1: protective_pair}, journal=tmp_path / "j")
+        orders = server.orders()
+    strat = run.strategy
+    stop, take = strat.orders
+    assert strat.statuses(take.ref) == ["Submitted", "Accepted", "Completed"]
+    assert strat.statuses(stop.ref) == ["Submitted", "Accepted", "Canceled"]
+    assert [(o["side"], o["type"]) for o in orders] == [("SELL", "LIMIT")]
+    assert d(orders[0]["price"]) == exact(take.created.price)
+
+
+def test_ccxt_broker_with_one_oco_member_cancelled_cancels_the_group(hourly, tmp_path):
+    with make_server(hourly, balances=HELD) as server:
+        run = run_live(
+            server,
+            {1: protective_pair, 2: lambda s: s.cancel(s.orders[0])},
+            journal=tmp_path / "j",
+        )
+        assert server.count(*POST_ORDER) == 0
+    strat = run.strategy
+    for order in strat.orders:
+        assert strat.statuses(order.ref) == ["Submitted", "Accepted", "Canceled"]
+
+
+def test_ccxt_broker_with_oco_leader_on_the_exchange_rejects_the_member_with_the_reason(
+    hourly, tmp_path
+):
+    def place(s: Script) -> None:
+        close = float(s.data.close[0])
+        resting = s.place("buy", 0.01, exectype=bt.Order.Limit, price=round(close * 0.5, 2))
+        s.place("sell", 0.01, exectype=bt.Order.Stop, price=round(close * 0.9, 2), oco=resting)
+
+    with make_server(hourly, balances=HELD) as server:
+        run = run_live(server, {1: place}, journal=tmp_path / "j", max_live_bars=2)
+        assert server.count(*POST_ORDER) == 1  # the resting limit only
+    strat = run.strategy
+    resting, stop = strat.orders
+    assert strat.statuses(stop.ref) == ["Submitted", "Rejected"]
+    assert f"OCO with order {resting.ref} is not possible" in strat.last(stop.ref).reason
+    assert "Place the stop order first" in strat.last(stop.ref).reason
+
+
+# ------------------------------------------------------------------ adopted positions
+
+
+NEVER_TRADES = {
+    "registry": str(REGISTRY),
+    "long_threshold": 1.0,  # never enters
+    "exit_threshold": 1.0,  # never exits on the signal: only the protection can sell
+    "stop_loss": 0.02,
+    "take_profit": 0.04,
+}
+
+
+def run_adopted(candles: pd.DataFrame, journal: Path, **options: Any) -> dict[str, Any]:
+    """MlBasic starts with 0.5 BTC in the account (a restart, say) and never trades itself."""
+    with make_server(candles, balances=HELD) as server:
+        run = run_live(
+            server,
+            journal=journal,
+            max_live_bars=3,
+            backfill_bars=300,
+            strategy=RecordingMlBasic,
+            strategy_options={**NEVER_TRADES, **options},
+        )
+        orders = server.orders()
+        btc = server.balance("BTC")
+    return {"run": run, "orders": orders, "btc": btc, "candles": candles}
+
+
+def test_ml_basic_with_adopted_position_arms_stop_and_take_profit_from_the_first_live_close(
+    hourly, tmp_path
+):
+    result = run_adopted(crash_after(hourly, NOW_ROW + 2, 0.94), tmp_path / "j")
+    strat, candles = result["run"].strategy, result["candles"]
+    roles = {e.role: e.ref for e in strat.events}
+    assert set(roles) == {"stop_loss", "take_profit"}  # no entry: only the protection
+    close = float(candles["close"].iloc[NOW_ROW])  # live bar 1
+    stop, take = strat.seen[roles["stop_loss"]], strat.seen[roles["take_profit"]]
+    assert stop.created.price == pytest.approx(close * 0.98, rel=1e-12)
+    assert take.created.price == pytest.approx(close * 1.04, rel=1e-12)
+    assert stop.created.size == take.created.size == -0.5
+    assert stop.info["model_key"] and stop.info["adopted_size"] == 0.5
+    # armed on live bar 1, the stop triggers on live bar 3 and sells the whole holding
+    assert strat.events[0].stamp == candles.index[NOW_ROW + 1]
+    assert strat.statuses(roles["stop_loss"]) == ["Submitted", "Accepted", "Completed"]
+    assert strat.statuses(roles["take_profit"]) == ["Submitted", "Accepted", "Canceled"]
+    assert [(o["side"], o["type"], d(o["origQty"])) for o in result["orders"]] == [
+        ("SELL", "MARKET", 0.5)
+    ]
+    assert float(sum(result["btc"])) == 0.0
+    assert result["run"].broker.getposition(result["run"].data).size == 0
+
+
+def test_ml_basic_with_adopted_position_takes_profit_when_prices_rise(hourly, tmp_path):
+    result = run_adopted(crash_after(hourly, NOW_ROW + 2, 1.06), tmp_path / "j")
+    strat = result["run"].strategy
+    roles = {e.role: e.ref for e in strat.events}
+    assert strat.statuses(roles["take_profit"]) == ["Submitted", "Accepted", "Completed"]
+    assert strat.statuses(roles["stop_loss"]) == ["Submitted", "Accepted", "Canceled"]
+    assert [(o["side"], o["type"]) for o in result["orders"]] == [("SELL", "LIMIT")]
+
+
+def test_ml_basic_with_protect_adopted_off_leaves_the_position_alone(hourly, tmp_path):
+    result = run_adopted(
+        crash_after(hourly, NOW_ROW + 2, 0.94), tmp_path / "j", protect_adopted=False
+    )
+    assert result["run"].strategy.events == []
+    assert result["orders"] == []
+    assert float(sum(result["btc"])) == 0.5
 
 
 # ------------------------------------------------------------------ kill switch
