@@ -27,7 +27,8 @@ commission and P&L, so ``notify_trade`` and ``TradeAnalyzer`` work.
   an order proven absent is rejected.
 * **Restart.** On start, journal orders that were not final are looked up by client id: fills
   are recorded once, still-open orders are cancelled or kept by ``on_restart`` policy. Positions
-  are seeded from the account's balance.
+  are seeded from the account's free balance (coins locked in orders this session does not
+  manage are left out, with a warning).
 * **Cash and value** are cached and refreshed from balances every ``balance_refresh`` seconds,
   never fetched per bar.
 * **Kill switch** (``KillSwitch``): pre-trade limits reject orders; a breached loss or drawdown
@@ -69,7 +70,9 @@ class KillSwitch:
 
     ``max_daily_loss`` and ``max_drawdown`` are fractions of portfolio value (the day's first
     value, the peak value). ``max_order_notional`` is in quote currency. ``flatten`` closes
-    positions at market when a loss limit trips.
+    positions at market when a loss limit trips. ``max_order_notional`` and
+    ``max_orders_per_minute`` cap new risk: orders that only reduce the position (exits,
+    stop-losses, take-profits) are exempt, so a protective order is never blocked by them.
     """
 
     max_daily_loss: float | None = 0.05
@@ -160,6 +163,7 @@ class CcxtBroker(bt.BrokerBase):
         self.cash = 0.0
         self.startingcash = 0.0
         self._balances: dict[str, float] = {}
+        self._free: dict[str, float] = {}
         self._peak = None
         self._day = None
         self._day_start_value = None
@@ -191,7 +195,18 @@ class CcxtBroker(bt.BrokerBase):
         self._refresh_balance(force=True)
         self.startingcash = self.cash
         base = self._market(data)["base"]
-        held = self._balances.get(base, 0.0)
+        # Only the free balance is the strategy's to manage: coins locked in open orders this
+        # session does not track (yours, or kept by on_restart="keep") cannot be sold by it.
+        held = self._free.get(base, 0.0)
+        locked = self._balances.get(base, 0.0) - held
+        if locked > 0:
+            log.warning(
+                "%s %s is locked in open orders this session does not manage; the position "
+                "is seeded with the free %s only",
+                locked,
+                base,
+                held,
+            )
         if held:
             try:
                 ticker = self.store.call("fetch_ticker", self._market(data)["symbol"])
@@ -219,6 +234,7 @@ class CcxtBroker(bt.BrokerBase):
         totals = balance.get("total") or {}
         self._balances = {k: float(v or 0) for k, v in totals.items()}
         free = balance.get("free") or {}
+        self._free = {k: float(v or 0) for k, v in free.items()}
         quote = self._quote()
         if quote is not None:
             self.cash = float(free.get(quote) or 0.0)
@@ -311,19 +327,36 @@ class CcxtBroker(bt.BrokerBase):
         self._dispatch(order)
         return order
 
+    _HELD_TYPES = (bt.Order.Stop, bt.Order.StopLimit, bt.Order.Limit)
+
     def _join_oco(self, order: bt.Order) -> None:
         """Hold ``order`` locally as a member of ``order.oco``'s group, or reject it."""
-        leader_ref = self._oco_group.get(order.oco.ref, order.oco.ref)
-        armed = [o for o in self._local if self._oco_group.get(o.ref, o.ref) == leader_ref]
-        if order.oco not in armed or order.oco.parent is not None:
+        leader = order.oco
+        leader_ref = self._oco_group.get(leader.ref, leader.ref)
+        if order.exectype not in self._HELD_TYPES:
             self._reject(
                 order,
-                f"OCO with order {order.oco.ref} is not possible: that order is not held by this "
-                "broker (it is on the exchange, already triggered or finished, or a bracket "
-                "leg). Place the stop order first and pass it as oco= to the others.",
+                f"an OCO member must be a stop, stop-limit or limit order; got "
+                f"{order.getordername()} (a market order cannot wait for its group).",
             )
             return
-        self._oco_group[order.oco.ref] = leader_ref
+        leader_ok = (
+            leader in self._local
+            and leader.parent is None
+            and leader.ref not in self._children  # a stop-entry bracket parent
+            and (leader.ref in self._oco_group or leader.exectype != bt.Order.Limit)
+        )
+        if not leader_ok:
+            self._reject(
+                order,
+                f"OCO with order {leader.ref} is not possible: that order is not held by this "
+                "broker (it is on the exchange, already triggered or finished, or part of a "
+                "bracket). Place the stop order first and pass it as oco= to the others.",
+            )
+            return
+        if self._refuse_unsendable(order):
+            return
+        self._oco_group[leader.ref] = leader_ref
         self._oco_group[order.ref] = leader_ref
         order.accept(self)
         self.notify(order)
@@ -331,11 +364,62 @@ class CcxtBroker(bt.BrokerBase):
 
     def _dispatch(self, order: bt.Order) -> None:
         if order.exectype in (bt.Order.Stop, bt.Order.StopLimit):
+            if self._refuse_unsendable(order):
+                return
             order.accept(self)
             self.notify(order)
             self._local.append(order)  # emulated: triggered in next()
         else:
             self._send(order)
+
+    def _refuse_unsendable(self, order: bt.Order) -> bool:
+        """Reject, now, a held order that ``_send`` would refuse when it triggers.
+
+        The market's precision and minimums are checked at the order's own price, and the
+        kill switch's limits as they stand (a protective order is only useful if it can be
+        sent). Returns True when the order was rejected.
+        """
+        market = self._market(order.data)
+        raw_amount = self._sell_amount(order, abs(order.created.size))
+        price = order.created.price
+        if not price or price <= 0:
+            self._reject(order, f"a held {order.getordername()} order needs a positive price")
+            return True
+        amount, problem = self._market_problem(market, raw_amount, price)
+        if problem is None:
+            problem = self._pretrade_checks(order, amount, price, counting=False)
+        if problem is not None:
+            self._reject(order, f"{problem} (checked when the order was placed, at its price)")
+            return True
+        return False
+
+    def _sell_amount(self, order: bt.Order, raw_amount: float) -> float:
+        held = self.positions[order.data].size
+        if order.issell() and 0 < held < raw_amount and not order.executed.size:
+            return held  # spot: never sell more than the position
+        return raw_amount
+
+    def _market_problem(
+        self, market: dict[str, Any], raw_amount: float, price: float
+    ) -> tuple[float, str | None]:
+        """The amount rounded to the market's precision, and why the market would refuse it."""
+        try:
+            amount = float(self.store.exchange.amount_to_precision(market["symbol"], raw_amount))
+        except Exception as e:  # ccxt raises InvalidOrder for amounts below precision
+            return 0.0, f"amount {raw_amount} is below the market's precision: {e}"
+        limits = market.get("limits") or {}
+        min_amount = (limits.get("amount") or {}).get("min")
+        min_cost = (limits.get("cost") or {}).get("min")
+        if amount <= 0 or (min_amount and amount < min_amount):
+            return amount, f"amount {amount} below the market minimum {min_amount}"
+        if min_cost and amount * price < min_cost:
+            return amount, f"notional {amount * price:.4f} below the market minimum {min_cost}"
+        return amount, None
+
+    def _reduces_position(self, order: bt.Order, amount: float) -> bool:
+        held = self.positions[order.data].size
+        opposite = (held > 0 and order.issell()) or (held < 0 and order.isbuy())
+        return opposite and amount <= abs(held) * (1 + 1e-9)
 
     def _reject(self, order: bt.Order, reason: str, margin: bool = False) -> None:
         order.addinfo(reject_reason=reason)
@@ -347,13 +431,23 @@ class CcxtBroker(bt.BrokerBase):
         self.notify(order)
         self._cancel_children(order)
 
-    def _pretrade_checks(self, order: bt.Order, amount: float, price: float) -> str | None:
+    def _pretrade_checks(
+        self, order: bt.Order, amount: float, price: float, counting: bool = True
+    ) -> str | None:
+        """Why the kill switch refuses this order, or None.
+
+        Orders that only reduce the position (exits, stop-losses, take-profits) are exempt from
+        ``max_order_notional`` and ``max_orders_per_minute``: those limits cap new risk, and a
+        stop-loss blocked by them would leave the position unprotected exactly when it is
+        needed. ``counting=False`` checks without reading the per-minute count (for held orders,
+        which are sent later).
+        """
         ks: KillSwitch | None = self.p.kill_switch
         if self._flattening:
             return None  # the kill switch's own exits are never blocked
         if self.killed:
             return "kill switch engaged: no new orders"
-        if ks is not None:
+        if ks is not None and not self._reduces_position(order, amount):
             if ks.max_order_notional is not None and amount * price > ks.max_order_notional:
                 return (
                     f"notional {amount * price:.2f} exceeds max_order_notional "
@@ -363,7 +457,8 @@ class CcxtBroker(bt.BrokerBase):
             while self._order_times and now - self._order_times[0] > 60:
                 self._order_times.popleft()
             if (
-                ks.max_orders_per_minute is not None
+                counting
+                and ks.max_orders_per_minute is not None
                 and len(self._order_times) >= ks.max_orders_per_minute
             ):
                 return f"more than {ks.max_orders_per_minute} orders in a minute"
@@ -377,30 +472,15 @@ class CcxtBroker(bt.BrokerBase):
         kind = exectype if exectype is not None else order.exectype
         type_ = "market" if kind in (None, bt.Order.Market, bt.Order.Stop) else "limit"
         side = "buy" if order.isbuy() else "sell"
-        raw_amount = abs(order.executed.remsize or order.created.size)
-        held = self.positions[data].size
-        if side == "sell" and 0 < held < raw_amount and not order.executed.size:
-            raw_amount = held  # spot: never sell more than the position
-        try:
-            amount = float(ex.amount_to_precision(symbol, raw_amount))
-        except Exception as e:  # ccxt raises InvalidOrder for amounts below precision
-            self._reject(order, f"amount {raw_amount} is below the market's precision: {e}")
-            return
+        raw_amount = self._sell_amount(order, abs(order.executed.remsize or order.created.size))
         price = None
         if type_ == "limit":
             limit = order.created.pricelimit if kind == bt.Order.StopLimit else order.created.price
             price = float(ex.price_to_precision(symbol, limit))
         ref_price = price or float(data.close[0])
-        limits = market.get("limits") or {}
-        min_amount = (limits.get("amount") or {}).get("min")
-        min_cost = (limits.get("cost") or {}).get("min")
-        if amount <= 0 or (min_amount and amount < min_amount):
-            self._reject(order, f"amount {amount} below the market minimum {min_amount}")
-            return
-        if min_cost and amount * ref_price < min_cost:
-            self._reject(
-                order, f"notional {amount * ref_price:.4f} below the market minimum {min_cost}"
-            )
+        amount, problem = self._market_problem(market, raw_amount, ref_price)
+        if problem is not None:
+            self._reject(order, problem)
             return
         if not math.isclose(amount, raw_amount, rel_tol=0, abs_tol=1e-15) and not abs(
             order.executed.size
@@ -738,6 +818,15 @@ class CcxtBroker(bt.BrokerBase):
                 self._local.remove(other)
                 other.cancel()
                 self.notify(other)
+        if group is not None:
+            self._forget_oco(group)
+
+    def _forget_oco(self, group: int) -> None:
+        """Drop an OCO group's bookkeeping once none of its members is held any more."""
+        if any(self._oco_group.get(o.ref) == group for o in self._local):
+            return
+        for ref in [r for r, g in self._oco_group.items() if g == group]:
+            del self._oco_group[ref]
 
     def cancel(self, order: bt.Order) -> None:
         if not order.alive():
@@ -746,6 +835,7 @@ class CcxtBroker(bt.BrokerBase):
             self._local.remove(order)
             order.cancel()
             self.notify(order)
+            self._cancel_children(order)  # a held stop-entry bracket parent takes its legs along
             if order.ref in self._oco_group:
                 self._oco_cancel_siblings(order)  # as in backtrader: one cancelled, all are
             return
@@ -870,6 +960,7 @@ class CcxtBroker(bt.BrokerBase):
             if order.alive():
                 order.cancel()
                 self.notify(order)
+        self._oco_group.clear()
         ks: KillSwitch | None = self.p.kill_switch
         owner = self._owner()
         if ks is not None and ks.flatten and owner is not None:

@@ -15,8 +15,10 @@ Each bar after the model's warm-up, for each feed:
    restart, or holdings in the account, which the live broker seeds as the position) is
    protected at once, when ``protect_adopted`` is on: a stop order at ``stop_loss`` and a
    take-profit limit at ``take_profit`` from that bar's close, linked one-cancels-other. The
-   close is the reference because the account does not say what the position cost. A backtest
-   always starts flat, so this never changes backtest results.
+   close is the reference because the account does not say what the position cost. The same
+   protection is re-armed when an exit order is refused (its legs were cancelled to send it).
+   A backtest always starts flat and its exits are never refused, so this never changes
+   backtest results.
 
 The defaults follow the reference project (2 % stop, 4 % take-profit) with a 0.2 % entry
 threshold. Every order carries, in ``order.info``, the model key and the prediction that caused
@@ -211,9 +213,9 @@ class MlStrategy(bt.Strategy):
         self._pending[data] = main
         self._entry_info[data] = info
 
-    def _protect_adopted(self, data: bt.AbstractDataBase) -> None:
-        """Arm a stop-loss and a take-profit (one cancels the other) for a position this
-        strategy did not open (rule 5 in the module docstring)."""
+    def _protect(self, data: bt.AbstractDataBase, why: str) -> None:
+        """Arm a stop-loss and a take-profit (one cancels the other) for a position that has
+        no bracket: adopted, or left by a refused exit (rule 5 in the module docstring)."""
         p = self.p
         position = self.getposition(data)
         if not (p.stop_loss or p.take_profit):
@@ -222,30 +224,33 @@ class MlStrategy(bt.Strategy):
         close = float(data.close[0])
         size = abs(position.size)
         close_side = self.sell if side > 0 else self.buy
-        info = {**self._info(data, "adopted"), "adopted_size": position.size}
+        info = {**self._info(data, why), "protected_size": position.size}
         legs: list[bt.Order] = []
         if p.stop_loss:
+            price = close * (1 - side * p.stop_loss)
             stop = close_side(
-                data=data, size=size, exectype=bt.Order.Stop, price=close * (1 - side * p.stop_loss)
+                data=data, size=size, exectype=bt.Order.Stop, price=price, role="stop_loss", **info
             )
             legs.append(stop)
         if p.take_profit:
+            price = close * (1 + side * p.take_profit)
+            oco = legs[0] if legs else None
             take = close_side(
                 data=data,
                 size=size,
                 exectype=bt.Order.Limit,
-                price=close * (1 + side * p.take_profit),
-                oco=legs[0] if legs else None,
+                price=price,
+                oco=oco,
+                role="take_profit",
+                **info,
             )
             legs.append(take)
-        roles = [r for r, on in (("stop_loss", p.stop_loss), ("take_profit", p.take_profit)) if on]
-        for order, role in zip(legs, roles, strict=True):
-            order.addinfo(role=role, **info)
         self._legs[data] = [o for o in legs if o.alive()]
         self._entry_info[data] = {**info, "size": position.size, "entry_price": position.price}
         log.info(
-            "%s: adopted position %g protected from close %.2f: %s",
+            "%s: %s position %g protected from close %.2f: %s",
             getattr(data, "_name", "data"),
+            why,
             position.size,
             close,
             ", ".join(f"{o.info['role']} at {o.created.price:.2f}" for o in legs),
@@ -276,7 +281,7 @@ class MlStrategy(bt.Strategy):
                     and self._pending[data] is None
                     and not self._legs[data]
                 ):
-                    self._protect_adopted(data)
+                    self._protect(data, "adopted")
             ret = float(pred.predicted_return[0])
             if math.isnan(ret):
                 continue
@@ -331,6 +336,13 @@ class MlStrategy(bt.Strategy):
         if order.status in (order.Canceled, order.Margin, order.Rejected, order.Expired):
             if order.info.get("role") == "entry":
                 self._legs[data] = []
+            if (
+                order.info.get("role") == "exit"
+                and self.p.protect_adopted
+                and self.getposition(data).size
+                and not any(leg.alive() for leg in self._legs[data])
+            ):
+                self._protect(data, "exit_refused")  # the exit cancelled the legs: re-arm them
             if order.status != order.Canceled:
                 log.warning(
                     "%s order %s for %s: %s",

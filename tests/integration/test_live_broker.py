@@ -872,6 +872,7 @@ def test_ccxt_broker_with_oco_group_sends_the_triggered_stop_and_cancels_the_lim
     assert strat.last(stop.ref).stamp == candles.index[NOW_ROW + 3]  # on live bar 3
     # the take-profit was held locally: only the triggered stop reached the exchange
     assert [(o["side"], o["type"], d(o["origQty"])) for o in orders] == [("SELL", "MARKET", 0.01)]
+    assert run.broker._oco_group == {}  # the group's bookkeeping is gone with it
 
 
 def test_ccxt_broker_with_oco_group_sends_the_reached_limit_and_cancels_the_stop(hourly, tmp_path):
@@ -898,6 +899,7 @@ def test_ccxt_broker_with_one_oco_member_cancelled_cancels_the_group(hourly, tmp
     strat = run.strategy
     for order in strat.orders:
         assert strat.statuses(order.ref) == ["Submitted", "Accepted", "Canceled"]
+    assert run.broker._oco_group == {}
 
 
 def test_ccxt_broker_with_oco_leader_on_the_exchange_rejects_the_member_with_the_reason(
@@ -918,6 +920,65 @@ def test_ccxt_broker_with_oco_leader_on_the_exchange_rejects_the_member_with_the
     assert "Place the stop order first" in strat.last(stop.ref).reason
 
 
+def test_ccxt_broker_with_market_order_as_oco_member_rejects_it_with_the_reason(hourly, tmp_path):
+    def place(s: Script) -> None:
+        close = float(s.data.close[0])
+        stop = s.place("sell", 0.01, exectype=bt.Order.Stop, price=round(close * 0.5, 2))
+        s.place("sell", 0.01, exectype=bt.Order.Market, oco=stop)
+
+    with make_server(hourly, balances=HELD) as server:
+        run = run_live(server, {1: place}, journal=tmp_path / "j", max_live_bars=4)
+        assert server.orders() == []
+    strat = run.strategy
+    stop, market = strat.orders
+    assert strat.statuses(market.ref) == ["Submitted", "Rejected"]
+    assert "must be a stop, stop-limit or limit order" in strat.last(market.ref).reason
+    assert strat.statuses(stop.ref)[-1] == "Accepted"  # the stop itself stays armed
+
+
+def test_ccxt_broker_with_bracket_parent_as_oco_leader_rejects_the_member(hourly, tmp_path):
+    def place(s: Script) -> None:
+        close = float(s.data.close[0])
+        s.orders += s.buy_bracket(
+            size=0.01,
+            exectype=bt.Order.Stop,
+            price=round(close * 1.5, 2),
+            stopprice=round(close * 1.4, 2),
+            limitprice=round(close * 1.6, 2),
+        )
+        s.place("sell", 0.01, exectype=bt.Order.Limit, price=round(close * 2, 2), oco=s.orders[0])
+
+    with make_server(hourly, balances=HELD) as server:
+        run = run_live(
+            server, {1: place, 2: lambda s: s.cancel(s.orders[0])}, journal=tmp_path / "j"
+        )
+        assert server.orders() == []
+    strat = run.strategy
+    parent, stop, take, member = strat.orders
+    assert strat.statuses(member.ref) == ["Submitted", "Rejected"]
+    assert "part of a bracket" in strat.last(member.ref).reason
+    # cancelling the held stop-entry parent takes its two legs along
+    assert strat.statuses(parent.ref) == ["Submitted", "Accepted", "Canceled"]
+    assert strat.statuses(stop.ref)[-1] == strat.statuses(take.ref)[-1] == "Canceled"
+    assert run.broker._local == [] and run.broker._children == {}
+
+
+def test_ccxt_broker_with_held_order_below_the_minimum_at_its_price_rejects_it_when_placed(
+    hourly, tmp_path
+):
+    def place(s: Script) -> None:
+        # about 5.02 USDT now, above the 5 USDT minimum; below it at the stop price
+        s.place("sell", 0.00015, exectype=bt.Order.Stop, price=round(s.data.close[0] * 0.9, 2))
+
+    with make_server(hourly, balances={"USDT": 10_000, "BTC": 0.00015}) as server:
+        run = run_live(server, {1: place}, journal=tmp_path / "j", max_live_bars=2)
+    strat = run.strategy
+    (stop,) = strat.orders
+    assert strat.statuses(stop.ref) == ["Submitted", "Rejected"]
+    reason = strat.last(stop.ref).reason
+    assert "below the market minimum" in reason and "at its price" in reason
+
+
 # ------------------------------------------------------------------ adopted positions
 
 
@@ -930,7 +991,9 @@ NEVER_TRADES = {
 }
 
 
-def run_adopted(candles: pd.DataFrame, journal: Path, **options: Any) -> dict[str, Any]:
+def run_adopted(
+    candles: pd.DataFrame, journal: Path, kill_switch: KillSwitch | None = None, **options: Any
+) -> dict[str, Any]:
     """MlBasic starts with 0.5 BTC in the account (a restart, say) and never trades itself."""
     with make_server(candles, balances=HELD) as server:
         run = run_live(
@@ -940,6 +1003,7 @@ def run_adopted(candles: pd.DataFrame, journal: Path, **options: Any) -> dict[st
             backfill_bars=300,
             strategy=RecordingMlBasic,
             strategy_options={**NEVER_TRADES, **options},
+            broker_options={"kill_switch": kill_switch},
         )
         orders = server.orders()
         btc = server.balance("BTC")
@@ -958,7 +1022,7 @@ def test_ml_basic_with_adopted_position_arms_stop_and_take_profit_from_the_first
     assert stop.created.price == pytest.approx(close * 0.98, rel=1e-12)
     assert take.created.price == pytest.approx(close * 1.04, rel=1e-12)
     assert stop.created.size == take.created.size == -0.5
-    assert stop.info["model_key"] and stop.info["adopted_size"] == 0.5
+    assert stop.info["model_key"] and stop.info["protected_size"] == 0.5
     # armed on live bar 1, the stop triggers on live bar 3 and sells the whole holding
     assert strat.events[0].stamp == candles.index[NOW_ROW + 1]
     assert strat.statuses(roles["stop_loss"]) == ["Submitted", "Accepted", "Completed"]
@@ -986,6 +1050,91 @@ def test_ml_basic_with_protect_adopted_off_leaves_the_position_alone(hourly, tmp
     assert result["run"].strategy.events == []
     assert result["orders"] == []
     assert float(sum(result["btc"])) == 0.5
+
+
+def test_ml_basic_with_adopted_position_over_max_order_notional_still_protects_it(hourly, tmp_path):
+    # 0.5 BTC is about 15,800 USDT: over the cap, but a stop-loss only reduces the position
+    ks = KillSwitch(max_daily_loss=None, max_drawdown=None, max_order_notional=5_000)
+    result = run_adopted(crash_after(hourly, NOW_ROW + 2, 0.94), tmp_path / "j", kill_switch=ks)
+    strat = result["run"].strategy
+    roles = {e.role: e.ref for e in strat.events}
+    assert strat.statuses(roles["stop_loss"]) == ["Submitted", "Accepted", "Completed"]
+    assert [(o["side"], o["type"], d(o["origQty"])) for o in result["orders"]] == [
+        ("SELL", "MARKET", 0.5)
+    ]
+
+
+class ExitOnFirstLiveBar(RecordingMlBasic):
+    """MlBasic told to exit on live bar 1 only."""
+
+    def next(self) -> None:
+        upcoming = self.live_bars + (self.data._laststatus == self.data.LIVE)
+        self.p.exit_threshold = -1.0 if upcoming == 1 else 1.0
+        super().next()
+
+
+def test_ml_basic_with_refused_exit_re_arms_the_protection(hourly, tmp_path):
+    candles = crash_after(hourly, NOW_ROW + 2, 0.94)
+    with make_server(candles, balances=HELD) as server:
+        server.faults.reject_next_order()
+        run = run_live(
+            server,
+            journal=tmp_path / "j",
+            max_live_bars=3,
+            backfill_bars=300,
+            strategy=ExitOnFirstLiveBar,
+            strategy_options=NEVER_TRADES,
+        )
+        orders = server.orders()
+    strat = run.strategy
+    steps = [(e.role, e.status, e.stamp) for e in strat.events]
+    bar_1 = candles.index[NOW_ROW + 1]
+    # adopted legs, cancelled to send the exit; the exchange refuses the exit
+    assert [(r, s) for r, s, _ in steps if s != "Submitted"][:5] == [
+        ("stop_loss", "Accepted"),
+        ("take_profit", "Accepted"),
+        ("stop_loss", "Canceled"),
+        ("take_profit", "Canceled"),
+        ("exit", "Rejected"),
+    ]
+    rearmed = [o for o in strat.seen.values() if o.info.get("signal") == "exit_refused"]
+    assert sorted(o.info["role"] for o in rearmed) == ["stop_loss", "take_profit"]
+    stop = next(o for o in rearmed if o.info["role"] == "stop_loss")
+    assert stop.created.size == -0.5
+    assert strat.statuses(stop.ref) == ["Submitted", "Accepted", "Completed"]  # the crash
+    assert [(o["side"], o["type"], o["status"]) for o in orders][-1] == (
+        "SELL",
+        "MARKET",
+        "FILLED",
+    )
+    assert steps[0][2] == bar_1
+    assert run.broker.getposition(run.data).size == 0
+
+
+def test_ccxt_broker_with_holdings_locked_in_an_open_order_seeds_and_protects_the_free_part(
+    hourly, tmp_path
+):
+    def resting_sell(server: BinanceServer) -> None:  # an order of the user's own
+        exchange = ccxt.binance(server.ccxt_config(rate_limit_ms=1))
+        exchange.load_markets()
+        exchange.create_order("BTC/USDT", "limit", "sell", 0.3, 60_000)
+
+    with make_server(crash_after(hourly, NOW_ROW + 2, 0.94), balances=HELD) as server:
+        run = run_live(
+            server,
+            journal=tmp_path / "j",
+            max_live_bars=3,
+            backfill_bars=300,
+            strategy=RecordingMlBasic,
+            strategy_options=NEVER_TRADES,
+            before_run=resting_sell,
+        )
+        free, locked = server.balance("BTC")
+    strat = run.strategy
+    roles = {e.role: e.ref for e in strat.events}
+    assert strat.seen[roles["stop_loss"]].created.size == pytest.approx(-0.2)
+    assert strat.statuses(roles["stop_loss"])[-1] == "Completed"
+    assert (float(free), float(locked)) == (0.0, 0.3)  # the user's order is untouched
 
 
 # ------------------------------------------------------------------ kill switch
