@@ -17,8 +17,8 @@ Each bar after the model's warm-up, for each feed:
    take-profit limit at ``take_profit`` from that bar's close, linked one-cancels-other. The
    close is the reference because the account does not say what the position cost. The same
    protection is re-armed when an exit order is refused (its legs were cancelled to send it).
-   A backtest always starts flat and its exits are never refused, so this never changes
-   backtest results.
+   A backtest starts flat, so adoption never happens there; the re-arming can, only when the
+   backtest broker refuses an exit (a short cover the cash cannot pay for).
 
 The defaults follow the reference project (2 % stop, 4 % take-profit) with a 0.2 % entry
 threshold. Every order carries, in ``order.info``, the model key and the prediction that caused
