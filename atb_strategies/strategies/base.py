@@ -187,14 +187,21 @@ class MlStrategy(bt.Strategy):
             "signal": signal,
         }
 
+    def _protective_prices(self, close: float, side: int) -> tuple[float | None, float | None]:
+        """Stop-loss and take-profit prices around ``close`` for a position of ``side`` (+1
+        long, -1 short); None where the leg is disabled."""
+        p = self.p
+        stop = close * (1 - side * p.stop_loss) if p.stop_loss else None
+        limit = close * (1 + side * p.take_profit) if p.take_profit else None
+        return stop, limit
+
     def _enter(self, data: bt.AbstractDataBase, side: int, info: dict[str, Any]) -> None:
         p = self.p
         close = float(data.close[0])
         size = self.broker.getvalue() * p.position_size * info["confidence"] / close
         if size <= 0:
             return
-        stop = close * (1 - side * p.stop_loss) if p.stop_loss else None
-        limit = close * (1 + side * p.take_profit) if p.take_profit else None
+        stop, limit = self._protective_prices(close, side)
         bracket = self.buy_bracket if side > 0 else self.sell_bracket
         orders = bracket(
             data=data,
@@ -216,35 +223,39 @@ class MlStrategy(bt.Strategy):
     def _protect(self, data: bt.AbstractDataBase, why: str) -> None:
         """Arm a stop-loss and a take-profit (one cancels the other) for a position that has
         no bracket: adopted, or left by a refused exit (rule 5 in the module docstring)."""
-        p = self.p
         position = self.getposition(data)
-        if not (p.stop_loss or p.take_profit):
-            return
         side = 1 if position.size > 0 else -1
         close = float(data.close[0])
+        stop, limit = self._protective_prices(close, side)
+        if stop is None and limit is None:
+            return
         size = abs(position.size)
         close_side = self.sell if side > 0 else self.buy
         info = {**self._info(data, why), "protected_size": position.size}
         legs: list[bt.Order] = []
-        if p.stop_loss:
-            price = close * (1 - side * p.stop_loss)
-            stop = close_side(
-                data=data, size=size, exectype=bt.Order.Stop, price=price, role="stop_loss", **info
+        if stop is not None:
+            legs.append(
+                close_side(
+                    data=data,
+                    size=size,
+                    exectype=bt.Order.Stop,
+                    price=stop,
+                    role="stop_loss",
+                    **info,
+                )
             )
-            legs.append(stop)
-        if p.take_profit:
-            price = close * (1 + side * p.take_profit)
-            oco = legs[0] if legs else None
-            take = close_side(
-                data=data,
-                size=size,
-                exectype=bt.Order.Limit,
-                price=price,
-                oco=oco,
-                role="take_profit",
-                **info,
+        if limit is not None:
+            legs.append(
+                close_side(
+                    data=data,
+                    size=size,
+                    exectype=bt.Order.Limit,
+                    price=limit,
+                    oco=legs[0] if legs else None,
+                    role="take_profit",
+                    **info,
+                )
             )
-            legs.append(take)
         self._legs[data] = [o for o in legs if o.alive()]
         self._entry_info[data] = {**info, "size": position.size, "entry_price": position.price}
         log.info(
@@ -254,6 +265,14 @@ class MlStrategy(bt.Strategy):
             position.size,
             close,
             ", ".join(f"{o.info['role']} at {o.created.price:.2f}" for o in legs),
+        )
+
+    def _unprotected(self, data: bt.AbstractDataBase) -> bool:
+        """An open position with no live stop-loss or take-profit, and protection wanted."""
+        return bool(
+            self.p.protect_adopted
+            and self.getposition(data).size
+            and not any(leg.alive() for leg in self._legs[data])
         )
 
     def _exit(self, data: bt.AbstractDataBase, info: dict[str, Any]) -> None:
@@ -275,12 +294,7 @@ class MlStrategy(bt.Strategy):
                 continue
             if data not in self._started:
                 self._started.add(data)
-                if (
-                    p.protect_adopted
-                    and self.getposition(data).size
-                    and self._pending[data] is None
-                    and not self._legs[data]
-                ):
+                if self._pending[data] is None and self._unprotected(data):
                     self._protect(data, "adopted")
             ret = float(pred.predicted_return[0])
             if math.isnan(ret):
@@ -336,12 +350,7 @@ class MlStrategy(bt.Strategy):
         if order.status in (order.Canceled, order.Margin, order.Rejected, order.Expired):
             if order.info.get("role") == "entry":
                 self._legs[data] = []
-            if (
-                order.info.get("role") == "exit"
-                and self.p.protect_adopted
-                and self.getposition(data).size
-                and not any(leg.alive() for leg in self._legs[data])
-            ):
+            if order.info.get("role") == "exit" and self._unprotected(data):
                 self._protect(data, "exit_refused")  # the exit cancelled the legs: re-arm them
             if order.status != order.Canceled:
                 log.warning(

@@ -992,7 +992,12 @@ NEVER_TRADES = {
 
 
 def run_adopted(
-    candles: pd.DataFrame, journal: Path, kill_switch: KillSwitch | None = None, **options: Any
+    candles: pd.DataFrame,
+    journal: Path,
+    kill_switch: KillSwitch | None = None,
+    strategy: type[bt.Strategy] = RecordingMlBasic,
+    before_run: Callable[[BinanceServer], Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """MlBasic starts with 0.5 BTC in the account (a restart, say) and never trades itself."""
     with make_server(candles, balances=HELD) as server:
@@ -1001,9 +1006,10 @@ def run_adopted(
             journal=journal,
             max_live_bars=3,
             backfill_bars=300,
-            strategy=RecordingMlBasic,
+            strategy=strategy,
             strategy_options={**NEVER_TRADES, **options},
             broker_options={"kill_switch": kill_switch},
+            before_run=before_run,
         )
         orders = server.orders()
         btc = server.balance("BTC")
@@ -1075,17 +1081,13 @@ class ExitOnFirstLiveBar(RecordingMlBasic):
 
 def test_ml_basic_with_refused_exit_re_arms_the_protection(hourly, tmp_path):
     candles = crash_after(hourly, NOW_ROW + 2, 0.94)
-    with make_server(candles, balances=HELD) as server:
-        server.faults.reject_next_order()
-        run = run_live(
-            server,
-            journal=tmp_path / "j",
-            max_live_bars=3,
-            backfill_bars=300,
-            strategy=ExitOnFirstLiveBar,
-            strategy_options=NEVER_TRADES,
-        )
-        orders = server.orders()
+    result = run_adopted(
+        candles,
+        tmp_path / "j",
+        strategy=ExitOnFirstLiveBar,
+        before_run=lambda server: server.faults.reject_next_order(),
+    )
+    run, orders = result["run"], result["orders"]
     strat = run.strategy
     steps = [(e.role, e.status, e.stamp) for e in strat.events]
     bar_1 = candles.index[NOW_ROW + 1]
@@ -1119,17 +1121,10 @@ def test_ccxt_broker_with_holdings_locked_in_an_open_order_seeds_and_protects_th
         exchange.load_markets()
         exchange.create_order("BTC/USDT", "limit", "sell", 0.3, 60_000)
 
-    with make_server(crash_after(hourly, NOW_ROW + 2, 0.94), balances=HELD) as server:
-        run = run_live(
-            server,
-            journal=tmp_path / "j",
-            max_live_bars=3,
-            backfill_bars=300,
-            strategy=RecordingMlBasic,
-            strategy_options=NEVER_TRADES,
-            before_run=resting_sell,
-        )
-        free, locked = server.balance("BTC")
+    result = run_adopted(
+        crash_after(hourly, NOW_ROW + 2, 0.94), tmp_path / "j", before_run=resting_sell
+    )
+    run, (free, locked) = result["run"], result["btc"]
     strat = run.strategy
     roles = {e.role: e.ref for e in strat.events}
     assert strat.seen[roles["stop_loss"]].created.size == pytest.approx(-0.2)
