@@ -14,7 +14,7 @@ Public API (also importable from the submodules named in the README):
 """
 
 from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, FeatureSpec
-from atb_strategies.data.candles import validate_candles
+from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import (
     AtbError,
     BundleError,
@@ -25,13 +25,13 @@ from atb_strategies.exceptions import (
     ModelNotFoundError,
     RegistryError,
 )
+from atb_strategies.features.candles import validate_candles
 from atb_strategies.features.pipeline import FeaturePipeline, PriceContext
 from atb_strategies.indicators.prediction import MlPrediction
+from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.inference.runner import OnnxRunner, Prediction, PredictionBatch
-from atb_strategies.prediction.config import PredictionConfig
 from atb_strategies.prediction.engine import PredictionEngine
 from atb_strategies.prediction.models.registry import PredictionModelRegistry
-from atb_strategies.registry.bundle import ModelBundle
 from atb_strategies.registry.registry import ModelRegistry
 from atb_strategies.strategies.base import MlStrategy
 from atb_strategies.strategies.ml_basic import MlBasic, create_ml_basic_strategy

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atb_strategies.data.candles import timeframe_to_timedelta
 from atb_strategies.exceptions import CandleDataError, ConfigurationError
+from atb_strategies.features.candles import timeframe_to_timedelta
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from atb_strategies.bundle.format import (
     InputSpec,
     OutputSpec,
 )
-from atb_strategies.bundle.writer import write_bundle
+from atb_strategies.registry.writer import write_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -16,8 +16,8 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from atb_strategies.data.candles import timeframe_to_timedelta
 from atb_strategies.data.feeds import make_feed
+from atb_strategies.features.candles import timeframe_to_timedelta
 
 log = logging.getLogger(__name__)
 

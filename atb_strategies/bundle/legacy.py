@@ -30,9 +30,9 @@ from atb_strategies.bundle.format import (
     BundleMetadata,
     FeatureSchema,
     FeatureSpec,
+    FieldReader,
     InputSpec,
     OutputSpec,
-    _Reader,
 )
 from atb_strategies.exceptions import BundleError
 
@@ -40,9 +40,11 @@ SERVABLE_STRATEGY = "price_only_rolling_minmax"
 _OHLCV = ("open", "high", "low", "close", "volume")
 
 
-def _feature_names(meta: _Reader, schema: Mapping[str, Any] | None, schema_path: Path) -> list[str]:
+def _feature_names(
+    meta: FieldReader, schema: Mapping[str, Any] | None, schema_path: Path
+) -> list[str]:
     if schema is not None:
-        sr = _Reader(schema, schema_path)
+        sr = FieldReader(schema, schema_path)
         items = sr.get("features", list)
         names = []
         for i, item in enumerate(items):
@@ -63,7 +65,7 @@ def adapt_legacy(
     schema_path: Path,
 ) -> tuple[BundleMetadata, FeatureSchema]:
     """Map a reference-project bundle onto the format, or raise ``BundleError`` saying why not."""
-    r = _Reader(meta, meta_path)
+    r = FieldReader(meta, meta_path)
     seq = r.positive_int("sequence_length")
     if schema is not None and schema.get("sequence_length") not in (None, seq):
         raise BundleError(

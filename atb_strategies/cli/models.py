@@ -12,13 +12,13 @@ from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.bundle.loader import load_bundle_spec
 from atb_strategies.cli.options import load_config, registry_option
 from atb_strategies.exceptions import AtbError, RegistryError
-from atb_strategies.prediction.models.registry import PredictionModelRegistry
+from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.registry import manage
-from atb_strategies.registry.bundle import ModelBundle
+from atb_strategies.registry.registry import ModelRegistry
 
 
-def _registry(registry_path: Path | None) -> PredictionModelRegistry:
-    registry = PredictionModelRegistry(load_config(registry_path))
+def _registry(registry_path: Path | None) -> ModelRegistry:
+    registry = ModelRegistry.from_config(load_config(registry_path))
     if not registry.root.is_dir():
         raise RegistryError(
             f"Registry {registry.root} does not exist or is not a directory. Check --registry, "
@@ -80,7 +80,7 @@ def show(symbol: str, model_type: str, version: str | None, registry_path: Path 
     click.echo(f"path:   {path}")
     try:
         spec = load_bundle_spec(path, verify_checksum=reg.verify_checksum)
-        ModelBundle(spec, reg.runner_options).runner._open()
+        ModelBundle(spec, reg.runner_options).runner.check()
     except AtbError as e:
         click.echo(f"valid:  NO\n  {e}")
         sys.exit(1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from atb_strategies.prediction.config import PredictionConfig
+from atb_strategies.config import PredictionConfig
 
 registry_option = click.option(
     "--registry",

@@ -1,6 +1,5 @@
 """Candles: validation, loading, synthetic generation and backtrader feeds."""
 
-from atb_strategies.data.candles import validate_candles
 from atb_strategies.data.feeds import (
     OhlcvData,
     SentimentData,
@@ -10,6 +9,7 @@ from atb_strategies.data.feeds import (
 )
 from atb_strategies.data.loaders import CandleReport, inspect_candles, load_ohlcv
 from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.features.candles import validate_candles
 
 __all__ = [
     "CandleReport",

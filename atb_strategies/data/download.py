@@ -20,12 +20,12 @@ import ccxt
 import numpy as np
 import pandas as pd
 
-from atb_strategies.data.candles import OHLCV, timeframe_to_timedelta, validate_candles
 from atb_strategies.exceptions import CandleDataError
 from atb_strategies.exchange.client import exchange_now_ms
 from atb_strategies.exchange.errors import ccxt_errors
 from atb_strategies.exchange.retry import call_with_retries
 from atb_strategies.exchange.symbols import to_ccxt_symbol, to_venue_symbol
+from atb_strategies.features.candles import OHLCV, timeframe_to_timedelta, validate_candles
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import backtrader as bt
 import pandas as pd
 
-from atb_strategies.data.candles import timeframe_to_timedelta
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.features.candles import timeframe_to_timedelta
 
 
 class OhlcvData(bt.feeds.PandasData):

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atb_strategies.data.candles import OHLCV, timeframe_to_timedelta, validate_candles
 from atb_strategies.exceptions import CandleDataError
+from atb_strategies.features.candles import OHLCV, timeframe_to_timedelta, validate_candles
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from atb_strategies.data.candles import timeframe_to_timedelta
+from atb_strategies.features.candles import timeframe_to_timedelta
 
 
 def generate_ohlcv(

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from atb_strategies.bundle.format import FeatureSchema
 from atb_strategies.exceptions import CandleDataError, FeatureSchemaError
+from atb_strategies.features.schema import FeatureSchema
 from atb_strategies.features.transforms import SeriesTransform, WindowTransform
 
 #: Windows computed per block in ``batch_windows``.

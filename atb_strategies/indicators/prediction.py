@@ -30,12 +30,12 @@ import math
 import backtrader as bt
 import numpy as np
 
-from atb_strategies.data.candles import timeframe_to_timedelta
 from atb_strategies.data.feeds import feed_timeframe
 from atb_strategies.exceptions import CandleDataError, FeatureSchemaError, ModelNotFoundError
+from atb_strategies.features.candles import timeframe_to_timedelta
 from atb_strategies.features.pipeline import PriceContext
-from atb_strategies.prediction.shared import shared_registry
-from atb_strategies.registry.bundle import ModelBundle
+from atb_strategies.inference.bundle import ModelBundle
+from atb_strategies.registry.shared import shared_registry
 
 log = logging.getLogger(__name__)
 

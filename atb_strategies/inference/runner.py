@@ -172,6 +172,16 @@ class OnnxRunner:
                     self._session = self._open()
         return self._session
 
+    def check(self) -> None:
+        """Open the model (once) and check its tensors against the bundle's input spec.
+
+        Raises
+        ------
+        BundleError
+            The file is not a loadable ONNX model, or its input/output tensors do not match.
+        """
+        _ = self.session
+
     def _open(self) -> Any:
         import onnxruntime as ort
 

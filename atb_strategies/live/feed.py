@@ -31,10 +31,10 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 
-from atb_strategies.data.candles import timeframe_to_timedelta
 from atb_strategies.data.feeds import bt_timeframe
 from atb_strategies.exceptions import CandleDataError, ConfigurationError, TemporaryExchangeError
 from atb_strategies.exchange.symbols import to_ccxt_symbol, to_venue_symbol
+from atb_strategies.features.candles import timeframe_to_timedelta
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,14 @@ from typing import Any
 from atb_strategies.bundle.format import METADATA_FILE
 from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.bundle.loader import BundleSpec, load_bundle_spec, model_key
+from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import (
     AtbError,
     BundleError,
     ModelNotFoundError,
     RegistryError,
 )
-from atb_strategies.registry.bundle import ModelBundle
+from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.registry.layout import RegistryLayout, VersionDir
 
 
@@ -109,10 +110,26 @@ class ModelRegistry:
         verify_checksum: bool = True,
     ) -> None:
         self.layout = RegistryLayout(root)
+        self.config: PredictionConfig | None = None
         self.runner_options = dict(runner_options or {})
         self.verify_checksum = verify_checksum
         self._lock = threading.RLock()
         self._cache: dict[str, ModelBundle] = {}
+
+    @classmethod
+    def from_config(
+        cls, config: PredictionConfig | None = None, *, root: Path | str | None = None
+    ) -> ModelRegistry:
+        """The registry ``config`` describes (default: ``PredictionConfig.from_config_manager()``);
+        ``root`` overrides its path. The config stays available as ``.config``."""
+        config = config if config is not None else PredictionConfig.from_config_manager()
+        registry = ModelRegistry(
+            root if root is not None else config.model_registry_path,
+            config.runner_options,
+            verify_checksum=config.verify_checksum,
+        )
+        registry.config = config
+        return registry
 
     @property
     def root(self) -> Path:
@@ -253,7 +270,7 @@ class ModelRegistry:
             try:
                 path = self.layout.version_dir(info.symbol, info.model_type, info.version)
                 spec = load_bundle_spec(path, verify_checksum=self.verify_checksum)
-                ModelBundle(spec, self.runner_options).runner._open()
+                ModelBundle(spec, self.runner_options).runner.check()
             except AtbError as e:
                 error = str(e)
             results.append((info, error))

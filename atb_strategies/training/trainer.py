@@ -24,11 +24,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import platform
-import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +41,13 @@ from atb_strategies.bundle.format import (
     OutputSpec,
 )
 from atb_strategies.bundle.jsonio import write_json
-from atb_strategies.bundle.writer import write_bundle
-from atb_strategies.data.candles import OHLCV, validate_candles
 from atb_strategies.data.loaders import inspect_candles, load_ohlcv
 from atb_strategies.exceptions import ConfigurationError, TrainingError
+from atb_strategies.features.candles import OHLCV, validate_candles
 from atb_strategies.features.pipeline import FeaturePipeline
 from atb_strategies.registry.layout import RegistryLayout
 from atb_strategies.registry.manage import allocate_version, promote
+from atb_strategies.registry.writer import stage_bundle
 from atb_strategies.training.dataset import BarSplit, build_parts
 from atb_strategies.training.evaluate import evaluate_predictions
 from atb_strategies.training.recipes import fit_schema, recipe_for
@@ -196,7 +193,7 @@ def _quick_backtest(
     version: str,
 ) -> dict[str, Any]:
     from atb_strategies.backtest.runner import run_backtest
-    from atb_strategies.prediction.shared import forget_registry
+    from atb_strategies.registry.shared import forget_registry
     from atb_strategies.strategies.ml_basic import MlBasic
 
     try:
@@ -316,28 +313,23 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
         framework=family.framework,
         raw={"training": _lineage(config, frame, parts, report, timings, parity, family)},
     )
-    _remove_stale_staging(Path(config.registry))
-    staging = Path(config.registry) / f".staging-{uuid.uuid4().hex[:12]}"
-    try:
-        staged = write_bundle(
-            staging,
-            metadata,
-            schema,
-            model_bytes,
-            extra_files={family.framework_file: family.serialize(fitted)},
-        )
+    with stage_bundle(
+        config.registry,
+        metadata,
+        schema,
+        model_bytes,
+        extra_files={family.framework_file: family.serialize(fitted)},
+    ) as staged:
         if config.backtest:
             t0 = time.perf_counter()
-            metrics["backtest"] = _quick_backtest(staging, frame, config, test.stamps[0], version)
+            metrics["backtest"] = _quick_backtest(
+                staged.staging_root, frame, config, test.stamps[0], version
+            )
             timings["backtest_seconds"] = time.perf_counter() - t0
         timings["total_seconds"] = time.perf_counter() - t_all
         metrics["timings"] = timings
-        write_json(staged / "metrics.json", metrics)
-        final = layout.version_dir(config.symbol, config.model_type, version)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staged, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        write_json(staged.path / "metrics.json", metrics)
+        final = staged.commit()
     promoted = False
     if config.promote:
         promote(layout, config.symbol, config.model_type, version)
@@ -352,18 +344,6 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
     return TrainingResult(version, final, metrics, promoted, timings)
 
 
-def _remove_stale_staging(registry: Path, older_than: float = 3600.0) -> None:
-    """Delete staging directories left by killed trainings (registration takes seconds, so one
-    untouched for an hour belongs to no running trainer)."""
-    if not registry.is_dir():
-        return
-    now = time.time()
-    for path in registry.glob(".staging-*"):
-        if path.is_dir() and now - path.stat().st_mtime > older_than:
-            log.info("removing %s left by an interrupted training", path)
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def _confidence_scale(y_train: np.ndarray) -> float:
     """Predicted |return| that maps to confidence 1: the 90th percentile of |train returns|."""
     return float(np.quantile(np.abs(y_train), 0.9)) or 0.01
@@ -373,7 +353,7 @@ def _drop_gap_samples(
     parts: dict, frame: pd.DataFrame, schema: FeatureSchema, config: TrainingConfig
 ) -> dict:
     """Remove samples whose window, warm-up or target spans a gap in the candles."""
-    from atb_strategies.data.candles import timeframe_to_timedelta
+    from atb_strategies.features.candles import timeframe_to_timedelta
     from atb_strategies.training.dataset import Part
 
     stamps = frame.index.as_unit("ns").asi8

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from atb_strategies.bundle.format import FeatureSpec
+from atb_strategies.config import PredictionConfig
 from atb_strategies.data.feeds import SentimentData, make_feed
 from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.exceptions import (
@@ -31,7 +32,6 @@ from atb_strategies.exceptions import (
     ModelNotFoundError,
 )
 from atb_strategies.indicators.prediction import MlPrediction
-from atb_strategies.prediction.config import PredictionConfig
 from atb_strategies.prediction.engine import PredictionEngine
 from atb_strategies.strategies.ml_basic import MlBasic, create_ml_basic_strategy
 from atb_strategies.strategies.ml_sentiment import MlSentiment

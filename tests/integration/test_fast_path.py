@@ -22,11 +22,11 @@ import pandas as pd
 import pytest
 
 from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, InputSpec, OutputSpec
-from atb_strategies.bundle.writer import write_bundle
+from atb_strategies.config import PredictionConfig
 from atb_strategies.data.feeds import make_feed
 from atb_strategies.data.synthetic import generate_ohlcv
-from atb_strategies.prediction.config import PredictionConfig
 from atb_strategies.prediction.engine import PredictionEngine
+from atb_strategies.registry.writer import write_bundle
 from atb_strategies.strategies.ml_basic import MlBasic
 from tests.conftest import RICH_FEATURES, linear_onnx
 

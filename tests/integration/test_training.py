@@ -34,10 +34,10 @@ import pytest
 
 from atb_strategies.backtest.runner import run_backtest
 from atb_strategies.bundle.jsonio import read_json
+from atb_strategies.config import PredictionConfig
 from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.features.pipeline import FeaturePipeline
-from atb_strategies.prediction.config import PredictionConfig
 from atb_strategies.prediction.engine import PredictionEngine
 from atb_strategies.registry.layout import RegistryLayout
 from atb_strategies.registry.manage import LEDGER

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("torch")
 
+from atb_strategies.config import PredictionConfig
 from atb_strategies.data.synthetic import generate_ohlcv
-from atb_strategies.prediction.config import PredictionConfig
 from atb_strategies.prediction.engine import PredictionEngine
 from atb_strategies.training.trainer import TrainingConfig, train_model
 

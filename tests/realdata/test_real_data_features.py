@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from atb_strategies.bundle.format import FeatureSchema
+from atb_strategies.config import PredictionConfig
 from atb_strategies.features.pipeline import FeaturePipeline
-from atb_strategies.prediction.config import PredictionConfig
 from atb_strategies.prediction.engine import PredictionEngine
 from atb_strategies.registry.registry import ModelRegistry
 from tests.conftest import RICH_FEATURES

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import BundleError
-from atb_strategies.prediction.config import PredictionConfig
 from atb_strategies.prediction.engine import PredictionEngine
 from atb_strategies.registry.registry import ModelRegistry
 

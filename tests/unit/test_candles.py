@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atb_strategies.data.candles import OHLCV, timeframe_to_timedelta, validate_candles
 from atb_strategies.exceptions import AtbError, CandleDataError, ConfigurationError
+from atb_strategies.features.candles import OHLCV, timeframe_to_timedelta, validate_candles
 from tests.conftest import synthetic_candles
 
 

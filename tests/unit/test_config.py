@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from atb_strategies.config import SHIPPED_MODELS, PredictionConfig
 from atb_strategies.exceptions import ConfigurationError
-from atb_strategies.prediction.config import SHIPPED_MODELS, PredictionConfig
 
 
 @pytest.fixture

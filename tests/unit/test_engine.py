@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import CandleDataError, ModelNotFoundError
-from atb_strategies.prediction.config import PredictionConfig
 from atb_strategies.prediction.engine import PredictionEngine
 from tests.conftest import RICH_FEATURES, BundleFactory, synthetic_candles
 

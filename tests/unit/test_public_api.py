@@ -16,7 +16,7 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 def test_seed_import_paths_work() -> None:
-    from atb_strategies.prediction.config import PredictionConfig
+    from atb_strategies.config import PredictionConfig
     from atb_strategies.prediction.engine import PredictionEngine
     from atb_strategies.prediction.models.registry import PredictionModelRegistry
 

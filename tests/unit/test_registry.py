@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
+from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import ModelNotFoundError, RegistryError
-from atb_strategies.prediction.config import PredictionConfig
 from atb_strategies.prediction.models.registry import PredictionModelRegistry
 from atb_strategies.registry.layout import RegistryLayout
 from atb_strategies.registry.registry import ModelRegistry

@@ -21,10 +21,10 @@ from atb_strategies.bundle.format import (
     InputSpec,
     OutputSpec,
 )
-from atb_strategies.bundle.writer import write_bundle
 from atb_strategies.exceptions import BundleError, RegistryError
 from atb_strategies.registry.layout import RegistryLayout, check_name
 from atb_strategies.registry.registry import ModelRegistry
+from atb_strategies.registry.writer import write_bundle
 from tests.conftest import RICH_FEATURES, BundleFactory, linear_onnx
 
 V1 = "2026-01-01_1h_v1"
@@ -68,9 +68,14 @@ _BOOKKEEPING = {".lock", ".versions", ".latest-history"}
 
 
 def _leftovers(tdir: Path) -> list[str]:
-    """Hidden temporaries left behind (staging directories, half-made pointers)."""
+    """Hidden temporaries left behind (staging directories, half-made pointers), in ``tdir``
+    and in the registry root above it."""
+    dirs = [d for d in (tdir, tdir.parent.parent) if d.is_dir()]
     return sorted(
-        p.name for p in tdir.iterdir() if p.name.startswith(".") and p.name not in _BOOKKEEPING
+        p.name
+        for d in dirs
+        for p in d.iterdir()
+        if p.name.startswith(".") and p.name not in _BOOKKEEPING
     )
 
 

@@ -1,13 +1,10 @@
-"""``PredictionModelRegistry``: the registry configured from a ``PredictionConfig``.
-
-The seed project's import path; the implementation lives in ``atb_strategies.registry``.
-"""
+"""Seed-compatible ``PredictionModelRegistry``: a ``ModelRegistry`` built from a config."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from atb_strategies.prediction.config import PredictionConfig
+from atb_strategies.config import PredictionConfig
 from atb_strategies.registry.registry import BundleInfo, ModelRegistry
 
 

@@ -12,14 +12,14 @@ import os
 import threading
 from pathlib import Path
 
-from atb_strategies.prediction.config import PredictionConfig
-from atb_strategies.prediction.models.registry import PredictionModelRegistry
+from atb_strategies.config import PredictionConfig
+from atb_strategies.registry.registry import ModelRegistry
 
 _lock = threading.Lock()
-_registries: dict[tuple[int, str, tuple], PredictionModelRegistry] = {}
+_registries: dict[tuple[int, str, tuple], ModelRegistry] = {}
 
 
-def shared_registry(registry: str | Path | None = None) -> PredictionModelRegistry:
+def shared_registry(registry: str | Path | None = None) -> ModelRegistry:
     """The process-wide registry for ``registry`` (a path, or None for the configured one)."""
     config = PredictionConfig.from_config_manager()
     if registry is not None:
@@ -29,7 +29,7 @@ def shared_registry(registry: str | Path | None = None) -> PredictionModelRegist
     with _lock:
         found = _registries.get(key)
         if found is None:
-            found = PredictionModelRegistry(config)
+            found = ModelRegistry.from_config(config)
             _registries[key] = found
         return found
 

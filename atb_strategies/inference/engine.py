@@ -1,0 +1,178 @@
+"""The DataFrame prediction engine: candles in, a decoded prediction out.
+
+The engine selects a bundle from a bundle source (a ``ModelRegistry``), validates the candles it
+will use, computes the newest window with the bundle's own feature pipeline and runs the model.
+A prediction made from candles ending at bar ``t`` uses bars ``<= t`` only and forecasts bar
+``t + horizon``.
+
+``inference`` sits below ``registry``, so this engine is handed its registry; the public
+``atb_strategies.PredictionEngine`` (``prediction.engine``) opens the configured registry when
+none is given.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from atb_strategies.config import PredictionConfig
+from atb_strategies.exceptions import CandleDataError, ConfigurationError
+from atb_strategies.features.candles import validate_candles
+from atb_strategies.inference.bundle import ModelBundle
+from atb_strategies.inference.runner import Prediction
+
+
+class BundleSource(Protocol):
+    """Where an engine gets its bundles: anything with ``select_bundle`` (a ``ModelRegistry``)."""
+
+    def select_bundle(
+        self,
+        symbol: str,
+        model_type: str,
+        timeframe: str | None = None,
+        version: str | None = None,
+    ) -> ModelBundle: ...
+
+
+class PredictionEngine:
+    """Predict from OHLCV candles with a registry model.
+
+    Parameters
+    ----------
+    config : PredictionConfig, optional
+        Defaults to ``PredictionConfig.from_config_manager()``.
+    registry : BundleSource
+        The registry to select bundles from (shares its cached sessions).
+    gap_policy : {"raise", "allow"}
+        What to do with missing bars inside the rows a prediction uses (see
+        ``validate_candles``). Default ``"raise"``.
+    """
+
+    def __init__(
+        self,
+        config: PredictionConfig | None = None,
+        registry: BundleSource | None = None,
+        *,
+        gap_policy: str = "raise",
+    ) -> None:
+        self.config = config if config is not None else PredictionConfig.from_config_manager()
+        self.registry = registry if registry is not None else self._default_registry()
+        self.gap_policy = gap_policy
+
+    def _default_registry(self) -> BundleSource:
+        raise ConfigurationError(
+            "The 'registry' parameter of inference.engine.PredictionEngine is required; use "
+            "atb_strategies.PredictionEngine to open the configured registry."
+        )
+
+    def select(
+        self,
+        symbol: str | None = None,
+        model_type: str | None = None,
+        timeframe: str | None = None,
+        version: str | None = None,
+    ) -> ModelBundle:
+        """The bundle ``predict`` would use for these arguments (config defaults fill gaps)."""
+        c = self.config
+        return self.registry.select_bundle(
+            symbol=symbol or c.default_symbol,
+            model_type=model_type or c.default_model_type,
+            timeframe=timeframe or c.default_timeframe,
+            version=version if version is not None else c.default_version,
+        )
+
+    def _prepare(
+        self,
+        candles: pd.DataFrame,
+        bundle: ModelBundle,
+        rows: int | None,
+        spacing_rows: int | None,
+    ) -> pd.DataFrame:
+        pipe = bundle.pipeline
+        if not isinstance(candles, pd.DataFrame):
+            raise CandleDataError(
+                f"candles must be a pandas DataFrame; got {type(candles).__name__}."
+            )
+        if len(candles) < pipe.min_bars:
+            raise CandleDataError(
+                f"{len(candles)} candle(s) given; model {bundle.key} needs at least "
+                f"{pipe.min_bars} ({pipe.warmup_bars} warm-up + {pipe.sequence_length} window)."
+            )
+        used = candles if rows is None else candles.iloc[-rows:]
+        return validate_candles(
+            used,
+            columns=pipe.columns,
+            timeframe=bundle.timeframe,
+            gap_policy=self.gap_policy,
+            spacing_rows=spacing_rows,
+            what=f"candles for {bundle.key}",
+        )
+
+    def predict(
+        self,
+        candles: pd.DataFrame,
+        symbol: str | None = None,
+        model_type: str | None = None,
+        timeframe: str | None = None,
+        version: str | None = None,
+    ) -> Prediction:
+        """Predict the bar after the last candle.
+
+        ``candles`` is OHLCV (plus extra columns the model needs), indexed by time or with a
+        ``timestamp`` column, oldest first. Only the newest ``warm-up + sequence_length`` rows are
+        used when every feature has a fixed look-back; with recursive transforms (EMA, RSI),
+        whose values depend on all history, every candle given is used, exactly as the
+        streaming path fed from the first candle would. Spacing and gaps are checked over the
+        rows the window and its warm-up cover; NaN, order and duplicates over all rows used.
+
+        Raises
+        ------
+        CandleDataError
+            Bad candles, naming the row.
+        ModelNotFoundError, BundleError
+            From the registry.
+        """
+        bundle = self.select(symbol, model_type, timeframe, version)
+        pipe = bundle.pipeline
+        frame = self._prepare(candles, bundle, pipe.history_bars, pipe.min_bars)
+        columns = {c: frame[c].to_numpy(dtype=np.float64) for c in pipe.columns}
+        batch = pipe.batch_windows(columns, start=len(frame) - 1)
+        window = batch.windows[-1].astype(np.float32)
+        return bundle.runner.predict(window, batch.context_at(-1))
+
+    def predict_series(
+        self,
+        candles: pd.DataFrame,
+        symbol: str | None = None,
+        model_type: str | None = None,
+        timeframe: str | None = None,
+        version: str | None = None,
+    ) -> pd.DataFrame:
+        """Predictions at every bar that has a complete window, batched.
+
+        Returns a DataFrame indexed by the decision bar's timestamp with columns ``close``
+        (the decision bar's close), ``price``, ``predicted_return``, ``direction``,
+        ``confidence`` and ``raw`` (regression targets). Row ``t`` uses bars ``<= t`` only; it
+        equals what ``predict(candles[:t+1])`` returns.
+        """
+        bundle = self.select(symbol, model_type, timeframe, version)
+        frame = self._prepare(candles, bundle, None, None)
+        columns = {c: frame[c].to_numpy(dtype=np.float64) for c in bundle.pipeline.columns}
+        batch = bundle.pipeline.batch_windows(columns)
+        preds = bundle.runner.predict_batch(batch.windows.astype(np.float32), batch.context)
+        out = pd.DataFrame(
+            {
+                "close": batch.context.reference_close,
+                "price": preds.price,
+                "predicted_return": preds.predicted_return,
+                "direction": preds.direction,
+                "confidence": preds.confidence,
+            },
+            index=frame.index[batch.end_index],
+        )
+        if preds.raw.ndim == 1:
+            out["raw"] = preds.raw
+        out.attrs["model_key"] = bundle.key
+        return out

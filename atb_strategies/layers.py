@@ -1,0 +1,36 @@
+"""The package's layers, lowest first: a module imports only its own layer or lower ones.
+
+``tests/unit/test_layers.py`` parses every import (including those inside functions) and fails
+when one points up. The *faces* may import anything and nothing in the layers imports them:
+``atb_strategies/__init__.py`` (the public API by role), ``prediction/`` (the seed project's
+import paths) and ``testing/`` (the loopback exchange used by tests and demos).
+"""
+
+from __future__ import annotations
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("exceptions", "config", "layers"),
+    ("features",),
+    ("bundle",),
+    ("inference",),
+    ("registry",),
+    ("exchange",),
+    ("data",),
+    ("sentiment",),
+    ("indicators",),
+    ("strategies",),
+    ("backtest",),
+    ("training",),
+    ("live",),
+    ("cli",),
+)
+
+FACES: tuple[str, ...] = ("__init__", "prediction", "testing")
+
+
+def layer_of(top: str) -> int:
+    """The layer index of a top-level module or package name (``"registry"``, ``"config"``)."""
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    raise KeyError(f"{top!r} is in no layer; add it to atb_strategies.layers.LAYERS")
