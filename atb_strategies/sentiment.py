@@ -29,7 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atb_strategies.exceptions import CandleDataError, ConfigurationError
+from atb_strategies.exceptions import (
+    CandleDataError,
+    ConfigurationError,
+    TemporaryExchangeError,
+)
+from atb_strategies.exchange.retry import call_with_retries
 from atb_strategies.features.candles import timeframe_to_timedelta
 
 log = logging.getLogger(__name__)
@@ -103,28 +108,37 @@ class FearGreedClient:
         self.retries = retries
         self.backoff = backoff
 
+    def _get_once(self, url: str) -> dict:
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+                return json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            e.close()  # the error holds the response's socket
+            if e.code == 429 or e.code >= 500:
+                raise TemporaryExchangeError(f"HTTP {e.code}") from e
+            raise ConfigurationError(
+                f"Fear & Greed request {url} failed with HTTP {e.code}. "
+                "Use a cached or CSV sentiment source, or try later."
+            ) from e
+        except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as e:
+            raise TemporaryExchangeError(str(e)) from e
+
     def _get(self) -> dict:
         url = f"{self.base_url}/fng/?limit=0&format=json"
-        for attempt in range(self.retries + 1):
-            try:
-                with urllib.request.urlopen(url, timeout=self.timeout) as resp:
-                    return json.loads(resp.read().decode("utf-8"))
-            except urllib.error.HTTPError as e:
-                retryable = e.code == 429 or e.code >= 500
-                if not retryable or attempt == self.retries:
-                    raise ConfigurationError(
-                        f"Fear & Greed request {url} failed with HTTP {e.code}"
-                        + (f" after {attempt + 1} attempts" if retryable else "")
-                        + ". Use a cached or CSV sentiment source, or try later."
-                    ) from e
-            except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as e:
-                if attempt == self.retries:
-                    raise ConfigurationError(
-                        f"Fear & Greed request {url} failed after {attempt + 1} attempts: {e}. "
-                        "Use a cached or CSV sentiment source, or try later."
-                    ) from e
-            time.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return call_with_retries(
+                self._get_once,
+                url,
+                action=f"Fear & Greed request {url}",
+                retries=self.retries,
+                base_delay=self.backoff,
+            )
+        except TemporaryExchangeError as e:
+            last = e.__cause__ or e  # call_with_retries chains the last attempt's error
+            raise ConfigurationError(
+                f"Fear & Greed request {url} failed with {last} after {self.retries + 1} "
+                "attempts. Use a cached or CSV sentiment source, or try later."
+            ) from e
 
     def fetch(self) -> pd.Series:
         """All daily values, indexed by publication time (cached for ``max_cache_age``)."""

@@ -58,6 +58,23 @@ def _feature_names(
     return names
 
 
+def summary_fields(
+    meta: Mapping[str, Any],
+) -> tuple[tuple[int | None, ...] | None, str | None]:
+    """``(input_shape, created_at)`` read leniently from a native or reference-project
+    ``metadata.json`` for discovery listings (None where unknown; nothing is validated)."""
+    shape: tuple[int | None, ...] | None = None
+    inp = meta.get("input")
+    if isinstance(inp, dict) and isinstance(inp.get("shape"), list):
+        shape = tuple(inp["shape"])
+    elif isinstance(meta.get("sequence_length"), int) and isinstance(
+        meta.get("feature_names"), list
+    ):
+        shape = (None, meta["sequence_length"], len(meta["feature_names"]))
+    created = meta.get("created_at") or meta.get("training_date")
+    return shape, created if isinstance(created, str) else None
+
+
 def adapt_legacy(
     meta: Mapping[str, Any],
     schema: Mapping[str, Any] | None,

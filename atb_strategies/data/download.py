@@ -22,8 +22,7 @@ import pandas as pd
 
 from atb_strategies.exceptions import CandleDataError
 from atb_strategies.exchange.client import exchange_now_ms
-from atb_strategies.exchange.errors import ccxt_errors
-from atb_strategies.exchange.retry import call_with_retries
+from atb_strategies.exchange.retry import call_exchange
 from atb_strategies.exchange.symbols import to_ccxt_symbol, to_venue_symbol
 from atb_strategies.features.candles import OHLCV, timeframe_to_timedelta, validate_candles
 
@@ -97,11 +96,9 @@ def download_ohlcv(
     path = cache_path(data_dir, exchange.id, symbol, timeframe)
 
     def call(fn, *args, action: str, **kwargs):
-        def once():
-            with ccxt_errors(action):
-                return fn(*args, **kwargs)
-
-        return call_with_retries(once, action=action, retries=retries, base_delay=retry_delay)
+        return call_exchange(
+            fn, *args, action=action, retries=retries, base_delay=retry_delay, **kwargs
+        )
 
     if not exchange.markets:
         call(exchange.load_markets, action=f"{exchange.id}.load_markets()")

@@ -1,7 +1,11 @@
-"""Retries for idempotent exchange calls (reads), with exponential backoff (tenacity).
+"""Retries for idempotent remote calls (reads), with exponential backoff (tenacity).
 
-Only ``TemporaryExchangeError`` is retried; ``RateLimitError`` waits longer. Order placement is
-never wrapped: its failures are reconciled by client order id instead.
+The one translate-and-retry of the project: ``call_with_retries`` retries a call that raises
+``TemporaryExchangeError`` (``RateLimitError`` waits longer); ``call_exchange`` first translates
+ccxt's errors (``exchange.errors``) and is what the candle download uses; the live store adds its
+lock and clock resync around the same two; the sentiment client raises the same temporary
+errors for HTTP 429/5xx and network failures. Order placement is never retried: its failures
+are reconciled by client order id instead.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from tenacity import (
 )
 
 from atb_strategies.exceptions import RateLimitError, TemporaryExchangeError
+from atb_strategies.exchange.errors import ccxt_errors
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,3 +82,20 @@ def call_with_retries(
     except TemporaryExchangeError as e:
         log.error("%s: giving up after %d attempts", action, retries + 1)
         raise type(e)(f"{e} Gave up after {retries + 1} attempts.") from e
+
+
+def call_exchange(
+    fn: Callable[..., T],
+    *args: Any,
+    action: str,
+    retries: int = 4,
+    base_delay: float = 0.5,
+    **kwargs: Any,
+) -> T:
+    """A read-only ccxt call ``fn(*args, **kwargs)``: errors translated, temporary ones retried."""
+
+    def once() -> T:
+        with ccxt_errors(action):
+            return fn(*args, **kwargs)
+
+    return call_with_retries(once, action=action, retries=retries, base_delay=base_delay)

@@ -1,22 +1,37 @@
-"""Validate OHLCV candles before any feature is computed from them.
+"""The candle rules every layer shares: columns, timeframes, bar spacing and gaps.
 
-Every error names the offending row (its timestamp and position) and column, and says what to
-do. Nothing is repaired silently: NaN is not filled, duplicates are not dropped, unsorted rows
-are not sorted.
+``validate_candles`` checks a frame before any feature is computed from it. Every error names
+the offending row (its timestamp and position) and column, and says what to do. Nothing is
+repaired silently: NaN is not filled, duplicates are not dropped, unsorted rows are not sorted.
+
+Spacing and gaps have one implementation, ``find_gaps`` + ``apply_gap_policy``, used by
+``validate_candles``, the prediction engine and ``MlPrediction`` (batch and streaming) alike,
+with one vocabulary (``GAP_POLICIES``) and one error type (``CandleDataError``; a bad policy
+value is a ``ConfigurationError``). What a policy means for predictions:
+
+* ``"skip"``: a prediction whose own rows (warm-up + window) span a gap is not made (NaN; a
+  strategy holds) and is counted; the candles are otherwise used;
+* ``"raise"``: a gap raises, naming the bar after it (the strict mode);
+* ``"warn"``: log each gap and treat the bars either side as consecutive;
+* ``"allow"``: the same, silently (choose it knowingly).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from atb_strategies.exceptions import CandleDataError, ConfigurationError
 
+log = logging.getLogger(__name__)
+
 OHLCV = ("open", "high", "low", "close", "volume")
+GAP_POLICIES = ("skip", "raise", "warn", "allow")
 _TIME_COLUMNS = ("timestamp", "datetime", "date", "time", "open_time")
 _UNITS = {"m": "min", "h": "h", "d": "D", "w": "W"}
 
@@ -30,6 +45,110 @@ def timeframe_to_timedelta(timeframe: str) -> pd.Timedelta:
             "(for example 1m, 15m, 1h, 4h, 1d)."
         )
     return pd.Timedelta(int(m.group(1)), unit=_UNITS[m.group(2)])
+
+
+def check_gap_policy(policy: object, owner: str) -> str:
+    """Return ``policy`` if it is one of ``GAP_POLICIES``; else raise ``ConfigurationError``."""
+    if policy not in GAP_POLICIES:
+        allowed = ", ".join(repr(g) for g in GAP_POLICIES)
+        raise ConfigurationError(
+            f"The 'gap_policy' parameter of {owner} must be one of {allowed}. "
+            f"Got {policy!r} instead."
+        )
+    return str(policy)
+
+
+def find_gaps(
+    stamps: np.ndarray,
+    timeframe: str,
+    *,
+    what: str,
+    label: Callable[[int], str],
+    previous: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of bars that follow a gap, and how many bars are missing before each.
+
+    Parameters
+    ----------
+    stamps : ndarray of int64
+        Bar times in nanoseconds, sorted and unique.
+    timeframe : str
+        Expected spacing (``"1h"``).
+    what : str
+        What the bars are, for messages (``"candles for BTCUSDT/basic@v1"``).
+    label : callable
+        ``label(i)`` names bar ``i`` in messages (``"row 12 (2024-01-01 12:00:00)"``).
+    previous : int, optional
+        Time of the bar before ``stamps[0]`` (streaming), so the first step is checked too.
+
+    Raises
+    ------
+    CandleDataError
+        A spacing that is not a whole number of bars (for example bars closer than the
+        timeframe), naming the bar.
+    """
+    tf = timeframe_to_timedelta(timeframe).value
+    stamps = np.asarray(stamps, dtype=np.int64)
+    if previous is None:
+        step, offset = np.diff(stamps), 1
+    else:
+        step, offset = np.diff(stamps, prepend=np.int64(previous)), 0
+    off = step % tf != 0
+    if off.any():
+        pos = int(np.argmax(off)) + offset
+        raise CandleDataError(
+            f"{what}: {label(pos)} is {pd.Timedelta(int(step[pos - offset]))} after the "
+            f"previous bar, which is not a multiple of the model's timeframe {timeframe}. "
+            "Resample the candles to that timeframe or choose a model for theirs.",
+            row=pd.Timestamp(int(stamps[pos])),
+        )
+    gaps = np.flatnonzero(step > tf)
+    return gaps + offset, step[gaps] // tf - 1
+
+
+def apply_gap_policy(
+    gaps: np.ndarray,
+    missing: np.ndarray,
+    policy: str,
+    *,
+    what: str,
+    timeframe: str,
+    label: Callable[[int], str],
+    stamps: np.ndarray,
+) -> None:
+    """Raise on the first gap (``"raise"``), log every gap (``"warn"``), or pass."""
+    if not len(gaps) or policy in ("skip", "allow"):
+        return
+    if policy == "raise":
+        pos = int(gaps[0])
+        since = timeframe_to_timedelta(timeframe) * int(missing[0] + 1)
+        raise CandleDataError(
+            f"{what}: gap before {label(pos)}: {since} "
+            f"since the previous bar ({int(missing[0])} missing {timeframe} bar(s)). "
+            "Fill the missing candles, or pass gap_policy='skip' to make no prediction from "
+            "rows that span a gap (or 'warn' to treat the bars either side as consecutive).",
+            row=pd.Timestamp(int(stamps[pos])),
+        )
+    for pos, n in zip(gaps, missing, strict=True):
+        log.warning(
+            "%s: gap before %s (%d missing %s bar(s)) treated as consecutive",
+            what,
+            label(int(pos)),
+            int(n),
+            timeframe,
+        )
+
+
+def rows_span_gap(end_index: np.ndarray, gaps: np.ndarray, rows: int) -> np.ndarray:
+    """For each window ending at bar ``end_index[k]`` and covering ``rows`` bars, whether a gap
+    lies between two of its bars (a gap before bar ``g`` with ``end - rows + 1 < g <= end``)."""
+    end_index = np.asarray(end_index, dtype=np.int64)
+    if not len(gaps):
+        return np.zeros(len(end_index), dtype=bool)
+    gaps = np.sort(np.asarray(gaps, dtype=np.int64))
+    upto_end = np.searchsorted(gaps, end_index, side="right")
+    upto_first = np.searchsorted(gaps, end_index - rows + 1, side="right")
+    return upto_end > upto_first
 
 
 def _time_index(frame: pd.DataFrame) -> tuple[pd.DatetimeIndex, str | None]:
@@ -82,9 +201,10 @@ def validate_candles(
     timeframe : str, optional
         Expected bar spacing (e.g. ``"1h"``). A spacing that is not a whole multiple of it
         raises; a whole multiple > 1 is a gap, handled by ``gap_policy``.
-    gap_policy : {"raise", "allow"}
-        ``"raise"``: a gap raises naming the bar after it. ``"allow"``: gaps pass (bars either
-        side are then treated as consecutive by sequence models; choose it knowingly).
+    gap_policy : {"skip", "raise", "warn", "allow"}
+        ``"raise"``: a gap raises naming the bar after it; ``"warn"``: each gap is logged;
+        ``"skip"`` and ``"allow"``: gaps pass (what a prediction then does with them is the
+        caller's business: see the module docstring).
     min_rows : int, optional
         Fewest rows required.
     spacing_rows : int, optional
@@ -96,10 +216,7 @@ def validate_candles(
     CandleDataError
         Naming the row and column at fault.
     """
-    if gap_policy not in ("raise", "allow"):
-        raise ConfigurationError(
-            f"The 'gap_policy' parameter must be 'raise' or 'allow'. Got {gap_policy!r} instead."
-        )
+    check_gap_policy(gap_policy, "validate_candles")
     if not isinstance(frame, pd.DataFrame):
         raise CandleDataError(f"{what} must be a pandas DataFrame; got {type(frame).__name__}.")
     missing = [c for c in columns if c not in frame.columns]
@@ -139,28 +256,19 @@ def validate_candles(
                 row=index[pos],
             )
         if timeframe is not None:
-            tf = timeframe_to_timedelta(timeframe).value
             first = 0 if spacing_rows is None else max(0, n - spacing_rows)
-            step = np.where(np.arange(n - 1) >= first, step, tf)
-            off = step % tf != 0
-            if off.any():
-                pos = int(np.argmax(off)) + 1
-                raise CandleDataError(
-                    f"{what}: {_row(index, pos)} is {pd.Timedelta(int(step[pos - 1]))} after the "
-                    f"previous bar, which is not a multiple of the model's timeframe {timeframe}. "
-                    "Resample the candles to that timeframe or choose a model for theirs.",
-                    row=index[pos],
-                )
-            gaps = step > tf
-            if gaps.any() and gap_policy == "raise":
-                pos = int(np.argmax(gaps)) + 1
-                raise CandleDataError(
-                    f"{what}: gap before {_row(index, pos)}: {pd.Timedelta(int(step[pos - 1]))} "
-                    f"since the previous bar ({int(step[pos - 1] // tf) - 1} missing {timeframe} "
-                    "bar(s)). Fill the missing candles, or pass gap_policy='allow' to treat the "
-                    "bars either side as consecutive.",
-                    row=index[pos],
-                )
+            gaps, missing = find_gaps(
+                stamps[first:], timeframe, what=what, label=lambda i: _row(index, i + first)
+            )
+            apply_gap_policy(
+                gaps,
+                missing,
+                gap_policy,
+                what=what,
+                timeframe=timeframe,
+                label=lambda i: _row(index, i + first),
+                stamps=stamps[first:],
+            )
     for col in columns:
         values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(values)

@@ -110,16 +110,32 @@ class FeaturePipeline:
 
     # ------------------------------------------------------------------ batch
 
-    def check_columns(self, available: Sequence[str], where: str = "candles") -> None:
-        """Raise ``FeatureSchemaError`` listing columns the schema needs but ``available`` lacks."""
+    def check_columns(
+        self,
+        available: Sequence[str],
+        where: str = "the candles",
+        *,
+        owner: str = "the feature pipeline",
+        model: str = "this model",
+        hint: str = "",
+    ) -> None:
+        """Raise ``FeatureSchemaError`` listing columns the schema needs but ``available`` lacks.
+
+        The one check of required columns: the engine, ``MlPrediction`` and the batch path all
+        call it. ``hint`` (a sentence) says how to supply what is missing.
+        """
         missing = sorted(set(self.columns) - set(available))
-        if missing:
-            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise FeatureSchemaError(
-                f"{where} lack column(s) the model's features need: {shown}. "
-                f"Needed: {self.columns}; got: {sorted(available)}. "
-                f"Schema: {self.schema.path or 'in memory'}"
-            )
+        if not missing:
+            return
+        raise FeatureSchemaError(
+            f"Features given to {owner} do not match model {model} (expects "
+            f"{self.n_features} features x {self.sequence_length} bars, float32).\n"
+            f"Columns the model needs, yet {where} lacks:\n"
+            + "".join(f"- {c}\n" for c in missing[:5])
+            + ("- ...\n" if len(missing) > 5 else "")
+            + (f"{hint}\n" if hint else "")
+            + f"Schema: {self.schema.path or 'in memory'}"
+        )
 
     def series(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """Per-bar series values ``(n_bars, n_features)``, float64, NaN during warm-up."""

@@ -29,17 +29,30 @@ import math
 
 import backtrader as bt
 import numpy as np
+import pandas as pd
 
 from atb_strategies.data.feeds import feed_timeframe
-from atb_strategies.exceptions import CandleDataError, FeatureSchemaError, ModelNotFoundError
-from atb_strategies.features.candles import timeframe_to_timedelta
+from atb_strategies.exceptions import CandleDataError, ModelNotFoundError
+from atb_strategies.features.candles import (
+    apply_gap_policy,
+    check_gap_policy,
+    find_gaps,
+    rows_span_gap,
+    timeframe_to_timedelta,
+)
 from atb_strategies.features.pipeline import PriceContext
 from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.registry.shared import shared_registry
 
 log = logging.getLogger(__name__)
 
-_DAY_SECONDS = 86400.0
+_EPOCH_DAYS = 719163.0  # backtrader's date number of 1970-01-01
+
+
+def _to_ns(days: np.ndarray) -> np.ndarray:
+    """Backtrader date numbers to int64 nanoseconds since the epoch (to the millisecond)."""
+    ms = np.round((np.asarray(days, dtype=np.float64) - _EPOCH_DAYS) * 86_400_000.0)
+    return ms.astype(np.int64) * 1_000_000
 
 
 def select_for_feed(
@@ -84,26 +97,22 @@ def select_for_feed(
             f"{owner}: model {bundle.key} is a {bundle.timeframe} model but feed {sym!r} has "
             f"{feed_tf} bars. Resample the feed (cerebro.resampledata) to {bundle.timeframe}."
         )
-    missing = [
-        c
-        for c in bundle.pipeline.columns
-        if not hasattr(data.lines, c) and not (extra is not None and hasattr(extra.lines, c))
-    ]
-    if missing:
-        raise FeatureSchemaError(
-            f"Features given to {owner} do not match model {bundle.key} (expects "
-            f"{bundle.pipeline.n_features} features x {bundle.sequence_length} bars, float32).\n"
-            f"Columns the model needs, yet the feed {sym!r} lacks:\n"
-            + "".join(f"- {c}\n" for c in sorted(missing)[:5])
-            + (
-                "Add a sentiment column to the feed (atb_strategies.data.make_feed on a frame "
-                "with a 'sentiment' column), pass a sentiment feed as the indicator's second "
-                "data (make_sentiment_feed), or use model_type='basic'.\n"
-                if "sentiment" in missing
-                else ""
-            )
-            + f"Schema: {bundle.feature_schema.path}"
-        )
+    available = list(data.lines.getlinealiases())
+    if extra is not None:
+        available += list(extra.lines.getlinealiases())
+    bundle.pipeline.check_columns(
+        available,
+        where=f"the feed {sym!r}",
+        owner=owner,
+        model=bundle.key,
+        hint=(
+            "Add a sentiment column to the feed (atb_strategies.data.make_feed on a frame with a "
+            "'sentiment' column), pass a sentiment feed as the indicator's second data "
+            "(make_sentiment_feed), or use model_type='basic'."
+            if "sentiment" in bundle.pipeline.columns
+            else ""
+        ),
+    )
     return bundle
 
 
@@ -128,10 +137,13 @@ class MlPrediction(bt.Indicator):
     registry : str or None
         Registry path; default: the configured one (``ATB_MODEL_REGISTRY_PATH``, ...).
     gap_policy : str or None
-        ``"raise"``: a missing bar raises naming it; ``"warn"``: log it and treat the bars
-        either side as consecutive; ``"allow"``: the same, silently (choose it knowingly).
-        Default (None): ``"raise"`` for historical feeds, ``"warn"`` for live feeds, where an
-        exchange may omit a candle without trades and stopping the bot would be worse.
+        What a missing bar in the feed does (see ``atb_strategies.features.candles``):
+        ``"skip"``: no prediction (NaN) at a bar whose warm-up + window rows span the gap,
+        counted in ``skipped_bars``; ``"raise"``: raise naming the bar; ``"warn"``: log it and
+        treat the bars either side as consecutive; ``"allow"``: the same, silently. Default
+        (None): ``"skip"`` for historical feeds, ``"warn"`` for live feeds, where an exchange
+        may omit a candle without trades and pausing the model for a whole window would be
+        worse.
     """
 
     lines = ("predicted_price", "predicted_return", "confidence", "direction")
@@ -153,12 +165,8 @@ class MlPrediction(bt.Indicator):
 
     def __init__(self) -> None:
         if self.p.gap_policy is None:
-            self.p.gap_policy = "warn" if self.data.islive() else "raise"
-        if self.p.gap_policy not in ("raise", "warn", "allow"):
-            raise CandleDataError(
-                "The 'gap_policy' parameter of MlPrediction must be 'raise', 'warn' or 'allow'. "
-                f"Got {self.p.gap_policy!r} instead."
-            )
+            self.p.gap_policy = "warn" if self.data.islive() else "skip"
+        check_gap_policy(self.p.gap_policy, "MlPrediction")
         self._extra = self.datas[1] if len(self.datas) > 1 else None
         self.bundle = select_for_feed(
             self.data,
@@ -173,9 +181,10 @@ class MlPrediction(bt.Indicator):
         self.model_key = self.bundle.key
         pipe = self.bundle.pipeline
         self.addminperiod(pipe.min_bars)
-        self._bar_days = (
-            timeframe_to_timedelta(self.bundle.timeframe).total_seconds() / _DAY_SECONDS
-        )
+        #: Bars at which no prediction was made because their rows span a gap ("skip").
+        self.skipped_bars = 0
+        #: Times of the bars that follow a gap in the feed.
+        self.gap_bars: list = []
         # Each input column comes from the price feed, or else (sentiment) from the second
         # feed, read as of the bar: its latest value stamped at or before the bar's time.
         self._lines_in = []
@@ -185,52 +194,33 @@ class MlPrediction(bt.Indicator):
             self._lines_in.append(getattr((self.data if own else self._extra).lines, c))
             self._asof.append(not own)
         self._stream = None
-        self._prev_dt: float | None = None
+        self._prev_ns: int | None = None
+        self._last_gap = -(10**9)  # streaming: index of the newest bar that follows a gap
         self._batch: dict[str, np.ndarray] | None = None
         self._mode: str | None = None
         self._bars_done = 0
 
     # ------------------------------------------------------------------ helpers
 
-    def _check_gaps(self, stamps: np.ndarray, first_prev: float | None) -> None:
-        if len(stamps) == 0:
-            return
-        prev = np.concatenate(([first_prev if first_prev is not None else stamps[0]], stamps[:-1]))
-        steps = stamps - prev
-        tol = 1e-6
-        close = np.flatnonzero((steps > 0) & (steps < self._bar_days * (1 - tol)))
-        if len(close):
-            pos = int(close[0])
-            raise CandleDataError(
-                f"MlPrediction({self.model_key}): bar {bt.num2date(stamps[pos])} comes "
-                f"{steps[pos] * 1440:.0f} minute(s) after the previous one, closer than the "
-                f"model's {self.bundle.timeframe} timeframe. Resample the feed to "
-                f"{self.bundle.timeframe} (cerebro.resampledata) or declare its real timeframe.",
-                row=bt.num2date(stamps[pos]),
-            )
-        gaps = np.flatnonzero(steps > self._bar_days * (1 + tol))
-        if len(gaps) and self.p.gap_policy != "allow":
-            pos = int(gaps[0])
-            when = bt.num2date(stamps[pos])
-            missing = round(steps[pos] / self._bar_days) - 1
-            message = (
-                f"MlPrediction({self.model_key}): gap before bar {when}: {missing} missing "
-                f"{self.bundle.timeframe} bar(s). Fill the candles, or pass gap_policy='warn' "
-                "or 'allow' to treat the bars either side as consecutive."
-            )
-            if self.p.gap_policy == "raise":
-                raise CandleDataError(message, row=when)
-            for p in gaps:
-                log.warning(
-                    "MlPrediction(%s): gap before bar %s treated as consecutive",
-                    self.model_key,
-                    bt.num2date(stamps[p]),
-                )
+    def _gaps(self, stamps: np.ndarray, previous: int | None) -> np.ndarray:
+        """Positions (in ``stamps``, int64 ns) of bars that follow a gap, per ``gap_policy``."""
+        what = f"MlPrediction({self.model_key})"
+
+        def label(i: int) -> str:
+            return f"the bar closing at {pd.Timestamp(int(stamps[i]))}"
+
+        tf = self.bundle.timeframe
+        gaps, missing = find_gaps(stamps, tf, what=what, label=label, previous=previous)
+        apply_gap_policy(
+            gaps, missing, self.p.gap_policy, what=what, timeframe=tf, label=label, stamps=stamps
+        )
+        self.gap_bars.extend(pd.Timestamp(int(stamps[g])) for g in gaps)
+        return gaps
 
     def _compute_batch(self, end: int) -> dict[str, np.ndarray]:
         pipe = self.bundle.pipeline
         stamps = np.asarray(self.data.datetime.array[:end], dtype=np.float64)
-        self._check_gaps(stamps, None)
+        gaps = self._gaps(_to_ns(stamps), None)
         cols = {}
         for c, line, asof in zip(pipe.columns, self._lines_in, self._asof, strict=True):
             if not asof:
@@ -248,10 +238,15 @@ class MlPrediction(bt.Indicator):
             preds = self.bundle.runner.predict_batch(
                 batch.windows.astype(np.float32), batch.context
             )
-            out["predicted_price"][batch.end_index] = preds.price
-            out["predicted_return"][batch.end_index] = preds.predicted_return
-            out["confidence"][batch.end_index] = preds.confidence
-            out["direction"][batch.end_index] = preds.direction
+            keep = np.ones(len(batch.end_index), dtype=bool)
+            if self.p.gap_policy == "skip":
+                keep = ~rows_span_gap(batch.end_index, gaps, pipe.min_bars)
+                self.skipped_bars = int((~keep).sum())
+            at = batch.end_index[keep]
+            out["predicted_price"][at] = preds.price[keep]
+            out["predicted_return"][at] = preds.predicted_return[keep]
+            out["confidence"][at] = preds.confidence[keep]
+            out["direction"][at] = preds.direction[keep]
         return out
 
     def _check_asof(self, column: str, values: np.ndarray, stamps: np.ndarray) -> None:
@@ -272,9 +267,12 @@ class MlPrediction(bt.Indicator):
         if self._stream is None:
             self._stream = self.bundle.pipeline.stream()
         dt = float(self.data.datetime[0])
-        if self._prev_dt is not None:
-            self._check_gaps(np.array([dt]), self._prev_dt)
-        self._prev_dt = dt
+        now = _to_ns(np.array([dt]))
+        if self._prev_ns is not None:
+            followed_gap = len(self._gaps(now, self._prev_ns)) > 0
+            if followed_gap and self.p.gap_policy == "skip":
+                self._last_gap = len(self.data) - 1
+        self._prev_ns = int(now[0])
         row = [
             (line[0] if len(self._extra) else float("nan")) if asof else line[0]
             for line, asof in zip(self._lines_in, self._asof, strict=True)
@@ -329,9 +327,14 @@ class MlPrediction(bt.Indicator):
         assert stream is not None
         if not stream.ready:  # pragma: no cover - minperiod guarantees it
             return
+        nan = float("nan")
+        if self._last_gap > len(self.data) - self.bundle.pipeline.min_bars:
+            self.skipped_bars += 1  # this bar's rows span a gap (only under "skip")
+            for name in self.lines.getlinealiases():
+                getattr(self.lines, name)[0] = nan
+            return
         ctx: PriceContext = stream.context()
         pred = self.bundle.runner.predict(stream.window().astype(np.float32), ctx)
-        nan = float("nan")
         self.lines.predicted_price[0] = pred.price if pred.price is not None else nan
         self.lines.predicted_return[0] = (
             pred.predicted_return if pred.predicted_return is not None else nan

@@ -19,7 +19,12 @@ import pandas as pd
 
 from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import CandleDataError, ConfigurationError
-from atb_strategies.features.candles import validate_candles
+from atb_strategies.features.candles import (
+    check_gap_policy,
+    find_gaps,
+    rows_span_gap,
+    validate_candles,
+)
 from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.inference.runner import Prediction
 
@@ -45,9 +50,11 @@ class PredictionEngine:
         Defaults to ``PredictionConfig.from_config_manager()``.
     registry : BundleSource
         The registry to select bundles from (shares its cached sessions).
-    gap_policy : {"raise", "allow"}
-        What to do with missing bars inside the rows a prediction uses (see
-        ``validate_candles``). Default ``"raise"``.
+    gap_policy : {"raise", "skip", "warn", "allow"}
+        What a missing bar inside the rows a prediction uses does (see
+        ``features.candles``). Default ``"raise"``. ``"skip"``: ``predict_series`` leaves the
+        rows whose warm-up + window span a gap NaN; ``predict`` (one prediction, which cannot be
+        skipped quietly) raises as with ``"raise"``.
     """
 
     def __init__(
@@ -59,7 +66,7 @@ class PredictionEngine:
     ) -> None:
         self.config = config if config is not None else PredictionConfig.from_config_manager()
         self.registry = registry if registry is not None else self._default_registry()
-        self.gap_policy = gap_policy
+        self.gap_policy = check_gap_policy(gap_policy, "PredictionEngine")
 
     def _default_registry(self) -> BundleSource:
         raise ConfigurationError(
@@ -89,6 +96,7 @@ class PredictionEngine:
         bundle: ModelBundle,
         rows: int | None,
         spacing_rows: int | None,
+        gap_policy: str,
     ) -> pd.DataFrame:
         pipe = bundle.pipeline
         if not isinstance(candles, pd.DataFrame):
@@ -100,12 +108,13 @@ class PredictionEngine:
                 f"{len(candles)} candle(s) given; model {bundle.key} needs at least "
                 f"{pipe.min_bars} ({pipe.warmup_bars} warm-up + {pipe.sequence_length} window)."
             )
+        pipe.check_columns(list(candles.columns), owner="PredictionEngine", model=bundle.key)
         used = candles if rows is None else candles.iloc[-rows:]
         return validate_candles(
             used,
             columns=pipe.columns,
             timeframe=bundle.timeframe,
-            gap_policy=self.gap_policy,
+            gap_policy=gap_policy,
             spacing_rows=spacing_rows,
             what=f"candles for {bundle.key}",
         )
@@ -136,7 +145,8 @@ class PredictionEngine:
         """
         bundle = self.select(symbol, model_type, timeframe, version)
         pipe = bundle.pipeline
-        frame = self._prepare(candles, bundle, pipe.history_bars, pipe.min_bars)
+        policy = "raise" if self.gap_policy == "skip" else self.gap_policy
+        frame = self._prepare(candles, bundle, pipe.history_bars, pipe.min_bars, policy)
         columns = {c: frame[c].to_numpy(dtype=np.float64) for c in pipe.columns}
         batch = pipe.batch_windows(columns, start=len(frame) - 1)
         window = batch.windows[-1].astype(np.float32)
@@ -158,10 +168,19 @@ class PredictionEngine:
         equals what ``predict(candles[:t+1])`` returns.
         """
         bundle = self.select(symbol, model_type, timeframe, version)
-        frame = self._prepare(candles, bundle, None, None)
+        frame = self._prepare(candles, bundle, None, None, self.gap_policy)
         columns = {c: frame[c].to_numpy(dtype=np.float64) for c in bundle.pipeline.columns}
         batch = bundle.pipeline.batch_windows(columns)
         preds = bundle.runner.predict_batch(batch.windows.astype(np.float32), batch.context)
+        if self.gap_policy == "skip":
+            stamps = frame.index.asi8
+            gaps, _ = find_gaps(
+                stamps, bundle.timeframe, what=bundle.key, label=lambda i: str(frame.index[i])
+            )
+            span = rows_span_gap(batch.end_index, gaps, bundle.pipeline.min_bars)
+            for values in (preds.price, preds.predicted_return, preds.confidence):
+                values[span] = np.nan
+            preds.direction[span] = 0
         out = pd.DataFrame(
             {
                 "close": batch.context.reference_close,

@@ -16,6 +16,7 @@ from typing import Any
 
 from atb_strategies.bundle.format import METADATA_FILE
 from atb_strategies.bundle.jsonio import read_json
+from atb_strategies.bundle.legacy import summary_fields
 from atb_strategies.bundle.loader import BundleSpec, load_bundle_spec, model_key
 from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import (
@@ -67,15 +68,7 @@ def _info(vd: VersionDir, latest: str | None, layout: RegistryLayout) -> BundleI
             None,
             str(e),
         )
-    shape: tuple[int | None, ...] | None = None
-    inp = meta.get("input")
-    if isinstance(inp, dict) and isinstance(inp.get("shape"), list):
-        shape = tuple(inp["shape"])
-    elif isinstance(meta.get("sequence_length"), int) and isinstance(
-        meta.get("feature_names"), list
-    ):
-        shape = (None, meta["sequence_length"], len(meta["feature_names"]))
-    created = meta.get("created_at") or meta.get("training_date")
+    shape, created = summary_fields(meta)
     return BundleInfo(
         vd.symbol,
         vd.model_type,

@@ -77,7 +77,7 @@ class MlStrategy(bt.Strategy):
     trade_live_only : bool
         With live feeds, trade only ``LIVE`` bars (default True).
     gap_policy : str or None
-        Passed to ``MlPrediction`` (default: ``"raise"`` for historical feeds, ``"warn"`` for
+        Passed to ``MlPrediction`` (default: ``"skip"`` for historical feeds, ``"warn"`` for
         live ones).
     log_decisions : bool
         Log every decision at INFO (default False).

@@ -304,8 +304,8 @@ def test_validate_candles_with_gap_and_no_timeframe_passes(candles):
 
 
 def test_validate_candles_with_unknown_gap_policy_raises_configuration_error(candles):
-    with pytest.raises(ConfigurationError, match="'gap_policy'.*Got 'skip' instead"):
-        validate_candles(candles, timeframe="1h", gap_policy="skip")
+    with pytest.raises(ConfigurationError, match="'gap_policy'.*Got 'ignore' instead"):
+        validate_candles(candles, timeframe="1h", gap_policy="ignore")
 
 
 def test_validate_candles_with_gap_outside_spacing_rows_passes(candles):
