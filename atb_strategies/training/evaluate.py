@@ -1,4 +1,4 @@
-"""Honest evaluation on the test part: errors in price units, direction, naive baselines.
+"""Stage 6, evaluate: honest metrics on the test part, in price units, against naive baselines.
 
 Every number compares predictions made at bar ``t`` (from bars ``<= t``) with the close at
 ``t + horizon``, on test bars the model never saw. Baselines on the same samples:
@@ -14,6 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from atb_strategies.training.dataset import Part
+from atb_strategies.training.gates import GateResult
 
 
 def _errors(pred_price: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -52,4 +55,24 @@ def evaluate_predictions(
             "drift_per_bar": train_drift,
         },
         "share_of_up_moves": float(np.mean(actual > 0)),
+    }
+
+
+def training_metrics(parts: dict[str, Part], gates: GateResult, horizon: int) -> dict[str, Any]:
+    """The ``metrics.json`` of a model that passed ``gates`` (before the quick backtest).
+
+    The model is judged by its ONNX predictions on the test part, the drift baseline by the
+    mean train target.
+    """
+    test = parts["test"]
+    train_drift = float(parts["train"].y.mean())
+    return {
+        "target": "log_return",
+        "horizon": horizon,
+        "test_period": [str(test.stamps[0]), str(test.stamps[-1])],
+        "test": evaluate_predictions(
+            gates.test_predictions, test.close, test.future_close, train_drift
+        ),
+        "export_parity_max_abs_diff": gates.parity,
+        "causality_checks": gates.causality_checks,
     }

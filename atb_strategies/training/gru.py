@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from atb_strategies.training.early_stopping import EarlyStopping
+from atb_strategies.training.family import ModelFamily
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class FittedGru:
     y_std: float
 
 
-class GruFamily:
+class GruFamily(ModelFamily[FittedGru]):
     """``gru``: PyTorch GRU(32) + linear head, exported with ``torch.onnx``."""
 
     name = "gru"

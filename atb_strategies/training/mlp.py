@@ -3,8 +3,11 @@
 Why: it trains 18,000 hourly bars in seconds on 2 cores, is deterministic for a seed, ships in a
 well-kept library, and ``skl2onnx`` exports it exactly (MatMul/Add/Relu). The target (next log
 return) is standardised with train-only mean and std for fitting; the exported graph undoes it, so
-the ONNX output is the log return itself. Early stopping holds out the *last* 10 % of the train
-part in time order (``shuffle`` is off for the split) - see ``fit``.
+the ONNX output is the log return itself. Training runs epoch by epoch (``partial_fit``, seeded
+mini-batches shuffled within the train part); early stopping watches the loss on the validation
+*part* (later in time than every training bar, never a held-out subset of the overlapping
+training windows), stops after ``patience`` epochs without improvement and keeps the weights of
+the best epoch - see ``fit``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from atb_strategies.training.early_stopping import EarlyStopping
+from atb_strategies.training.family import ModelFamily
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ class FittedMlp:
     y_std: float
 
 
-class MlpFamily:
+class MlpFamily(ModelFamily[FittedMlp]):
     """``mlp``: scikit-learn MLPRegressor (hidden layers 64, 32), exported with skl2onnx."""
 
     name = "mlp"

@@ -1,4 +1,4 @@
-"""Feature recipes: which features a model type is trained on, before fitting.
+"""Stage 2, features: which features a model type is trained on, and their fitted schema.
 
 A recipe lists features as a source and a chain of causal transforms; features marked
 ``standardize`` get a final ``zscore`` step whose mean and std are fitted on the training rows
@@ -15,6 +15,7 @@ import numpy as np
 
 from atb_strategies.bundle.format import FeatureSchema, FeatureSpec
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.features.candles import OHLCV
 from atb_strategies.features.pipeline import FeaturePipeline
 
 
@@ -55,6 +56,11 @@ def recipe_for(model_type: str) -> tuple[RecipeFeature, ...]:
         raise ConfigurationError(
             f"No feature recipe for model type {model_type!r}; known: {sorted(RECIPES)}."
         ) from e
+
+
+def source_columns(recipe: tuple[RecipeFeature, ...]) -> list[str]:
+    """The candle columns a recipe needs: OHLCV, then any other source column, sorted."""
+    return list(OHLCV) + sorted({c for f in recipe for c in f.source} - set(OHLCV))
 
 
 def fit_schema(

@@ -44,13 +44,9 @@ from atb_strategies.registry.manage import LEDGER
 from atb_strategies.registry.registry import ModelRegistry
 from atb_strategies.strategies.ml_basic import MlBasic
 from atb_strategies.training.dataset import BarSplit, build_parts
+from atb_strategies.training.gates import causality_check
 from atb_strategies.training.recipes import fit_schema, recipe_for
-from atb_strategies.training.trainer import (
-    TrainingConfig,
-    TrainingError,
-    _causality_check,
-    train_model,
-)
+from atb_strategies.training.trainer import TrainingConfig, TrainingError, train_model
 
 SYMBOL = "ETHUSDT"
 TYPE = "basic"
@@ -484,10 +480,10 @@ def test_causality_check_with_look_ahead_predictions_raises_training_error(
     # What a feature reading one bar ahead would produce: the window ending at e + 1 at bar e.
     leaky = outputs[-299:]
 
-    checked = _causality_check(frame, bundle.feature_schema, model_bytes, ends, honest)
+    checked = causality_check(frame, bundle.feature_schema, model_bytes, ends, honest)
     assert checked == 8
     with pytest.raises(TrainingError, match="Causality check failed"):
-        _causality_check(frame, bundle.feature_schema, model_bytes, ends, leaky)
+        causality_check(frame, bundle.feature_schema, model_bytes, ends, leaky)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from atb_strategies import FeatureSpec
+from atb_strategies.features.schema import FeatureSpec
 from tests.conftest import REPO, BundleFactory, synthetic_candles
 
 FIVE_OHLCV = tuple(

@@ -1,0 +1,57 @@
+"""What to train (``TrainingConfig``) and what came out (``TrainingResult``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atb_strategies.exceptions import ConfigurationError
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What to train. Every field has the CLI option of the same name (``--sequence-length``)."""
+
+    symbol: str
+    timeframe: str = "1h"
+    model_type: str = "basic"
+    start_date: str | None = None
+    end_date: str | None = None
+    architecture: str = "mlp"
+    sequence_length: int = 120
+    horizon: int = 1
+    epochs: int = 30
+    seed: int = 0
+    registry: Path = Path("models")
+    promote: bool = True
+    parity_tolerance: float = 1e-4
+    train_fraction: float = 0.7
+    val_fraction: float = 0.15
+    data_source: str = "dataframe"
+    backtest: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("sequence_length", self.sequence_length >= 2, "an integer >= 2"),
+            ("horizon", self.horizon >= 1, "an integer >= 1"),
+            ("parity_tolerance", self.parity_tolerance >= 0, "a number >= 0"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ConfigurationError(
+                    f"The {name!r} parameter of TrainingConfig must be {what}. "
+                    f"Got {getattr(self, name)!r} instead."
+                )
+
+
+@dataclass
+class TrainingResult:
+    """The registered version and what was measured."""
+
+    version: str
+    path: Path
+    metrics: dict[str, Any]
+    promoted: bool
+    timings: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,58 @@
+"""What a bundle was trained on and with (``metadata.json`` ``training``)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata as md
+import platform
+from dataclasses import asdict
+from typing import Any
+
+from atb_strategies.training.config import TrainingConfig
+from atb_strategies.training.data import CandleData
+from atb_strategies.training.dataset import Part
+
+#: Distributions whose versions are recorded (those installed).
+LIBRARIES = ("numpy", "pandas", "onnxruntime", "onnx", "scikit-learn", "skl2onnx", "torch")
+
+
+def library_versions() -> dict[str, str]:
+    """Python's version and those of the installed ``LIBRARIES``."""
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[name] = md.version(name)
+    return out
+
+
+def training_lineage(
+    config: TrainingConfig,
+    data: CandleData,
+    parts: dict[str, Part],
+    parity: float,
+    architecture: str,
+) -> dict[str, Any]:
+    """Settings, data, samples per part, architecture, seed and library versions."""
+    cfg = asdict(config)
+    cfg["registry"] = str(config.registry)
+    frame = data.frame
+    return {
+        "config": cfg,
+        "data": {
+            "source": config.data_source,
+            "first_bar": str(frame.index[0]),
+            "last_bar": str(frame.index[-1]),
+            "rows": len(frame),
+            "gaps": len(data.report.gaps),
+            "zero_volume_bars": len(data.report.zero_volume),
+        },
+        "samples": {
+            name: {"count": len(p), "first": str(p.stamps[0]), "last": str(p.stamps[-1])}
+            for name, p in parts.items()
+        },
+        "architecture": architecture,
+        "seed": config.seed,
+        "libraries": library_versions(),
+        "export_parity_max_abs_diff": parity,
+        "target_scaling": "fitted on train targets; undone inside the ONNX graph",
+    }

@@ -1,0 +1,135 @@
+"""Stage 7, register: a new version of the registry, atomically, then (if asked) ``latest``.
+
+The version id is allocated (and burned in ``.versions``, so it is never reissued), the bundle
+is written and validated in a staging registry inside the registry
+(``atb_strategies.registry.writer.stage_bundle``), the quick backtest runs on that staged
+registry, ``metrics.json`` is written, and the version directory is renamed into
+``<SYMBOL>/<TYPE>/<VERSION>`` in one step. Only then is ``latest`` switched. A failure or Ctrl-C
+at any point leaves no version and ``latest`` untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, InputSpec, OutputSpec
+from atb_strategies.bundle.jsonio import write_json
+from atb_strategies.registry.layout import RegistryLayout
+from atb_strategies.registry.manage import allocate_version, promote
+from atb_strategies.registry.writer import stage_bundle
+from atb_strategies.training.config import TrainingConfig
+from atb_strategies.training.data import CandleData
+from atb_strategies.training.dataset import Part
+from atb_strategies.training.family import ModelFamily
+from atb_strategies.training.gates import GateResult
+from atb_strategies.training.lineage import training_lineage
+from atb_strategies.training.logger import log
+from atb_strategies.training.quick_backtest import quick_backtest
+from atb_strategies.training.timing import Stopwatch
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model that passed the gates: what gets registered."""
+
+    family: ModelFamily
+    fitted: Any
+    schema: FeatureSchema
+    gates: GateResult
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The registered version, its directory, and whether ``latest`` now points at it."""
+
+    version: str
+    path: Path
+    promoted: bool
+
+
+def confidence_scale(y_train: np.ndarray) -> float:
+    """Predicted |return| that maps to confidence 1: the 90th percentile of |train returns|."""
+    return float(np.quantile(np.abs(y_train), 0.9)) or 0.01
+
+
+def bundle_metadata(
+    config: TrainingConfig,
+    version: str,
+    candidate: Candidate,
+    data: CandleData,
+    parts: dict[str, Part],
+) -> BundleMetadata:
+    """``metadata.json`` of the new version (the checksum is filled in when it is staged)."""
+    schema = candidate.schema
+    return BundleMetadata(
+        symbol=config.symbol,
+        model_type=config.model_type,
+        timeframe=config.timeframe,
+        version=version,
+        input=InputSpec("features", "float32", config.sequence_length, len(schema.features)),
+        output=OutputSpec(
+            "log_return",
+            config.horizon,
+            "prediction",
+            confidence_return_scale=confidence_scale(parts["train"].y),
+        ),
+        model_sha256=None,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        framework=candidate.family.framework,
+        raw={
+            "training": training_lineage(
+                config, data, parts, candidate.gates.parity, candidate.family.name
+            )
+        },
+    )
+
+
+def register_model(
+    config: TrainingConfig,
+    candidate: Candidate,
+    data: CandleData,
+    parts: dict[str, Part],
+    metrics: dict[str, Any],
+    clock: Stopwatch,
+) -> Registration:
+    """Register ``candidate`` as a new version; promote it when ``config.promote``.
+
+    ``metrics`` gains ``backtest`` (when ``config.backtest``) and ``timings`` (``clock``'s,
+    finished just before ``metrics.json`` is written).
+    """
+    layout = RegistryLayout(config.registry)
+    version = allocate_version(layout, config.symbol, config.model_type, config.timeframe)
+    metadata = bundle_metadata(config, version, candidate, data, parts)
+    family = candidate.family
+    with stage_bundle(
+        config.registry,
+        metadata,
+        candidate.schema,
+        candidate.gates.model_bytes,
+        extra_files={family.framework_file: family.serialize(candidate.fitted)},
+    ) as staged:
+        if config.backtest:
+            with clock.measure("backtest_seconds"):
+                metrics["backtest"] = quick_backtest(
+                    staged.staging_root, data.frame, config, parts["test"].stamps[0], version
+                )
+        metrics["timings"] = clock.finish()
+        write_json(staged.path / "metrics.json", metrics)
+        final = staged.commit()
+    promoted = False
+    if config.promote:
+        promote(layout, config.symbol, config.model_type, version)
+        promoted = True
+    log.info(
+        "registered %s/%s@%s%s",
+        config.symbol,
+        config.model_type,
+        version,
+        " and moved latest" if promoted else "",
+    )
+    return Registration(version, final, promoted)
