@@ -18,6 +18,7 @@ from typing import Any
 import ccxt
 
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.exchange.redaction import register_credentials
 
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,6 +71,7 @@ def create_exchange(
     }
     settings = _deep_merge(settings, exchange_config(exchange_id, environ))
     settings = _deep_merge(settings, dict(config or {}))
+    register_credentials(settings)
     return cls(settings)
 
 
