@@ -17,8 +17,8 @@ import logging
 
 import pandas as pd
 
-from atb_strategies.cli.live import build_live_cerebro, run_until_stopped
 from atb_strategies.data import generate_ohlcv
+from atb_strategies.live.runner import build_live_cerebro, run_until_stopped
 from atb_strategies.live.store import CcxtStore
 from atb_strategies.strategies.ml_basic import MlBasic
 from atb_strategies.testing.binance_server import BinanceServer

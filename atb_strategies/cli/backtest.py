@@ -5,62 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import pandas as pd
 
 from atb_strategies.backtest.report import format_summary, plot_backtest, write_trades
 from atb_strategies.backtest.runner import run_backtest
+from atb_strategies.cli.candles import load_candles
 from atb_strategies.cli.options import registry_option
-from atb_strategies.data.loaders import load_ohlcv
-from atb_strategies.data.synthetic import generate_ohlcv
-from atb_strategies.exceptions import ConfigurationError
-from atb_strategies.sentiment import align_sentiment, generate_sentiment, read_sentiment_csv
-from atb_strategies.strategies.ml_basic import MlBasic
-from atb_strategies.strategies.ml_sentiment import MlSentiment
-
-STRATEGIES = {"ml_basic": MlBasic, "ml_sentiment": MlSentiment}
-
-
-def load_candles(
-    data: Path | None,
-    synthetic: bool,
-    timeframe: str,
-    bars: int,
-    seed: int,
-    sentiment: Path | None,
-    synthetic_sentiment: bool,
-    need_sentiment: bool,
-    candles: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Candles from ``candles``, ``--data`` or ``--synthetic``, with sentiment when needed."""
-    if data is not None and synthetic:
-        raise ConfigurationError("Give exactly one of --data FILE or --synthetic.")
-    if candles is not None:
-        frame = candles
-    elif data is None and not synthetic:
-        raise ConfigurationError("Give --data FILE or --synthetic.")
-    else:
-        frame = (
-            load_ohlcv(data, timeframe=timeframe)
-            if data is not None
-            else generate_ohlcv(bars, timeframe=timeframe, seed=seed)
-        )
-    if need_sentiment or sentiment is not None or synthetic_sentiment:
-        if sentiment is not None:
-            series = read_sentiment_csv(sentiment)
-        elif synthetic_sentiment or synthetic:
-            series = generate_sentiment(frame, seed=seed)
-        else:
-            raise ConfigurationError(
-                "This strategy needs sentiment: pass --sentiment FILE (CSV with timestamp, "
-                "value) or --synthetic-sentiment (a demo index, not real sentiment)."
-            )
-        first = series.index[0]
-        frame = align_sentiment(frame.loc[first:], series, timeframe)
-    return frame
+from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 
 @click.command("backtest")
-@click.argument("strategy", type=click.Choice(sorted(STRATEGIES)))
+@click.argument("strategy", type=click.Choice(strategy_names()))
 @click.option("--symbol", default="BTCUSDT", show_default=True)
 @click.option("--timeframe", default="1h", show_default=True)
 @click.option(
@@ -124,7 +78,7 @@ def backtest(
     registry_path: Path | None,
 ) -> None:
     """Backtest STRATEGY and write a summary, a chart PNG and the trades (CSV and JSON)."""
-    cls = STRATEGIES[strategy]
+    cls = get_strategy(strategy)
     mtype = model_type or cls.params.model_type
     frame = load_candles(
         data,
@@ -136,6 +90,7 @@ def backtest(
         synthetic_sentiment,
         need_sentiment=mtype == "sentiment",
     )
+    source = frame.attrs["source"]
     params: dict = {
         "model_type": mtype,
         "version": model_version,
@@ -160,7 +115,6 @@ def backtest(
     )
     out = out_dir or Path("out") / f"backtest_{strategy}_{symbol}"
     model_key = result.strategy.predictions[result.strategy.datas[0]].model_key
-    source = str(data) if data is not None else f"synthetic market (seed {seed}, {bars} bars)"
     click.echo(format_summary(result.summary, f"{strategy} on {symbol} {timeframe}"))
     click.echo(f"  {'Model':<22} {model_key}")
     click.echo(f"  {'Data':<22} {source}")

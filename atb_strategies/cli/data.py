@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from atb_strategies.data.download import download_ohlcv
 from atb_strategies.data.loaders import inspect_candles
-from atb_strategies.exchange.client import create_exchange
-
-
-def default_data_dir() -> Path:
-    """``$ATB_DATA_DIR`` or ``./data``."""
-    return Path(os.environ.get("ATB_DATA_DIR") or "data")
-
+from atb_strategies.data.sources import default_data_dir, download_candles
 
 data_dir_option = click.option(
     "--data-dir",
@@ -52,14 +44,13 @@ def download(
     Exchange settings (URLs, keys) come from $ATB_EXCHANGE_CONFIG (a JSON file) and
     $ATB_<EXCHANGE>_API_KEY / _API_SECRET; public candles need no key.
     """
-    exchange = create_exchange(exchange_id)
-    frame = download_ohlcv(
-        exchange,
+    frame = download_candles(
         symbol,
         timeframe,
         start_date,
         end_date,
-        data_dir=data_dir or default_data_dir(),
+        exchange_id,
+        data_dir or default_data_dir(),
         progress=not no_progress,
     )
     for line in inspect_candles(frame, timeframe).lines():

@@ -10,113 +10,21 @@ journal is closed. A second Ctrl-C aborts at once.
 
 from __future__ import annotations
 
-import logging
-import signal
 from pathlib import Path
 from typing import Any
 
-import backtrader as bt
 import click
 
 from atb_strategies.cli.options import registry_option
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.live.broker import KillSwitch
-from atb_strategies.live.paper import PaperBroker
+from atb_strategies.live.runner import build_live_cerebro, log_to_file, run_until_stopped
 from atb_strategies.live.store import CcxtStore
-from atb_strategies.strategies.ml_basic import MlBasic
-from atb_strategies.strategies.ml_sentiment import MlSentiment
-
-STRATEGIES = {"ml_basic": MlBasic, "ml_sentiment": MlSentiment}
-
-
-class LiveStatus(bt.Analyzer):
-    """One status line per live bar: time, close, prediction, signal, position, P&L, model."""
-
-    params = (("echo", print),)
-
-    def start(self) -> None:
-        self.start_value = self.strategy.broker.getvalue()
-
-    def next(self) -> None:
-        strat = self.strategy
-        for data, pred in getattr(strat, "predictions", {}).items():
-            if data.islive() and data._laststatus != data.LIVE:
-                continue
-            ret = float(pred.predicted_return[0])
-            last = strat.decisions[-1] if strat.decisions else {}
-            value = strat.broker.getvalue()
-            self.p.echo(
-                f"{bt.num2date(data.datetime[0]):%Y-%m-%d %H:%M} {data._name} "
-                f"close={float(data.close[0]):.2f} pred={float(pred.predicted_price[0]):.2f} "
-                f"ret={ret:+.4%} conf={float(pred.confidence[0]):.2f} "
-                f"signal={last.get('signal', '-')} action={last.get('action', '-')} "
-                f"pos={strat.getposition(data).size:.6g} value={value:.2f} "
-                f"pnl={value - self.start_value:+.2f} model={pred.model_key}"
-            )
-
-
-def build_live_cerebro(
-    strategy: type[bt.Strategy],
-    *,
-    store: CcxtStore,
-    symbol: str,
-    timeframe: str,
-    paper: bool,
-    cash: float,
-    journal: Path,
-    backfill_bars: int,
-    max_bars: int | None,
-    kill_switch: KillSwitch | None,
-    on_stop: str,
-    echo: Any = print,
-    feed_options: dict[str, Any] | None = None,
-    broker_options: dict[str, Any] | None = None,
-    **strategy_params: Any,
-) -> bt.Cerebro:
-    """A cerebro wired for live or paper trading (used by the CLI and the example)."""
-    cerebro = bt.Cerebro(quicknotify=True, stdstats=False)
-    data = store.getdata(
-        dataname=symbol,
-        bar=timeframe,
-        backfill_bars=backfill_bars,
-        max_live_bars=max_bars,
-        **(feed_options or {}),
-    )
-    cerebro.adddata(data, name=data._name)
-    cerebro.addstore(store)
-    if paper:
-        broker = PaperBroker(store=store, **(broker_options or {}))
-        broker.setcash(cash)
-    else:
-        broker = store.getbroker(
-            journal=str(journal), kill_switch=kill_switch, on_stop=on_stop, **(broker_options or {})
-        )
-    cerebro.setbroker(broker)
-    cerebro.addstrategy(strategy, **strategy_params)
-    cerebro.addanalyzer(LiveStatus, _name="status", echo=echo)
-    return cerebro
-
-
-def run_until_stopped(cerebro: bt.Cerebro) -> list:
-    """``cerebro.run()`` where Ctrl-C asks for a clean stop and a second Ctrl-C aborts."""
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: Any) -> None:
-        logging.getLogger(__name__).warning(
-            "Ctrl-C: stopping after the current loop (press again to abort)"
-        )
-        cerebro.runstop()
-        signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        return cerebro.run()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 
 @click.command("live")
-@click.argument("strategy", type=click.Choice(sorted(STRATEGIES)))
+@click.argument("strategy", type=click.Choice(strategy_names()))
 @click.option("--symbol", default="BTCUSDT", show_default=True)
 @click.option("--timeframe", default="1h", show_default=True)
 @click.option("--exchange", "exchange_id", default="binance", show_default=True)
@@ -203,10 +111,7 @@ def live(
         raise ConfigurationError(
             "Real orders need --live --i-understand-the-risks. Try --paper first."
         )
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    log_to_file(log_file)
     store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
     params: dict[str, Any] = {"version": model_version}
     if registry_path is not None:
@@ -231,7 +136,7 @@ def live(
     if not paper:
         click.echo(f"journal: {journal}")
     cerebro = build_live_cerebro(
-        STRATEGIES[strategy],
+        get_strategy(strategy),
         store=store,
         symbol=symbol,
         timeframe=timeframe,

@@ -8,42 +8,11 @@ from pathlib import Path
 
 import click
 
-from atb_strategies.cli.backtest import load_candles
-from atb_strategies.cli.data import data_dir_option, default_data_dir
+from atb_strategies.cli.candles import load_candles
+from atb_strategies.cli.data import data_dir_option
 from atb_strategies.cli.options import load_config, registry_option
-from atb_strategies.data.download import cache_path, download_ohlcv, read_cache
-from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.data.sources import default_data_dir
 from atb_strategies.training.trainer import TrainingConfig, train_model
-
-
-def cached_candles(
-    symbol: str,
-    timeframe: str,
-    start: str | None,
-    end: str | None,
-    exchange_id: str,
-    data_dir: Path,
-    download: bool,
-):
-    """Candles from the download cache (fetching what is missing with ``download``)."""
-    path = cache_path(data_dir, exchange_id, symbol, timeframe)
-    if download:
-        if start is None:
-            raise ConfigurationError("--download needs --start-date.")
-        from atb_strategies.exchange.client import create_exchange
-
-        frame = download_ohlcv(
-            create_exchange(exchange_id), symbol, timeframe, start, end, data_dir=data_dir
-        )
-        return frame, frame.attrs["source"]
-    frame = read_cache(path)
-    if frame is None:
-        raise ConfigurationError(
-            f"No --data file and no cached candles at {path}. Run `atb data download {symbol} "
-            f"--timeframe {timeframe} --start-date ...`, pass --download, or give --data FILE."
-        )
-    frame.attrs["timeframe"] = timeframe
-    return frame, f"{exchange_id} candle cache {path}"
 
 
 @click.group()
@@ -116,18 +85,6 @@ def model(
 ) -> None:
     """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
     registry = load_config(registry_path).model_registry_path
-    candles = None
-    source = str(data) if data is not None else f"synthetic market (seed {seed}, {bars} bars)"
-    if data is None and not synthetic:
-        candles, source = cached_candles(
-            symbol,
-            timeframe,
-            start_date,
-            end_date,
-            exchange_id,
-            data_dir or default_data_dir(),
-            download,
-        )
     frame = load_candles(
         data,
         synthetic,
@@ -137,8 +94,14 @@ def model(
         sentiment,
         synthetic_sentiment,
         need_sentiment=model_type == "sentiment",
-        candles=candles,
+        symbol=symbol,
+        exchange_id=exchange_id,
+        data_dir=data_dir or default_data_dir(),
+        download=download,
+        start=start_date,
+        end=end_date,
     )
+    source = frame.attrs["source"]
     if model_type == "sentiment":
         sent = str(sentiment) if sentiment is not None else "synthetic demo index"
         source += f"; sentiment: {sent}"

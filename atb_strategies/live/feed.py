@@ -41,6 +41,17 @@ log = logging.getLogger(__name__)
 _ST_START, _ST_BACKFILL, _ST_LIVE, _ST_OVER = range(4)
 
 
+def _timeframe_order(timeframe: str) -> pd.Timedelta:
+    """Sort key of ccxt timeframes by length (``1M`` is a month, ``1w`` a week)."""
+    try:
+        return timeframe_to_timedelta(timeframe)
+    except ConfigurationError:
+        n = int("".join(c for c in timeframe if c.isdigit()) or 1)
+        if timeframe.endswith("s"):
+            return pd.Timedelta(seconds=n)
+        return pd.Timedelta(days=30 * n) if timeframe.endswith("M") else pd.Timedelta.max
+
+
 class CcxtData(bt.feed.DataBase):
     """Live candles of one market.
 
@@ -130,9 +141,14 @@ class CcxtData(bt.feed.DataBase):
         self.market_symbol = to_ccxt_symbol(str(self.p.dataname), self._store.exchange.symbols)
         tfs = self._store.exchange.timeframes or {}
         if tfs and self.p.bar not in tfs:
-            self.put_notification(self.NOTSUPPORTED_TF)
+            # Fail before the first bar: a feed that ends at once would stop the session
+            # silently with exit 0.
             self._state = _ST_OVER
-            return
+            raise ConfigurationError(
+                f"{self._store.exchange.id} has no {self.p.bar!r} candles; it offers "
+                f"{', '.join(sorted(tfs, key=_timeframe_order))}. Use a model trained on one of "
+                "those timeframes."
+            )
         self._state = _ST_START
 
     def stop(self) -> None:

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from atb_strategies.bundle.jsonio import read_json
-from atb_strategies.cli.backtest import load_candles
+from atb_strategies.cli.candles import load_candles
 from atb_strategies.cli.main import cli
 from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.registry.layout import RegistryLayout

@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from atb_strategies.cli.live import build_live_cerebro, run_until_stopped
 from atb_strategies.cli.main import cli
 from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.live.journal import Journal
+from atb_strategies.live.runner import build_live_cerebro, run_until_stopped
 from atb_strategies.live.store import CcxtStore
 from atb_strategies.strategies.ml_basic import MlBasic
 from atb_strategies.testing.binance_server import BinanceServer

@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 
 from atb_strategies.backtest.runner import run_backtest
-from atb_strategies.cli.live import build_live_cerebro
 from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.live.runner import build_live_cerebro
 from atb_strategies.live.store import CcxtStore
 from atb_strategies.strategies.ml_basic import MlBasic
 from atb_strategies.testing.binance_server import BinanceServer, synthetic_candles
@@ -244,13 +245,11 @@ def test_ccxt_data_with_stamp_open_stamps_bars_with_candle_open_time(hourly):
         assert_bar_equals_candle(bar, hourly, pd.Timedelta(0))
 
 
-def test_ccxt_data_with_timeframe_the_exchange_lacks_reports_notsupported_tf(hourly):
+def test_ccxt_data_with_timeframe_the_exchange_lacks_fails_before_start_listing_offered(hourly):
     with _server(hourly) as server:
-        strategy, _ = run_feed(server, bar="10m", backfill_bars=5)
+        with pytest.raises(ConfigurationError, match=r"no '10m' candles; it offers 1s, 1m, 3m, .*, 1h,"):
+            run_feed(server, bar="10m", backfill_bars=5)
         assert server.count("/api/v3/klines") == 0
-    notsupported = bt.feed.DataBase._getstatusname(bt.feed.DataBase.NOTSUPPORTED_TF)
-    assert strategy.statuses == [(notsupported, 0)]
-    assert strategy.bars["BTCUSDT"] == []
 
 
 @pytest.mark.parametrize("kind", ["503", "disconnect", "html"])

@@ -1,0 +1,152 @@
+"""Wire and run a live or paper session: the cerebro, the log file and the Ctrl-C handling.
+
+Used by ``atb live`` and ``examples/paper_trade.py``. Paper sessions use live public candles and
+``PaperBroker`` (simulated fills with the market's real fees, precision and limits); live
+sessions use the store's ``CcxtBroker`` with its journal and kill switch. A first Ctrl-C during
+:func:`run_until_stopped` asks for a clean stop (the current loop finishes, the broker applies
+its ``on_stop`` policy, the journal is closed); a second one aborts at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+
+from atb_strategies.live.broker import KillSwitch
+from atb_strategies.live.paper import PaperBroker
+from atb_strategies.live.status import LiveStatus
+from atb_strategies.live.store import CcxtStore
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+logger = logging.getLogger(__name__)
+
+
+def log_to_file(path: Path) -> logging.Handler:
+    """Also send every log record of the process to ``path`` (parent folders are created).
+
+    Parameters
+    ----------
+    path : Path
+        The log file; appended to when it exists.
+
+    Returns
+    -------
+    logging.Handler
+        The file handler added to the root logger (remove it to stop logging there).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def build_live_cerebro(
+    strategy: type[bt.Strategy],
+    *,
+    store: CcxtStore,
+    symbol: str,
+    timeframe: str,
+    paper: bool,
+    cash: float,
+    journal: Path | None,
+    backfill_bars: int,
+    max_bars: int | None,
+    kill_switch: KillSwitch | None,
+    on_stop: str,
+    echo: Any = print,
+    feed_options: dict[str, Any] | None = None,
+    broker_options: dict[str, Any] | None = None,
+    **strategy_params: Any,
+) -> bt.Cerebro:
+    """A cerebro wired for live or paper trading of ``symbol`` on ``store``.
+
+    Parameters
+    ----------
+    strategy : type of bt.Strategy
+        The strategy class (``MlBasic``, ``MlSentiment`` or a subclass).
+    store : CcxtStore
+        The exchange connection; it supplies the feed and, for real orders, the broker.
+    symbol, timeframe : str
+        The market (``"BTCUSDT"``) and candle size (``"1h"``).
+    paper : bool
+        True: ``PaperBroker`` with ``cash``. False: the store's ``CcxtBroker`` (real orders).
+    cash : float
+        Paper starting cash (ignored for real orders).
+    journal : Path or None
+        The live broker's SQLite journal (ignored on paper).
+    backfill_bars : int
+        Closed candles loaded before going live (they warm the model up).
+    max_bars : int or None
+        Stop after this many live bars; None runs until stopped.
+    kill_switch : KillSwitch or None
+        Risk limits for real orders.
+    on_stop : {"cancel", "keep"}
+        What the live broker does with open orders when the session stops.
+    echo : callable, default print
+        Receives one ``LiveStatus`` line per live bar.
+    feed_options, broker_options : dict, optional
+        Extra keyword arguments for the feed (``poll_grace``, ``clock_check``...) and the broker.
+    **strategy_params
+        Parameters for ``strategy`` (``long_threshold``, ``registry``, ``version``...).
+
+    Returns
+    -------
+    bt.Cerebro
+        Ready for :func:`run_until_stopped`; its ``LiveStatus`` analyzer is named ``status``.
+    """
+    cerebro = bt.Cerebro(quicknotify=True, stdstats=False)
+    data = store.getdata(
+        dataname=symbol,
+        bar=timeframe,
+        backfill_bars=backfill_bars,
+        max_live_bars=max_bars,
+        **(feed_options or {}),
+    )
+    cerebro.adddata(data, name=data._name)
+    cerebro.addstore(store)
+    if paper:
+        broker = PaperBroker(store=store, **(broker_options or {}))
+        broker.setcash(cash)
+    else:
+        broker = store.getbroker(
+            journal=str(journal), kill_switch=kill_switch, on_stop=on_stop, **(broker_options or {})
+        )
+    cerebro.setbroker(broker)
+    cerebro.addstrategy(strategy, **strategy_params)
+    cerebro.addanalyzer(LiveStatus, _name="status", echo=echo)
+    return cerebro
+
+
+def run_until_stopped(cerebro: bt.Cerebro) -> list:
+    """``cerebro.run()`` where Ctrl-C asks for a clean stop and a second Ctrl-C aborts.
+
+    The previous SIGINT handler is restored when the run ends, however it ends.
+
+    Parameters
+    ----------
+    cerebro : bt.Cerebro
+        Typically from :func:`build_live_cerebro`.
+
+    Returns
+    -------
+    list
+        What ``cerebro.run()`` returns (the strategy instances).
+    """
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        logger.warning("Ctrl-C: stopping after the current loop (press again to abort)")
+        cerebro.runstop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        return cerebro.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
