@@ -35,6 +35,9 @@ from typing import Any
 
 from atb_strategies.exceptions import ConfigurationError
 
+#: What missing candles do, everywhere (see ``atb_strategies.features.candles``).
+GAP_POLICIES = ("skip", "raise", "warn", "allow")
+
 #: Models shipped in the source tree beside the package (``<checkout>/models``).
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 

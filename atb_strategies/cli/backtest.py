@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from atb_strategies.backtest.report import format_summary, plot_backtest, write_trades
-from atb_strategies.backtest.runner import run_backtest
-from atb_strategies.cli.candles import load_candles
-from atb_strategies.cli.options import registry_option
+from atb_strategies.cli.options import CASH, COMMISSION, DATE, POSITIVE_INT, registry_option
+from atb_strategies.config import GAP_POLICIES
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 
@@ -23,7 +21,7 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     help="Candles (CSV, parquet or feather).",
 )
 @click.option("--synthetic", is_flag=True, help="Use the seeded synthetic market instead.")
-@click.option("--bars", default=6000, show_default=True, help="Synthetic bars.")
+@click.option("--bars", type=POSITIVE_INT, default=6000, show_default=True, help="Synthetic bars.")
 @click.option("--seed", default=0, show_default=True, help="Synthetic seed.")
 @click.option(
     "--sentiment",
@@ -31,19 +29,23 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     help="Sentiment CSV (timestamp, value) for sentiment models.",
 )
 @click.option("--synthetic-sentiment", is_flag=True, help="Attach the synthetic demo index.")
-@click.option("--start-date", help="First traded bar (earlier bars warm the model up).")
-@click.option("--end-date", help="Last bar.")
+@click.option("--start-date", type=DATE, help="First traded bar (earlier bars warm the model up).")
+@click.option("--end-date", type=DATE, help="Last bar.")
 @click.option("--model-type", default=None, help="Registry model type (default per strategy).")
 @click.option("--model-version", default=None, help="Registry version (default: latest).")
-@click.option("--cash", default=10_000.0, show_default=True)
-@click.option("--commission", default=0.001, show_default=True, help="Fraction per trade.")
+@click.option("--cash", type=CASH, default=10_000.0, show_default=True)
+@click.option(
+    "--commission", type=COMMISSION, default=0.001, show_default=True, help="Fraction per trade."
+)
 @click.option("--long-threshold", type=float, default=None, help="Override the entry threshold.")
 @click.option("--allow-shorts", is_flag=True)
 @click.option(
     "--gap-policy",
-    type=click.Choice(["raise", "warn", "allow"]),
-    default="raise",
+    type=click.Choice(GAP_POLICIES),
+    default="skip",
     show_default=True,
+    help="Missing candles: skip = no prediction from rows that span a gap; raise = stop; "
+    "warn/allow = treat the bars either side as consecutive.",
 )
 @click.option(
     "--out",
@@ -78,6 +80,10 @@ def backtest(
     registry_path: Path | None,
 ) -> None:
     """Backtest STRATEGY and write a summary, a chart PNG and the trades (CSV and JSON)."""
+    from atb_strategies.backtest.report import format_summary, plot_backtest, write_trades
+    from atb_strategies.backtest.runner import run_backtest
+    from atb_strategies.data.sources import load_candles
+
     cls = get_strategy(strategy)
     mtype = model_type or cls.params.model_type
     frame = load_candles(
@@ -86,8 +92,8 @@ def backtest(
         timeframe,
         bars,
         seed,
-        sentiment,
-        synthetic_sentiment,
+        sentiment=sentiment,
+        synthetic_sentiment=synthetic_sentiment,
         need_sentiment=mtype == "sentiment",
     )
     source = frame.attrs["source"]

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from atb_strategies.data.loaders import inspect_candles
-from atb_strategies.data.sources import default_data_dir, download_candles
+from atb_strategies.cli.options import DATE
 
 data_dir_option = click.option(
     "--data-dir",
@@ -25,8 +24,10 @@ def data() -> None:
 @data.command("download")
 @click.argument("symbol")
 @click.option("--timeframe", default="1h", show_default=True)
-@click.option("--start-date", required=True, help="First candle (UTC date or time).")
-@click.option("--end-date", default=None, help="Last candle; a date includes its whole day.")
+@click.option("--start-date", type=DATE, required=True, help="First candle (UTC date or time).")
+@click.option(
+    "--end-date", type=DATE, default=None, help="Last candle; a date includes its whole day."
+)
 @click.option("--exchange", "exchange_id", default="binance", show_default=True)
 @data_dir_option
 @click.option("--no-progress", is_flag=True)
@@ -44,6 +45,9 @@ def download(
     Exchange settings (URLs, keys) come from $ATB_EXCHANGE_CONFIG (a JSON file) and
     $ATB_<EXCHANGE>_API_KEY / _API_SECRET; public candles need no key.
     """
+    from atb_strategies.data.loaders import inspect_candles
+    from atb_strategies.data.sources import default_data_dir, download_candles
+
     frame = download_candles(
         symbol,
         timeframe,

@@ -15,11 +15,8 @@ from typing import Any
 
 import click
 
-from atb_strategies.cli.options import registry_option
+from atb_strategies.cli.options import CASH, FRACTION, POSITIVE_INT, registry_option
 from atb_strategies.exceptions import ConfigurationError
-from atb_strategies.live.broker import KillSwitch
-from atb_strategies.live.runner import build_live_cerebro, log_to_file, run_until_stopped
-from atb_strategies.live.store import CcxtStore
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 
@@ -32,22 +29,22 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
 @click.option("--live", "real", is_flag=True, help="Real orders (needs --i-understand-the-risks).")
 @click.option("--i-understand-the-risks", "risks", is_flag=True)
 @click.option("--sandbox", is_flag=True, help="Use the exchange's test network.")
-@click.option("--cash", default=10_000.0, show_default=True, help="Paper starting cash.")
+@click.option("--cash", type=CASH, default=10_000.0, show_default=True, help="Paper starting cash.")
 @click.option("--model-version", default=None)
 @click.option("--long-threshold", type=float, default=None)
-@click.option("--position-size", type=float, default=None)
-@click.option("--backfill-bars", default=500, show_default=True)
-@click.option("--max-bars", type=int, default=None, help="Stop after N live bars.")
+@click.option("--position-size", type=click.FloatRange(0, 1, min_open=True), default=None)
+@click.option("--backfill-bars", type=POSITIVE_INT, default=500, show_default=True)
+@click.option("--max-bars", type=POSITIVE_INT, default=None, help="Stop after N live bars.")
 @click.option(
     "--poll-grace",
-    type=float,
+    type=click.FloatRange(min=0),
     default=1.0,
     show_default=True,
     help="Seconds after a candle's close before asking for it.",
 )
 @click.option(
     "--clock-check",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
     help="While waiting, re-read the exchange clock at most this often (seconds).",
@@ -64,10 +61,10 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     default=Path("out/live/atb-live.log"),
     show_default=True,
 )
-@click.option("--max-daily-loss", type=float, default=0.05, show_default=True)
-@click.option("--max-drawdown", type=float, default=0.15, show_default=True)
-@click.option("--max-order-notional", type=float, default=None)
-@click.option("--max-orders-per-minute", type=int, default=10, show_default=True)
+@click.option("--max-daily-loss", type=FRACTION, default=0.05, show_default=True)
+@click.option("--max-drawdown", type=FRACTION, default=0.15, show_default=True)
+@click.option("--max-order-notional", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--max-orders-per-minute", type=POSITIVE_INT, default=10, show_default=True)
 @click.option("--no-flatten", is_flag=True, help="Kill switch cancels but does not flatten.")
 @click.option(
     "--on-stop",
@@ -105,6 +102,10 @@ def live(
     registry_path: Path | None,
 ) -> None:
     """Run STRATEGY on live candles: --paper, or --live --i-understand-the-risks."""
+    from atb_strategies.live.broker import KillSwitch
+    from atb_strategies.live.runner import build_live_cerebro, log_to_file, run_until_stopped
+    from atb_strategies.live.store import CcxtStore
+
     if paper == real:
         raise ConfigurationError("Choose exactly one of --paper or --live.")
     if real and not risks:

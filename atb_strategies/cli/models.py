@@ -1,23 +1,27 @@
-"""``atb models``: list, show and validate registry bundles."""
+"""``atb models``: list, show, validate and manage the versions of the model registry.
+
+Numbers people read use one convention across commands: accuracies and returns in percent.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from atb_strategies.bundle.jsonio import read_json
-from atb_strategies.bundle.loader import load_bundle_spec
 from atb_strategies.cli.options import load_config, registry_option
 from atb_strategies.exceptions import AtbError, RegistryError
-from atb_strategies.inference.bundle import ModelBundle
-from atb_strategies.registry import manage
-from atb_strategies.registry.registry import ModelRegistry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from atb_strategies.registry.registry import ModelRegistry
 
 
 def _registry(registry_path: Path | None) -> ModelRegistry:
+    from atb_strategies.registry.registry import ModelRegistry
+
     registry = ModelRegistry.from_config(load_config(registry_path))
     if not registry.root.is_dir():
         raise RegistryError(
@@ -61,6 +65,19 @@ def list_models(registry_path: Path | None) -> None:
         )
         for i in infos
     ]
+    _table(header, rows)
+    from atb_strategies.registry import manage
+
+    for symbol in reg.layout.symbols():
+        for model_type in reg.layout.model_types(symbol):
+            if not reg.layout.versions(symbol, model_type):
+                continue
+            _, problem = manage.latest_status(reg.layout, symbol, model_type)
+            if problem is not None:
+                click.echo(f"no latest for {symbol}/{model_type}: {problem}")
+
+
+def _table(header: tuple, rows: list[tuple]) -> None:
     widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
     for r in [header, *rows]:
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
@@ -70,32 +87,86 @@ def list_models(registry_path: Path | None) -> None:
 @click.argument("symbol")
 @click.argument("model_type")
 @click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Everything: metadata, schema, metrics.")
 @registry_option
-def show(symbol: str, model_type: str, version: str | None, registry_path: Path | None) -> None:
-    """Show a bundle's metadata, feature schema and validation result (VERSION: latest)."""
+def show(
+    symbol: str, model_type: str, version: str | None, as_json: bool, registry_path: Path | None
+) -> None:
+    """Summarise a bundle: identity, input, output, features, headline metrics (VERSION: latest).
+
+    With --json: one JSON document with the whole metadata, feature schema and metrics.
+    """
+    from atb_strategies.bundle.jsonio import read_json
+    from atb_strategies.bundle.loader import load_bundle_spec
+    from atb_strategies.inference.bundle import ModelBundle
+
     reg = _registry(registry_path)
     name = reg.resolve_version(symbol, model_type, version)
     path = reg.layout.version_dir(symbol, model_type, name)
-    click.echo(f"bundle: {symbol}/{model_type}@{name}")
-    click.echo(f"path:   {path}")
     try:
         spec = load_bundle_spec(path, verify_checksum=reg.verify_checksum)
         ModelBundle(spec, reg.runner_options).runner.check()
     except AtbError as e:
-        click.echo(f"valid:  NO\n  {e}")
+        click.echo(f"bundle: {symbol}/{model_type}@{name}\npath:   {path}\nvalid:  NO\n  {e}")
         sys.exit(1)
-    m = spec.metadata
-    click.echo(f"valid:  yes ({m.origin})")
-    click.echo(f"metadata ({m.path}):")
-    click.echo(json.dumps(m.to_dict(), indent=2, default=str))
-    click.echo(f"feature schema ({spec.schema.path}):")
-    click.echo(json.dumps(spec.schema.to_dict(), indent=2))
     metrics_path = path / "metrics.json"
-    if metrics_path.is_file():
-        click.echo(f"metrics ({metrics_path}):")
-        click.echo(json.dumps(read_json(metrics_path), indent=2))
-    else:
-        click.echo("metrics: none recorded (no metrics.json)")
+    metrics = read_json(metrics_path) if metrics_path.is_file() else None
+    m, schema = spec.metadata, spec.schema
+    if as_json:
+        document = {
+            "bundle": spec.key,
+            "path": str(path),
+            "metadata": m.to_dict(),
+            "feature_schema": schema.to_dict(),
+            "metrics": metrics,
+        }
+        click.echo(json.dumps(document, indent=2, default=str))
+        return
+    out = m.output
+    click.echo(f"bundle: {spec.key}")
+    click.echo(f"path:   {path}")
+    click.echo(f"valid:  yes ({m.origin})")
+    click.echo(f"created {m.created_at or '?'}  framework {m.framework or '?'}")
+    click.echo(
+        f"input   {m.input.name}: {m.input.dtype} [batch, {m.input.sequence_length}, "
+        f"{m.input.n_features}]  ({schema.warmup_bars} warm-up bars)"
+    )
+    click.echo(f"output  {out.target}, {out.horizon} bar(s) ahead")
+    names = schema.feature_names
+    shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+    click.echo(f"features {shown}")
+    for line in _headline(metrics):
+        click.echo(line)
+    click.echo("(--json for the whole metadata, feature schema and metrics)")
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, int | float) else "-"
+
+
+def _headline(metrics: dict | None) -> list[str]:
+    if metrics is None:
+        return ["metrics none recorded (no metrics.json)"]
+    test = metrics.get("test") or {}
+    model = test.get("model") or {}
+    last = test.get("baseline_last_close") or {}
+    period = metrics.get("test_period") or ["?", "?"]
+    lines = [
+        f"test    {str(period[0])[:10]}..{str(period[1])[:10]}, {test.get('samples', '?')} "
+        f"samples: RMSE {_metric(metrics, 'test', 'model', 'rmse')} vs "
+        f"{_metric(metrics, 'test', 'baseline_last_close', 'rmse')} for last close; direction "
+        f"{_pct(model.get('directional_accuracy'))} vs {_pct(test.get('share_of_up_moves'))} "
+        "always up"
+    ]
+    if last.get("rmse") is None:
+        lines[0] = lines[0].replace(" vs - for last close", "")
+    bt = metrics.get("backtest")
+    if isinstance(bt, dict):
+        lines.append(
+            f"backtest {_pct(bt.get('total_return'))} vs buy-and-hold "
+            f"{_pct(bt.get('buy_and_hold_return'))}, {bt.get('trades', '?')} trades"
+        )
+    return lines
 
 
 @models.command("validate")
@@ -114,8 +185,16 @@ def validate(registry: Path | None, registry_path: Path | None) -> None:
         else:
             bad += 1
             click.echo(f"INVALID  {info.key}{latest}\n         {error}")
-    click.echo(f"{len(results)} bundle(s), {len(results) - bad} valid, {bad} invalid")
-    if bad:
+    from atb_strategies.registry import manage
+
+    pointers = manage.latest_problems(reg.layout)
+    for symbol, model_type, problem in pointers:
+        click.echo(f"BROKEN   {symbol}/{model_type}/latest\n         {problem}")
+    click.echo(
+        f"{len(results)} bundle(s), {len(results) - bad} valid, {bad} invalid"
+        + (f"; {len(pointers)} broken latest pointer(s)" if pointers else "")
+    )
+    if bad or pointers:
         sys.exit(1)
 
 
@@ -125,7 +204,10 @@ def validate(registry: Path | None, registry_path: Path | None) -> None:
 @click.argument("version")
 @registry_option
 def promote_cmd(symbol: str, model_type: str, version: str, registry_path: Path | None) -> None:
-    """Point latest of SYMBOL/MODEL_TYPE at VERSION (after validating it)."""
+    """Point latest of SYMBOL/MODEL_TYPE at VERSION (after validating it); repairs a dangling or
+    escaping pointer."""
+    from atb_strategies.registry import manage
+
     reg = _registry(registry_path)
     reg.select_bundle(symbol, model_type, version=version)  # refuse an unservable version
     previous = manage.promote(reg.layout, symbol, model_type, version)
@@ -138,6 +220,8 @@ def promote_cmd(symbol: str, model_type: str, version: str, registry_path: Path 
 @registry_option
 def rollback_cmd(symbol: str, model_type: str, registry_path: Path | None) -> None:
     """Point latest of SYMBOL/MODEL_TYPE back at the version it named before."""
+    from atb_strategies.registry import manage
+
     reg = _registry(registry_path)
     current = reg.layout.read_latest(symbol, model_type)
     target = manage.rollback(reg.layout, symbol, model_type)
@@ -147,10 +231,17 @@ def rollback_cmd(symbol: str, model_type: str, registry_path: Path | None) -> No
 @models.command("prune")
 @click.argument("symbol")
 @click.argument("model_type")
-@click.option("--keep", type=int, required=True, help="Newest versions to keep (latest is kept).")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Newest versions to keep (latest is kept).",
+)
 @registry_option
 def prune_cmd(symbol: str, model_type: str, keep: int, registry_path: Path | None) -> None:
     """Delete all but the newest KEEP versions; never the one latest names."""
+    from atb_strategies.registry import manage
+
     reg = _registry(registry_path)
     removed = manage.prune(reg.layout, symbol, model_type, keep)
     click.echo(
@@ -169,12 +260,22 @@ def _metric(metrics: dict, *path: str) -> str:
     return str(value)
 
 
+def _metric_pct(metrics: dict, *path: str) -> str:
+    value: object = metrics
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return f"{100 * value:.2f}" if isinstance(value, int | float) else "-"
+
+
 @models.command("compare")
 @click.argument("symbol")
 @click.argument("model_type")
 @registry_option
 def compare_cmd(symbol: str, model_type: str, registry_path: Path | None) -> None:
-    """Table of test metrics (metrics.json) across the versions of SYMBOL/MODEL_TYPE."""
+    """Table of test metrics (metrics.json) across the versions of SYMBOL/MODEL_TYPE; accuracies
+    and returns in percent, as ``atb backtest`` prints them."""
+    from atb_strategies.bundle.jsonio import read_json
+
     reg = _registry(registry_path)
     latest = reg.layout.read_latest(symbol, model_type)
     header = (
@@ -184,10 +285,10 @@ def compare_cmd(symbol: str, model_type: str, registry_path: Path | None) -> Non
         "RMSE",
         "RMSE(last)",
         "MAE",
-        "DIR.ACC",
-        "DIR.ACC(drift)",
-        "BT RETURN",
-        "B&H RETURN",
+        "DIR.ACC %",
+        "DIR.ACC(drift) %",
+        "BT RETURN %",
+        "B&H RETURN %",
         "TRADES",
     )
     rows = []
@@ -206,16 +307,14 @@ def compare_cmd(symbol: str, model_type: str, registry_path: Path | None) -> Non
                 _metric(m, "test", "model", "rmse"),
                 _metric(m, "test", "baseline_last_close", "rmse"),
                 _metric(m, "test", "model", "mae"),
-                _metric(m, "test", "model", "directional_accuracy"),
-                _metric(m, "test", "baseline_drift", "directional_accuracy"),
-                _metric(m, "backtest", "total_return"),
-                _metric(m, "backtest", "buy_and_hold_return"),
+                _metric_pct(m, "test", "model", "directional_accuracy"),
+                _metric_pct(m, "test", "baseline_drift", "directional_accuracy"),
+                _metric_pct(m, "backtest", "total_return"),
+                _metric_pct(m, "backtest", "buy_and_hold_return"),
                 _metric(m, "backtest", "trades"),
             )
         )
     if not rows:
         click.echo(f"no versions for {symbol}/{model_type}")
         return
-    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
-    for r in [header, *rows]:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    _table(header, rows)

@@ -1,8 +1,13 @@
-"""Options shared by several ``atb`` commands, defined once."""
+"""Options and value types shared by several ``atb`` commands, defined once.
+
+Numeric options carry their valid range (``click.FloatRange``/``IntRange``), dates a type that
+parses them, so a bad value fails before any work with one line naming the flag.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +20,37 @@ registry_option = click.option(
     default=None,
     help="Registry root (default: $ATB_MODEL_REGISTRY_PATH, the config file, or ./models).",
 )
+
+#: Starting cash: a positive amount of the quote currency.
+CASH = click.FloatRange(min=0, min_open=True)
+#: A fee per trade as a fraction (0.001 = 0.1 %); 10 % or more is surely a typo.
+COMMISSION = click.FloatRange(min=0, max=0.1, max_open=True)
+#: A fraction in [0, 1).
+FRACTION = click.FloatRange(min=0, max=1, max_open=True)
+#: A count of at least one.
+POSITIVE_INT = click.IntRange(min=1)
+
+
+class DateType(click.ParamType):
+    """A UTC date or time (``2024-10-01`` or ``2024-10-01T12:00``), kept as the string given."""
+
+    name = "date"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None:
+            return None
+        import pandas as pd
+
+        try:
+            pd.Timestamp(str(value))
+        except (ValueError, TypeError):
+            self.fail(
+                f"{value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC).", param, ctx
+            )
+        return str(value)
+
+
+DATE = DateType()
 
 
 def load_config(registry_path: Path | None) -> PredictionConfig:

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import click
 
-from atb_strategies.cli.candles import load_candles
 from atb_strategies.cli.data import data_dir_option
-from atb_strategies.cli.options import load_config, registry_option
-from atb_strategies.data.sources import default_data_dir
-from atb_strategies.training.trainer import TrainingConfig, train_model
+from atb_strategies.cli.options import DATE, POSITIVE_INT, load_config, registry_option
 
 
 @click.group()
@@ -23,8 +20,8 @@ def train() -> None:
 @train.command("model")
 @click.argument("symbol")
 @click.option("--timeframe", default="1h", show_default=True)
-@click.option("--start-date", help="First bar used (UTC date or time).")
-@click.option("--end-date", help="Last bar used (a date includes that whole day).")
+@click.option("--start-date", type=DATE, help="First bar used (UTC date or time).")
+@click.option("--end-date", type=DATE, help="Last bar used (a date includes that whole day).")
 @click.option(
     "--model-type", type=click.Choice(["basic", "sentiment"]), default="basic", show_default=True
 )
@@ -41,7 +38,7 @@ def train() -> None:
 )
 @click.option("--exchange", "exchange_id", default="binance", show_default=True)
 @data_dir_option
-@click.option("--bars", default=18000, show_default=True, help="Synthetic bars.")
+@click.option("--bars", type=POSITIVE_INT, default=18000, show_default=True, help="Synthetic bars.")
 @click.option(
     "--sentiment",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -53,9 +50,9 @@ def train() -> None:
     help="Use the synthetic demo sentiment index (not real sentiment).",
 )
 @click.option("--architecture", type=click.Choice(["mlp", "gru"]), default="mlp", show_default=True)
-@click.option("--sequence-length", default=120, show_default=True)
-@click.option("--horizon", default=1, show_default=True)
-@click.option("--epochs", default=30, show_default=True)
+@click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
+@click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
+@click.option("--epochs", type=POSITIVE_INT, default=30, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-promote", is_flag=True, help="Register without moving latest.")
 @click.option("--no-backtest", is_flag=True, help="Skip the quick test-period backtest.")
@@ -84,6 +81,9 @@ def model(
     registry_path: Path | None,
 ) -> None:
     """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
+    from atb_strategies.data.sources import default_data_dir, load_candles
+    from atb_strategies.training.trainer import TrainingConfig, train_model
+
     registry = load_config(registry_path).model_registry_path
     frame = load_candles(
         data,
@@ -91,8 +91,8 @@ def model(
         timeframe,
         bars,
         seed,
-        sentiment,
-        synthetic_sentiment,
+        sentiment=sentiment,
+        synthetic_sentiment=synthetic_sentiment,
         need_sentiment=model_type == "sentiment",
         symbol=symbol,
         exchange_id=exchange_id,

@@ -18,6 +18,7 @@ from atb_strategies.data.loaders import load_ohlcv
 from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.exchange.client import create_exchange
+from atb_strategies.sentiment import align_sentiment, generate_sentiment, read_sentiment_csv
 
 
 def default_data_dir() -> Path:
@@ -154,8 +155,13 @@ def load_candles(
     download: bool = False,
     start: str | None = None,
     end: str | None = None,
+    sentiment: Path | None = None,
+    synthetic_sentiment: bool = False,
+    need_sentiment: bool = False,
 ) -> pd.DataFrame:
-    """Candles from exactly one source: ``data``, ``synthetic``, or the cache under ``data_dir``.
+    """Candles from exactly one source: ``data``, ``synthetic``, or the cache under ``data_dir``,
+    with a ``sentiment`` column when ``need_sentiment`` or a sentiment source is given
+    (``attach_sentiment``; ``synthetic`` candles get the synthetic index).
 
     Parameters
     ----------
@@ -179,6 +185,8 @@ def load_candles(
         (:func:`download_candles`) instead of only reading it (:func:`cached_candles`).
     start, end : str, optional
         The download range; ``start`` is required with ``download``.
+    sentiment, synthetic_sentiment, need_sentiment
+        See ``attach_sentiment``.
 
     Returns
     -------
@@ -192,15 +200,57 @@ def load_candles(
         when ``download`` has no ``start``, or when the cache is empty.
     """
     if data is not None and synthetic:
-        raise ConfigurationError("Give exactly one of --data FILE or --synthetic.")
+        raise ConfigurationError("Give exactly one of data=PATH or synthetic=True.")
     if data is not None:
-        return candles_from_file(data, timeframe)
-    if synthetic:
-        return synthetic_candles(bars, timeframe, seed)
-    if data_dir is None or symbol is None:
-        raise ConfigurationError("Give --data FILE or --synthetic.")
-    if download:
+        frame = candles_from_file(data, timeframe)
+    elif synthetic:
+        frame = synthetic_candles(bars, timeframe, seed)
+    elif data_dir is None or symbol is None:
+        raise ConfigurationError("Give data=PATH or synthetic=True.")
+    elif download:
         if start is None:
-            raise ConfigurationError("--download needs --start-date.")
-        return download_candles(symbol, timeframe, start, end, exchange_id, data_dir)
-    return cached_candles(symbol, timeframe, exchange_id, data_dir)
+            raise ConfigurationError("download=True needs start_date='YYYY-MM-DD'.")
+        frame = download_candles(symbol, timeframe, start, end, exchange_id, data_dir)
+    else:
+        frame = cached_candles(symbol, timeframe, exchange_id, data_dir)
+    if need_sentiment or sentiment is not None or synthetic_sentiment:
+        frame = attach_sentiment(
+            frame,
+            timeframe,
+            sentiment=sentiment,
+            synthetic=synthetic_sentiment or synthetic,
+            seed=seed,
+        )
+    return frame
+
+
+def attach_sentiment(
+    frame: pd.DataFrame,
+    timeframe: str,
+    *,
+    sentiment: Path | None = None,
+    synthetic: bool = False,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``frame`` with a ``sentiment`` column as of each bar's close, starting at the first value.
+
+    From the ``sentiment`` CSV (timestamp, value), else the synthetic demo index when
+    ``synthetic``; ``attrs["source"]`` is kept.
+
+    Raises
+    ------
+    ConfigurationError
+        When neither source is given.
+    """
+    if sentiment is not None:
+        series = read_sentiment_csv(sentiment)
+    elif synthetic:
+        series = generate_sentiment(frame, seed=seed)
+    else:
+        raise ConfigurationError(
+            "This model needs sentiment: pass sentiment=PATH (a CSV with timestamp, value) or "
+            "synthetic_sentiment=True (a demo index, not real sentiment)."
+        )
+    out = align_sentiment(frame.loc[series.index[0] :], series, timeframe)
+    out.attrs.setdefault("source", frame.attrs.get("source"))
+    return out

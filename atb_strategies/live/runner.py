@@ -16,6 +16,7 @@ from typing import Any
 
 import backtrader as bt
 
+from atb_strategies.exchange.redaction import install_redaction
 from atb_strategies.live.broker import KillSwitch
 from atb_strategies.live.paper import PaperBroker
 from atb_strategies.live.status import LiveStatus
@@ -40,7 +41,7 @@ def log_to_file(path: Path) -> logging.Handler:
         The file handler added to the root logger (remove it to stop logging there).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
+    handler = install_redaction(logging.FileHandler(path))  # credentials never reach the file
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().addHandler(handler)
     return handler

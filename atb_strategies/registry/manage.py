@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ from atb_strategies.registry.layout import RegistryLayout, check_name
 LEDGER = ".versions"
 HISTORY = ".latest-history"
 _N = re.compile(r"_v(\d+)$")
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -88,15 +90,55 @@ def allocate_version(
     return version
 
 
+def latest_status(
+    layout: RegistryLayout, symbol: str, model_type: str
+) -> tuple[str | None, str | None]:
+    """``(version latest names, problem)``: the version (None when unusable or absent) and why
+    there is none to use (None when it is fine): no pointer, or a dangling, escaping or
+    malformed one."""
+    try:
+        version = layout.read_latest(symbol, model_type)
+    except RegistryError as e:
+        return None, str(e)
+    if version is None:
+        return None, (
+            f"{symbol}/{model_type} has no 'latest' pointer; readers must name a version. "
+            f"Set one with `atb models promote {symbol} {model_type} VERSION`."
+        )
+    return version, None
+
+
+def latest_problems(layout: RegistryLayout) -> list[tuple[str, str, str]]:
+    """``(symbol, model_type, problem)`` for every type whose ``latest`` pointer exists but is
+    unusable (dangling, escaping, malformed); a type without a pointer is no problem."""
+    found = []
+    for symbol in layout.symbols():
+        for model_type in layout.model_types(symbol):
+            pointer = layout.type_dir(symbol, model_type) / "latest"
+            if not (pointer.is_symlink() or pointer.exists()):
+                continue
+            _, problem = latest_status(layout, symbol, model_type)
+            if problem is not None:
+                found.append((symbol, model_type, problem))
+    return found
+
+
 def promote(layout: RegistryLayout, symbol: str, model_type: str, version: str) -> str | None:
-    """Point ``latest`` at ``version``; returns the previous latest (or None)."""
+    """Point ``latest`` at ``version``; returns the previous latest (or None).
+
+    A dangling or escaping pointer is replaced (that is how it is repaired); the caller
+    validates ``version`` first.
+    """
     with type_lock(layout, symbol, model_type) as tdir:
         if version not in layout.versions(symbol, model_type):
             raise ModelNotFoundError(
                 f"{symbol}/{model_type} has no version {version!r}; versions: "
                 f"{', '.join(layout.versions(symbol, model_type)) or 'none'}."
             )
-        previous = layout.read_latest(symbol, model_type)
+        previous, problem = latest_status(layout, symbol, model_type)
+        pointer = tdir / "latest"
+        if problem is not None and (pointer.is_symlink() or pointer.exists()):
+            log.warning("replacing an unusable pointer: %s", problem)
         history = tdir / HISTORY
         if previous is not None and not _read_lines(history):
             _append(history, previous)

@@ -1,52 +1,42 @@
-"""The strategies known by name (``atb backtest ml_basic``, ``atb live ml_sentiment``)."""
+"""The strategies known by name (``atb backtest ml_basic``, ``atb live ml_sentiment``).
+
+Names map to ``module:Class``; a class is imported when it is asked for, so listing the names
+(the CLI's choices) loads nothing heavy.
+"""
 
 from __future__ import annotations
 
-from types import MappingProxyType
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 from atb_strategies.exceptions import ConfigurationError
-from atb_strategies.strategies.base import MlStrategy
-from atb_strategies.strategies.ml_basic import MlBasic
-from atb_strategies.strategies.ml_sentiment import MlSentiment
 
-STRATEGIES: MappingProxyType[str, type[MlStrategy]] = MappingProxyType(
-    {"ml_basic": MlBasic, "ml_sentiment": MlSentiment}
-)
-"""Strategy name -> class (read-only)."""
+if TYPE_CHECKING:  # pragma: no cover
+    from atb_strategies.strategies.base import MlStrategy
+
+_STRATEGIES = {
+    "ml_basic": "atb_strategies.strategies.ml_basic:MlBasic",
+    "ml_sentiment": "atb_strategies.strategies.ml_sentiment:MlSentiment",
+}
 
 
 def strategy_names() -> list[str]:
-    """The known strategy names, sorted.
-
-    Returns
-    -------
-    list of str
-        For example ``["ml_basic", "ml_sentiment"]``.
-    """
-    return sorted(STRATEGIES)
+    """The known strategy names, sorted (``["ml_basic", "ml_sentiment"]``)."""
+    return sorted(_STRATEGIES)
 
 
 def get_strategy(name: str) -> type[MlStrategy]:
     """The strategy class registered under ``name``.
-
-    Parameters
-    ----------
-    name : str
-        A registered name such as ``"ml_basic"``.
-
-    Returns
-    -------
-    type of MlStrategy
-        The class itself (not an instance).
 
     Raises
     ------
     ConfigurationError
         When ``name`` is unknown; the message lists the known names.
     """
-    try:
-        return STRATEGIES[name]
-    except KeyError:
+    target = _STRATEGIES.get(name)
+    if target is None:
         raise ConfigurationError(
             f"Unknown strategy {name!r}; known strategies: {', '.join(strategy_names())}."
-        ) from None
+        )
+    module, cls = target.split(":")
+    return getattr(import_module(module), cls)

@@ -209,6 +209,42 @@ def test_atb_live_with_real_orders_prints_the_journal_and_places_orders(server, 
     assert sorted(f["trade_id"] for f in fills) == sorted(str(t["id"]) for t in server.trades())
 
 
+def test_atb_verbose_live_with_keys_never_writes_them_to_stderr_or_the_log(server, tmp_path):
+    config = exchange_config(server, tmp_path / "exchange.json")
+    key, secret = server.ccxt_config()["apiKey"], server.ccxt_config()["secret"]
+    log = tmp_path / "live.log"
+    watcher = advance_after_backfill(server, 2)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(REPO),
+        "ATB_EXCHANGE_CONFIG": str(config),
+        "ATB_BINANCE_API_KEY": key,
+        "ATB_BINANCE_API_SECRET": secret,
+        "MPLBACKEND": "Agg",
+    }
+    args = ["live", "ml_basic", "--live", "--i-understand-the-risks", "--max-bars", "2"]
+    args += ["--backfill-bars", "300", "--long-threshold", "-1", "--poll-grace", "0"]
+    args += ["--clock-check", "0.05", "--journal", str(tmp_path / "j.sqlite")]
+    args += ["--log-file", str(log), "--registry", str(REGISTRY)]
+    try:
+        done = subprocess.run(
+            [str(ATB), "-v", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        watcher.done.set()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert server.orders(), "signed requests were made"
+    text = done.stderr + done.stdout + log.read_text()
+    assert "DEBUG" in text and "X-MBX-APIKEY" in text  # ccxt logged its signed requests
+    assert key not in text and secret not in text
+    assert "***" in text
+
+
 # ------------------------------------------------------------------ argument errors
 
 
@@ -244,9 +280,9 @@ def test_atb_live_with_live_and_no_risk_flag_exits_1_with_a_clear_message(
     assert server.orders() == []
 
 
-def test_atb_live_with_unknown_strategy_exits_2_listing_the_choices():
+def test_atb_live_with_unknown_strategy_exits_1_listing_the_choices():
     result = CliRunner().invoke(cli, ["live", "ml_magic", "--paper"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "ml_basic" in result.stderr and "ml_sentiment" in result.stderr
 
 

@@ -139,7 +139,7 @@ def _json_after(text: str, heading: str) -> dict:
     return obj
 
 
-def test_models_show_with_latest_prints_metadata_and_schema(registry):
+def test_models_show_with_latest_prints_a_short_summary(registry):
     result = run("models", "show", "BTCUSDT", "basic", "--registry", str(registry))
     assert result.exit_code == 0, result.output
     out = result.stdout
@@ -147,21 +147,53 @@ def test_models_show_with_latest_prints_metadata_and_schema(registry):
     assert f"bundle: {KEY2}" in out
     assert f"path:   {path}" in out
     assert "valid:  yes (atb-bundle-1)" in out
-    meta = _json_after(out, "metadata (")
-    assert meta["version"] == V2
-    assert meta["input"]["shape"] == [None, 16, 3]
-    schema = _json_after(out, "feature schema (")
-    assert f"feature schema ({path / 'feature_schema.json'})" in out
-    assert schema["sequence_length"] == 16
-    assert [f["name"] for f in schema["features"]] == ["close_wexp", "log_ret", "range"]
-    assert schema["features"][2]["source"] == ["high", "low", "close"]
+    assert "input   features: float32 [batch, 16, 3]" in out
+    assert "output  log_return, 1 bar(s) ahead" in out
+    assert "features close_wexp, log_ret, range" in out
+    assert "metrics none recorded" in out
+    assert len(out.splitlines()) <= 12
+
+
+def test_models_show_with_json_prints_metadata_schema_and_metrics_as_one_document(registry):
+    vdir = registry / "BTCUSDT" / "basic" / V2
+    (vdir / "metrics.json").write_text(
+        json.dumps({"test": {"model": {"directional_accuracy": 0.51}}, "backtest": None})
+    )
+    result = run("models", "show", "BTCUSDT", "basic", "--json", "--registry", str(registry))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["bundle"] == KEY2
+    assert doc["metadata"]["version"] == V2
+    assert doc["metadata"]["input"]["shape"] == [None, 16, 3]
+    assert doc["feature_schema"]["sequence_length"] == 16
+    names = [f["name"] for f in doc["feature_schema"]["features"]]
+    assert names == ["close_wexp", "log_ret", "range"]
+    assert doc["feature_schema"]["features"][2]["source"] == ["high", "low", "close"]
+    assert doc["metrics"]["test"]["model"]["directional_accuracy"] == 0.51
+
+
+def test_models_show_with_metrics_prints_headline_in_percent(registry):
+    vdir = registry / "BTCUSDT" / "basic" / V2
+    metrics = {
+        "test_period": ["2024-10-11 10:00:00", "2025-01-19 22:00:00"],
+        "test": {
+            "samples": 2413,
+            "model": {"rmse": 513.9, "directional_accuracy": 0.4994},
+            "baseline_last_close": {"rmse": 492.2},
+            "share_of_up_moves": 0.5263,
+        },
+        "backtest": {"total_return": -0.0164, "buy_and_hold_return": 0.6568, "trades": 242},
+    }
+    (vdir / "metrics.json").write_text(json.dumps(metrics))
+    out = run("models", "show", "BTCUSDT", "basic", "--registry", str(registry)).stdout
+    assert "RMSE 513.9 vs 492.2 for last close; direction 49.9 % vs 52.6 % always up" in out
+    assert "backtest -1.6 % vs buy-and-hold 65.7 %, 242 trades" in out
 
 
 def test_models_show_with_explicit_version_shows_that_version(registry):
-    result = run("models", "show", "BTCUSDT", "basic", V1, "--registry", str(registry))
+    result = run("models", "show", "BTCUSDT", "basic", V1, "--json", "--registry", str(registry))
     assert result.exit_code == 0, result.output
-    assert f"bundle: {KEY1}" in result.stdout
-    assert _json_after(result.stdout, "metadata (")["version"] == V1
+    assert json.loads(result.stdout)["metadata"]["version"] == V1
 
 
 def test_models_show_with_corrupt_bundle_prints_reason_and_exits_1(registry):
@@ -206,6 +238,55 @@ def test_models_show_with_broken_latest_pointer_exits_1(registry):
     assert result.exit_code == 1
     assert result.stderr.startswith("error: RegistryError:")
     assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- latest pointer
+
+
+def _escape_latest(registry: Path) -> Path:
+    tdir = registry / "BTCUSDT" / "basic"
+    (tdir / "latest").unlink()
+    os.symlink("../../..", tdir / "latest")
+    return tdir
+
+
+def test_models_validate_with_escaping_latest_names_it_and_exits_1(registry):
+    _escape_latest(registry)
+    result = run("models", "validate", str(registry))
+    assert result.exit_code == 1
+    assert "BROKEN   BTCUSDT/basic/latest" in result.stdout
+    assert "1 broken latest pointer(s)" in result.stdout
+
+
+def test_models_validate_with_dangling_latest_names_it_and_exits_1(registry):
+    tdir = registry / "BTCUSDT" / "basic"
+    (tdir / "latest").unlink()
+    os.symlink("2099-01-01_1h_v9", tdir / "latest")
+    result = run("models", "validate", str(registry))
+    assert result.exit_code == 1
+    assert "does not exist" in result.stdout
+
+
+def test_models_validate_with_type_without_latest_is_fine(registry):
+    (registry / "BTCUSDT" / "basic" / "latest").unlink()
+    result = run("models", "validate", str(registry))
+    assert result.exit_code == 0, result.output
+
+
+def test_models_promote_with_escaping_latest_repairs_it(registry):
+    tdir = _escape_latest(registry)
+    result = run("models", "promote", "BTCUSDT", "basic", V1, "--registry", str(registry))
+    assert result.exit_code == 0, result.output
+    assert os.readlink(tdir / "latest") == V1
+    assert run("models", "validate", str(registry)).exit_code == 0
+
+
+def test_models_list_with_escaping_latest_says_why_there_is_none(registry):
+    _escape_latest(registry)
+    result = run("models", "list", "--registry", str(registry))
+    assert result.exit_code == 0, result.output
+    assert "no latest for BTCUSDT/basic:" in result.stdout
+    assert "refusing it" in result.stdout
 
 
 # ---------------------------------------------------------------- validate
