@@ -54,6 +54,8 @@ class Part:
     close: np.ndarray
     future_close: np.ndarray
     stamps: pd.DatetimeIndex
+    #: Samples of this part dropped because their window, warm-up or target spans a gap.
+    dropped_for_gaps: int = 0
 
     def __len__(self) -> int:
         return len(self.y)

@@ -36,8 +36,13 @@ def evaluate_predictions(
     close: np.ndarray,
     future_close: np.ndarray,
     train_drift: float,
+    horizon: int = 1,
 ) -> dict[str, Any]:
-    """Metrics of the model and the two baselines over the same test samples."""
+    """Metrics of the model and the two baselines over the same test samples.
+
+    ``train_drift`` is the mean training target, a log return over ``horizon`` bars;
+    ``drift_per_bar`` reports it per bar, ``drift_per_horizon`` as used.
+    """
     actual = np.log(future_close / close)
     model_price = close * np.exp(predicted_log_return)
     drift_price = close * np.exp(train_drift)
@@ -52,7 +57,8 @@ def evaluate_predictions(
         "baseline_drift": {
             **_errors(drift_price, future_close),
             "directional_accuracy": _direction(np.full(len(close), train_drift), actual),
-            "drift_per_bar": train_drift,
+            "drift_per_bar": train_drift / horizon,
+            "drift_per_horizon": train_drift,
         },
         "share_of_up_moves": float(np.mean(actual > 0)),
     }
@@ -71,8 +77,9 @@ def training_metrics(parts: dict[str, Part], gates: GateResult, horizon: int) ->
         "horizon": horizon,
         "test_period": [str(test.stamps[0]), str(test.stamps[-1])],
         "test": evaluate_predictions(
-            gates.test_predictions, test.close, test.future_close, train_drift
+            gates.test_predictions, test.close, test.future_close, train_drift, horizon
         ),
         "export_parity_max_abs_diff": gates.parity,
         "causality_checks": gates.causality_checks,
+        "samples_dropped_for_gaps": {name: p.dropped_for_gaps for name, p in parts.items()},
     }

@@ -47,7 +47,12 @@ def training_lineage(
             "zero_volume_bars": len(data.report.zero_volume),
         },
         "samples": {
-            name: {"count": len(p), "first": str(p.stamps[0]), "last": str(p.stamps[-1])}
+            name: {
+                "count": len(p),
+                "first": str(p.stamps[0]),
+                "last": str(p.stamps[-1]),
+                "dropped_for_gaps": p.dropped_for_gaps,
+            }
             for name, p in parts.items()
         },
         "architecture": architecture,

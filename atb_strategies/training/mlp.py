@@ -117,8 +117,11 @@ class MlpFamily(ModelFamily[FittedMlp]):
                 model.partial_fit(flat, target)
                 if interrupted():
                     raise KeyboardInterrupt(f"training interrupted at epoch {epoch}")
+                # the same measure on both parts (scikit-learn's loss_ is half the MSE plus the
+                # L2 penalty): mean squared error of the scaled target
+                train_loss = float(np.mean((model.predict(flat) - target) ** 2))
                 val_loss = float(np.mean((model.predict(flat_val) - target_val) ** 2))
-                if stopper.record(epoch, model.loss_, val_loss, lambda: copy.deepcopy(model)):
+                if stopper.record(epoch, train_loss, val_loss, lambda: copy.deepcopy(model)):
                     break
         best = stopper.best
         assert best is not None

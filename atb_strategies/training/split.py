@@ -57,6 +57,7 @@ def drop_gap_samples(
             part.close[keep],
             part.future_close[keep],
             part.stamps[keep],
+            int((~keep).sum()),
         )
     return out
 

@@ -149,6 +149,7 @@ def test_drop_gap_samples_with_gap_removes_samples_whose_bars_span_it() -> None:
     np.testing.assert_array_equal(kept.end_index, clean)
     assert len(kept) == len(ends) - schema.min_bars
     assert kept.stamps.equals(frame.index[clean])
+    assert kept.dropped_for_gaps == schema.min_bars  # recorded in metrics.json and lineage
     without_gap = frame.iloc[:19]
     short = {"train": _part(without_gap, np.arange(schema.min_bars - 1, 18))}
     assert drop_gap_samples(short, without_gap, schema, "1h", 1) is short
@@ -174,3 +175,28 @@ def test_stopwatch_with_failing_stage_records_only_finished_stages_then_total() 
 
     assert list(timings) == ["fit_seconds", "total_seconds"]
     assert 0 <= timings["fit_seconds"] <= timings["total_seconds"]
+
+
+def test_evaluate_predictions_with_horizon_reports_drift_per_bar_and_per_horizon() -> None:
+    from atb_strategies.training.evaluate import evaluate_predictions
+
+    close = np.array([100.0, 101.0, 102.0, 103.0])
+    out = evaluate_predictions(np.zeros(4), close, close * 1.01, 0.006, horizon=3)
+    assert out["baseline_drift"]["drift_per_horizon"] == pytest.approx(0.006)
+    assert out["baseline_drift"]["drift_per_bar"] == pytest.approx(0.002)
+
+
+def test_mlp_fit_logs_train_and_validation_loss_as_the_same_measure(caplog) -> None:
+    from atb_strategies.training.mlp import MlpFamily
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 4, 2)).astype(np.float32)
+    y = X[:, -1, 0].astype(np.float64) * 0.01 + rng.standard_normal(300) * 0.001
+    with caplog.at_level("INFO"):
+        MlpFamily().fit(X, y, X, y, seed=0, epochs=2)  # validation part = training part
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 2
+    for line in lines:
+        train = float(line.split("train loss ")[1].split(",")[0])
+        val = float(line.split("validation loss ")[1].split(" ")[0])
+        assert train == val
