@@ -23,6 +23,7 @@ from atb_strategies.bundle.format import (
     InputSpec,
     OutputSpec,
 )
+from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.registry.writer import write_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,18 +144,19 @@ def make_bundle(tmp_path: Path) -> BundleFactory:
 def synthetic_candles(
     n: int = 600, seed: int = 7, freq: str = "1h", start: str = "2024-01-01"
 ) -> pd.DataFrame:
-    """Seeded random-walk OHLCV candles with a DatetimeIndex."""
-    rng = np.random.default_rng(seed)
-    close = 30000.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = np.concatenate(([close[0]], close[:-1]))
-    spread = np.abs(rng.normal(0, 0.004, n)) * close
-    high = np.maximum(open_, close) + spread
-    low = np.minimum(open_, close) - spread
-    volume = rng.lognormal(5, 0.5, n)
-    idx = pd.date_range(start, periods=n, freq=freq, name="timestamp")
-    return pd.DataFrame(
-        {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=idx
-    )
+    """Seeded OHLCV candles from the project's generator, with the bar size as pandas spells it.
+
+    A thin wrapper over :func:`atb_strategies.data.generate_ohlcv`: ``freq`` (``"1h"``,
+    ``"15min"``, ``"4h"``...) becomes its ``timeframe``.
+    """
+    minutes = pd.Timedelta(freq) // pd.Timedelta(minutes=1)
+    if minutes % 1440 == 0:
+        timeframe = f"{minutes // 1440}d"
+    elif minutes % 60 == 0:
+        timeframe = f"{minutes // 60}h"
+    else:
+        timeframe = f"{minutes}m"
+    return generate_ohlcv(n, timeframe=timeframe, seed=seed, start=start)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The loopback Binance server driven by the real ``ccxt.binance`` client (nothing is patched).
 
 Every test talks HTTP to ``BinanceServer`` on 127.0.0.1 through ccxt's own signing, parsing,
-error mapping and rate limiter. The candles are seeded one-minute candles starting
+error mapping and rate limiter. The candles are seeded one-minute candles (``generate_ohlcv``) from
 2024-01-01 00:00 UTC; the clock starts half-way through the 05:00 candle (row 300).
 """
 
@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atb_strategies.testing.binance_server import (
+from atb_strategies.data import generate_ohlcv
+from atb_strategies.testing import binance, binance_server
+from atb_strategies.testing.binance import (
     FAULT_KINDS,
     BinanceServer,
     MarketClock,
@@ -33,7 +35,7 @@ START = T0 + NOW_ROW * MINUTE + 30_000  # 05:00:30, half-way through row 300
 
 @pytest.fixture(scope="module")
 def minute_candles() -> pd.DataFrame:
-    return synthetic_candles(600, timeframe="1m", seed=3)
+    return synthetic_candles(600, timeframe="1m", seed=6)
 
 
 @pytest.fixture
@@ -75,6 +77,21 @@ def _limit_between(server: BinanceServer, candles: pd.DataFrame, minutes: int = 
 
 
 # ------------------------------------------------------------------------------ markets, time
+
+
+def test_binance_server_module_with_old_import_path_reexports_the_package():
+    assert binance_server.__all__ == binance.__all__
+    for name in binance.__all__:
+        assert getattr(binance_server, name) is getattr(binance, name)
+
+
+def test_synthetic_candles_with_server_defaults_come_from_generate_ohlcv():
+    frame = synthetic_candles(50, timeframe="5m", seed=4, start="2024-02-01", price=100.0)
+    expected = generate_ohlcv(50, timeframe="5m", seed=4, start="2024-02-01", start_price=100.0)
+    pd.testing.assert_frame_equal(frame, expected)
+    assert len(synthetic_candles(1)) == 1
+    with pytest.raises(ValueError, match="one minute or longer"):
+        synthetic_candles(10, timeframe="1s")
 
 
 def test_ccxt_config_with_every_binance_url_points_at_loopback(server):
