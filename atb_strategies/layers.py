@@ -9,7 +9,7 @@ import paths) and ``testing/`` (the loopback exchange used by tests and demos).
 from __future__ import annotations
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("exceptions", "config", "layers"),
+    ("exceptions", "config", "layers", "stats"),
     ("features",),
     ("bundle",),
     ("inference",),
