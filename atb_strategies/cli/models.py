@@ -212,6 +212,25 @@ def promote_cmd(symbol: str, model_type: str, version: str, registry_path: Path 
     reg.select_bundle(symbol, model_type, version=version)  # refuse an unservable version
     previous = manage.promote(reg.layout, symbol, model_type, version)
     click.echo(f"{symbol}/{model_type}: latest {previous or '(none)'} -> {version}")
+    gate = _gate(reg.layout.version_dir(symbol, model_type, version))
+    if gate is not None and not gate.get("passed", True):
+        click.echo(
+            f"warning: {version} failed the baseline gate at training: "
+            f"{'; '.join(gate.get('reasons', []))}",
+            err=True,
+        )
+
+
+def _gate(path: Path) -> dict | None:
+    from atb_strategies.bundle.jsonio import read_json
+
+    metrics = path / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        return read_json(metrics).get("gate")
+    except AtbError:
+        return None
 
 
 @models.command("rollback")

@@ -55,6 +55,11 @@ def train() -> None:
 @click.option("--epochs", type=POSITIVE_INT, default=30, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-promote", is_flag=True, help="Register without moving latest.")
+@click.option(
+    "--force-promote",
+    is_flag=True,
+    help="Move latest even if the model fails the baseline gate (no edge over naive baselines).",
+)
 @click.option("--no-backtest", is_flag=True, help="Skip the quick test-period backtest.")
 @registry_option
 def model(
@@ -77,6 +82,7 @@ def model(
     epochs: int,
     seed: int,
     no_promote: bool,
+    force_promote: bool,
     no_backtest: bool,
     registry_path: Path | None,
 ) -> None:
@@ -118,6 +124,7 @@ def model(
         seed=seed,
         registry=Path(registry),
         promote=not no_promote,
+        force_promote=force_promote,
         backtest=not no_backtest,
     )
     result = train_model(replace(config, data_source=source), frame)
@@ -126,10 +133,24 @@ def model(
         f"registered {symbol}/{model_type}@{result.version} at {result.path}"
         + (" (latest)" if result.promoted else "")
     )
+    gate = result.metrics.get("gate", {"passed": True, "reasons": []})
+    if not gate["passed"]:
+        verdict = (
+            "latest moved anyway (--force-promote)"
+            if result.promoted
+            else ("latest not moved" if not no_promote else "latest not moved (--no-promote)")
+        )
+        click.echo(
+            f"baseline gate FAILED, {verdict}: {'; '.join(gate['reasons'])}"
+            + ("" if result.promoted or no_promote else ". Pass --force-promote to move it."),
+            err=True,
+        )
     click.echo(
         json.dumps(
             {
                 "test": test,
+                "oos": result.metrics.get("oos"),
+                "validation": result.metrics.get("validation"),
                 "export_parity": result.metrics["export_parity_max_abs_diff"],
                 "backtest": result.metrics.get("backtest"),
             },

@@ -30,6 +30,16 @@ class TrainingConfig:
     val_fraction: float = 0.15
     data_source: str = "dataframe"
     backtest: bool = True
+    #: Move ``latest`` even when the baseline gate fails (``--force-promote``).
+    force_promote: bool = False
+    #: Explicit bar boundaries ``(train_end, val_end, test_start)`` within the candles given
+    #: (walk-forward folds); None: ``train_fraction``/``val_fraction``. With it, test windows
+    #: may read bars before ``test_start`` (their past).
+    split: tuple[int, int, int] | None = None
+    #: Extra lineage recorded under ``metadata.json`` ``training`` (fold, walk_forward_id...).
+    lineage: dict[str, Any] = field(default_factory=dict)
+    #: Bootstrap resamples for the edge's confidence interval.
+    bootstrap_reps: int = 1000
 
     def __post_init__(self) -> None:
         checks = [

@@ -21,11 +21,20 @@ from atb_strategies.features.pipeline import FeaturePipeline
 
 @dataclass(frozen=True)
 class BarSplit:
-    """Bar boundaries: train ``[0, train_end)``, val ``[train_end, val_end)``, test after."""
+    """Bar boundaries: train ``[0, train_end)``, val ``[train_end, val_end)``, test
+    ``[test_start, n_bars)`` (``test_start`` defaults to ``val_end``; bars between are an
+    embargo that feeds no part).
+
+    ``test_uses_history``: a test sample's window may read bars before ``test_start`` (the
+    past of its decision bar, as in deployment; walk-forward folds), while its decision bar and
+    target lie in the test part. Otherwise the whole window lies in the part too.
+    """
 
     n_bars: int
     train_end: int
     val_end: int
+    test_start: int | None = None
+    test_uses_history: bool = False
 
     @classmethod
     def by_fraction(cls, n_bars: int, train: float = 0.7, val: float = 0.15) -> BarSplit:
@@ -40,7 +49,7 @@ class BarSplit:
         return {
             "train": (0, self.train_end),
             "val": (self.train_end, self.val_end),
-            "test": (self.val_end, self.n_bars),
+            "test": (self.val_end if self.test_start is None else self.test_start, self.n_bars),
         }
 
 
@@ -74,7 +83,8 @@ def build_parts(
     target_at = end + horizon
     out = {}
     for name, (lo, hi) in split.parts().items():
-        mask = (start >= lo) & (target_at < hi)
+        first = end if name == "test" and split.test_uses_history else start
+        mask = (first >= lo) & (start >= 0) & (target_at < hi)
         idx = np.flatnonzero(mask)
         if len(idx) < 10:
             raise ConfigurationError(

@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from atb_strategies.features.candles import timeframe_to_timedelta
+from atb_strategies.stats import out_of_sample_block
 from atb_strategies.training.dataset import Part
 from atb_strategies.training.gates import GateResult
 
@@ -64,14 +67,78 @@ def evaluate_predictions(
     }
 
 
-def training_metrics(parts: dict[str, Part], gates: GateResult, horizon: int) -> dict[str, Any]:
+def bootstrap_block(timeframe: str, horizon: int) -> int:
+    """Block length of the bootstrap: a day of bars (24 for 1h), at least ``horizon``."""
+    per_day = pd.Timedelta(days=1) / timeframe_to_timedelta(timeframe)
+    return int(min(max(horizon, round(per_day), 1), 500))
+
+
+def baseline_gate(
+    val_predictions: np.ndarray, parts: dict[str, Part], oos: dict[str, Any]
+) -> dict[str, Any]:
+    """Whether ``latest`` may move to this model: its validation MSE is below the constant
+    (train-mean) predictor's AND it beats the baselines on the test part (``beats_baselines``).
+
+    Returns ``{"passed", "reasons", "validation"}``; ``reasons`` says, in words, what failed.
+    """
+    val, train_mean = parts["val"], float(parts["train"].y.mean())
+    mse = float(np.mean((val_predictions - val.y) ** 2))
+    mse_constant = float(np.mean((train_mean - val.y) ** 2))
+    reasons = []
+    if not mse < mse_constant:
+        reasons.append(
+            f"validation MSE {mse:.4g} is not below the constant (train-mean) predictor's "
+            f"{mse_constant:.4g}"
+        )
+    if not oos["beats_baselines"]:
+        lo, hi = oos["edge_ci95"]
+        dm = oos["dm_vs_last_close"]
+        reasons.append(
+            f"no edge on the test part: direction edge {100 * oos['edge']:+.1f} points over the "
+            f"majority, 95 % CI [{100 * lo:+.1f}, {100 * hi:+.1f}]; Diebold-Mariano vs last close "
+            f"{dm['stat']:+.2f} (p={dm['pvalue']:.2g})"
+        )
+    return {
+        "passed": not reasons,
+        "reasons": reasons,
+        "validation": {
+            "samples": len(val),
+            "mse": mse,
+            "mse_constant": mse_constant,
+            "beats_constant": mse < mse_constant,
+        },
+    }
+
+
+def training_metrics(
+    parts: dict[str, Part],
+    gates: GateResult,
+    horizon: int,
+    val_predictions: np.ndarray,
+    *,
+    block: int = 24,
+    reps: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The ``metrics.json`` of a model that passed ``gates`` (before the quick backtest).
 
     The model is judged by its ONNX predictions on the test part, the drift baseline by the
-    mean train target.
+    mean train target. ``oos`` holds the significance block (``atb_strategies.stats``) on the
+    test part, ``validation`` the validation MSE against the constant predictor, ``gate``
+    whether ``latest`` may move (``baseline_gate``).
     """
     test = parts["test"]
     train_drift = float(parts["train"].y.mean())
+    oos = out_of_sample_block(
+        gates.test_predictions,
+        test.y,
+        train_drift,
+        horizon=horizon,
+        block=block,
+        reps=reps,
+        seed=seed,
+    )
+    gate = baseline_gate(val_predictions, parts, oos)
     return {
         "target": "log_return",
         "horizon": horizon,
@@ -79,6 +146,9 @@ def training_metrics(parts: dict[str, Part], gates: GateResult, horizon: int) ->
         "test": evaluate_predictions(
             gates.test_predictions, test.close, test.future_close, train_drift, horizon
         ),
+        "oos": oos,
+        "validation": gate.pop("validation"),
+        "gate": gate,
         "export_parity_max_abs_diff": gates.parity,
         "causality_checks": gates.causality_checks,
         "samples_dropped_for_gaps": {name: p.dropped_for_gaps for name, p in parts.items()},

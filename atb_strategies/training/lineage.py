@@ -35,6 +35,7 @@ def training_lineage(
     """Settings, data, samples per part, architecture, seed and library versions."""
     cfg = asdict(config)
     cfg["registry"] = str(config.registry)
+    cfg.pop("lineage")
     frame = data.frame
     return {
         "config": cfg,
@@ -59,5 +60,6 @@ def training_lineage(
         "seed": config.seed,
         "libraries": library_versions(),
         "export_parity_max_abs_diff": parity,
+        **config.lineage,
         "target_scaling": "fitted on train targets; undone inside the ONNX graph",
     }

@@ -45,7 +45,11 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Registration:
-    """The registered version, its directory, and whether ``latest`` now points at it."""
+    """The registered version, its directory, and whether ``latest`` now points at it.
+
+    A version that fails the baseline gate (``metrics["gate"]``) is registered (it is a record)
+    but ``latest`` moves to it only with ``config.force_promote``.
+    """
 
     version: str
     path: Path
@@ -122,7 +126,8 @@ def register_model(
         write_json(staged.path / "metrics.json", metrics)
         final = staged.commit()
     promoted = False
-    if config.promote:
+    gate = metrics.get("gate", {"passed": True, "reasons": []})
+    if config.promote and (gate["passed"] or config.force_promote):
         promote(layout, config.symbol, config.model_type, version)
         promoted = True
     log.info(
@@ -132,4 +137,14 @@ def register_model(
         version,
         " and moved latest" if promoted else "",
     )
+    if config.promote and not gate["passed"]:
+        why = "; ".join(gate["reasons"])
+        if promoted:
+            log.warning("baseline gate failed (%s); latest moved anyway (force_promote)", why)
+        else:
+            log.warning(
+                "baseline gate failed: %s. latest did not move; pass force_promote=True to move "
+                "it anyway",
+                why,
+            )
     return Registration(version, final, promoted)

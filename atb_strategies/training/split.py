@@ -23,7 +23,16 @@ MIN_PART_SAMPLES = 10
 
 
 def time_split(n_bars: int, config: TrainingConfig) -> BarSplit:
-    """Bar boundaries of the parts from ``train_fraction`` and ``val_fraction``."""
+    """Bar boundaries of the parts: ``config.split`` when given, else from ``train_fraction``
+    and ``val_fraction``."""
+    if config.split is not None:
+        train_end, val_end, test_start = config.split
+        if not 0 < train_end < val_end <= test_start < n_bars:
+            raise ConfigurationError(
+                f"The 'split' parameter of TrainingConfig must satisfy 0 < train_end < val_end "
+                f"<= test_start < {n_bars} bars. Got {config.split!r} instead."
+            )
+        return BarSplit(n_bars, train_end, val_end, test_start, test_uses_history=True)
     return BarSplit.by_fraction(n_bars, config.train_fraction, config.val_fraction)
 
 

@@ -35,7 +35,7 @@ from atb_strategies.data.loaders import load_ohlcv
 from atb_strategies.exceptions import TrainingError
 from atb_strategies.training.config import TrainingConfig, TrainingResult
 from atb_strategies.training.data import prepare_candles
-from atb_strategies.training.evaluate import training_metrics
+from atb_strategies.training.evaluate import bootstrap_block, training_metrics
 from atb_strategies.training.family import model_family
 from atb_strategies.training.fit import fit_model
 from atb_strategies.training.gates import run_gates
@@ -74,7 +74,15 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
     with clock.measure("fit_seconds"):
         fitted = fit_model(family, parts, config)
     gates = run_gates(family, fitted, data.frame, schema, parts["test"], config.parity_tolerance)
-    metrics = training_metrics(parts, gates, config.horizon)
+    metrics = training_metrics(
+        parts,
+        gates,
+        config.horizon,
+        family.predict(fitted, parts["val"].X),
+        block=bootstrap_block(config.timeframe, config.horizon),
+        reps=config.bootstrap_reps,
+        seed=config.seed,
+    )
     candidate = Candidate(family, fitted, schema, gates)
     done = register_model(config, candidate, data, parts, metrics, clock)
     return TrainingResult(done.version, done.path, metrics, done.promoted, clock.timings)

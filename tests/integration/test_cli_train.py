@@ -29,7 +29,7 @@ from atb_strategies.registry.registry import ModelRegistry
 
 SYMBOL = "ETHUSDT"
 ATB = Path(sys.executable).with_name("atb")
-SMALL = ["--synthetic", "--bars", "3000", "--sequence-length", "24"]
+SMALL = ["--synthetic", "--bars", "3000", "--sequence-length", "24", "--force-promote"]
 REGISTERED = re.compile(
     r"^registered (\w+)/(\w+)@(\d{4}-\d{2}-\d{2}_1h_v(\d+)) at (\S+)( \(latest\))?$"
 )
@@ -377,3 +377,18 @@ def test_atb_backtest_with_trained_registry_writes_chart_trades_and_summary(
         assert math.isfinite(summary[key]), key
     closes = generate_ohlcv(2000, seed=0)["close"]
     assert summary["buy_and_hold_return"] == pytest.approx(closes.iloc[-1] / closes.iloc[0] - 1)
+
+
+def test_atb_train_model_with_no_edge_says_latest_did_not_move_in_one_line(tmp_path) -> None:
+    registry = tmp_path / "registry"
+    args = ["--synthetic", "--bars", "3000", "--sequence-length", "24", "--epochs", "1"]
+    result = run("train", "model", SYMBOL, *args, "--no-backtest", "--registry", str(registry))
+    assert result.exit_code == 0, result.output
+    lines = [x for x in result.stderr.splitlines() if x.startswith("baseline gate FAILED")]
+    assert len(lines) == 1
+    assert "latest not moved" in lines[0] and "--force-promote" in lines[0]
+    assert not (registry / SYMBOL / "basic" / "latest").exists()
+    version = REGISTERED.match(result.stdout.splitlines()[0]).group(3)
+    promoted = run("models", "promote", SYMBOL, "basic", version, "--registry", str(registry))
+    assert promoted.exit_code == 0
+    assert "warning:" in promoted.stderr and "baseline gate" in promoted.stderr

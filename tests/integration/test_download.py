@@ -396,6 +396,7 @@ def _train_args(data_dir: Path, registry: Path) -> list[str]:
         "--epochs",
         "2",
         "--no-backtest",
+        "--force-promote",
     ]
 
 

@@ -52,7 +52,9 @@ SYMBOL = "ETHUSDT"
 TYPE = "basic"
 START, END = "2024-01-05", "2024-05-10"  # the slice trained on, inside 3400 candles
 SEQ = 24
-BASE = {"symbol": SYMBOL, "sequence_length": SEQ, "epochs": 3, "seed": 0}
+# These tests are about registration; the baseline gate (a synthetic market has no edge) is
+# tested on its own below, so they force the promotion the gate would refuse.
+BASE = {"symbol": SYMBOL, "sequence_length": SEQ, "epochs": 3, "seed": 0, "force_promote": True}
 VERSION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_1h_v(\d+)$")
 ATB = Path(sys.executable).with_name("atb")
 
@@ -744,7 +746,8 @@ _SLOW_REGISTRATION = textwrap.dedent(
     from atb_strategies.training.trainer import TrainingConfig, train_model
     # A long test part makes the quick backtest (inside the staged registration) take seconds.
     config = TrainingConfig(symbol="ETHUSDT", sequence_length=24, epochs=2,
-                            registry=Path(sys.argv[1]), train_fraction=0.3, val_fraction=0.1)
+                            registry=Path(sys.argv[1]), train_fraction=0.3, val_fraction=0.1,
+                            force_promote=True)
     result = train_model(config, generate_ohlcv(8000, seed=3))
     print("finished", result.version, flush=True)
     """
@@ -831,3 +834,47 @@ def test_training_with_signal_during_registration_leaves_no_version_and_burns_it
     fresh = _follow_up(registry_copy, candles)
     assert _n(fresh) == _n(burned[-1]) + 1  # the interrupted run's N is never reissued
     assert ModelRegistry(registry_copy).select_bundle(SYMBOL, TYPE).version == fresh
+
+
+# ---------------------------------------------------------------- the baseline gate
+
+
+def test_train_model_on_a_random_walk_registers_but_does_not_move_latest(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 3000)))
+    walk = pd.DataFrame(
+        {
+            "open": close,
+            "high": close * 1.001,
+            "low": close * 0.999,
+            "close": close,
+            "volume": np.full(3000, 5.0),
+        },
+        index=pd.date_range("2024-01-01", periods=3000, freq="h", name="timestamp"),
+    )
+    config = TrainingConfig(
+        registry=tmp_path / "reg",
+        symbol=SYMBOL,
+        sequence_length=SEQ,
+        epochs=3,
+        backtest=False,
+        bootstrap_reps=200,
+    )
+    first = train_model(config, walk)
+    metrics = read_json(first.path / "metrics.json")
+    assert metrics["gate"]["passed"] is False and metrics["gate"]["reasons"]
+    assert metrics["oos"]["beats_baselines"] is False
+    assert set(metrics["oos"]) >= {
+        "direction_accuracy",
+        "majority_baseline",
+        "edge",
+        "edge_ci95",
+        "dm_vs_last_close",
+        "dm_vs_drift",
+    }
+    assert metrics["validation"]["mse_constant"] > 0
+    assert first.promoted is False and first.path.is_dir()  # a record, not latest
+    assert RegistryLayout(tmp_path / "reg").read_latest(SYMBOL, TYPE) is None
+    forced = train_model(dataclasses.replace(config, force_promote=True), walk)
+    assert forced.promoted is True
+    assert RegistryLayout(tmp_path / "reg").read_latest(SYMBOL, TYPE) == forced.version

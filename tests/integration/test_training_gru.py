@@ -26,6 +26,7 @@ def _config(registry: Path, seed: int = 0) -> TrainingConfig:
         epochs=2,
         seed=seed,
         backtest=False,
+        force_promote=True,
     )
 
 
