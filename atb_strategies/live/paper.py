@@ -1,10 +1,11 @@
 """Paper trading: live ``CcxtData`` candles with backtrader's own simulated broker.
 
 ``PaperBroker`` is ``bt.brokers.BackBroker`` (so paper fills are computed exactly as in a
-backtest) configured from the real market: the taker fee as commission, configurable slippage,
-and the market's amount precision, minimum amount and minimum notional enforced before an order
-is accepted (a failing order is ``Rejected`` with the reason in ``order.info["reject_reason"]``).
-No API keys are needed: only public market data is read. Strategy code is identical to live.
+backtest) configured from the real market through the same ``MarketRules`` the live broker uses:
+the taker fee as commission, configurable slippage, and the market's amount precision, minimum
+amount and minimum notional enforced before an order is accepted (a failing order is
+``Rejected`` with the reason in ``order.info["reject_reason"]``). No API keys are needed: only
+public market data is read. Strategy code is identical to live.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 from typing import Any
 
 import backtrader as bt
+
+from atb_strategies.live.market_rules import MarketRules
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +38,17 @@ class PaperBroker(bt.brokers.BackBroker):
 
     def __init__(self) -> None:
         super().__init__()
+        self.rules = MarketRules(self.p.store)
         self._configured: set[Any] = set()
         if self.p.slippage:
             self.set_slippage_perc(
                 self.p.slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=False
             )
 
-    def _market(self, data: Any) -> dict[str, Any]:
-        return self.p.store.market(getattr(data, "market_symbol", "") or data._name)
-
     def _configure(self, data: Any) -> dict[str, Any]:
-        market = self._market(data)
+        market = self.rules.market(data)
         if data not in self._configured:
-            fee = self.p.fee if self.p.fee is not None else float(market.get("taker") or 0.001)
+            fee = self.p.fee if self.p.fee is not None else self.rules.taker_fee(market)
             self.setcommission(commission=fee, name=data._name)
             self._configured.add(data)
             log.info(
@@ -63,21 +64,9 @@ class PaperBroker(bt.brokers.BackBroker):
         if order.parent is not None:  # a bracket leg closes exactly what its parent opens
             order.size = order.created.size = order.executed.remsize = -order.parent.size
             return super().submit(order, check)
-        ex = self.p.store.exchange
         amount = abs(order.created.size)
-        try:
-            rounded = float(ex.amount_to_precision(market["symbol"], amount))
-        except Exception:
-            rounded = 0.0
-        limits = market.get("limits") or {}
-        min_amount = (limits.get("amount") or {}).get("min") or 0.0
-        min_cost = (limits.get("cost") or {}).get("min") or 0.0
         price = order.created.price or float(order.data.close[0])
-        reason = None
-        if rounded <= 0 or rounded < min_amount:
-            reason = f"amount {amount:.10g} rounds to {rounded} (minimum {min_amount})"
-        elif min_cost and rounded * price < min_cost:
-            reason = f"notional {rounded * price:.4f} below the market minimum {min_cost}"
+        rounded, reason = self.rules.check_amount(market, amount, price)
         if reason is not None:
             order.addinfo(reject_reason=reason)
             log.warning("paper order %s rejected: %s", order.ref, reason)

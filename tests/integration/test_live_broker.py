@@ -535,6 +535,31 @@ def test_ccxt_broker_with_triggered_stop_leg_sells_at_market_and_cancels_take_pr
     assert strat.closed_trades[0].pnl < 0
 
 
+def test_stop_leg_with_fee_taken_in_bought_asset_sells_the_net_position(
+    hourly: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Binance's default fee (taken from the received asset) leaves less than ordered: the
+    stop leg must sell what is held, and complete, not be refused and leave no protection."""
+    candles = crash_after(hourly, NOW_ROW + 2, 0.94)
+    with make_server(candles, fee_asset="received") as server:
+        run = run_live(
+            server,
+            journal=tmp_path / "j.sqlite",
+            max_live_bars=3,
+            backfill_bars=300,
+            strategy=RecordingMlBasic,
+            strategy_options=BRACKET_OPTIONS,
+        )
+        btc_free, btc_locked = server.balance("BTC")
+    strat = run.strategy
+    _, stop, take = bracket_refs(strat)
+    assert strat.last(stop).status == "Completed"
+    assert strat.last(take).status == "Canceled"
+    held = float(btc_free) + float(btc_locked)
+    assert held < 1e-5  # only dust below the market's amount step is left
+    assert run.broker.getposition(run.data).size == pytest.approx(held, abs=1e-12)
+
+
 # ------------------------------------------------------------------ refusals
 
 
@@ -618,6 +643,30 @@ def test_ccxt_broker_with_rate_limit_on_fill_reads_retries_and_completes(hourly,
         "Accepted",
         "Completed",
     ]
+
+
+@pytest.mark.parametrize("kind", ["429", "418"])
+def test_rate_limited_create_order_rejects_the_order_without_crashing(
+    hourly: pd.DataFrame, tmp_path: Path, kind: str
+) -> None:
+    def arm(server: Any) -> None:
+        server.faults.queue("/api/v3/order", kind, count=1, method="POST")
+
+    with make_server(hourly) as server:
+        run = run_live(
+            server,
+            {1: lambda s: s.place("buy", 0.01), 2: lambda s: s.place("buy", 0.01)},
+            journal=tmp_path / "j.sqlite",
+            max_live_bars=3,
+            before_run=arm,
+        )
+        placed = server.orders()
+    first, second = run.strategy.orders
+    refused = run.strategy.last(first.ref)
+    assert refused.status == "Rejected"
+    assert "rate limited" in first.info["reject_reason"]
+    assert run.strategy.last(second.ref).status == "Completed"
+    assert len(placed) == 1  # the refused one was never placed, the next one was
 
 
 def _post_ids(server: BinanceServer) -> list[str]:
@@ -872,7 +921,7 @@ def test_ccxt_broker_with_oco_group_sends_the_triggered_stop_and_cancels_the_lim
     assert strat.last(stop.ref).stamp == candles.index[NOW_ROW + 3]  # on live bar 3
     # the take-profit was held locally: only the triggered stop reached the exchange
     assert [(o["side"], o["type"], d(o["origQty"])) for o in orders] == [("SELL", "MARKET", 0.01)]
-    assert run.broker._oco_group == {}  # the group's bookkeeping is gone with it
+    assert run.broker.emulator.oco_groups == {}  # the group's bookkeeping is gone with it
 
 
 def test_ccxt_broker_with_oco_group_sends_the_reached_limit_and_cancels_the_stop(hourly, tmp_path):
@@ -899,7 +948,7 @@ def test_ccxt_broker_with_one_oco_member_cancelled_cancels_the_group(hourly, tmp
     strat = run.strategy
     for order in strat.orders:
         assert strat.statuses(order.ref) == ["Submitted", "Accepted", "Canceled"]
-    assert run.broker._oco_group == {}
+    assert run.broker.emulator.oco_groups == {}
 
 
 def test_ccxt_broker_with_oco_leader_on_the_exchange_rejects_the_member_with_the_reason(
@@ -960,7 +1009,7 @@ def test_ccxt_broker_with_bracket_parent_as_oco_leader_rejects_the_member(hourly
     # cancelling the held stop-entry parent takes its two legs along
     assert strat.statuses(parent.ref) == ["Submitted", "Accepted", "Canceled"]
     assert strat.statuses(stop.ref)[-1] == strat.statuses(take.ref)[-1] == "Canceled"
-    assert run.broker._local == [] and run.broker._children == {}
+    assert run.broker.emulator.held == [] and run.broker.emulator.children == {}
 
 
 def test_ccxt_broker_with_held_order_below_the_minimum_at_its_price_rejects_it_when_placed(
@@ -1237,6 +1286,27 @@ def test_kill_switch_with_large_buy_at_flat_prices_stays_off(hourly, tmp_path):
         sides = [o["side"] for o in server.orders()]
     assert sides == ["BUY"]
     assert not run.broker.killed and run.strategy.live_bars == 4
+
+
+def test_kill_switch_ignores_backfilled_prices_and_keeps_existing_holdings(
+    hourly: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Holding BTC while prices fell during the backfill window is not a drawdown of the
+    session: the switch starts watching at the first live bar."""
+    candles = crash_after(hourly, NOW_ROW - 3, 0.8)  # a 20 % fall a few backfilled hours ago
+    with make_server(candles, balances={"USDT": 1_000, "BTC": 1}) as server:
+        run = run_live(
+            server,
+            {},
+            journal=tmp_path / "j.sqlite",
+            max_live_bars=3,
+            broker_options={"kill_switch": KillSwitch(max_drawdown=0.15, max_daily_loss=0.15)},
+        )
+        posts = server.count("/api/v3/order", "POST")
+    assert not run.broker.killed
+    assert posts == 0
+    assert run.broker.getposition(run.data).size == 1.0
+    assert run.strategy.live_bars == 3
 
 
 def test_kill_switch_with_drawdown_breach_engages_once_on_the_crash_bar(drawdown):

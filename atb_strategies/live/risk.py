@@ -1,0 +1,136 @@
+"""Risk for live trading: the kill switch (loss and drawdown) and the limits on new orders.
+
+``KillSwitch`` is what a user sets; ``RiskGuard`` is the state one broker keeps to enforce it:
+
+* ``refusal`` says why a new order is refused (switch engaged, ``max_order_notional``,
+  ``max_orders_per_minute``), ``record_order`` counts a sent order for the per-minute limit;
+* ``breach`` follows the portfolio value (peak, the day's first value) and says when a loss or
+  drawdown limit is crossed. It only watches once every feed is live: backfilled bars carry old
+  prices.
+
+What engaging does (cancel, flatten, stop cerebro) is the broker's job; ``killed`` and
+``flattening`` are the flags it sets meanwhile.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class KillSwitch:
+    """Hard limits for live trading (``None`` disables a limit).
+
+    ``max_daily_loss`` and ``max_drawdown`` are fractions of portfolio value (the day's first
+    value, the peak value). ``max_order_notional`` is in quote currency. ``flatten`` closes
+    positions at market when a loss limit trips. ``max_order_notional`` and
+    ``max_orders_per_minute`` cap new risk: orders that only reduce the position (exits,
+    stop-losses, take-profits) are exempt, so a protective order is never blocked by them.
+    """
+
+    max_daily_loss: float | None = 0.05
+    max_drawdown: float | None = 0.15
+    max_order_notional: float | None = None
+    max_orders_per_minute: int | None = 10
+    flatten: bool = True
+
+
+class RiskGuard:
+    """The state that enforces one ``KillSwitch`` in one broker.
+
+    Parameters
+    ----------
+    limits : KillSwitch or None
+        The limits; None disables every check except ``killed``.
+
+    Attributes
+    ----------
+    killed : bool
+        The switch is engaged: every new order is refused.
+    flattening : bool
+        The switch's own exits are being sent: nothing is refused or watched.
+    """
+
+    def __init__(self, limits: KillSwitch | None) -> None:
+        self.limits = limits
+        self.killed = False
+        self.flattening = False
+        self._order_times: collections.deque[float] = collections.deque()
+        self._peak: float | None = None
+        self._day: str | None = None
+        self._day_start_value: float | None = None
+
+    def refusal(
+        self, amount: float, price: float, *, reduces: bool, counting: bool = True
+    ) -> str | None:
+        """Why the limits refuse an order of ``amount`` at ``price``, or None.
+
+        Parameters
+        ----------
+        amount, price : float
+            The unsigned amount and the price it is valued at.
+        reduces : bool
+            The order only reduces the position (exits, stop-losses, take-profits): it is
+            exempt from ``max_order_notional`` and ``max_orders_per_minute``, which cap new risk;
+            a stop-loss blocked by them would leave the position unprotected exactly when it is
+            needed.
+        counting : bool
+            False checks without reading the per-minute count (for held orders, sent later).
+        """
+        ks = self.limits
+        if self.flattening:
+            return None  # the kill switch's own exits are never blocked
+        if self.killed:
+            return "kill switch engaged: no new orders"
+        if ks is None or reduces:
+            return None
+        if ks.max_order_notional is not None and amount * price > ks.max_order_notional:
+            return (
+                f"notional {amount * price:.2f} exceeds max_order_notional "
+                f"{ks.max_order_notional:.2f}"
+            )
+        now = time.monotonic()
+        while self._order_times and now - self._order_times[0] > 60:
+            self._order_times.popleft()
+        if (
+            counting
+            and ks.max_orders_per_minute is not None
+            and len(self._order_times) >= ks.max_orders_per_minute
+        ):
+            return f"more than {ks.max_orders_per_minute} orders in a minute"
+        return None
+
+    def record_order(self) -> None:
+        """Count an order sent now, for ``max_orders_per_minute``."""
+        self._order_times.append(time.monotonic())
+
+    def breach(self, value: float, *, live: bool) -> str | None:
+        """Follow the portfolio ``value``; the reason when a loss limit is crossed, else None.
+
+        Parameters
+        ----------
+        value : float
+            The portfolio value now.
+        live : bool
+            Every feed is live; before that nothing is watched (backfilled bars carry old
+            prices, so limits start with live data).
+        """
+        ks = self.limits
+        if ks is None or self.killed or self.flattening or not live:
+            return None
+        if not math.isfinite(value) or value <= 0:
+            return None
+        self._peak = max(self._peak or value, value)
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        if self._day != today:
+            self._day, self._day_start_value = today, value
+        reason = None
+        if ks.max_drawdown is not None and value < self._peak * (1 - ks.max_drawdown):
+            reason = f"drawdown {1 - value / self._peak:.2%} beyond {ks.max_drawdown:.2%}"
+        start = self._day_start_value or value
+        if ks.max_daily_loss is not None and value < start * (1 - ks.max_daily_loss):
+            reason = f"daily loss {1 - value / start:.2%} beyond {ks.max_daily_loss:.2%}"
+        return reason
