@@ -2,7 +2,14 @@
 
 ``run_backtest`` builds a ``Cerebro`` with the candles as a correctly-timed feed, the strategy,
 cash and commission, an ``EquityRecorder`` analyzer and a progress bar, runs it and returns a
-``BacktestResult`` with the summary (see ``summarize``), the equity curve and the trades.
+``BacktestResult`` with the summary (see ``summarize``), the equity curve, the trades, and which
+bars had no prediction and why (``no_prediction``, ``gaps``).
+
+With ``start``, only the candles the model needs before it are fed: the bundle's
+``pipeline.history_bars`` rows before the first traded bar when the features have a fixed
+look-back. When a recursive feature (EMA, RSI) makes every earlier bar matter
+(``history_bars`` is None), all earlier candles are kept, exactly as a live feed started from
+the first candle would see them.
 """
 
 from __future__ import annotations
@@ -17,23 +24,38 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.data.feeds import make_feed
-from atb_strategies.features.candles import timeframe_to_timedelta
+from atb_strategies.exceptions import AtbError
+from atb_strategies.features.candles import rows_span_gap, timeframe_to_timedelta
+from atb_strategies.registry.shared import shared_registry
+from atb_strategies.strategies.base import NO_PREDICTION_REASONS, MlStrategy
 
 log = logging.getLogger(__name__)
 
 
 class EquityRecorder(bt.Analyzer):
-    """Per bar: time, portfolio value, cash, whether any position is open; total commission."""
+    """Per bar: time, portfolio value, cash, whether any position is open, any long, any short;
+    total commission and the completed orders."""
 
     def create_analysis(self) -> None:
-        self.rows: list[tuple[float, float, float, bool]] = []
+        self.rows: list[tuple[float, float, float, bool, bool, bool]] = []
         self.commission = 0.0
         self.orders: list[dict[str, Any]] = []
 
     def next(self) -> None:
         broker = self.strategy.broker
-        exposed = any(self.strategy.getposition(d).size != 0 for d in self.strategy.datas)
-        self.rows.append((self.strategy.datetime[0], broker.getvalue(), broker.getcash(), exposed))
+        sizes = [self.strategy.getposition(d).size for d in self.strategy.datas]
+        long = any(s > 0 for s in sizes)
+        short = any(s < 0 for s in sizes)
+        self.rows.append(
+            (
+                self.strategy.datetime[0],
+                broker.getvalue(),
+                broker.getcash(),
+                long or short,
+                long,
+                short,
+            )
+        )
 
     def notify_order(self, order: bt.Order) -> None:
         if order.status in (order.Completed, order.Partial) and order.executed.size:
@@ -83,8 +105,14 @@ class ProgressBar(bt.Analyzer):
 class BacktestResult:
     """What a backtest produced: summary numbers, equity curve, orders and closed trades.
 
-    ``equity`` and ``predictions`` are indexed by candle open time, like the input candles;
-    times inside ``orders`` and ``trades`` are backtrader's bar (close) times.
+    ``equity`` (columns ``value``, ``cash``, ``exposed``, ``long``, ``short``), ``predictions``
+    and ``no_prediction`` are indexed by candle open time, like the input candles; times inside
+    ``orders``, ``trades`` and ``decisions`` are backtrader's bar (close) times.
+
+    ``no_prediction`` holds, for every fed bar without a prediction, why (a key of
+    ``NO_PREDICTION_REASONS``: ``"warm_up"``, ``"gap"`` or ``"model"``); ``gaps`` lists the gaps
+    in the fed candles (``after``/``resumes``: open times of the bars either side,
+    ``missing_bars``). Both are None/empty when the strategy has no ``MlPrediction``.
     """
 
     summary: dict[str, Any]
@@ -93,6 +121,8 @@ class BacktestResult:
     trades: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     predictions: pd.DataFrame | None = None
+    no_prediction: pd.Series | None = None
+    gaps: list[dict[str, Any]] = field(default_factory=list)
     strategy: Any = None
     cerebro: Any = None
 
@@ -103,10 +133,19 @@ def summarize(
     trades: list[dict[str, Any]],
     commission: float,
     timeframe: str,
+    no_prediction: pd.Series | None = None,
+    gaps: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Total return, CAGR, Sharpe, Sortino, max drawdown, trades, win rate, exposure, fees, and
     buy-and-hold over the same bars. Sharpe and Sortino use per-bar returns, a zero risk-free
-    rate, and are annualised with the number of bars in 365 days."""
+    rate, and are annualised with the number of bars in 365 days.
+
+    With ``no_prediction`` (reason code per bar without a prediction, indexed by open time, as
+    in ``BacktestResult``), also ``bars_without_prediction`` (over the equity's bars) and
+    ``no_prediction``: per reason code, ``{"bars": n, "why": text}``; ``gaps`` is copied in as
+    given (the gaps the traded bars' predictions read across). Without it these are None and
+    empty.
+    """
     values = equity["value"].to_numpy(dtype=np.float64)
     start, end = values[0], values[-1]
     span = equity.index[-1] - equity.index[0]
@@ -138,7 +177,87 @@ def summarize(
         "buy_and_hold_return": float(closes.iloc[-1] / closes.iloc[0] - 1)
         if len(closes) > 1
         else None,
+        **_no_prediction_summary(equity.index, no_prediction, gaps),
     }
+
+
+def _no_prediction_summary(
+    index: pd.DatetimeIndex, no_prediction: pd.Series | None, gaps: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    if no_prediction is None:
+        return {"bars_without_prediction": None, "no_prediction": {}, "gaps": list(gaps or [])}
+    inside = no_prediction[no_prediction.index.isin(index)]
+    counts = inside.value_counts()
+    return {
+        "bars_without_prediction": len(inside),
+        "no_prediction": {
+            code: {"bars": int(counts[code]), "why": why}
+            for code, why in NO_PREDICTION_REASONS.items()
+            if code in counts.index
+        },
+        "gaps": list(gaps or []),
+    }
+
+
+def model_history_bars(
+    strategy: type[bt.Strategy], *, symbol: str, timeframe: str, params: dict[str, Any]
+) -> int | None:
+    """Candles a prediction of ``strategy``'s model reads, ending at its bar, or None for all.
+
+    That is the bundle's ``pipeline.history_bars`` (warm-up + window) for an ``MlStrategy``
+    whose features all have a fixed look-back. None when every earlier candle matters (a
+    recursive feature such as an EMA or RSI), when ``strategy`` is not an ``MlStrategy``, or
+    when its model cannot be selected here (the backtest then reports why).
+    """
+    if not (isinstance(strategy, type) and issubclass(strategy, MlStrategy)):
+        return None
+
+    def param(name: str) -> Any:
+        return params[name] if name in params else getattr(strategy.params, name)
+
+    try:
+        bundle = shared_registry(param("registry")).select_bundle(
+            param("symbol") or symbol,
+            param("model_type"),
+            param("timeframe") or timeframe,
+            param("version"),
+        )
+    except AtbError:
+        return None
+    return bundle.pipeline.history_bars
+
+
+def _prediction_coverage(
+    indicator: Any, bar: pd.Timedelta
+) -> tuple[pd.Series, list[dict[str, Any]], pd.DatetimeIndex]:
+    """From an ``MlPrediction`` after the run: the reason code of every fed bar without a
+    prediction, the gaps in the fed candles (with the ``position`` of the bar after each) and
+    the fed bars' open times."""
+    data = indicator.data
+    days = np.asarray(data.datetime.array, dtype=np.float64)
+    close_ns = np.round((days - 719163.0) * 86_400_000.0).astype(np.int64) * 1_000_000
+    opens = pd.DatetimeIndex(close_ns - bar.value, name="time")
+    n = len(opens)
+    ret = np.asarray(indicator.lines.predicted_return.array[:n], dtype=np.float64)
+    missing = ~np.isfinite(ret)
+    min_bars = int(indicator.bundle.pipeline.min_bars)
+    gap_pos = np.unique(np.searchsorted(close_ns, [int(t.value) for t in indicator.gap_bars]))
+    gap_pos = gap_pos[(gap_pos > 0) & (gap_pos < n)]
+    pos = np.arange(n)
+    codes = np.full(n, "model", dtype=object)
+    codes[rows_span_gap(pos, gap_pos, min_bars)] = "gap"
+    codes[pos < min_bars - 1] = "warm_up"
+    reasons = pd.Series(codes[missing], index=opens[missing], name="no_prediction")
+    gaps = [
+        {
+            "after": str(opens[g - 1]),
+            "resumes": str(opens[g]),
+            "missing_bars": int((opens[g] - opens[g - 1]) / bar) - 1,
+            "position": int(g),
+        }
+        for g in gap_pos
+    ]
+    return reasons, gaps, opens
 
 
 def run_backtest(
@@ -156,13 +275,41 @@ def run_backtest(
 ) -> BacktestResult:
     """Backtest ``strategy`` on ``candles`` (indexed by time) and summarise it.
 
-    ``start``/``end`` limit the *traded* period; earlier candles still feed the model's warm-up.
+    Parameters
+    ----------
+    candles : DataFrame
+        OHLCV (plus any columns the model needs), indexed by candle open time.
+    strategy : type
+        A ``bt.Strategy`` subclass, normally an ``MlStrategy``.
+    symbol, timeframe : str
+        The feed's name and bar size.
+    cash, commission : float
+        Starting cash and commission (fraction per trade).
+    progress : bool
+        Show a progress bar.
+    start, end : str or Timestamp, optional
+        The traded period (candle open times, inclusive). Before ``start`` only the candles the
+        model needs are fed: ``history_bars`` rows (see ``model_history_bars``), or all of them
+        when its features are recursive; they warm the model up and are never traded, and
+        nothing earlier is even looked at (a gap or a bad candle there does not matter).
+    **strategy_params
+        Passed to the strategy.
+
+    Returns
+    -------
+    BacktestResult
     """
     if end is not None:
         candles = candles.loc[: pd.Timestamp(end)]
     bar = timeframe_to_timedelta(timeframe)
     if start is not None:  # backtrader bar times are close times (see make_feed)
         strategy_params.setdefault("trade_from", str(pd.Timestamp(start) + bar))
+        history = model_history_bars(
+            strategy, symbol=symbol, timeframe=timeframe, params=strategy_params
+        )
+        if history is not None:
+            first = int(candles.index.searchsorted(pd.Timestamp(start)))
+            candles = candles.iloc[max(0, first - (history - 1)) :]
     cerebro = bt.Cerebro(stdstats=False)
     feed = make_feed(candles, timeframe=timeframe, name=symbol)
     cerebro.adddata(feed, name=symbol)
@@ -174,19 +321,18 @@ def run_backtest(
     strat = cerebro.run()[0]
     analysis = strat.analyzers.equity.get_analysis()
     rows = analysis["rows"]
-    equity = pd.DataFrame(rows, columns=["dt", "value", "cash", "exposed"])
+    equity = pd.DataFrame(rows, columns=["dt", "value", "cash", "exposed", "long", "short"])
     equity.index = pd.DatetimeIndex(
         [bt.num2date(x) - bar for x in equity.pop("dt")], name="time"
     )  # back to candle open times, like the input frame
     if start is not None:
         equity = equity.loc[pd.Timestamp(start) :]
     trades = list(getattr(strat, "trade_records", []))
-    summary = summarize(equity, candles, trades, analysis["commission"], timeframe)
-    predictions = None
+    predictions = no_prediction = None
+    gaps: list[dict[str, Any]] = []
     indicator = getattr(strat, "predictions", {}).get(strat.datas[0])
     if indicator is not None:
-        data = strat.datas[0]
-        stamps = pd.DatetimeIndex([bt.num2date(x) - bar for x in data.datetime.array], name="time")
+        no_prediction, all_gaps, stamps = _prediction_coverage(indicator, bar)
         predictions = pd.DataFrame(
             {
                 name: np.asarray(getattr(indicator.lines, name).array, dtype=np.float64)
@@ -194,6 +340,26 @@ def run_backtest(
             },
             index=stamps,
         )
+        # the gaps inside the rows that the traded bars' predictions read
+        first_traded = int(stamps.searchsorted(equity.index[0])) if len(equity) else len(stamps)
+        reach = first_traded - (int(indicator.bundle.pipeline.min_bars) - 1)
+        gaps = [
+            {k: v for k, v in g.items() if k != "position"}
+            for g in all_gaps
+            if g["position"] > reach
+        ]
+    summary = summarize(
+        equity, candles, trades, analysis["commission"], timeframe, no_prediction, gaps
+    )
+    summary.update(
+        {
+            "strategy": strategy.__name__,
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "model_key": getattr(indicator, "model_key", None),
+            "gap_policy": indicator.p.gap_policy if indicator is not None else None,
+        }
+    )
     return BacktestResult(
         summary=summary,
         equity=equity,
@@ -201,6 +367,8 @@ def run_backtest(
         trades=trades,
         decisions=list(getattr(strat, "decisions", [])),
         predictions=predictions,
+        no_prediction=no_prediction,
+        gaps=gaps,
         strategy=strat,
         cerebro=cerebro,
     )

@@ -23,7 +23,14 @@ Each bar after the model's warm-up, for each feed:
 The defaults follow the reference project (2 % stop, 4 % take-profit) with a 0.2 % entry
 threshold. Every order carries, in ``order.info``, the model key and the prediction that caused
 it; closed trades are recorded in ``self.trade_records`` and every decision in
-``self.decisions`` (and logged with ``log_decisions=True``).
+``self.decisions`` (and logged with ``log_decisions=True``). A bar after the warm-up without a
+prediction (``MlPrediction`` made none: under ``gap_policy="skip"`` because its rows span a gap
+in the candles) is recorded too, with action ``"skip"`` and a ``reason`` from
+``NO_PREDICTION_REASONS`` ("no prediction: its rows span a gap in the candles"); the strategy
+does nothing on it (an open position and its bracket stay as they are).
+
+Each traded feed also gets an ``MlConfidence`` indicator, so that backtrader's ``cerebro.plot()``
+draws the prediction's confidence (0..1) on its own axis, apart from the predicted return.
 
 The strategy never branches on backtest vs paper vs live: in live trading, only bars the feed
 marks ``LIVE`` are traded (``trade_live_only``); backfilled bars only warm the model up.
@@ -31,6 +38,7 @@ marks ``LIVE`` are traded (``trade_live_only``); backfilled bars only warm the m
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from datetime import datetime
@@ -42,6 +50,53 @@ from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.indicators.prediction import MlPrediction
 
 log = logging.getLogger(__name__)
+
+_EPOCH_DAYS = 719163.0  # backtrader's date number of 1970-01-01
+
+#: Why a bar has no prediction, by code: the ``reason`` of a ``"skip"`` decision is
+#: ``"no prediction: " + text``; the backtest summary counts bars per code.
+NO_PREDICTION_REASONS: dict[str, str] = {
+    "warm_up": "the model's warm-up (history and window) is not complete",
+    "gap": "its rows span a gap in the candles",
+    "model": "the model's output has no predicted return",
+}
+
+
+def _ms(num: float) -> int:
+    """A backtrader date number as integer milliseconds since the epoch (exact for bar times)."""
+    return round((num - _EPOCH_DAYS) * 86_400_000.0)
+
+
+class MlConfidence(bt.Indicator):
+    """The ``confidence`` line (0..1) of an ``MlPrediction``, on its own plot axis.
+
+    ``MlPrediction`` plots only its predicted return (about 0.001), which would be flattened by
+    a 0..1 line on the same axis; ``MlStrategy`` adds this indicator for each feed so that
+    ``cerebro.plot()`` shows the confidence in a subplot below. Add it yourself in a strategy of
+    your own: ``MlConfidence(self.prediction)``.
+    """
+
+    lines = ("confidence",)
+    plotinfo = {
+        "subplot": True,
+        "plotname": "ML confidence",
+        "plotlinevalues": False,
+        "plotyticks": [0.0, 0.5, 1.0],
+        "plotymargin": 0.05,
+    }
+    plotlines = {"confidence": {"color": "grey", "_name": "confidence", "_plotvaluetag": False}}
+
+    def _plotlabel(self) -> list[str]:
+        return [str(getattr(self.data, "model_key", "") or "")]
+
+    def next(self) -> None:
+        self.lines.confidence[0] = self.data.lines.confidence[0]
+
+    def once(self, start: int, end: int) -> None:
+        src = self.data.lines.confidence.array
+        dst = self.lines.confidence.array
+        for i in range(start, end):
+            dst[i] = src[i]
 
 
 class MlStrategy(bt.Strategy):
@@ -82,7 +137,10 @@ class MlStrategy(bt.Strategy):
     log_decisions : bool
         Log every decision at INFO (default False).
     record_decisions : bool
-        Keep every decision in ``self.decisions`` (default True).
+        Keep every decision in ``self.decisions`` (default True): a dict per traded bar from
+        the first complete window on, with ``action`` (``enter_long``, ``enter_short``,
+        ``exit``, ``hold``, ``wait``, or ``skip`` when there is no prediction) and ``reason``
+        (why a ``skip``, else None).
     sentiment_feed : str or None
         Name of a data feed that only carries sentiment (``make_sentiment_feed``); it is not
         traded, and every model reads its ``sentiment`` as of each bar.
@@ -128,6 +186,7 @@ class MlStrategy(bt.Strategy):
                     f"[0, 1). Got {value!r} instead."
                 )
         self.predictions: dict[Any, MlPrediction] = {}
+        self.confidences: dict[Any, MlConfidence] = {}
         extra = [d for d in self.datas if p.sentiment_feed and d._name == p.sentiment_feed]
         if p.sentiment_feed and not extra:
             raise ConfigurationError(
@@ -155,6 +214,7 @@ class MlStrategy(bt.Strategy):
                     "model's, or select a matching version."
                 )
             self.predictions[data] = pred
+            self.confidences[data] = MlConfidence(pred)
         self.decisions: list[dict[str, Any]] = []
         self.trade_records: list[dict[str, Any]] = []
         traded = list(self.predictions)
@@ -162,6 +222,7 @@ class MlStrategy(bt.Strategy):
         self._entry_info: dict[Any, dict[str, Any]] = {}
         self._pending: dict[Any, bt.Order | None] = {d: None for d in traded}
         self._started: set[Any] = set()  # feeds whose first tradeable bar has been seen
+        self._gap_ms: dict[Any, list[int]] = {d: [] for d in traded}  # pred.gap_bars, in ms
         self._trade_from = (
             bt.date2num(datetime.fromisoformat(str(p.trade_from))) if p.trade_from else None
         )
@@ -285,6 +346,58 @@ class MlStrategy(bt.Strategy):
             order.addinfo(role="exit", **info)
             self._pending[data] = order
 
+    def no_prediction_reason(
+        self, data: bt.AbstractDataBase, pred: MlPrediction
+    ) -> tuple[str, str | None]:
+        """Why ``pred`` has no value at the current bar of ``data``.
+
+        Returns
+        -------
+        code : str
+            A key of ``NO_PREDICTION_REASONS``: ``"warm_up"`` (fewer bars than the model's
+            warm-up and window), ``"gap"`` (a bar of ``pred.gap_bars`` lies between the first
+            and the last row of the bar's warm-up + window), else ``"model"``.
+        gap_bar : str or None
+            For ``"gap"``, the (close) time of the newest bar after a gap inside those rows.
+        """
+        min_bars = pred.bundle.pipeline.min_bars
+        if len(data) < min_bars:
+            return "warm_up", None
+        stamps = self._gap_ms.setdefault(data, [])
+        # gap_bars only grows (streaming appends a bar at a time): convert the new ones
+        stamps.extend(int(t.value) // 1_000_000 for t in pred.gap_bars[len(stamps) :])
+        if stamps:
+            now = _ms(data.datetime[0])
+            first_row = _ms(data.datetime[1 - min_bars]) if min_bars > 1 else now
+            i = bisect.bisect_right(stamps, now)
+            if i and stamps[i - 1] > first_row:
+                return "gap", pred.gap_bars[i - 1].isoformat()
+        return "model", None
+
+    def _record_no_prediction(self, data: bt.AbstractDataBase, pred: MlPrediction) -> None:
+        """Record (and log) a ``"skip"`` decision for a bar without a prediction, saying why."""
+        code, gap_bar = self.no_prediction_reason(data, pred)
+        decision = {
+            **self._info(data, "none"),
+            "position": self.getposition(data).size,
+            "action": "skip",
+            "reason": f"no prediction: {NO_PREDICTION_REASONS[code]}",
+        }
+        if gap_bar is not None:
+            decision["gap_bar"] = gap_bar
+        if self.p.record_decisions:
+            self.decisions.append(decision)
+        if self.p.log_decisions:
+            log.info(
+                "%s %s close=%.2f %s%s pos=%g -> skip",
+                decision["bar"],
+                decision["model_key"],
+                decision["close"],
+                decision["reason"],
+                f" (gap before the bar closing at {gap_bar})" if gap_bar else "",
+                decision["position"],
+            )
+
     # ------------------------------------------------------------------ backtrader hooks
 
     def next(self) -> None:
@@ -298,6 +411,8 @@ class MlStrategy(bt.Strategy):
                     self._protect(data, "adopted")
             ret = float(pred.predicted_return[0])
             if math.isnan(ret):
+                if p.record_decisions or p.log_decisions:
+                    self._record_no_prediction(data, pred)
                 continue
             conf = float(pred.confidence[0])
             if ret > p.long_threshold and conf >= p.min_confidence:
@@ -319,7 +434,12 @@ class MlStrategy(bt.Strategy):
                 action = "exit"
                 self._exit(data, self._info(data, signal))
             if p.record_decisions or p.log_decisions:
-                decision = {**self._info(data, signal), "position": position, "action": action}
+                decision = {
+                    **self._info(data, signal),
+                    "position": position,
+                    "action": action,
+                    "reason": None,
+                }
                 if p.record_decisions:
                     self.decisions.append(decision)
                 if p.log_decisions:
