@@ -9,7 +9,7 @@ import paths) and ``testing/`` (the loopback exchange used by tests and demos).
 from __future__ import annotations
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("exceptions", "config", "layers", "stats"),
+    ("exceptions", "config", "layers", "stats", "executors"),
     ("features",),
     ("bundle",),
     ("inference",),
@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("strategies",),
     ("backtest",),
     ("training",),
+    ("evaluation",),
     ("live",),
     ("cli",),
 )

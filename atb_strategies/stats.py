@@ -118,7 +118,7 @@ def _errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
 def out_of_sample_block(
     predicted_return: np.ndarray,
     actual_return: np.ndarray,
-    drift: float,
+    drift: float | np.ndarray,
     *,
     horizon: int = 1,
     block: int = 24,
@@ -131,8 +131,9 @@ def out_of_sample_block(
     ----------
     predicted_return, actual_return : ndarray
         Predicted and realised log returns over ``horizon`` bars, per decision bar.
-    drift : float
-        The drift baseline's prediction (mean training target), a log return over ``horizon``.
+    drift : float or ndarray
+        The drift baseline's prediction (mean training target), a log return over ``horizon``
+        (per sample when pooled over folds trained on different data).
 
     Returns
     -------
@@ -147,6 +148,7 @@ def out_of_sample_block(
     accuracy = direction_accuracy(pred, actual)
     majority = majority_baseline(actual)
     lo, hi = edge_ci(pred, actual, block=block, reps=reps, seed=seed)
+    drift = np.broadcast_to(np.asarray(drift, dtype=np.float64), actual.shape)
     e_model = pred - actual
     dm_last = diebold_mariano(e_model, -actual, horizon)  # last close predicts a 0 return
     dm_drift = diebold_mariano(e_model, drift - actual, horizon)
@@ -164,7 +166,7 @@ def out_of_sample_block(
         "errors": {
             "model": _errors(pred, actual),
             "last_close": _errors(np.zeros_like(actual), actual),
-            "drift": _errors(np.full_like(actual, drift), actual),
+            "drift": _errors(drift, actual),
         },
         "beats_baselines": bool(math.isfinite(lo) and lo > 0 and significant),
     }

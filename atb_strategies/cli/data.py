@@ -6,14 +6,7 @@ from pathlib import Path
 
 import click
 
-from atb_strategies.cli.options import DATE
-
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Candle cache (default: $ATB_DATA_DIR or ./data).",
-)
+from atb_strategies.cli.options import DATE, data_dir_option
 
 
 @click.group()

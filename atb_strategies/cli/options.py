@@ -59,3 +59,61 @@ def load_config(registry_path: Path | None) -> PredictionConfig:
     if registry_path is not None:
         config = config.with_overrides(model_registry_path=registry_path)
     return config
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Candle cache (default: $ATB_DATA_DIR or ./data).",
+)
+
+
+def training_data_options(f: Any) -> Any:
+    """The candle options of ``atb train model`` and ``atb train walk-forward``: --timeframe,
+    --start-date, --end-date, --model-type, --data, --synthetic, --download, --exchange,
+    --data-dir, --bars, --sentiment, --synthetic-sentiment."""
+    options = [
+        click.option("--timeframe", default="1h", show_default=True),
+        click.option("--start-date", type=DATE, help="First bar used (UTC date or time)."),
+        click.option(
+            "--end-date", type=DATE, help="Last bar used (a date includes that whole day)."
+        ),
+        click.option(
+            "--model-type",
+            type=click.Choice(["basic", "sentiment"]),
+            default="basic",
+            show_default=True,
+        ),
+        click.option(
+            "--data",
+            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            help="Candles file (CSV, parquet, feather).",
+        ),
+        click.option(
+            "--synthetic", is_flag=True, help="Train on the seeded synthetic market (demo)."
+        ),
+        click.option(
+            "--download",
+            is_flag=True,
+            help="Without --data: fetch missing candles from --exchange into the cache first.",
+        ),
+        click.option("--exchange", "exchange_id", default="binance", show_default=True),
+        data_dir_option,
+        click.option(
+            "--bars", type=POSITIVE_INT, default=18000, show_default=True, help="Synthetic bars."
+        ),
+        click.option(
+            "--sentiment",
+            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            help="Sentiment CSV (timestamp, value) for --model-type sentiment.",
+        ),
+        click.option(
+            "--synthetic-sentiment",
+            is_flag=True,
+            help="Use the synthetic demo sentiment index (not real sentiment).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import click
 
-from atb_strategies.cli.data import data_dir_option
-from atb_strategies.cli.options import DATE, POSITIVE_INT, load_config, registry_option
+from atb_strategies.cli.options import (
+    POSITIVE_INT,
+    load_config,
+    registry_option,
+    training_data_options,
+)
 
 
 @click.group()
@@ -19,36 +23,7 @@ def train() -> None:
 
 @train.command("model")
 @click.argument("symbol")
-@click.option("--timeframe", default="1h", show_default=True)
-@click.option("--start-date", type=DATE, help="First bar used (UTC date or time).")
-@click.option("--end-date", type=DATE, help="Last bar used (a date includes that whole day).")
-@click.option(
-    "--model-type", type=click.Choice(["basic", "sentiment"]), default="basic", show_default=True
-)
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Candles file (CSV, parquet, feather).",
-)
-@click.option("--synthetic", is_flag=True, help="Train on the seeded synthetic market (demo).")
-@click.option(
-    "--download",
-    is_flag=True,
-    help="Without --data: fetch missing candles from --exchange into the cache first.",
-)
-@click.option("--exchange", "exchange_id", default="binance", show_default=True)
-@data_dir_option
-@click.option("--bars", type=POSITIVE_INT, default=18000, show_default=True, help="Synthetic bars.")
-@click.option(
-    "--sentiment",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Sentiment CSV (timestamp, value) for --model-type sentiment.",
-)
-@click.option(
-    "--synthetic-sentiment",
-    is_flag=True,
-    help="Use the synthetic demo sentiment index (not real sentiment).",
-)
+@training_data_options
 @click.option("--architecture", type=click.Choice(["mlp", "gru"]), default="mlp", show_default=True)
 @click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
 @click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
@@ -157,3 +132,12 @@ def model(
             indent=2,
         )
     )
+
+
+def _add_walk_forward() -> None:
+    from atb_strategies.cli.walkforward import walk_forward
+
+    train.add_command(walk_forward)
+
+
+_add_walk_forward()

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from atb_strategies.exceptions import ConfigurationError
 
 
@@ -65,3 +67,6 @@ class TrainingResult:
     metrics: dict[str, Any]
     promoted: bool
     timings: dict[str, float] = field(default_factory=dict)
+    #: Per test sample, indexed by decision bar: ``predicted`` and ``actual`` log returns
+    #: over the horizon, and the decision bar's ``close``.
+    test_predictions: pd.DataFrame | None = None

@@ -25,9 +25,11 @@ class BarSplit:
     ``[test_start, n_bars)`` (``test_start`` defaults to ``val_end``; bars between are an
     embargo that feeds no part).
 
-    ``test_uses_history``: a test sample's window may read bars before ``test_start`` (the
-    past of its decision bar, as in deployment; walk-forward folds), while its decision bar and
-    target lie in the test part. Otherwise the whole window lies in the part too.
+    ``test_uses_history``: a validation or test sample's window may read bars before its part
+    (the past of its decision bar, as in deployment; walk-forward folds, whose parts are
+    short), while its decision bar and target lie in the part. Otherwise the whole window lies
+    in the part too. Training samples always lie wholly in the training part, so no training
+    target reaches into a later part either way.
     """
 
     n_bars: int
@@ -83,7 +85,7 @@ def build_parts(
     target_at = end + horizon
     out = {}
     for name, (lo, hi) in split.parts().items():
-        first = end if name == "test" and split.test_uses_history else start
+        first = end if name != "train" and split.test_uses_history else start
         mask = (first >= lo) & (start >= 0) & (target_at < hi)
         idx = np.flatnonzero(mask)
         if len(idx) < 10:

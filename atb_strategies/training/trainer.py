@@ -85,7 +85,19 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
     )
     candidate = Candidate(family, fitted, schema, gates)
     done = register_model(config, candidate, data, parts, metrics, clock)
-    return TrainingResult(done.version, done.path, metrics, done.promoted, clock.timings)
+    test = parts["test"]
+    predictions = pd.DataFrame(
+        {
+            "predicted": gates.test_predictions,
+            "actual": test.y,
+            "close": test.close,
+            "drift": float(parts["train"].y.mean()),
+        },
+        index=pd.DatetimeIndex(test.stamps, name="timestamp"),
+    )
+    return TrainingResult(
+        done.version, done.path, metrics, done.promoted, clock.timings, predictions
+    )
 
 
 def train_from_file(config: TrainingConfig, path: Path | str) -> TrainingResult:

@@ -1,0 +1,209 @@
+"""``atb train walk-forward SYMBOL``: retrain on a schedule, test out of sample, say if it is
+luck."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from atb_strategies.cli.options import (
+    POSITIVE_INT,
+    load_config,
+    registry_option,
+    training_data_options,
+)
+
+
+def _seeds(value: str) -> tuple[int, ...]:
+    """``3`` -> seeds 0, 1, 2; ``0,5,9`` -> those seeds."""
+    try:
+        if "," in value:
+            return tuple(int(v) for v in value.split(","))
+        count = int(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a count or a comma list of seeds.", param_hint="--seeds"
+        ) from None
+    if count < 1:
+        raise click.BadParameter(f"needs at least one seed; got {count}.", param_hint="--seeds")
+    return tuple(range(count))
+
+
+@click.command("walk-forward")
+@click.argument("symbol")
+@training_data_options
+@click.option("--train-bars", type=POSITIVE_INT, required=True, help="Bars each fold trains on.")
+@click.option("--test-bars", type=POSITIVE_INT, required=True, help="Bars each fold is tested on.")
+@click.option("--step", type=POSITIVE_INT, default=None, help="Bars between folds [--test-bars].")
+@click.option(
+    "--embargo",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Bars between training and test [horizon + warm-up + window].",
+)
+@click.option("--expanding", is_flag=True, help="Train on all bars so far (not a rolling window).")
+@click.option("--max-folds", type=POSITIVE_INT, default=None, help="Keep only the last N folds.")
+@click.option("--seeds", default="1", show_default=True, help="A count (0..N-1) or a list: 0,5,9.")
+@click.option("--seed", default=0, show_default=True, help="Synthetic market seed.")
+@click.option("--architecture", type=click.Choice(["mlp", "gru"]), default="mlp", show_default=True)
+@click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
+@click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
+@click.option("--epochs", type=POSITIVE_INT, default=30, show_default=True)
+@click.option("--promote-last", is_flag=True, help="Move latest to the last fold if it passes.")
+@click.option(
+    "--executor", type=click.Choice(["local", "ray", "serial"]), default="local", show_default=True
+)
+@click.option("--workers", type=POSITIVE_INT, default=None, help="Parallel folds [every core].")
+@click.option("--ray-address", default=None, help="An existing Ray cluster ('auto' for local).")
+@click.option("--bootstrap-reps", type=click.IntRange(min=100), default=1000, show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Report directory [out/walkforward_<symbol>_<type>].",
+)
+@click.option("--no-progress", is_flag=True)
+@registry_option
+def walk_forward(
+    symbol: str,
+    timeframe: str,
+    start_date: str | None,
+    end_date: str | None,
+    model_type: str,
+    data: Path | None,
+    synthetic: bool,
+    download: bool,
+    exchange_id: str,
+    data_dir: Path | None,
+    bars: int,
+    sentiment: Path | None,
+    synthetic_sentiment: bool,
+    train_bars: int,
+    test_bars: int,
+    step: int | None,
+    embargo: int | None,
+    expanding: bool,
+    max_folds: int | None,
+    seeds: str,
+    seed: int,
+    architecture: str,
+    sequence_length: int,
+    horizon: int,
+    epochs: int,
+    promote_last: bool,
+    executor: str,
+    workers: int | None,
+    ray_address: str | None,
+    bootstrap_reps: int,
+    out_dir: Path | None,
+    no_progress: bool,
+    registry_path: Path | None,
+) -> None:
+    """Walk-forward evaluation of a SYMBOL model: every fold trained like `atb train model`,
+    registered (lineage: fold, periods, data digest, seed) without moving latest, tested on the
+    bars after it; the pooled out-of-sample record against the baselines, with its CI."""
+    from tqdm import tqdm
+
+    from atb_strategies.data.sources import default_data_dir, load_candles
+    from atb_strategies.evaluation.report import write_report
+    from atb_strategies.evaluation.walkforward import WalkForwardConfig, run_walk_forward
+    from atb_strategies.features.candles import validate_candles
+
+    frame = load_candles(
+        data,
+        synthetic,
+        timeframe,
+        bars,
+        seed,
+        sentiment=sentiment,
+        synthetic_sentiment=synthetic_sentiment,
+        need_sentiment=model_type == "sentiment",
+        symbol=symbol,
+        exchange_id=exchange_id,
+        data_dir=data_dir or default_data_dir(),
+        download=download,
+        start=start_date,
+        end=end_date,
+    )
+    source = frame.attrs.get("source", "dataframe")
+    frame = frame.loc[start_date:end_date] if (start_date or end_date) else frame
+    frame = validate_candles(frame, timeframe=timeframe, gap_policy="allow", what=source)
+    config = WalkForwardConfig(
+        symbol=symbol,
+        train_bars=train_bars,
+        test_bars=test_bars,
+        step=step,
+        embargo=embargo,
+        expanding=expanding,
+        seeds=_seeds(seeds),
+        max_folds=max_folds,
+        timeframe=timeframe,
+        model_type=model_type,
+        architecture=architecture,
+        sequence_length=sequence_length,
+        horizon=horizon,
+        epochs=epochs,
+        registry=Path(load_config(registry_path).model_registry_path),
+        promote_last=promote_last,
+        bootstrap_reps=bootstrap_reps,
+        data_source=source,
+    )
+    bars: list[tqdm] = []  # made when the first fold finishes, so an early error is alone
+
+    def progress(result: object, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc="folds", unit="fold", disable=no_progress, total=total))
+        bars[0].update(1)
+
+    try:
+        result = run_walk_forward(
+            frame,
+            config,
+            executor=executor,
+            workers=workers,
+            ray_address=ray_address,
+            on_result=progress,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    out = out_dir or Path("out") / f"walkforward_{symbol}_{model_type}"
+    paths = write_report(result, out, title=f"{symbol} {model_type} {timeframe} ({source})")
+    _print_result(result, paths)
+
+
+def _print_result(result, paths: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    o = result.oos
+    lo, hi = o["edge_ci95"]
+    failed = [r for r in result.results if r.error]
+    click.echo(
+        f"walk-forward {result.walk_forward_id}: {len(result.folds)} fold(s), "
+        f"{len(result.results) - len(failed)} trained version(s), embargo {result.embargo} bars"
+    )
+    for r in failed:
+        click.echo(f"  fold {r.fold.number} seed {r.seed} FAILED: {r.error}")
+    click.echo(
+        f"  out of sample: {o['samples']} bars, direction {100 * o['direction_accuracy']:.1f} % "
+        f"vs majority {100 * o['majority_baseline']:.1f} %, edge {100 * o['edge']:+.1f} points "
+        f"(95 % CI {100 * lo:+.1f}..{100 * hi:+.1f})"
+    )
+    for name in ("last_close", "drift"):
+        dm = o[f"dm_vs_{name}"]
+        click.echo(
+            f"  Diebold-Mariano vs {name.replace('_', ' ')}: {dm['stat']:+.2f} "
+            f"(p={dm['pvalue']:.3g})"
+            + ("  model errors smaller" if dm["stat"] < 0 else "  model errors larger")
+        )
+    spread = o["seed_spread"]["direction_accuracy"]
+    if spread["seeds"] > 1:
+        click.echo(
+            f"  seeds: direction {100 * spread['mean']:.1f} % +/- {100 * spread['std']:.1f} "
+            f"over {spread['seeds']} seeds"
+        )
+    verdict = "BEATS the baselines" if o["beats_baselines"] else "does NOT beat the baselines"
+    click.echo(f"  verdict: {verdict}")
+    if result.promoted:
+        click.echo(f"  latest -> {result.promoted}")
+    click.echo(f"report: {paths['summary'].parent}")

@@ -1,0 +1,1 @@
+"""Out-of-sample evaluation: walk-forward folds, pooled statistics, reports."""

@@ -1,0 +1,182 @@
+"""The walk-forward report: ``folds.csv``, ``oos_predictions.parquet``, ``summary.json``, a chart.
+
+``summary.json`` keys: ``walk_forward_id``, ``config``, ``embargo_bars``, ``data_sha256``,
+``folds`` (count), ``failed_folds``, ``oos`` (pooled: ``direction_accuracy``,
+``majority_baseline``, ``edge``, ``edge_ci95``, ``dm_vs_last_close``, ``dm_vs_drift``,
+``seed_spread``, ``beats_baselines``, ``errors``), ``per_fold`` and, when the point-in-time
+backtest ran, ``backtest`` (the strategy and its baselines).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from atb_strategies.bundle.jsonio import write_json
+from atb_strategies.evaluation.walkforward import WalkForwardResult
+from atb_strategies.stats import direction_accuracy, majority_baseline
+
+
+def fold_table(result: WalkForwardResult) -> pd.DataFrame:
+    """One row per (fold, seed): periods, version, test statistics, gate."""
+    rows = []
+    for r in result.results:
+        oos = r.metrics.get("oos") or {}
+        dm = oos.get("dm_vs_last_close") or {}
+        ci = oos.get("edge_ci95") or [math.nan, math.nan]
+        preds = r.predictions
+        rows.append(
+            {
+                "fold": r.fold.number,
+                "seed": r.seed,
+                "version": r.version,
+                "train_start": _at(result, r.fold.train_start),
+                "train_end": _at(result, r.fold.train_end - 1),
+                "test_start": _at(result, r.fold.test_start),
+                "test_end": _at(result, r.fold.test_end - 1),
+                "samples": 0 if preds is None else len(preds),
+                "direction_accuracy": oos.get("direction_accuracy"),
+                "majority_baseline": oos.get("majority_baseline"),
+                "edge": oos.get("edge"),
+                "edge_ci_low": ci[0],
+                "edge_ci_high": ci[1],
+                "dm_vs_last_close": dm.get("stat"),
+                "dm_pvalue": dm.get("pvalue"),
+                "gate_passed": (r.metrics.get("gate") or {}).get("passed"),
+                "error": r.error,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _at(result: WalkForwardResult, bar: int) -> str:
+    return str(result.at(bar))
+
+
+def summary(result: WalkForwardResult, backtest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``summary.json`` document."""
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result.config).items()}
+    folds = fold_table(result)
+    return {
+        "walk_forward_id": result.walk_forward_id,
+        "config": config,
+        "embargo_bars": result.embargo,
+        "data_sha256": result.data_sha256,
+        "folds": len(result.folds),
+        "failed_folds": int(folds["error"].notna().sum()),
+        "promoted": result.promoted,
+        "oos": result.oos,
+        "per_fold": folds.drop(columns=["error"]).to_dict(orient="records"),
+        **({"backtest": backtest} if backtest is not None else {}),
+    }
+
+
+def rolling_edge(predictions: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Direction edge over the majority baseline on a trailing ``window`` of samples."""
+    pred = predictions["predicted"].to_numpy()
+    actual = predictions["actual"].to_numpy()
+    values = np.full(len(pred), np.nan)
+    for end in range(window, len(pred) + 1, max(1, window // 24)):
+        p, a = pred[end - window : end], actual[end - window : end]
+        values[end - 1] = direction_accuracy(p, a) - majority_baseline(a)
+    out = pd.DataFrame({"edge": values}, index=predictions.index).dropna()
+    # a normal-approximation band of a proportion over the window (the pooled CI is the
+    # block bootstrap's; this only shows how the edge moves)
+    out["band"] = 1.96 * math.sqrt(0.25 / window)
+    return out
+
+
+def write_report(
+    result: WalkForwardResult,
+    out_dir: Path,
+    *,
+    equity: pd.DataFrame | None = None,
+    backtest: dict[str, Any] | None = None,
+    title: str = "",
+) -> dict[str, Path]:
+    """Write the four report files into ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "folds_csv": out_dir / "folds.csv",
+        "predictions": out_dir / "oos_predictions.parquet",
+        "summary": out_dir / "summary.json",
+        "chart": out_dir / "chart.png",
+    }
+    fold_table(result).to_csv(paths["folds_csv"], index=False)
+    result.predictions.to_parquet(paths["predictions"])
+    write_json(paths["summary"], summary(result, backtest))
+    plot_walk_forward(result, paths["chart"], equity=equity, title=title)
+    return paths
+
+
+def plot_walk_forward(
+    result: WalkForwardResult,
+    path: Path,
+    *,
+    equity: pd.DataFrame | None = None,
+    title: str = "",
+) -> Path:
+    """Stitched out-of-sample equity (when given) against baselines, fold boundaries, and the
+    rolling direction edge with its band."""
+    from matplotlib.figure import Figure
+
+    first_seed = result.oos.get("seed", 0)
+    preds = result.predictions[result.predictions["seed"] == first_seed]
+    panels = 2 if equity is not None else 1
+    fig = Figure(figsize=(13, 4 + 3 * panels))
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+    if equity is not None:
+        ax = axes[0]
+        for column in equity.columns:
+            ax.plot(
+                equity.index,
+                100 * (equity[column] / equity[column].iloc[0] - 1),
+                label=column,
+                linewidth=1.6 if column == equity.columns[0] else 0.9,
+            )
+        ax.set_ylabel("return %")
+        ax.legend(loc="upper left", fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.5)
+    ax = axes[-1]
+    window = max(48, min(720, len(preds) // 6 or 48))
+    edge = rolling_edge(preds, window)
+    ax.plot(
+        edge.index,
+        100 * edge["edge"],
+        color="purple",
+        linewidth=1.0,
+        label=f"direction edge over majority, trailing {window} bars",
+    )
+    ax.fill_between(
+        edge.index,
+        100 * (edge["edge"] - edge["band"]),
+        100 * (edge["edge"] + edge["band"]),
+        color="purple",
+        alpha=0.15,
+    )
+    ax.axhline(0, color="black", linewidth=0.6)
+    lo, hi = result.oos["edge_ci95"]
+    ax.set_ylabel("edge, points")
+    ax.legend(loc="upper left", fontsize=8)
+    for a in axes:
+        for fold in result.folds:
+            start = preds.index[preds["fold"] == fold.number]
+            if len(start):
+                a.axvline(start[0], color="grey", linewidth=0.6, linestyle="--")
+    o = result.oos
+    fig.suptitle(
+        (title + "\n" if title else "")
+        + f"walk-forward {result.walk_forward_id}: {len(result.folds)} folds, "
+        f"direction {100 * o['direction_accuracy']:.1f} % vs majority "
+        f"{100 * o['majority_baseline']:.1f} %, edge {100 * o['edge']:+.1f} points "
+        f"(95 % CI {100 * lo:+.1f}..{100 * hi:+.1f}); "
+        f"{'beats' if o['beats_baselines'] else 'does not beat'} the baselines",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,303 @@
+"""Walk-forward evaluation: retrain on a schedule, test each model on the bars after it, pool.
+
+``run_walk_forward(candles, config)`` cuts the candles into folds (``evaluation.folds``),
+trains every (fold, seed) with exactly the recipe, gates and registration of ``atb train
+model`` (``training.trainer.train_model`` with an explicit split), and pools the test
+predictions into one out-of-sample record with the statistics of ``atb_strategies.stats``.
+
+Every fold is registered as an immutable version whose ``metadata.json`` ``training`` lineage
+records ``fold``, ``walk_forward_id``, ``train_start``, ``train_end``, ``test_start``,
+``test_end``, ``embargo``, ``data_sha256`` and ``seed``; the backtest's ``version="asof"``
+replays them bar by bar. Folds never move ``latest``; ``promote_last`` moves it to the last
+fold's (first seed's) version if that version passed the baseline gate.
+
+Folds run through ``atb_strategies.executors`` (serial, every local core, or Ray). Each fold
+registers atomically, so Ctrl-C leaves the finished folds registered and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from atb_strategies.evaluation.folds import Fold, make_folds
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.executors import TaskFailure, run_tasks
+from atb_strategies.features.schema import FeatureSchema, FeatureSpec
+from atb_strategies.registry.layout import RegistryLayout
+from atb_strategies.registry.manage import promote
+from atb_strategies.stats import out_of_sample_block, seed_spread
+from atb_strategies.training.config import TrainingConfig
+from atb_strategies.training.evaluate import bootstrap_block
+from atb_strategies.training.recipes import recipe_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WalkForwardConfig:
+    """What to evaluate; fields match the ``atb train walk-forward`` options.
+
+    ``embargo`` None: ``horizon + warm-up + sequence_length`` of the model type's recipe.
+    """
+
+    symbol: str
+    train_bars: int
+    test_bars: int
+    step: int | None = None
+    embargo: int | None = None
+    expanding: bool = False
+    seeds: tuple[int, ...] = (0,)
+    max_folds: int | None = None
+    timeframe: str = "1h"
+    model_type: str = "basic"
+    architecture: str = "mlp"
+    sequence_length: int = 120
+    horizon: int = 1
+    epochs: int = 30
+    val_fraction: float = 0.15
+    registry: Path = Path("models")
+    promote_last: bool = False
+    bootstrap_reps: int = 1000
+    data_source: str = "dataframe"
+
+    def resolved_embargo(self) -> int:
+        """The embargo in bars (the default covers a sample's window, warm-up and target)."""
+        if self.embargo is not None:
+            return self.embargo
+        recipe = recipe_for(self.model_type)
+        specs = tuple(FeatureSpec(f.name, f.source, f.transforms) for f in recipe)
+        return self.horizon + FeatureSchema(self.sequence_length, specs).min_bars
+
+
+@dataclass
+class FoldResult:
+    """One trained (fold, seed): its version and test predictions, or why it failed."""
+
+    fold: Fold
+    seed: int
+    version: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    predictions: pd.DataFrame | None = None
+    error: str | None = None
+
+
+@dataclass
+class WalkForwardResult:
+    """Every fold's result, the pooled out-of-sample record and its statistics."""
+
+    walk_forward_id: str
+    config: WalkForwardConfig
+    embargo: int
+    folds: list[Fold]
+    results: list[FoldResult]
+    predictions: pd.DataFrame
+    oos: dict[str, Any]
+    data_sha256: str
+    index: pd.DatetimeIndex
+    promoted: str | None = None
+
+    def at(self, bar: int) -> pd.Timestamp:
+        """The candle (open) time of bar position ``bar``."""
+        return self.index[bar]
+
+
+def data_digest(candles: pd.DataFrame) -> str:
+    """sha256 of the candles' times and OHLCV values (what the folds were trained on)."""
+    digest = hashlib.sha256(candles.index.as_unit("ns").asi8.tobytes())
+    for column in ("open", "high", "low", "close", "volume"):
+        digest.update(np.ascontiguousarray(candles[column], dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _train_fold(shared: dict[str, Any], task: tuple[Fold, int]) -> FoldResult:
+    """Train one (fold, seed) in a worker: ``shared`` holds the candles and the base config."""
+    from atb_strategies.training.trainer import train_model
+
+    fold, seed = task
+    candles: pd.DataFrame = shared["candles"]
+    base: TrainingConfig = shared["base"]
+    at = candles.index
+    frame = candles.iloc[fold.train_start : fold.test_end + base.horizon]
+    lineage = {
+        "walk_forward_id": shared["walk_forward_id"],
+        "fold": fold.number,
+        "seed": seed,
+        "train_start": str(at[fold.train_start]),
+        "train_end": str(at[fold.train_end - 1]),
+        "validation_start": str(at[fold.val_start]),
+        "test_start": str(at[fold.test_start]),
+        "test_end": str(at[fold.test_end - 1]),
+        "embargo_bars": shared["embargo"],
+        "data_sha256": shared["data_sha256"],
+    }
+    rel = fold.train_start
+    config = replace(
+        base,
+        seed=seed,
+        split=(fold.val_start - rel, fold.train_end - rel, fold.test_start - rel),
+        lineage=lineage,
+    )
+    result = train_model(config, frame)
+    predictions = result.test_predictions.assign(
+        fold=fold.number, seed=seed, version=result.version
+    )
+    keep = ("test", "oos", "validation", "gate", "test_period")
+    return FoldResult(
+        fold, seed, result.version, {k: result.metrics.get(k) for k in keep}, predictions
+    )
+
+
+def _base_config(config: WalkForwardConfig) -> TrainingConfig:
+    return TrainingConfig(
+        symbol=config.symbol,
+        timeframe=config.timeframe,
+        model_type=config.model_type,
+        architecture=config.architecture,
+        sequence_length=config.sequence_length,
+        horizon=config.horizon,
+        epochs=config.epochs,
+        registry=Path(config.registry),
+        promote=False,
+        backtest=False,
+        data_source=config.data_source,
+        bootstrap_reps=max(200, config.bootstrap_reps // 4),  # per fold; pooled uses all
+    )
+
+
+def pooled_oos(
+    predictions: pd.DataFrame, seeds: tuple[int, ...], config: WalkForwardConfig
+) -> dict[str, Any]:
+    """The pooled out-of-sample block of the first seed, with the spread over every seed."""
+    block = bootstrap_block(config.timeframe, config.horizon)
+    per_seed = {}
+    for seed in seeds:
+        rows = predictions[predictions["seed"] == seed]
+        if len(rows) >= 3:
+            per_seed[seed] = out_of_sample_block(
+                rows["predicted"].to_numpy(),
+                rows["actual"].to_numpy(),
+                rows["drift"].to_numpy(),
+                horizon=config.horizon,
+                block=block,
+                reps=config.bootstrap_reps,
+            )
+    if not per_seed:
+        raise ConfigurationError("No fold produced test predictions; see the fold errors.")
+    first = per_seed[min(per_seed)]
+    return {
+        **first,
+        "seed": min(per_seed),
+        "seed_spread": {
+            "direction_accuracy": seed_spread([b["direction_accuracy"] for b in per_seed.values()]),
+            "edge": seed_spread([b["edge"] for b in per_seed.values()]),
+        },
+    }
+
+
+def _stitch(results: list[FoldResult]) -> pd.DataFrame:
+    """Every seed's test predictions in time order; where test periods overlap (a step shorter
+    than the test period), the newer fold's prediction is kept, as a redeployment would."""
+    frames = [r.predictions for r in results if r.predictions is not None]
+    if not frames:
+        return pd.DataFrame(columns=["predicted", "actual", "close", "drift", "fold", "seed"])
+    out = pd.concat(frames).sort_values(["seed", "fold"])
+    out = out.reset_index()
+    out = out.drop_duplicates(["seed", "timestamp"], keep="last")
+    return out.set_index("timestamp").sort_values(["seed", "timestamp"])
+
+
+def run_walk_forward(
+    candles: pd.DataFrame,
+    config: WalkForwardConfig,
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    on_result: Callable[[FoldResult, int], None] | None = None,
+) -> WalkForwardResult:
+    """Train and test every (fold, seed); see the module docstring.
+
+    ``on_result(result, total)`` is called as each (fold, seed) finishes (progress bars).
+
+    Raises
+    ------
+    ConfigurationError
+        Bad settings, no fold fits, or every fold failed.
+    """
+    if not config.seeds:
+        raise ConfigurationError("The 'seeds' parameter needs at least one seed.")
+    embargo = config.resolved_embargo()
+    folds = make_folds(
+        len(candles),
+        train_bars=config.train_bars,
+        test_bars=config.test_bars,
+        step=config.step,
+        embargo=embargo,
+        expanding=config.expanding,
+        val_fraction=config.val_fraction,
+        horizon=config.horizon,
+        max_folds=config.max_folds,
+    )
+    wf_id = f"wf-{pd.Timestamp.now(tz='UTC'):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+    digest = data_digest(candles)
+    shared = {
+        "candles": candles,
+        "base": _base_config(config),
+        "walk_forward_id": wf_id,
+        "embargo": embargo,
+        "data_sha256": digest,
+    }
+    tasks = [(fold, seed) for fold in folds for seed in config.seeds]
+    log.debug("walk-forward %s: %d fold(s) x %d seed(s)", wf_id, len(folds), len(config.seeds))
+    results: list[FoldResult] = []
+    for i, outcome in run_tasks(
+        _train_fold,
+        tasks,
+        shared=shared,
+        executor=executor,
+        workers=workers,
+        ray_address=ray_address,
+    ):
+        if isinstance(outcome, TaskFailure):
+            fold, seed = tasks[i]
+            outcome = FoldResult(fold, seed, error=outcome.error)
+            log.error("fold %d seed %d failed: %s", fold.number, seed, outcome.error)
+        results.append(outcome)
+        if on_result is not None:
+            on_result(outcome, len(tasks))
+    results.sort(key=lambda r: (r.fold.number, r.seed))
+    predictions = _stitch(results)
+    oos = pooled_oos(predictions, config.seeds, config)
+    promoted = _promote_last(results, config)
+    return WalkForwardResult(
+        wf_id, config, embargo, folds, results, predictions, oos, digest, candles.index, promoted
+    )
+
+
+def _promote_last(results: list[FoldResult], config: WalkForwardConfig) -> str | None:
+    if not config.promote_last:
+        return None
+    last = [r for r in results if r.fold.number == results[-1].fold.number and r.version]
+    if not last:
+        log.warning("promote_last: the last fold has no registered version; latest unchanged")
+        return None
+    chosen = min(last, key=lambda r: r.seed)
+    gate = chosen.metrics.get("gate") or {}
+    if not gate.get("passed"):
+        log.warning(
+            "promote_last: %s failed the baseline gate (%s); latest unchanged",
+            chosen.version,
+            "; ".join(gate.get("reasons", [])),
+        )
+        return None
+    promote(RegistryLayout(config.registry), config.symbol, config.model_type, chosen.version)
+    return chosen.version

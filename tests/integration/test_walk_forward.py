@@ -1,0 +1,199 @@
+"""``run_walk_forward`` and ``atb train walk-forward``: folds trained like ``atb train model``,
+registered with their lineage, tested only on bars after their training data, pooled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from atb_strategies.bundle.jsonio import read_json
+from atb_strategies.cli.main import cli
+from atb_strategies.evaluation.report import write_report
+from atb_strategies.evaluation.walkforward import WalkForwardConfig, run_walk_forward
+from atb_strategies.registry.layout import RegistryLayout
+
+pytestmark = pytest.mark.slow
+
+
+def ar_market(n: int, phi: float, seed: int = 0) -> pd.DataFrame:
+    """Candles whose hourly log returns are AR(1): predictable when ``phi`` is far from 0."""
+    rng = np.random.default_rng(seed)
+    r = np.zeros(n)
+    shocks = rng.normal(0, 0.004, n)
+    for t in range(1, n):
+        r[t] = phi * r[t - 1] + shocks[t]
+    close = 100 * np.exp(np.cumsum(r))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    high = np.maximum(open_, close) * 1.001
+    low = np.minimum(open_, close) * 0.999
+    index = pd.date_range("2024-01-01", periods=n, freq="h", name="timestamp")
+    volume = rng.lognormal(3, 0.3, n)
+    return pd.DataFrame(
+        {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
+    )
+
+
+def _config(registry: Path, **changes) -> WalkForwardConfig:
+    settings = {
+        "symbol": "BTCUSDT",
+        "train_bars": 1200,
+        "test_bars": 400,
+        "sequence_length": 16,
+        "epochs": 3,
+        "registry": registry,
+        "bootstrap_reps": 200,
+    }
+    return WalkForwardConfig(**{**settings, **changes})
+
+
+@pytest.fixture(scope="module")
+def noise_run(tmp_path_factory):
+    registry = tmp_path_factory.mktemp("wf") / "models"
+    market = ar_market(2700, phi=0.0, seed=1)
+    return market, registry, run_walk_forward(market, _config(registry), executor="serial")
+
+
+def test_walk_forward_registers_every_fold_with_its_lineage_and_never_moves_latest(noise_run):
+    market, registry, result = noise_run
+    assert len(result.folds) == 4 and all(r.error is None for r in result.results)
+    layout = RegistryLayout(registry)
+    assert layout.read_latest("BTCUSDT", "basic") is None
+    for r in result.results:
+        meta = read_json(layout.version_dir("BTCUSDT", "basic", r.version) / "metadata.json")
+        lineage = meta["training"]
+        assert lineage["walk_forward_id"] == result.walk_forward_id
+        assert lineage["fold"] == r.fold.number and lineage["seed"] == 0
+        assert lineage["data_sha256"] == result.data_sha256
+        assert lineage["train_start"] == str(market.index[r.fold.train_start])
+        assert lineage["train_end"] == str(market.index[r.fold.train_end - 1])
+        assert lineage["test_start"] == str(market.index[r.fold.test_start])
+        assert pd.Timestamp(lineage["train_end"]) < pd.Timestamp(lineage["test_start"])
+
+
+def test_walk_forward_tests_each_fold_only_on_bars_after_its_training_and_embargo(noise_run):
+    market, _, result = noise_run
+    preds = result.predictions
+    for fold in result.folds:
+        bars = market.index.get_indexer(preds.index[preds["fold"] == fold.number])
+        assert len(bars) > 0.9 * (fold.test_end - fold.test_start)  # gap-free: ~every bar
+        assert bars.min() >= fold.test_start and bars.max() < fold.test_end
+        assert bars.min() >= fold.train_end + result.embargo
+    assert not preds.index.duplicated().any()
+    actual = np.log(market["close"].shift(-1) / market["close"]).loc[preds.index]
+    np.testing.assert_allclose(preds["actual"], actual, rtol=1e-12)
+
+
+def test_walk_forward_on_noise_does_not_beat_the_baselines(noise_run):
+    _, _, result = noise_run
+    oos = result.oos
+    assert oos["beats_baselines"] is False
+    assert oos["samples"] == len(result.predictions)
+    assert oos["edge_ci95"][0] < 0
+
+
+def test_walk_forward_report_writes_folds_predictions_summary_and_chart(noise_run, tmp_path):
+    _, _, result = noise_run
+    paths = write_report(result, tmp_path / "report")
+    folds = pd.read_csv(paths["folds_csv"])
+    assert list(folds["fold"]) == [0, 1, 2, 3]
+    assert len(pd.read_parquet(paths["predictions"])) == len(result.predictions)
+    summary = json.loads(paths["summary"].read_text())
+    for key in (
+        "direction_accuracy",
+        "majority_baseline",
+        "edge",
+        "edge_ci95",
+        "dm_vs_last_close",
+        "dm_vs_drift",
+        "seed_spread",
+        "beats_baselines",
+    ):
+        assert key in summary["oos"]
+    assert paths["chart"].stat().st_size > 10_000
+
+
+def test_walk_forward_local_executor_gives_the_serial_results(noise_run, tmp_path):
+    market, _, serial = noise_run
+    local = run_walk_forward(market, _config(tmp_path / "models"), executor="local", workers=2)
+    pd.testing.assert_frame_equal(
+        local.predictions.drop(columns="version"), serial.predictions.drop(columns="version")
+    )
+
+
+def test_walk_forward_on_a_predictable_market_beats_baselines_and_promotes_last(tmp_path):
+    market = ar_market(1200 + 184 + 3 * 400 + 1, phi=0.7, seed=2)  # three whole test periods
+    config = _config(tmp_path / "models", promote_last=True, epochs=8)
+    result = run_walk_forward(market, config, executor="serial")
+    assert result.oos["beats_baselines"] is True
+    assert result.oos["edge_ci95"][0] > 0
+    last = next(r for r in result.results if r.fold.number == result.folds[-1].number)
+    assert result.promoted == last.version
+    assert RegistryLayout(tmp_path / "models").read_latest("BTCUSDT", "basic") == last.version
+
+
+def test_atb_train_walk_forward_prints_the_verdict_and_writes_the_report(tmp_path):
+    out = tmp_path / "out"
+    args = [
+        "train",
+        "walk-forward",
+        "BTCUSDT",
+        "--synthetic",
+        "--bars",
+        "2700",
+        "--train-bars",
+        "1200",
+        "--test-bars",
+        "400",
+        "--sequence-length",
+        "16",
+        "--epochs",
+        "2",
+        "--executor",
+        "serial",
+        "--bootstrap-reps",
+        "200",
+        "--registry",
+        str(tmp_path / "models"),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "4 fold(s), 4 trained version(s)" in result.stdout
+    assert "verdict: does NOT beat the baselines" in result.stdout
+    assert (out / "summary.json").is_file() and (out / "chart.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        (["--train-bars", "0"], "--train-bars"),
+        (["--seeds", "x"], "--seeds"),
+        (["--train-bars", "5000"], "--train-bars"),
+        (["--executor", "dask"], "--executor"),
+    ],
+)
+def test_atb_train_walk_forward_with_bad_value_exits_1_with_one_line(tmp_path, extra, names):
+    base = [
+        "train",
+        "walk-forward",
+        "BTCUSDT",
+        "--synthetic",
+        "--bars",
+        "2700",
+        "--test-bars",
+        "400",
+        "--registry",
+        str(tmp_path / "m"),
+    ]
+    if "--train-bars" not in extra:
+        base += ["--train-bars", "1200"]
+    result = CliRunner().invoke(cli, [*base, *extra])
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1 and names in result.stderr
