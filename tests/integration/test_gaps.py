@@ -89,7 +89,8 @@ def test_ml_prediction_with_gap_matches_engine_series_bar_for_bar(registry, gapp
 
 
 def test_ml_prediction_with_gap_and_raise_policy_names_the_bar_after_it(registry, gapped):
-    with pytest.raises(CandleDataError, match=r"gap before the bar closing at 2024-01-13 14:00:00.*1 missing"):
+    match = r"gap before the bar closing at 2024-01-13 14:00:00.*1 missing"
+    with pytest.raises(CandleDataError, match=match):
         _run(gapped, registry, gap_policy="raise")
 
 

@@ -247,7 +247,8 @@ def test_ccxt_data_with_stamp_open_stamps_bars_with_candle_open_time(hourly):
 
 def test_ccxt_data_with_timeframe_the_exchange_lacks_fails_before_start_listing_offered(hourly):
     with _server(hourly) as server:
-        with pytest.raises(ConfigurationError, match=r"no '10m' candles; it offers 1s, 1m, 3m, .*, 1h,"):
+        offered = r"no '10m' candles; it offers 1s, 1m, 3m, .*, 1h,"
+        with pytest.raises(ConfigurationError, match=offered):
             run_feed(server, bar="10m", backfill_bars=5)
         assert server.count("/api/v3/klines") == 0
 

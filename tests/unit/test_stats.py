@@ -67,7 +67,7 @@ def test_edge_ci_with_perfect_direction_lies_above_zero_and_with_noise_does_not(
     edge = 1 - majority_baseline(actual)
     assert lo > 0 and lo <= edge <= hi
     # a coin flip against that trend: about 50 % right, 8 points below always-up
-    flip_lo, flip_hi = edge_ci(rng.standard_normal(1500), actual, reps=300)
+    _, flip_hi = edge_ci(rng.standard_normal(1500), actual, reps=300)
     assert flip_hi < 0
     driftless = rng.standard_normal(1500)
     noise_lo, noise_hi = edge_ci(rng.standard_normal(1500), driftless, reps=300)
