@@ -8,6 +8,9 @@ import platform
 from dataclasses import asdict
 from typing import Any
 
+import pandas as pd
+
+from atb_strategies.features.candles import timeframe_to_timedelta
 from atb_strategies.training.config import TrainingConfig
 from atb_strategies.training.data import CandleData
 from atb_strategies.training.dataset import Part
@@ -60,6 +63,24 @@ def training_lineage(
         "seed": config.seed,
         "libraries": library_versions(),
         "export_parity_max_abs_diff": parity,
+        **_period(config, frame, parts),
         **config.lineage,
         "target_scaling": "fitted on train targets; undone inside the ONNX graph",
+    }
+
+
+def _period(config: TrainingConfig, frame: pd.DataFrame, parts: dict[str, Part]) -> dict[str, str]:
+    """``first_bar_seen``, ``seen_until`` (the last validation target) and ``available_from``
+    (the first bar after it; with an explicit split, the test part's first bar), read by
+    ``bundle.lineage.training_period``."""
+    last_target = int(parts["val"].end_index.max()) + config.horizon
+    seen_until = frame.index[min(last_target, len(frame) - 1)]
+    if config.split is not None:
+        available = frame.index[config.split[2]]
+    else:
+        available = seen_until + timeframe_to_timedelta(config.timeframe)
+    return {
+        "first_bar_seen": str(frame.index[0]),
+        "seen_until": str(seen_until),
+        "available_from": str(available),
     }

@@ -1,0 +1,78 @@
+"""Point-in-time versions: which version a deployment would have served at each bar.
+
+``asof_schedule(registry, symbol, model_type, timeframe)`` lists the versions with a known
+training period (``bundle.lineage``) as ``(available_from, version)``, oldest first. At a bar
+that opens at ``t`` the served version is the newest one with ``available_from <= t``: it never
+saw that bar or any later one. Ties (several seeds of one walk-forward fold) go to the lowest
+seed, then to the version registered last. Versions of another timeframe, unreadable ones and
+those without lineage are left out.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import pandas as pd
+
+from atb_strategies.bundle.format import METADATA_FILE
+from atb_strategies.bundle.jsonio import read_json
+from atb_strategies.bundle.lineage import training_period
+from atb_strategies.exceptions import AtbError, ModelNotFoundError
+from atb_strategies.registry.layout import RegistryLayout
+
+
+@dataclass(frozen=True)
+class AsofSchedule:
+    """Versions in the order they became available; ``at(t)`` is the one serving bar ``t``."""
+
+    symbol: str
+    model_type: str
+    available_from: tuple[pd.Timestamp, ...]
+    versions: tuple[str, ...]
+
+    def at(self, when: pd.Timestamp) -> str | None:
+        """The version serving a bar that opens at ``when`` (None before the first one)."""
+        i = bisect.bisect_right(self.available_from, pd.Timestamp(when)) - 1
+        return self.versions[i] if i >= 0 else None
+
+    def index_at(self, when: pd.Timestamp) -> int:
+        """Position in ``versions`` of ``at(when)``; -1 before the first one."""
+        return bisect.bisect_right(self.available_from, pd.Timestamp(when)) - 1
+
+
+def asof_schedule(
+    layout: RegistryLayout, symbol: str, model_type: str, timeframe: str
+) -> AsofSchedule:
+    """The point-in-time schedule of ``symbol/model_type`` at ``timeframe``.
+
+    Raises
+    ------
+    ModelNotFoundError
+        When no version has a known training period (reference bundles, or none trained).
+    """
+    rows = []
+    for order, version in enumerate(layout.versions(symbol, model_type)):
+        try:
+            meta = read_json(layout.version_dir(symbol, model_type, version) / METADATA_FILE)
+        except AtbError:
+            continue
+        if meta.get("timeframe") != timeframe:
+            continue
+        period = training_period(meta)
+        if period is not None:
+            seed = (meta.get("training") or {}).get("seed", 0)
+            rows.append((period.available_from, -int(seed or 0), order, version))
+    if not rows:
+        raise ModelNotFoundError(
+            f"version='asof' needs versions of {symbol}/{model_type} ({timeframe}) whose "
+            "training period is known (models trained by atb train model or atb train "
+            "walk-forward); there are none. Train some, or name a version."
+        )
+    rows.sort()
+    return AsofSchedule(
+        symbol,
+        model_type,
+        tuple(r[0] for r in rows),
+        tuple(r[3] for r in rows),
+    )
