@@ -57,6 +57,7 @@ _LEGEND_ORDER = (
     "short position",
     "no prediction (gap)",
     "no prediction (warm-up)",
+    "in-sample",
 )
 
 
@@ -91,7 +92,61 @@ def format_summary(summary: dict[str, Any], title: str = "Backtest") -> str:
             text = f"{value:,.2f}"
         lines.append(f"  {label:<22} {text}")
     lines += _no_prediction_lines(summary)
+    lines += _in_sample_lines(summary)
+    lines += _baseline_lines(summary)
     return "\n".join(lines)
+
+
+def _in_sample_lines(summary: dict[str, Any]) -> list[str]:
+    guard = summary.get("in_sample")
+    if not guard:
+        return []
+    if guard.get("training_period") is None:
+        return [f"  {'In-sample bars':<22} unknown: {guard['warning']}"]
+    if guard["training_period"] == "asof":
+        return [f"  {'In-sample bars':<22} none (each bar served by an earlier version)"]
+    lines = [
+        f"  {'In-sample bars':<22} {guard['in_sample_bars']:,} of "
+        f"{guard['in_sample_bars'] + guard['out_of_sample_bars']:,} (model trained on "
+        f"{guard['training_period']['first'][:10]} .. {guard['training_period']['seen_until']})"
+    ]
+    for name in ("in_sample", "out_of_sample"):
+        part = guard.get(name)
+        if part:
+            sharpe = f"{part['sharpe']:.2f}" if part["sharpe"] is not None else "n/a"
+            lines.append(
+                f"  {'':<22}   {name.replace('_', '-')}: {part['bars']:,} bars, return "
+                f"{100 * part['total_return']:+.2f} %, Sharpe {sharpe}, {part['trades']} trades"
+            )
+    if guard.get("warning"):
+        lines.append(f"WARNING: {guard['warning']}")
+    return lines
+
+
+def _baseline_lines(summary: dict[str, Any]) -> list[str]:
+    rows = summary.get("baselines")
+    if not rows:
+        return []
+    lines = [
+        f"  Baselines (same bars, fees and slippage {summary.get('slippage_bps', 0):g} bps):",
+        f"  {'':<4}{'':<22}{'net %':>9}{'gross %':>9}{'Sharpe':>8}{'fills':>7}{'size':>8}",
+    ]
+    own = {
+        "total_return": summary["total_return"],
+        "gross_return": summary.get("gross_return"),
+        "sharpe": summary.get("sharpe"),
+        "trades": summary.get("fills"),
+        "fraction": summary.get("invested_fraction"),
+    }
+    for name, row in [("strategy", own), *rows.items()]:
+        sharpe = f"{row['sharpe']:.2f}" if row.get("sharpe") is not None else "n/a"
+        gross = row.get("gross_return")
+        lines.append(
+            f"  {'':<4}{name:<22}{100 * row['total_return']:>+9.2f}"
+            f"{(100 * gross if gross is not None else float('nan')):>+9.2f}{sharpe:>8}"
+            f"{row.get('trades', 0):>7}{100 * (row.get('fraction') or 0):>7.1f}%"
+        )
+    return lines
 
 
 def _no_prediction_lines(summary: dict[str, Any]) -> list[str]:
@@ -218,7 +273,9 @@ def backtest_figure(
     )
     gap_mask = _reason_mask(result, index, "gap")
     warm_mask = _reason_mask(result, index, "warm_up")
+    seen_mask = _in_sample_mask(summary, index)
     for ax in (ax_price, ax_ret, ax_dd):
+        _shade(ax, index, seen_mask, color="tab:orange", alpha=0.12, label="in-sample")
         _shade(ax, index, gap_mask, color="0.55", alpha=0.35, label="no prediction (gap)")
         _shade(ax, index, warm_mask, color="0.8", alpha=0.3, label="no prediction (warm-up)")
 
@@ -289,6 +346,15 @@ def backtest_figure(
     ax_dd.set_xlim(index[0], index[-1])
     fig.suptitle(_title(summary, title, index), fontsize=12)
     return fig
+
+
+def _in_sample_mask(summary: dict[str, Any], index: pd.DatetimeIndex) -> np.ndarray:
+    """Bars inside the model's training period (the in-sample guard)."""
+    period = (summary.get("in_sample") or {}).get("training_period")
+    if not isinstance(period, dict):
+        return np.zeros(len(index), dtype=bool)
+    first, available = pd.Timestamp(period["first"]), pd.Timestamp(period["available_from"])
+    return np.asarray((index >= first) & (index < available))
 
 
 def _title(summary: dict[str, Any], title: str, index: pd.DatetimeIndex) -> str:

@@ -23,8 +23,10 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from atb_strategies.backtest.baselines import run_baselines
+from atb_strategies.bundle.lineage import training_period
 from atb_strategies.data.feeds import make_feed
-from atb_strategies.exceptions import AtbError
+from atb_strategies.exceptions import AtbError, ConfigurationError
 from atb_strategies.features.candles import rows_span_gap, timeframe_to_timedelta
 from atb_strategies.registry.shared import shared_registry
 from atb_strategies.strategies.base import NO_PREDICTION_REASONS, MlStrategy
@@ -33,8 +35,8 @@ log = logging.getLogger(__name__)
 
 
 class EquityRecorder(bt.Analyzer):
-    """Per bar: time, portfolio value, cash, whether any position is open, any long, any short;
-    total commission and the completed orders."""
+    """Per bar: time, portfolio value, cash, whether any position is open, any long, any short,
+    the fraction of the value held in positions; total commission and the completed orders."""
 
     def create_analysis(self) -> None:
         self.rows: list[tuple[float, float, float, bool, bool, bool]] = []
@@ -43,17 +45,21 @@ class EquityRecorder(bt.Analyzer):
 
     def next(self) -> None:
         broker = self.strategy.broker
-        sizes = [self.strategy.getposition(d).size for d in self.strategy.datas]
+        datas = self.strategy.datas
+        sizes = [self.strategy.getposition(d).size for d in datas]
         long = any(s > 0 for s in sizes)
         short = any(s < 0 for s in sizes)
+        value = broker.getvalue()
+        held = sum(abs(s) * float(d.close[0]) for s, d in zip(sizes, datas, strict=True))
         self.rows.append(
             (
                 self.strategy.datetime[0],
-                broker.getvalue(),
+                value,
                 broker.getcash(),
                 long or short,
                 long,
                 short,
+                held / value if value > 0 else 0.0,
             )
         )
 
@@ -209,14 +215,24 @@ def model_history_bars(
     recursive feature such as an EMA or RSI), when ``strategy`` is not an ``MlStrategy``, or
     when its model cannot be selected here (the backtest then reports why).
     """
+    bundle = _strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=params)
+    return bundle.pipeline.history_bars if bundle is not None else None
+
+
+def _strategy_bundle(
+    strategy: type[bt.Strategy], *, symbol: str, timeframe: str, params: dict[str, Any]
+) -> Any:
+    """The bundle an ``MlStrategy`` with ``params`` would select, or None."""
     if not (isinstance(strategy, type) and issubclass(strategy, MlStrategy)):
         return None
 
     def param(name: str) -> Any:
         return params[name] if name in params else getattr(strategy.params, name)
 
+    if param("version") == "asof":
+        return None
     try:
-        bundle = shared_registry(param("registry")).select_bundle(
+        return shared_registry(param("registry")).select_bundle(
             param("symbol") or symbol,
             param("model_type"),
             param("timeframe") or timeframe,
@@ -224,7 +240,34 @@ def model_history_bars(
         )
     except AtbError:
         return None
-    return bundle.pipeline.history_bars
+
+
+def first_unseen_bar(
+    strategy: type[bt.Strategy],
+    symbol: str,
+    timeframe: str,
+    params: dict[str, Any],
+    start: str | None = None,
+) -> str:
+    """The later of ``start`` and the first bar the strategy's model never saw in training
+    (``--oos-only``).
+
+    Raises
+    ------
+    ConfigurationError
+        When the model's training period is unknown (reference bundles) or it is not an
+        ``MlStrategy``.
+    """
+    bundle = _strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=params)
+    period = training_period(bundle.metadata.raw) if bundle is not None else None
+    if period is None:
+        what = bundle.key if bundle is not None else strategy.__name__
+        raise ConfigurationError(
+            f"oos_only=True needs the model's training period, and {what} does not record one "
+            "(training period unknown). Pass start_date='YYYY-MM-DD' after its training data."
+        )
+    first = period.available_from
+    return str(max(first, pd.Timestamp(start)) if start is not None else first)
 
 
 def _prediction_coverage(
@@ -271,6 +314,8 @@ def run_backtest(
     progress: bool = False,
     start: str | pd.Timestamp | None = None,
     end: str | pd.Timestamp | None = None,
+    slippage_bps: float = 0.0,
+    baselines: bool = False,
     **strategy_params: Any,
 ) -> BacktestResult:
     """Backtest ``strategy`` on ``candles`` (indexed by time) and summarise it.
@@ -292,6 +337,12 @@ def run_backtest(
         model needs are fed: ``history_bars`` rows (see ``model_history_bars``), or all of them
         when its features are recursive; they warm the model up and are never traded, and
         nothing earlier is even looked at (a gap or a bad candle there does not matter).
+    slippage_bps : float
+        Slippage in basis points, applied against the trader to every market fill (a broker
+        property, like the commission, so the same strategy runs unchanged live).
+    baselines : bool
+        Also backtest the baselines of ``backtest.baselines`` over the same bars, with the
+        same fees and slippage (``summary["baselines"]``).
     **strategy_params
         Passed to the strategy.
 
@@ -316,12 +367,16 @@ def run_backtest(
     cerebro.addstrategy(strategy, **strategy_params)
     cerebro.broker.setcash(cash)
     cerebro.broker.setcommission(commission=commission)
+    if slippage_bps:
+        cerebro.broker.set_slippage_perc(slippage_bps / 10_000, slip_open=True, slip_out=True)
     cerebro.addanalyzer(EquityRecorder, _name="equity")
     cerebro.addanalyzer(ProgressBar, _name="progress", enabled=progress)
     strat = cerebro.run()[0]
     analysis = strat.analyzers.equity.get_analysis()
     rows = analysis["rows"]
-    equity = pd.DataFrame(rows, columns=["dt", "value", "cash", "exposed", "long", "short"])
+    equity = pd.DataFrame(
+        rows, columns=["dt", "value", "cash", "exposed", "long", "short", "invested"]
+    )
     equity.index = pd.DatetimeIndex(
         [bt.num2date(x) - bar for x in equity.pop("dt")], name="time"
     )  # back to candle open times, like the input frame
@@ -358,8 +413,30 @@ def run_backtest(
             "timeframe": timeframe,
             "model_key": getattr(indicator, "model_key", None),
             "gap_policy": indicator.p.gap_policy if indicator is not None else None,
+            "slippage_bps": slippage_bps,
+            "fills": len(analysis["orders"]),
+            "gross_return": (summary["end_value"] + summary["fees_paid"]) / summary["start_value"]
+            - 1,
+            "invested_fraction": float(equity["invested"].mean()) if len(equity) else 0.0,
         }
     )
+    if indicator is not None:
+        summary["in_sample"] = in_sample_split(
+            equity, candles, trades, analysis, timeframe, indicator
+        )
+    if baselines:
+        summary["baselines"] = run_baselines(
+            candles,
+            symbol=symbol,
+            timeframe=timeframe,
+            start=start,
+            end=end,
+            cash=cash,
+            commission=commission,
+            slippage_bps=slippage_bps,
+            position_size=float(getattr(strat.p, "position_size", 0.1)),
+            invested_fraction=summary["invested_fraction"],
+        )
     return BacktestResult(
         summary=summary,
         equity=equity,
@@ -372,3 +449,75 @@ def run_backtest(
         strategy=strat,
         cerebro=cerebro,
     )
+
+
+_SPLIT_KEYS = ("bars", "total_return", "sharpe", "max_drawdown", "trades", "exposure")
+
+
+def in_sample_split(
+    equity: pd.DataFrame,
+    candles: pd.DataFrame,
+    trades: list[dict[str, Any]],
+    analysis: dict[str, Any],
+    timeframe: str,
+    indicator: Any,
+) -> dict[str, Any]:
+    """The in-sample guard: which traded bars the model was trained or tuned on, and every
+    summary metric split into in-sample and out-of-sample.
+
+    Returns ``{"training_period", "in_sample_bars", "out_of_sample_bars", "in_sample",
+    "out_of_sample", "warning"}``; ``training_period`` is None (and ``warning`` says "training
+    period unknown") for bundles without lineage, such as the reference project's.
+    """
+    schedule = getattr(indicator, "schedule", None)
+    if schedule is not None:  # version="asof": every bar is served by an earlier version
+        return {
+            "training_period": "asof",
+            "in_sample_bars": 0,
+            "out_of_sample_bars": len(equity),
+            "in_sample": None,
+            "out_of_sample": None,
+            "warning": None,
+        }
+    period = training_period(indicator.bundle.metadata.raw)
+    if period is None:
+        return {
+            "training_period": None,
+            "in_sample_bars": None,
+            "out_of_sample_bars": None,
+            "in_sample": None,
+            "out_of_sample": None,
+            "warning": f"training period unknown for {indicator.model_key}: in-sample bars "
+            "cannot be told apart",
+        }
+    seen = (equity.index >= period.first) & (equity.index < period.available_from)
+    parts = {}
+    for name, mask in (("in_sample", seen), ("out_of_sample", ~seen)):
+        part = equity[mask]
+        if len(part) < 2:
+            parts[name] = None
+            continue
+        lo, hi = part.index[0] + _bar(timeframe), part.index[-1] + _bar(timeframe)
+        inside = [t for t in trades if "closed" in t and lo <= pd.Timestamp(t["closed"]) <= hi]
+        full = summarize(part, candles, inside, 0.0, timeframe)
+        parts[name] = {k: full[k] for k in _SPLIT_KEYS}
+    n_in = int(seen.sum())
+    warning = None
+    if n_in:
+        warning = (
+            f"{n_in} of {len(equity)} bars ({100 * n_in / len(equity):.0f} %) are inside the "
+            f"training period of {indicator.model_key} ({period.first:%Y-%m-%d} .. "
+            f"{period.seen_until:%Y-%m-%d %H:%M}): their results are in-sample. Start at "
+            f"{period.available_from} for out-of-sample bars only."
+        )
+    return {
+        "training_period": period.to_dict(),
+        "in_sample_bars": n_in,
+        "out_of_sample_bars": int(len(equity) - n_in),
+        **parts,
+        "warning": warning,
+    }
+
+
+def _bar(timeframe: str) -> pd.Timedelta:
+    return timeframe_to_timedelta(timeframe)

@@ -37,6 +37,20 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
 @click.option(
     "--commission", type=COMMISSION, default=0.001, show_default=True, help="Fraction per trade."
 )
+@click.option(
+    "--slippage",
+    "slippage_bps",
+    type=click.FloatRange(min=0, max=1000),
+    default=0.0,
+    show_default=True,
+    help="Basis points against every market fill.",
+)
+@click.option("--no-baselines", is_flag=True, help="Skip the baseline strategies.")
+@click.option(
+    "--oos-only",
+    is_flag=True,
+    help="Start at the model's first unseen bar (after its training and validation period).",
+)
 @click.option("--long-threshold", type=float, default=None, help="Override the entry threshold.")
 @click.option("--allow-shorts", is_flag=True)
 @click.option(
@@ -72,6 +86,9 @@ def backtest(
     model_version: str | None,
     cash: float,
     commission: float,
+    slippage_bps: float,
+    no_baselines: bool,
+    oos_only: bool,
     long_threshold: float | None,
     allow_shorts: bool,
     gap_policy: str,
@@ -81,7 +98,7 @@ def backtest(
 ) -> None:
     """Backtest STRATEGY and write a summary, a chart PNG and the trades (CSV and JSON)."""
     from atb_strategies.backtest.report import format_summary, plot_backtest, write_trades
-    from atb_strategies.backtest.runner import run_backtest
+    from atb_strategies.backtest.runner import first_unseen_bar, run_backtest
     from atb_strategies.data.sources import load_candles
 
     cls = get_strategy(strategy)
@@ -107,6 +124,8 @@ def backtest(
         params["registry"] = str(registry_path)
     if long_threshold is not None:
         params["long_threshold"] = long_threshold
+    if oos_only:
+        start_date = first_unseen_bar(cls, symbol, timeframe, params, start_date)
     result = run_backtest(
         frame,
         cls,
@@ -117,13 +136,15 @@ def backtest(
         progress=not no_progress,
         start=start_date,
         end=end_date,
+        slippage_bps=slippage_bps,
+        baselines=not no_baselines,
         **params,
     )
     out = out_dir or Path("out") / f"backtest_{strategy}_{symbol}"
     model_key = result.strategy.predictions[result.strategy.datas[0]].model_key
-    click.echo(format_summary(result.summary, f"{strategy} on {symbol} {timeframe}"))
-    click.echo(f"  {'Model':<22} {model_key}")
-    click.echo(f"  {'Data':<22} {source}")
+    text = format_summary(result.summary, f"{strategy} on {symbol} {timeframe}").split("\n")
+    text[1:1] = [f"  {'Model':<22} {model_key}", f"  {'Data':<22} {source}"]
+    click.echo("\n".join(text))
     paths = write_trades(result, out)
     chart = plot_backtest(
         result,
