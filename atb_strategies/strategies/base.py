@@ -99,6 +99,37 @@ class MlConfidence(bt.Indicator):
             dst[i] = src[i]
 
 
+#: Valid ranges of the numeric params: (low, high, low inclusive, high inclusive, in words).
+_RANGES = {
+    "position_size": (0.0, 1.0, False, True, "a fraction in (0, 1]"),
+    "stop_loss": (0.0, 1.0, True, False, "a fraction in [0, 1) (0 disables the leg)"),
+    "take_profit": (0.0, math.inf, True, False, "a fraction >= 0 (0 disables the leg)"),
+    "min_confidence": (0.0, 1.0, True, True, "in [0, 1]"),
+    "exit_threshold": (0.0, math.inf, True, False, "a return >= 0"),
+    "short_threshold": (0.0, math.inf, True, False, "a return >= 0"),
+}
+
+
+def _check_params(owner: str, p: Any) -> None:
+    """One line per bad numeric param, sklearn's wording."""
+    for name, (low, high, low_in, high_in, words) in _RANGES.items():
+        value = getattr(p, name)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if ok:
+            ok = (value >= low if low_in else value > low) and (
+                value <= high if high_in else value < high
+            )
+        if not ok:
+            raise ConfigurationError(
+                f"The {name!r} parameter of {owner} must be {words}. Got {value!r} instead."
+            )
+    if not isinstance(p.long_threshold, int | float) or not math.isfinite(p.long_threshold):
+        raise ConfigurationError(
+            f"The 'long_threshold' parameter of {owner} must be a number. "
+            f"Got {p.long_threshold!r} instead."
+        )
+
+
 class MlStrategy(bt.Strategy):
     """Base of the ML strategies (see the module docstring for the trading rules).
 
@@ -178,13 +209,7 @@ class MlStrategy(bt.Strategy):
 
     def __init__(self) -> None:
         p = self.p
-        for name in ("position_size", "stop_loss", "take_profit"):
-            value = getattr(p, name)
-            if not (0 <= value < 1 or (name == "position_size" and value == 1)):
-                raise ConfigurationError(
-                    f"The {name!r} parameter of {type(self).__name__} must be a fraction in "
-                    f"[0, 1). Got {value!r} instead."
-                )
+        _check_params(type(self).__name__, p)
         self.predictions: dict[Any, MlPrediction] = {}
         self.confidences: dict[Any, MlConfidence] = {}
         extra = [d for d in self.datas if p.sentiment_feed and d._name == p.sentiment_feed]

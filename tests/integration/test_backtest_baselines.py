@@ -120,3 +120,27 @@ def test_in_sample_guard_with_reference_bundle_says_training_period_unknown(shar
     guard = result.summary["in_sample"]
     assert guard["training_period"] is None
     assert "training period unknown" in guard["warning"]
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "words"),
+    [
+        ("position_size", 0, "(0, 1]"),
+        ("position_size", 1.5, "(0, 1]"),
+        ("stop_loss", 1, "[0, 1)"),
+        ("take_profit", -0.1, ">= 0"),
+        ("min_confidence", 2, "[0, 1]"),
+        ("exit_threshold", float("nan"), ">= 0"),
+        ("long_threshold", "high", "a number"),
+    ],
+)
+def test_ml_strategy_with_bad_param_raises_one_line_naming_it(market, param, value, words):
+    from atb_strategies.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=f"The '{param}' parameter of MlBasic") as info:
+        _run(market.iloc[:300], **{param: value})
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ml_strategy_with_position_size_one_is_accepted(market):
+    assert _run(market.iloc[:300], position_size=1).summary["bars"] > 0
