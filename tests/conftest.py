@@ -6,7 +6,8 @@ are skipped cleanly when it is absent; everything else needs nothing outside the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,17 @@ def shared_dir() -> Path:
 def real_candles(shared_dir: Path) -> pd.DataFrame:
     """The 18,000 real BTCUSDT hourly candles, indexed by timestamp."""
     return pd.read_csv(REAL_CSV, parse_dates=["timestamp"], index_col="timestamp")
+
+
+@contextmanager
+def loopback_exchange(candles: pd.DataFrame | None = None, **kwargs: Any) -> Iterator[Any]:
+    """The loopback Binance server on 127.0.0.1 (``atb_strategies.testing.binance``), started
+    for the ``with`` block and stopped after it; on a clean exit it asserts that the server
+    raised no internal error (a bug in the server would otherwise pass as an exchange error).
+    ``candles`` and ``kwargs`` go to ``BinanceServer``."""
+    from atb_strategies.testing.binance import BinanceServer
+
+    args = () if candles is None else (candles,)
+    with BinanceServer(*args, **kwargs) as server:
+        yield server
+        assert server.internal_errors == []

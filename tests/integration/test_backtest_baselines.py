@@ -13,6 +13,8 @@ from atb_strategies.cli.main import cli
 from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.strategies.ml_basic import MlBasic
 
+pytestmark = pytest.mark.slow  # trains, runs the examples or runs live sessions
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -25,6 +25,7 @@ from atb_strategies.testing.binance import (
     MarketClock,
     synthetic_candles,
 )
+from tests.conftest import loopback_exchange
 
 SYMBOL = "BTC/USDT"
 MINUTE = 60_000
@@ -40,9 +41,8 @@ def minute_candles() -> pd.DataFrame:
 
 @pytest.fixture
 def server(minute_candles: pd.DataFrame) -> Iterator[BinanceServer]:
-    with BinanceServer(minute_candles, start_time_ms=START) as srv:
+    with loopback_exchange(minute_candles, start_time_ms=START) as srv:
         yield srv
-        assert srv.internal_errors == []
 
 
 def _client(server: BinanceServer, **config: object) -> ccxt.binance:

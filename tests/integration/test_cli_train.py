@@ -34,6 +34,8 @@ REGISTERED = re.compile(
     r"^registered (\w+)/(\w+)@(\d{4}-\d{2}-\d{2}_1h_v(\d+)) at (\S+)( \(latest\))?$"
 )
 
+pytestmark = pytest.mark.slow  # trains, runs the examples or runs live sessions
+
 
 @pytest.fixture(scope="module", autouse=True)
 def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

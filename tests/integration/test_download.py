@@ -32,6 +32,7 @@ from atb_strategies.exceptions import (
 )
 from atb_strategies.exchange.client import create_exchange
 from atb_strategies.testing.binance_server import BinanceServer
+from tests.conftest import loopback_exchange
 
 HOUR = 3_600_000
 T0 = int(pd.Timestamp("2024-01-01", tz="UTC").timestamp() * 1000)
@@ -53,9 +54,8 @@ def candles() -> pd.DataFrame:
 
 @pytest.fixture
 def server(candles: pd.DataFrame) -> Iterator[BinanceServer]:
-    with BinanceServer(candles, timeframe="1h", start_time_ms=NOW) as srv:
+    with loopback_exchange(candles, timeframe="1h", start_time_ms=NOW) as srv:
         yield srv
-        assert srv.internal_errors == []
 
 
 def _exchange(server: BinanceServer) -> ccxt.Exchange:

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains, runs the examples or runs live sessions
+
 EXAMPLES = REPO / "examples"
 
 

@@ -40,9 +40,7 @@ class _Record(bt.Strategy):
     params = (("registry", None), ("gap_policy", None))
 
     def __init__(self) -> None:
-        self.pred = MlPrediction(
-            self.data, registry=self.p.registry, gap_policy=self.p.gap_policy
-        )
+        self.pred = MlPrediction(self.data, registry=self.p.registry, gap_policy=self.p.gap_policy)
         self.rows: list[tuple[float, float]] = []
 
     def next(self) -> None:

@@ -29,6 +29,8 @@ from atb_strategies.live.store import CcxtStore
 from atb_strategies.strategies.ml_basic import MlBasic
 from atb_strategies.testing.binance_server import BinanceServer
 
+pytestmark = pytest.mark.slow  # trains, runs the examples or runs live sessions
+
 REGISTRY = Path(__file__).resolve().parents[2] / "models"
 HOUR = 3_600_000
 FAST = 3600 * 4

@@ -31,6 +31,7 @@ from atb_strategies.live.runner import build_live_cerebro, run_until_stopped
 from atb_strategies.live.store import CcxtStore
 from atb_strategies.strategies.ml_basic import MlBasic
 from atb_strategies.testing.binance_server import BinanceServer
+from tests.conftest import loopback_exchange
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = REPO / "models"
@@ -43,6 +44,8 @@ STATUS_LINE = (
     r"signal=\w+ action=\w+ pos=\S+ value=\S+ pnl=\S+ model=BTCUSDT/basic@\S+$"
 )
 
+pytestmark = pytest.mark.slow  # trains, runs the examples or runs live sessions
+
 
 @pytest.fixture(scope="module")
 def hourly() -> pd.DataFrame:
@@ -52,11 +55,9 @@ def hourly() -> pd.DataFrame:
 @pytest.fixture
 def server(hourly: pd.DataFrame) -> Iterator[BinanceServer]:
     start = int(hourly.index[NOW_ROW].value // 1_000_000) + HOUR // 2
-    with BinanceServer(
-        hourly, start_time_ms=start, clock_speed=0.0, balances={"USDT": 10_000, "BTC": 0}
-    ) as srv:
+    balances = {"USDT": 10_000, "BTC": 0}
+    with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
         yield srv
-        assert srv.internal_errors == []
 
 
 def exchange_config(server: BinanceServer, path: Path, **options: Any) -> Path:

@@ -26,6 +26,9 @@ from atb_strategies.live.runner import build_live_cerebro
 from atb_strategies.live.store import CcxtStore
 from atb_strategies.strategies.ml_basic import MlBasic
 from atb_strategies.testing.binance_server import BinanceServer, synthetic_candles
+from tests.conftest import loopback_exchange
+
+pytestmark = pytest.mark.slow  # trains, runs the examples or runs live sessions
 
 REGISTRY = Path(__file__).resolve().parents[2] / "models"
 HOUR = 3_600_000
@@ -479,3 +482,38 @@ def test_live_status_with_paper_session_prints_one_line_per_live_bar(parity):
     for line, decision in zip(lines, live, strict=True):
         assert "BTCUSDT" in line and "model=BTCUSDT/basic@" in line
         assert f"signal={decision['signal']}" in line and f"action={decision['action']}" in line
+
+
+# ------------------------------------------------------------------ backfill paging
+
+PAGING_FEED_OPTIONS = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}
+
+
+def test_backfill_with_page_limit_above_exchange_cap_pages_to_the_last_closed_candle() -> None:
+    """A short page is not the end: with page_limit above the exchange's 1000-candle cap the
+    feed keeps paging up to the last closed candle."""
+    seen: list[tuple[pd.Timestamp, str]] = []
+
+    class Watch(bt.Strategy):
+        def next(self) -> None:
+            status = self.data._getstatusname(self.data._laststatus)
+            seen.append((bt.num2date(self.data.datetime[0]), status))
+
+    candles = generate_ohlcv(2600, seed=9)
+    with loopback_exchange(candles) as server:  # clock at the end: every candle is closed
+        store = CcxtStore(exchange="binance", config=server.ccxt_config(rate_limit_ms=1))
+        data = store.getdata(
+            dataname="BTCUSDT",
+            bar="1h",
+            backfill_bars=2500,
+            page_limit=1500,
+            historical=True,
+            **PAGING_FEED_OPTIONS,
+        )
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(data, name="BTCUSDT")
+        cerebro.addstrategy(Watch)
+        cerebro.run()
+    assert len(seen) == 2500
+    assert seen[-1][0] == candles.index[-1] + pd.Timedelta(hours=1)  # the last closed candle
+    assert all(status != "LIVE" for _, status in seen)

@@ -7,11 +7,12 @@ import pytest
 from atb_strategies.exceptions import RateLimitError, TemporaryExchangeError
 from atb_strategies.live.store import CcxtStore
 from atb_strategies.testing.binance_server import BinanceServer
+from tests.conftest import loopback_exchange
 
 
 @pytest.fixture
 def server():
-    with BinanceServer() as srv:
+    with loopback_exchange() as srv:
         yield srv
 
 

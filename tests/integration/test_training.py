@@ -48,6 +48,8 @@ from atb_strategies.training.gates import causality_check
 from atb_strategies.training.recipes import fit_schema, recipe_for
 from atb_strategies.training.trainer import TrainingConfig, TrainingError, train_model
 
+pytestmark = pytest.mark.slow  # trains, runs the examples or runs live sessions
+
 SYMBOL = "ETHUSDT"
 TYPE = "basic"
 START, END = "2024-01-05", "2024-05-10"  # the slice trained on, inside 3400 candles
