@@ -44,6 +44,7 @@ def test_latest_plain_file_pointer_selects_servable_basic(registry: ModelRegistr
     assert bundle.feature_schema.columns == ["close", "volume", "high", "low", "open"]
 
 
+@pytest.mark.slow
 def test_golden_predictions_match_every_row(
     registry: ModelRegistry, real_candles: pd.DataFrame, golden: pd.DataFrame
 ) -> None:
@@ -64,6 +65,7 @@ def test_golden_predictions_match_every_row(
     assert (last - first == 119).all()
 
 
+@pytest.mark.slow
 def test_golden_single_predictions_through_engine_and_stream(
     registry: ModelRegistry, real_candles: pd.DataFrame, golden: pd.DataFrame
 ) -> None:

@@ -447,6 +447,7 @@ def test_select_bundle_with_concurrent_promote_and_rollback_never_fails(
     assert _hidden_leftovers(layout) == []
 
 
+@pytest.mark.slow
 def test_select_bundle_with_concurrent_promote_and_prune_never_fails(
     layout: RegistryLayout, new_version
 ) -> None:
