@@ -58,6 +58,7 @@ _LEGEND_ORDER = (
     "no prediction (gap)",
     "no prediction (warm-up)",
     "in-sample",
+    "model version switch",
 )
 
 
@@ -299,6 +300,16 @@ def backtest_figure(
         _markers(ax_price, result.orders, bar)
     for gap in summary.get("gaps") or []:
         ax_price.axvline(pd.Timestamp(gap["resumes"]), color="0.35", lw=0.6, ls=":", zorder=1)
+    for i, switch in enumerate(summary.get("version_switches") or []):
+        for ax in (ax_price, ax_ret):
+            ax.axvline(
+                pd.Timestamp(switch["time"]),
+                color="tab:purple",
+                lw=0.7,
+                ls="--",
+                zorder=1,
+                label="model version switch" if i == 0 and ax is ax_price else None,
+            )
     ax_price.set_ylabel("price")
     handles, labels = ax_price.get_legend_handles_labels()
     rank = {label: i for i, label in enumerate(_LEGEND_ORDER)}

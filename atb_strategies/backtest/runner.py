@@ -420,6 +420,8 @@ def run_backtest(
             "invested_fraction": float(equity["invested"].mean()) if len(equity) else 0.0,
         }
     )
+    if indicator is not None and indicator.schedule is not None and predictions is not None:
+        summary["version_switches"] = version_switches(predictions, indicator)
     if indicator is not None:
         summary["in_sample"] = in_sample_split(
             equity, candles, trades, analysis, timeframe, indicator
@@ -449,6 +451,16 @@ def run_backtest(
         strategy=strat,
         cerebro=cerebro,
     )
+
+
+def version_switches(predictions: pd.DataFrame, indicator: Any) -> list[dict[str, str]]:
+    """``version="asof"``: the bars (open times) where a new version starts serving."""
+    served = predictions["version_index"].dropna()
+    changed = served.ne(served.shift())
+    return [
+        {"time": str(t), "version": indicator.bundles[int(v)].key}
+        for t, v in served[changed].items()
+    ]
 
 
 _SPLIT_KEYS = ("bars", "total_return", "sharpe", "max_drawdown", "trades", "exposure")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from atb_strategies.cli.options import (
+    COMMISSION,
     POSITIVE_INT,
     load_config,
     registry_option,
@@ -57,6 +58,16 @@ def _seeds(value: str) -> tuple[int, ...]:
 @click.option("--workers", type=POSITIVE_INT, default=None, help="Parallel folds [every core].")
 @click.option("--ray-address", default=None, help="An existing Ray cluster ('auto' for local).")
 @click.option("--bootstrap-reps", type=click.IntRange(min=100), default=1000, show_default=True)
+@click.option("--no-backtest", is_flag=True, help="Skip the point-in-time (asof) backtest.")
+@click.option(
+    "--long-threshold",
+    type=float,
+    default=0.001,
+    show_default=True,
+    help="MlBasic entry threshold in the asof backtest.",
+)
+@click.option("--commission", type=COMMISSION, default=0.001, show_default=True)
+@click.option("--slippage", "slippage_bps", type=click.FloatRange(0, 1000), default=0.0)
 @click.option(
     "--out",
     "out_dir",
@@ -97,6 +108,10 @@ def walk_forward(
     workers: int | None,
     ray_address: str | None,
     bootstrap_reps: int,
+    no_backtest: bool,
+    long_threshold: float,
+    commission: float,
+    slippage_bps: float,
     out_dir: Path | None,
     no_progress: bool,
     registry_path: Path | None,
@@ -108,7 +123,11 @@ def walk_forward(
 
     from atb_strategies.data.sources import default_data_dir, load_candles
     from atb_strategies.evaluation.report import write_report
-    from atb_strategies.evaluation.walkforward import WalkForwardConfig, run_walk_forward
+    from atb_strategies.evaluation.walkforward import (
+        WalkForwardConfig,
+        asof_backtest,
+        run_walk_forward,
+    )
     from atb_strategies.features.candles import validate_candles
 
     frame = load_candles(
@@ -169,12 +188,27 @@ def walk_forward(
     finally:
         for bar in bars:
             bar.close()
+    backtest = equity = None
+    if not no_backtest:
+        backtest, equity = asof_backtest(
+            frame,
+            result,
+            commission=commission,
+            slippage_bps=slippage_bps,
+            long_threshold=long_threshold,
+        )
     out = out_dir or Path("out") / f"walkforward_{symbol}_{model_type}"
-    paths = write_report(result, out, title=f"{symbol} {model_type} {timeframe} ({source})")
-    _print_result(result, paths)
+    paths = write_report(
+        result,
+        out,
+        equity=equity,
+        backtest=backtest,
+        title=f"{symbol} {model_type} {timeframe} ({source})",
+    )
+    _print_result(result, paths, backtest)
 
 
-def _print_result(result, paths: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+def _print_result(result, paths: dict[str, Path], backtest: dict | None) -> None:  # type: ignore[no-untyped-def]
     o = result.oos
     lo, hi = o["edge_ci95"]
     failed = [r for r in result.results if r.error]
@@ -204,6 +238,12 @@ def _print_result(result, paths: dict[str, Path]) -> None:  # type: ignore[no-un
         )
     verdict = "BEATS the baselines" if o["beats_baselines"] else "does NOT beat the baselines"
     click.echo(f"  verdict: {verdict}")
+    if backtest is not None:
+        from atb_strategies.backtest.report import format_summary
+
+        click.echo(
+            format_summary(backtest, "  asof backtest (each bar: newest fold trained before it)")
+        )
     if result.promoted:
         click.echo(f"  latest -> {result.promoted}")
     click.echo(f"report: {paths['summary'].parent}")

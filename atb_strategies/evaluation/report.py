@@ -131,16 +131,29 @@ def plot_walk_forward(
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     if equity is not None:
         ax = axes[0]
-        for column in equity.columns:
+        full = "buy & hold"
+        for column in [c for c in equity.columns if c != full]:
             ax.plot(
                 equity.index,
                 100 * (equity[column] / equity[column].iloc[0] - 1),
                 label=column,
                 linewidth=1.6 if column == equity.columns[0] else 0.9,
             )
-        ax.set_ylabel("return %")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.set_ylabel("return % (same fees, slippage, exposure)")
         ax.axhline(0, color="black", linewidth=0.5)
+        handles, labels = ax.get_legend_handles_labels()
+        if full in equity.columns:  # 100 % invested: its own axis, or it flattens the rest
+            twin = ax.twinx()
+            line = twin.plot(
+                equity.index,
+                100 * (equity[full] / equity[full].iloc[0] - 1),
+                color="0.55",
+                linewidth=0.8,
+                linestyle="--",
+            )
+            twin.set_ylabel("buy & hold, 100 % invested: return % (right)", color="0.4")
+            handles, labels = handles + line, [*labels, f"{full} (right axis)"]
+        ax.legend(handles, labels, loc="upper left", fontsize=8)
     ax = axes[-1]
     window = max(48, min(720, len(preds) // 6 or 48))
     edge = rolling_edge(preds, window)

@@ -301,3 +301,44 @@ def _promote_last(results: list[FoldResult], config: WalkForwardConfig) -> str |
         return None
     promote(RegistryLayout(config.registry), config.symbol, config.model_type, chosen.version)
     return chosen.version
+
+
+def asof_backtest(
+    candles: pd.DataFrame,
+    result: WalkForwardResult,
+    *,
+    cash: float = 10_000.0,
+    commission: float = 0.001,
+    slippage_bps: float = 0.0,
+    **strategy_params: Any,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One ``MlBasic`` backtest over the out-of-sample period with ``version="asof"``: each bar
+    served by the newest fold trained before it, which replays the retraining schedule. Returns
+    the summary (with the baselines, same fees and slippage) and the equity in value terms of
+    the strategy and of buy-and-hold scaled to its invested fraction."""
+    from atb_strategies.backtest.runner import run_backtest
+    from atb_strategies.strategies.ml_basic import MlBasic
+
+    config = result.config
+    first = result.index[result.folds[0].test_start]
+    run = run_backtest(
+        candles,
+        MlBasic,
+        symbol=config.symbol,
+        timeframe=config.timeframe,
+        cash=cash,
+        commission=commission,
+        slippage_bps=slippage_bps,
+        baselines=True,
+        start=first,
+        registry=str(config.registry),
+        model_type=config.model_type,
+        version="asof",
+        **strategy_params,
+    )
+    equity = run.equity[["value"]].rename(columns={"value": "strategy (asof)"})
+    close = candles["close"].loc[equity.index]
+    fraction = run.summary["invested_fraction"]
+    equity["buy & hold scaled to exposure"] = cash * (1 + fraction * (close / close.iloc[0] - 1))
+    equity["buy & hold"] = cash * close / close.iloc[0]
+    return run.summary, equity

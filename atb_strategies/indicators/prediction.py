@@ -24,6 +24,7 @@ bar, not during the backtest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.data.feeds import feed_timeframe
-from atb_strategies.exceptions import CandleDataError, ModelNotFoundError
+from atb_strategies.exceptions import CandleDataError, FeatureSchemaError, ModelNotFoundError
 from atb_strategies.features.candles import (
     apply_gap_policy,
     check_gap_policy,
@@ -42,9 +43,13 @@ from atb_strategies.features.candles import (
 )
 from atb_strategies.features.pipeline import PriceContext
 from atb_strategies.inference.bundle import ModelBundle
+from atb_strategies.registry.asof import AsofSchedule, asof_schedule
 from atb_strategies.registry.shared import shared_registry
 
 log = logging.getLogger(__name__)
+
+#: ``version=ASOF``: every bar uses the newest version trained before it (``registry.asof``).
+ASOF = "asof"
 
 _EPOCH_DAYS = 719163.0  # backtrader's date number of 1970-01-01
 
@@ -53,6 +58,26 @@ def _to_ns(days: np.ndarray) -> np.ndarray:
     """Backtrader date numbers to int64 nanoseconds since the epoch (to the millisecond)."""
     ms = np.round((np.asarray(days, dtype=np.float64) - _EPOCH_DAYS) * 86_400_000.0)
     return ms.astype(np.int64) * 1_000_000
+
+
+def feed_identity(
+    data: bt.AbstractDataBase, symbol: str | None, timeframe: str | None, owner: str
+) -> tuple[str, str | None, str]:
+    """``(symbol, the feed's timeframe, the model timeframe)``: symbol defaults to the feed's
+    name, timeframe to the feed's own."""
+    sym = symbol or getattr(data, "_name", "") or None
+    if not sym:
+        raise ModelNotFoundError(
+            f"{owner} cannot tell which symbol the data feed is: pass symbol='BTCUSDT' or add "
+            "the feed with cerebro.adddata(feed, name='BTCUSDT')."
+        )
+    feed_tf = feed_timeframe(data)
+    tf = timeframe or feed_tf
+    if tf is None:
+        raise ModelNotFoundError(
+            f"{owner}: the feed {sym!r} has no minute/day timeframe; pass timeframe='1h'."
+        )
+    return sym, feed_tf, tf
 
 
 def select_for_feed(
@@ -67,18 +92,7 @@ def select_for_feed(
     extra: bt.AbstractDataBase | None = None,
 ) -> ModelBundle:
     """Select the bundle for ``data`` (symbol defaults to the feed's name, timeframe to its own)."""
-    sym = symbol or getattr(data, "_name", "") or None
-    if not sym:
-        raise ModelNotFoundError(
-            f"{owner} cannot tell which symbol the data feed is: pass symbol='BTCUSDT' or add "
-            "the feed with cerebro.adddata(feed, name='BTCUSDT')."
-        )
-    feed_tf = feed_timeframe(data)
-    tf = timeframe or feed_tf
-    if tf is None:
-        raise ModelNotFoundError(
-            f"{owner}: the feed {sym!r} has no minute/day timeframe; pass timeframe='1h'."
-        )
+    sym, feed_tf, tf = feed_identity(data, symbol, timeframe, owner)
     try:
         bundle = shared_registry(registry).select_bundle(sym, model_type, tf, version)
     except ModelNotFoundError as e:
@@ -146,7 +160,7 @@ class MlPrediction(bt.Indicator):
         worse.
     """
 
-    lines = ("predicted_price", "predicted_return", "confidence", "direction")
+    lines = ("predicted_price", "predicted_return", "confidence", "direction", "version_index")
     params = (
         ("symbol", None),
         ("model_type", "basic"),
@@ -155,32 +169,48 @@ class MlPrediction(bt.Indicator):
         ("registry", None),
         ("gap_policy", None),
     )
-    plotinfo = {"subplot": True, "plotname": "ML prediction"}
+    # cerebro.plot(): only the predicted return (about 0.001) on this subplot, with a zero line
+    # and the model key in the legend (_plotlabel). The confidence (0..1) would flatten it on a
+    # shared axis: MlStrategy plots it on its own axis (strategies.base.MlConfidence).
+    plotinfo = {
+        "subplot": True,
+        "plotname": "ML prediction",
+        "plotlinevalues": False,
+        "plothlines": [0.0],
+        "plotymargin": 0.05,
+    }
     plotlines = {
         "predicted_price": {"_plotskip": True},
-        "predicted_return": {"color": "purple", "_name": "pred. return"},
-        "confidence": {"color": "grey", "alpha": 0.5},
+        "predicted_return": {
+            "color": "purple",
+            "_name": "predicted return",
+            "_plotvaluetag": False,
+        },
+        "confidence": {"_plotskip": True},
         "direction": {"_plotskip": True},
+        "version_index": {"_plotskip": True},
     }
+
+    def _plotlabel(self) -> list[str]:
+        """The plot legend's detail: the model key, not every parameter value."""
+        return [str(getattr(self, "model_key", None) or self.p.symbol or self.p.model_type)]
 
     def __init__(self) -> None:
         if self.p.gap_policy is None:
             self.p.gap_policy = "warn" if self.data.islive() else "skip"
         check_gap_policy(self.p.gap_policy, "MlPrediction")
         self._extra = self.datas[1] if len(self.datas) > 1 else None
-        self.bundle = select_for_feed(
-            self.data,
-            symbol=self.p.symbol,
-            model_type=self.p.model_type,
-            timeframe=self.p.timeframe,
-            version=self.p.version,
-            registry=self.p.registry,
-            owner="MlPrediction",
-            extra=self._extra,
+        #: version="asof": the point-in-time schedule; None for a fixed version.
+        self.schedule: AsofSchedule | None = None
+        self.bundles = self._select_bundles()
+        self.bundle = self.bundles[-1]
+        self._key = (
+            self.bundle.key
+            if self.schedule is None
+            else (f"{self.bundle.symbol}/{self.bundle.model_type}@asof")
         )
-        self.model_key = self.bundle.key
         pipe = self.bundle.pipeline
-        self.addminperiod(pipe.min_bars)
+        self.addminperiod(max(b.pipeline.min_bars for b in self.bundles))
         #: Bars at which no prediction was made because their rows span a gap ("skip").
         self.skipped_bars = 0
         #: Times of the bars that follow a gap in the feed.
@@ -193,7 +223,7 @@ class MlPrediction(bt.Indicator):
             own = hasattr(self.data.lines, c)
             self._lines_in.append(getattr((self.data if own else self._extra).lines, c))
             self._asof.append(not own)
-        self._stream = None
+        self._streams: list = []
         self._prev_ns: int | None = None
         self._last_gap = -(10**9)  # streaming: index of the newest bar that follows a gap
         self._batch: dict[str, np.ndarray] | None = None
@@ -201,6 +231,54 @@ class MlPrediction(bt.Indicator):
         self._bars_done = 0
 
     # ------------------------------------------------------------------ helpers
+
+    def _select_bundles(self) -> list[ModelBundle]:
+        """The bundle of a fixed version, or every version of the asof schedule in order."""
+        select = functools.partial(
+            select_for_feed,
+            self.data,
+            symbol=self.p.symbol,
+            model_type=self.p.model_type,
+            timeframe=self.p.timeframe,
+            registry=self.p.registry,
+            owner="MlPrediction",
+            extra=self._extra,
+        )
+        if self.p.version != ASOF:
+            return [select(version=self.p.version)]
+        sym, _, tf = feed_identity(self.data, self.p.symbol, self.p.timeframe, "MlPrediction")
+        layout = shared_registry(self.p.registry).layout
+        self.schedule = asof_schedule(layout, sym, self.p.model_type, tf)
+        bundles = [select(version=v) for v in self.schedule.versions]
+        columns = {tuple(b.pipeline.columns) for b in bundles}
+        if len(columns) > 1:
+            raise FeatureSchemaError(
+                f"MlPrediction(version='asof'): the versions of {sym}/{self.p.model_type} read "
+                f"different candle columns {sorted(columns)}; asof replays versions of one "
+                "recipe."
+            )
+        return bundles
+
+    @property
+    def model_key(self) -> str:
+        """The key of the version serving the current bar (``SYMBOL/type@version``)."""
+        if self.schedule is None:
+            return self._key
+        try:
+            index = self.lines.version_index[0]
+        except IndexError:
+            return self._key
+        if not math.isfinite(index) or index < 0:
+            return self._key
+        return self.bundles[int(index)].key
+
+    def _version_of(self, close_ns: np.ndarray) -> np.ndarray:
+        """Index into ``bundles`` serving each bar (bars carry close times), -1 for none."""
+        if self.schedule is None:
+            return np.zeros(len(close_ns), dtype=np.int64)
+        bar = timeframe_to_timedelta(self.bundle.timeframe).value
+        available = np.array([t.value for t in self.schedule.available_from], dtype=np.int64)
+        return np.searchsorted(available, close_ns - bar, side="right") - 1
 
     def _gaps(self, stamps: np.ndarray, previous: int | None) -> np.ndarray:
         """Positions (in ``stamps``, int64 ns) of bars that follow a gap, per ``gap_policy``."""
@@ -232,22 +310,40 @@ class MlPrediction(bt.Indicator):
             pos = np.searchsorted(other, stamps, side="right") - 1
             cols[c] = np.where(pos >= 0, values[np.clip(pos, 0, None)], np.nan)
             self._check_asof(c, cols[c], stamps)
-        batch = pipe.batch_windows(cols)
         out = {name: np.full(end, np.nan) for name in self.lines.getlinealiases()}
-        if len(batch.end_index):
-            preds = self.bundle.runner.predict_batch(
-                batch.windows.astype(np.float32), batch.context
-            )
-            keep = np.ones(len(batch.end_index), dtype=bool)
-            if self.p.gap_policy == "skip":
-                keep = ~rows_span_gap(batch.end_index, gaps, pipe.min_bars)
-                self.skipped_bars = int((~keep).sum())
-            at = batch.end_index[keep]
-            out["predicted_price"][at] = preds.price[keep]
-            out["predicted_return"][at] = preds.predicted_return[keep]
-            out["confidence"][at] = preds.confidence[keep]
-            out["direction"][at] = preds.direction[keep]
+        serving = self._version_of(_to_ns(stamps))
+        self.skipped_bars = 0
+        for v in np.unique(serving[serving >= 0]):
+            bars = np.flatnonzero(serving == v)
+            self._predict_span(int(v), cols, int(bars[0]), int(bars[-1]) + 1, gaps, out)
         return out
+
+    def _predict_span(
+        self,
+        v: int,
+        cols: dict[str, np.ndarray],
+        lo: int,
+        hi: int,
+        gaps: np.ndarray,
+        out: dict[str, np.ndarray],
+    ) -> None:
+        """Version ``v``'s predictions at bars ``[lo, hi)``, batched, into ``out``."""
+        bundle = self.bundles[v]
+        pipe = bundle.pipeline
+        batch = pipe.batch_windows({c: x[:hi] for c, x in cols.items()}, start=lo)
+        if not len(batch.end_index):
+            return
+        preds = bundle.runner.predict_batch(batch.windows.astype(np.float32), batch.context)
+        keep = np.ones(len(batch.end_index), dtype=bool)
+        if self.p.gap_policy == "skip":
+            keep = ~rows_span_gap(batch.end_index, gaps, pipe.min_bars)
+            self.skipped_bars += int((~keep).sum())
+        at = batch.end_index[keep]
+        out["predicted_price"][at] = preds.price[keep]
+        out["predicted_return"][at] = preds.predicted_return[keep]
+        out["confidence"][at] = preds.confidence[keep]
+        out["direction"][at] = preds.direction[keep]
+        out["version_index"][at] = v
 
     def _check_asof(self, column: str, values: np.ndarray, stamps: np.ndarray) -> None:
         missing = ~np.isfinite(values)
@@ -264,8 +360,8 @@ class MlPrediction(bt.Indicator):
         return self.data.buflen() > len(self.data)
 
     def _stream_bar(self) -> None:
-        if self._stream is None:
-            self._stream = self.bundle.pipeline.stream()
+        if not self._streams:
+            self._streams = [b.pipeline.stream() for b in self.bundles]
         dt = float(self.data.datetime[0])
         now = _to_ns(np.array([dt]))
         if self._prev_ns is not None:
@@ -288,7 +384,8 @@ class MlPrediction(bt.Indicator):
                 f"{bt.num2date(dt)}; repair or drop that candle.",
                 row=bt.num2date(dt),
             )
-        self._stream.update(row, label=bt.num2date(dt))
+        for stream in self._streams:
+            stream.update(row, label=bt.num2date(dt))
 
     # ------------------------------------------------------------------ backtrader hooks
 
@@ -323,18 +420,23 @@ class MlPrediction(bt.Indicator):
         if not self._new_bar():
             return
         self._stream_bar()
-        stream = self._stream
-        assert stream is not None
+        nan = float("nan")
+        v = int(self._version_of(_to_ns(np.array([float(self.data.datetime[0])])))[0])
+        if v < 0:  # asof: no version was available yet at this bar
+            for name in self.lines.getlinealiases():
+                getattr(self.lines, name)[0] = nan
+            return
+        stream, bundle = self._streams[v], self.bundles[v]
         if not stream.ready:  # pragma: no cover - minperiod guarantees it
             return
-        nan = float("nan")
-        if self._last_gap > len(self.data) - self.bundle.pipeline.min_bars:
+        if self._last_gap > len(self.data) - bundle.pipeline.min_bars:
             self.skipped_bars += 1  # this bar's rows span a gap (only under "skip")
             for name in self.lines.getlinealiases():
                 getattr(self.lines, name)[0] = nan
             return
         ctx: PriceContext = stream.context()
-        pred = self.bundle.runner.predict(stream.window().astype(np.float32), ctx)
+        pred = bundle.runner.predict(stream.window().astype(np.float32), ctx)
+        self.lines.version_index[0] = v
         self.lines.predicted_price[0] = pred.price if pred.price is not None else nan
         self.lines.predicted_return[0] = (
             pred.predicted_return if pred.predicted_return is not None else nan
@@ -343,9 +445,14 @@ class MlPrediction(bt.Indicator):
         self.lines.direction[0] = pred.direction
 
     def once(self, start: int, end: int) -> None:
+        # backtrader calls once() twice: via oncestart(minperiod - 1, minperiod) for the first
+        # bar, then once(minperiod, buflen). Every bar must come from one batch over the whole
+        # preloaded feed: computing the first bar alone ran its window as a batch of one,
+        # whose kernels differ from the batched ones (and logged each gap twice).
         self._mode = "batch"
-        values = self._compute_batch(end)
-        for name, arr in values.items():
+        if self._batch is None:
+            self._batch = self._compute_batch(self.data.buflen())
+        for name, arr in self._batch.items():
             dst = getattr(self.lines, name).array
-            for i in range(start, end):
+            for i in range(start, min(end, len(arr))):
                 dst[i] = arr[i]
