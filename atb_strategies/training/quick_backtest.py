@@ -36,7 +36,7 @@ def quick_backtest(
             registry=str(registry),
             model_type=config.model_type,
             version=version,
-            gap_policy="warn",
+            gap_policy="skip",
             record_decisions=False,
         )
     finally:
