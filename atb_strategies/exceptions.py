@@ -16,6 +16,8 @@
      │                                             NaN or inf): fix the caller
      ├─ TrainingError(AtbError, RuntimeError)      a gate refused the trained model: nothing
      │                                             was registered
+     ├─ KillSwitchError(AtbError)                  the kill switch is engaged (it tripped in
+     │                                             an earlier session): clear it on purpose
      └─ ExchangeError(AtbError)                    an exchange call failed
          ├─ TemporaryExchangeError                 network, 5xx, timeout: retried (reads only)
          │   └─ RateLimitError                     429/418, DDoSProtection, RateLimitExceeded:
@@ -96,6 +98,13 @@ class InferenceError(AtbError, ValueError):
 
 class TrainingError(AtbError, RuntimeError):
     """Training produced a model that must not be registered (parity or causality failed)."""
+
+
+class KillSwitchError(AtbError):
+    """The kill switch tripped (this session or an earlier one on the same journal); trading
+    resumes only when the user clears it. The CLI exits with ``exit_code``."""
+
+    exit_code = 3
 
 
 class ExchangeError(AtbError):

@@ -10,12 +10,13 @@ journal is closed. A second Ctrl-C aborts at once.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from atb_strategies.cli.options import CASH, FRACTION, POSITIVE_INT, registry_option
+from atb_strategies.cli.options import CASH, LIMIT, POSITIVE_INT, registry_option
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
@@ -61,8 +62,25 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     default=Path("out/live/atb-live.log"),
     show_default=True,
 )
-@click.option("--max-daily-loss", type=FRACTION, default=0.05, show_default=True)
-@click.option("--max-drawdown", type=FRACTION, default=0.15, show_default=True)
+@click.option(
+    "--max-daily-loss",
+    type=LIMIT,
+    default="0.05",
+    show_default=True,
+    help="Fraction of the day's first value (UTC); off to disable.",
+)
+@click.option(
+    "--max-drawdown",
+    type=LIMIT,
+    default="0.15",
+    show_default=True,
+    help="Fraction of the peak value; off to disable.",
+)
+@click.option(
+    "--clear-kill-switch",
+    is_flag=True,
+    help="Clear a kill-switch trip recorded in the journal by an earlier session, then trade.",
+)
 @click.option("--max-order-notional", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--max-orders-per-minute", type=POSITIVE_INT, default=10, show_default=True)
 @click.option("--no-flatten", is_flag=True, help="Kill switch cancels but does not flatten.")
@@ -93,8 +111,9 @@ def live(
     clock_check: float,
     journal: Path,
     log_file: Path,
-    max_daily_loss: float,
-    max_drawdown: float,
+    max_daily_loss: float | None,
+    max_drawdown: float | None,
+    clear_kill_switch: bool,
     max_order_notional: float | None,
     max_orders_per_minute: int,
     no_flatten: bool,
@@ -103,7 +122,14 @@ def live(
 ) -> None:
     """Run STRATEGY on live candles: --paper, or --live --i-understand-the-risks."""
     from atb_strategies.live.broker import KillSwitch
-    from atb_strategies.live.runner import build_live_cerebro, log_to_file, run_until_stopped
+    from atb_strategies.live.runner import (
+        EXIT_CODES,
+        build_live_cerebro,
+        log_to_file,
+        refuse_if_killed,
+        run_until_stopped,
+        stop_reason,
+    )
     from atb_strategies.live.store import CcxtStore
 
     if paper == real:
@@ -112,6 +138,8 @@ def live(
         raise ConfigurationError(
             "Real orders need --live --i-understand-the-risks. Try --paper first."
         )
+    if not paper:
+        refuse_if_killed(journal, clear_kill_switch)
     log_to_file(log_file)
     store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
     params: dict[str, Any] = {"version": model_version}
@@ -147,12 +175,17 @@ def live(
         backfill_bars=backfill_bars,
         max_bars=max_bars,
         kill_switch=None if paper else kill,
+        broker_options=None if paper else {"clear_kill_switch": clear_kill_switch},
         on_stop=on_stop,
         feed_options={"poll_grace": poll_grace, "clock_check": clock_check},
         echo=click.echo,
         **params,
     )
     strat = run_until_stopped(cerebro)[0]
+    code, why = stop_reason(cerebro, max_bars)
     click.echo(
-        f"stopped: value {cerebro.broker.getvalue():.2f}, closed trades {len(strat.trade_records)}"
+        f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
+        f"{len(strat.trade_records)}"
     )
+    if EXIT_CODES[code]:
+        sys.exit(EXIT_CODES[code])

@@ -100,7 +100,7 @@ class _AtbGroup(click.Group):
         except AtbError as e:
             if verbose:
                 raise
-            _fail(f"{type(e).__name__}: {_in_cli_terms(str(e))}")
+            _fail(f"{type(e).__name__}: {_in_cli_terms(str(e))}", getattr(e, "exit_code", 1))
         except Exception as e:
             if verbose:
                 raise

@@ -31,6 +31,28 @@ FRACTION = click.FloatRange(min=0, max=1, max_open=True)
 POSITIVE_INT = click.IntRange(min=1)
 
 
+class LimitType(click.ParamType):
+    """A loss limit: a fraction in (0, 1), or ``off``/``none`` to disable it (None)."""
+
+    name = "fraction|off"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none")):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a fraction (0.05 = 5 %) nor 'off'.", param, ctx)
+        if not 0 < number < 1:
+            self.fail(
+                f"{number!r} is not in (0, 1); use a fraction (0.05 = 5 %) or 'off'.", param, ctx
+            )
+        return number
+
+
+LIMIT = LimitType()
+
+
 class DateType(click.ParamType):
     """A UTC date or time (``2024-10-01`` or ``2024-10-01T12:00``), kept as the string given."""
 

@@ -92,7 +92,11 @@ class CcxtBroker(bt.BrokerBase):
         re-protects the position it finds (its ``protect_adopted`` parameter), a strategy of
         your own must do the same.
     kill_switch : KillSwitch or None
-        Limits; None disables them.
+        Limits; None disables them. A trip is recorded in the journal: a later session on the
+        same journal starts with the switch engaged (no new orders, a ``KILL_SWITCH_ACTIVE``
+        store notification) until ``clear_kill_switch``.
+    clear_kill_switch : bool
+        Clear a trip recorded by an earlier session (the user's explicit decision).
     """
 
     params = (
@@ -104,6 +108,7 @@ class CcxtBroker(bt.BrokerBase):
         ("on_stop", "cancel"),
         ("on_restart", "cancel"),
         ("kill_switch", None),
+        ("clear_kill_switch", False),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -114,11 +119,12 @@ class CcxtBroker(bt.BrokerBase):
         self.rules = MarketRules(self.store)
         self.account = Account(self.store, self.rules, self.p.balance_refresh)
         self.positions = self.account.positions
-        self.risk = RiskGuard(self.p.kill_switch)
+        self.risk = RiskGuard(self.p.kill_switch, journal=self.journal)
         self.emulator = OrderEmulator(self)
         self.sync = ExchangeSync(self)
         self.startingcash = 0.0
         self._stop_requested = False
+        self._stop_when_flat = False
         self.comminfo = {None: SpotCommInfo()}
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,6 +135,21 @@ class CcxtBroker(bt.BrokerBase):
         self.account.refresh(force=True)
         recover_orders(self.store, self.journal, self.p.on_restart)
         self.account.refresh(force=True)
+        trip = self.risk.earlier_trip
+        if trip is not None and self.p.clear_kill_switch:
+            self.journal.clear_kill_switch()
+            self.risk.earlier_trip, self.risk.killed = None, False
+            log.warning(
+                "kill switch tripped at %s (%s): cleared by the user", trip["time"], trip["reason"]
+            )
+        elif trip is not None:
+            log.error(
+                "kill switch tripped at %s (%s) in an earlier session: no new orders until it is "
+                "cleared",
+                trip["time"],
+                trip["reason"],
+            )
+            self.store.put_notification("KILL_SWITCH_ACTIVE", trip["reason"])
         log.info(
             "live broker started; journal %s (session %s)", self.journal.path, self.journal.session
         )
@@ -146,6 +167,8 @@ class CcxtBroker(bt.BrokerBase):
         self.account.seed_position(data)
 
     def next(self) -> None:
+        if self._stop_when_flat and not self._holding():
+            self._stop_requested = True
         if self._stop_requested:
             self._stop_cerebro()
             return
@@ -261,18 +284,33 @@ class CcxtBroker(bt.BrokerBase):
             self.engage_kill_switch(reason)
 
     def engage_kill_switch(self, reason: str) -> None:
-        """Cancel open orders, flatten if configured, notify and stop cerebro."""
-        self.risk.killed = True
+        """Cancel open orders, flatten if configured, notify and stop cerebro; the trip is
+        recorded in the journal and outlives the session until cleared."""
+        self.risk.trip(reason, self.getvalue())
         log.error("KILL SWITCH: %s", reason)
-        self.sync.cancel_all()
-        self.emulator.cancel_all()
         ks: KillSwitch | None = self.risk.limits
+        keep = ks is not None and not ks.flatten  # the user keeps the position: and its legs
+        self.sync.cancel_all()
+        self.emulator.cancel_all(keep_protection=keep)
         owner = self._owner()
         if ks is not None and ks.flatten and owner is not None:
             self._flatten(owner)
         self.store.put_notification("KILL_SWITCH", reason)
+        if keep and self._holding():
+            # --no-flatten: the position stays, and so do its stop-loss and take-profit legs
+            # (emulated in this process: they die with it). No new entries; the session goes
+            # on protecting the position and stops once it is flat.
+            log.error(
+                "KILL SWITCH: keeping the position with its stop-loss/take-profit legs; no new "
+                "entries; the session stops when the position is closed (or on Ctrl-C)"
+            )
+            self._stop_when_flat = True
+            return
         # Stop at the next loop, after cerebro has delivered the store notification.
         self._stop_requested = True
+
+    def _holding(self) -> bool:
+        return any(pos.size != 0 for pos in self.positions.values())
 
     def _flatten(self, owner: Any) -> None:
         self.risk.killed, self.risk.flattening = False, True  # let the flattening orders through

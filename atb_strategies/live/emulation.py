@@ -254,11 +254,19 @@ class OrderEmulator:
             self._cancel_siblings(order)  # as in backtrader: one cancelled, all are
         return True
 
-    def cancel_all(self) -> None:
-        """Cancel every held order and forget the OCO groups (the kill switch)."""
+    def cancel_all(self, keep_protection: bool = False) -> None:
+        """Cancel every held order and forget the OCO groups (the kill switch).
+
+        ``keep_protection`` keeps the held orders that only reduce the position (stop-loss and
+        take-profit legs of a position the user chose to keep: ``--no-flatten``).
+        """
+        account = self.broker.account
         for order in list(self.held):
+            if keep_protection and account.reduces_position(order, abs(order.created.size)):
+                continue
             self.held.remove(order)
             if order.alive():
                 order.cancel()
                 self.broker.notify(order)
-        self.oco_groups.clear()
+        if not keep_protection:
+            self.oco_groups.clear()

@@ -70,6 +70,49 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
+    # ------------------------------------------------------------------ session state
+
+    def _get(self, key: str) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _set(self, key: str, value: Any) -> None:
+        with self._lock:
+            if value is None:
+                self._db.execute("DELETE FROM meta WHERE key=?", (key,))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (key, json.dumps(value)),
+                )
+
+    def record_kill_switch(self, reason: str, **values: Any) -> None:
+        """Record that the kill switch tripped (time, reason, values); it stays tripped for
+        every later session on this journal until ``clear_kill_switch``."""
+        trip = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason}
+        self._set("kill_switch", {**trip, "session": self.session, **values})
+
+    def kill_switch(self) -> dict[str, Any] | None:
+        """The recorded trip, or None."""
+        return self._get("kill_switch")
+
+    def clear_kill_switch(self) -> dict[str, Any] | None:
+        """Forget the recorded trip (the user's explicit decision); returns it."""
+        trip = self.kill_switch()
+        self._set("kill_switch", None)
+        return trip
+
+    def day_start_value(self, day: str, value: float) -> float:
+        """The portfolio value at the first check of UTC ``day`` (``value`` when this is the
+        first), kept across restarts so a restart does not reset the daily-loss limit."""
+        key = f"day_start:{day}"
+        known = self._get(key)
+        if known is None:
+            self._set(key, float(value))
+            return float(value)
+        return float(known)
+
     def client_id(self, ref: int, prefix: str = "atb") -> str:
         """Deterministic client order id for order ``ref`` in this session (<= 36 chars)."""
         return f"{prefix}{self.session}x{ref}"

@@ -10,6 +10,10 @@
 
 What engaging does (cancel, flatten, stop cerebro) is the broker's job; ``killed`` and
 ``flattening`` are the flags it sets meanwhile.
+
+With a journal, a trip is recorded there (time, reason, values) and a later session on the same
+journal starts with the switch engaged until the user clears it; the day's starting value is
+kept there too, so a restart does not reset the daily-loss limit (UTC days).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import collections
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -54,9 +59,13 @@ class RiskGuard:
         The switch's own exits are being sent: nothing is refused or watched.
     """
 
-    def __init__(self, limits: KillSwitch | None) -> None:
+    def __init__(self, limits: KillSwitch | None, journal: Any = None) -> None:
         self.limits = limits
-        self.killed = False
+        self.journal = journal
+        #: A trip recorded by an earlier session (``{"time", "reason", ...}``), or None.
+        self.earlier_trip = journal.kill_switch() if journal is not None else None
+        self.killed = self.earlier_trip is not None
+        self.reason: str | None = None
         self.flattening = False
         self._order_times: collections.deque[float] = collections.deque()
         self._peak: float | None = None
@@ -83,7 +92,15 @@ class RiskGuard:
         ks = self.limits
         if self.flattening:
             return None  # the kill switch's own exits are never blocked
+        if self.killed and reduces and self.limits is not None and not self.limits.flatten:
+            return None  # a kept position's stop-loss / take-profit (and exits) still protect it
         if self.killed:
+            if self.earlier_trip is not None and self.reason is None:
+                t = self.earlier_trip
+                return (
+                    f"kill switch engaged: it tripped at {t['time']} ({t['reason']}) in an "
+                    "earlier session; no new orders until it is cleared (clear_kill_switch=True)"
+                )
             return "kill switch engaged: no new orders"
         if ks is None or reduces:
             return None
@@ -102,6 +119,12 @@ class RiskGuard:
         ):
             return f"more than {ks.max_orders_per_minute} orders in a minute"
         return None
+
+    def trip(self, reason: str, value: float) -> None:
+        """Engage, and record the trip in the journal for later sessions."""
+        self.killed, self.reason = True, reason
+        if self.journal is not None:
+            self.journal.record_kill_switch(reason, value=value, peak=self._peak)
 
     def record_order(self) -> None:
         """Count an order sent now, for ``max_orders_per_minute``."""
@@ -126,11 +149,25 @@ class RiskGuard:
         self._peak = max(self._peak or value, value)
         today = time.strftime("%Y-%m-%d", time.gmtime())
         if self._day != today:
-            self._day, self._day_start_value = today, value
+            self._day = today
+            self._day_start_value = (
+                self.journal.day_start_value(today, value) if self.journal is not None else value
+            )
         reason = None
         if ks.max_drawdown is not None and value < self._peak * (1 - ks.max_drawdown):
-            reason = f"drawdown {1 - value / self._peak:.2%} beyond {ks.max_drawdown:.2%}"
+            reason = (
+                f"drawdown {_pct(1 - value / self._peak)} beyond {_pct(ks.max_drawdown)} "
+                f"(value {value:.2f}, peak {self._peak:.2f})"
+            )
         start = self._day_start_value or value
         if ks.max_daily_loss is not None and value < start * (1 - ks.max_daily_loss):
-            reason = f"daily loss {1 - value / start:.2%} beyond {ks.max_daily_loss:.2%}"
+            reason = (
+                f"daily loss {_pct(1 - value / start)} beyond {_pct(ks.max_daily_loss)} "
+                f"(value {value:.2f}, day start {start:.2f})"
+            )
         return reason
+
+
+def _pct(fraction: float) -> str:
+    """A percentage readable for small limits too (``0.0123 %``, ``15 %``)."""
+    return f"{100 * fraction:.4g} %"

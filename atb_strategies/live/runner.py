@@ -16,8 +16,10 @@ from typing import Any
 
 import backtrader as bt
 
+from atb_strategies.exceptions import KillSwitchError
 from atb_strategies.exchange.redaction import install_redaction
 from atb_strategies.live.broker import KillSwitch
+from atb_strategies.live.journal import Journal
 from atb_strategies.live.paper import PaperBroker
 from atb_strategies.live.status import LiveStatus
 from atb_strategies.live.store import CcxtStore
@@ -143,6 +145,7 @@ def run_until_stopped(cerebro: bt.Cerebro) -> list:
 
     def handler(signum: int, frame: Any) -> None:
         logger.warning("Ctrl-C: stopping after the current loop (press again to abort)")
+        cerebro.atb_interrupted = True  # read by stop_reason
         cerebro.runstop()
         signal.signal(signal.SIGINT, previous)
 
@@ -151,3 +154,57 @@ def run_until_stopped(cerebro: bt.Cerebro) -> list:
         return cerebro.run()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+#: Exit status of ``atb live`` per way a session ends (``stop_reason``).
+EXIT_CODES = {"max_bars": 0, "feed_ended": 0, "kill_switch": 3, "exchange": 4, "ctrl_c": 130}
+
+
+def stop_reason(cerebro: bt.Cerebro, max_bars: int | None = None) -> tuple[str, str]:
+    """Why a live session ended: ``(code, words)``; ``code`` is a key of ``EXIT_CODES``.
+
+    The kill switch (with its reason) wins over Ctrl-C, Ctrl-C over the exchange becoming
+    unavailable, and those over reaching ``max_bars`` or the feed ending.
+    """
+    risk = getattr(cerebro.broker, "risk", None)
+    if risk is not None and risk.killed:
+        return "kill_switch", f"kill switch: {risk.reason or 'engaged'}"
+    if getattr(cerebro, "atb_interrupted", False):
+        return "ctrl_c", "Ctrl-C"
+    unavailable = next(
+        (
+            getattr(s, "unavailable", None)
+            for s in cerebro.stores
+            if getattr(s, "unavailable", None)
+        ),
+        None,
+    )
+    if unavailable:
+        return "exchange", f"exchange unavailable ({unavailable})"
+    if max_bars is not None:
+        return "max_bars", f"{max_bars} live bar(s) done (max bars)"
+    return "feed_ended", "the live feed ended"
+
+
+def refuse_if_killed(journal: Path, clear: bool) -> None:
+    """Before a real-orders session: refuse to start while the journal records a kill-switch
+    trip, unless the user clears it (``clear``; the broker then clears it at start).
+
+    Raises
+    ------
+    KillSwitchError
+        Naming when and why it tripped and how to clear it.
+    """
+    if clear or not Path(journal).exists():
+        return
+    book = Journal(journal)
+    try:
+        trip = book.kill_switch()
+    finally:
+        book.close()
+    if trip is not None:
+        raise KillSwitchError(
+            f"the kill switch tripped at {trip['time']} ({trip['reason']}) and is recorded in "
+            f"{journal}; no orders are sent until you clear it: run again with "
+            "clear_kill_switch=True after checking the account."
+        )

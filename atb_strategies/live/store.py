@@ -152,6 +152,7 @@ class CcxtStore(bt.Store, metaclass=_MetaStore):
                 on_retry=on_retry,
             )
         except TemporaryExchangeError as e:
+            self.unavailable = f"{action}: {e}"  # why a session may end (live.runner.stop_reason)
             self.put_notification("EXCHANGE_UNAVAILABLE", action, str(e))
             raise
 

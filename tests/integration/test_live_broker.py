@@ -1416,3 +1416,98 @@ def test_paper_broker_with_order_below_min_notional_rejects_it_with_reason(paper
     assert strat.statuses(tiny.ref) == ["Rejected"]
     assert "below the market minimum 5.0" in strat.last(tiny.ref).reason
     assert math.isclose(paper["broker"].getposition(paper["data"]).size, 0.01234)
+
+
+# ------------------------------------------------------------------ kill switch across restarts
+
+
+@pytest.fixture(scope="module")
+def tripped(hourly: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A session whose drawdown limit trips; its journal records the trip."""
+    candles = crash_after(hourly, NOW_ROW + 2, 0.6)
+    journal = tmp_path_factory.mktemp("trip") / "journal.sqlite"
+    with make_server(candles) as server:
+        run = run_live(
+            server,
+            {1: lambda s: s.place("buy", 0.25)},
+            journal=journal,
+            max_live_bars=6,
+            broker_options={"kill_switch": KillSwitch(max_daily_loss=None, max_drawdown=0.15)},
+        )
+    return {"run": run, "journal": journal}
+
+
+def test_kill_switch_trip_is_recorded_in_the_journal_with_its_reason(tripped):
+    book = Journal(tripped["journal"])
+    try:
+        trip = book.kill_switch()
+    finally:
+        book.close()
+    assert trip is not None and trip["reason"].startswith("drawdown ")
+    assert "beyond 15 %" in trip["reason"] and trip["value"] > 0
+
+
+def test_restart_after_a_trip_sends_no_order_until_cleared(hourly, tripped):
+    plan = {1: lambda s: s.place("buy", 0.01)}
+    options = {"kill_switch": KillSwitch(max_daily_loss=None, max_drawdown=0.15)}
+    with make_server(hourly) as server:
+        run = run_live(
+            server, plan, journal=tripped["journal"], max_live_bars=2, broker_options=options
+        )
+        posts = server.count("/api/v3/order", "POST")
+    assert posts == 0
+    order = run.strategy.orders[0]
+    assert order.status == order.Rejected
+    assert "earlier session" in order.info["reject_reason"]
+    assert "KILL_SWITCH_ACTIVE" in [m for m, _ in run.strategy.store_messages]
+    with make_server(hourly) as server:
+        cleared = run_live(
+            server,
+            plan,
+            journal=tripped["journal"],
+            max_live_bars=2,
+            broker_options={**options, "clear_kill_switch": True},
+        )
+        posts = server.count("/api/v3/order", "POST")
+    assert posts == 1 and not cleared.broker.killed
+    book = Journal(tripped["journal"])
+    try:
+        assert book.kill_switch() is None
+    finally:
+        book.close()
+
+
+def test_kill_switch_with_no_flatten_keeps_the_position_and_its_stop_leg(hourly, tmp_path):
+    """--no-flatten: the position and its emulated stop-loss stay; the session goes on."""
+    candles = crash_after(hourly, NOW_ROW + 2, 0.8)
+
+    def place(s: Script) -> None:
+        s.place("buy", 0.25)
+        s.place("sell", 0.25, exectype=bt.Order.Stop, price=round(s.price() * 0.5, 2))
+
+    with make_server(candles) as server:
+        run = run_live(
+            server,
+            {1: place},
+            journal=tmp_path / "j.sqlite",
+            max_live_bars=5,
+            broker_options={
+                "kill_switch": KillSwitch(max_daily_loss=None, max_drawdown=0.1, flatten=False),
+                "on_stop": "keep",
+            },
+        )
+        sides = [o["side"] for o in server.orders()]
+    assert run.broker.killed
+    assert sides == ["BUY"]  # no flattening sell
+    assert run.broker.getposition(run.data).size == pytest.approx(0.25)
+    assert len(run.broker.emulator.held) == 1  # the stop leg still guards the position
+    assert run.strategy.live_bars == 5  # the session went on protecting it
+
+
+def test_kill_switch_reason_is_readable_for_small_limits():
+    from atb_strategies.live.risk import RiskGuard
+
+    guard = RiskGuard(KillSwitch(max_daily_loss=0.0001, max_drawdown=None))
+    assert guard.breach(10_000.0, live=True) is None
+    reason = guard.breach(9_998.0, live=True)
+    assert reason.startswith("daily loss 0.02 % beyond 0.01 %")

@@ -158,7 +158,7 @@ def test_atb_live_with_paper_prints_a_status_line_per_live_bar_and_writes_the_lo
     assert stamps == sorted(set(stamps))
     assert stamps[0] >= hourly.index[NOW_ROW + 1]
     assert all(t in set(hourly.index) for t in stamps)
-    assert "stopped: value" in out.splitlines()[-1]
+    assert out.splitlines()[-1].startswith("stopped (5 live bar(s) done (max bars)): value")
     log = (tmp_path / "live.log").read_text()
     assert "backfilled 300 closed bar(s)" in log
     signed = {"/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/myTrades"}
@@ -352,3 +352,77 @@ def test_example_paper_trade_with_loopback_exchange_runs_offline_and_prints_valu
     assert "after 3 live bars" in done.stdout
     lines = [line for line in done.stdout.splitlines() if " BTCUSDT close=" in line]
     assert len(lines) == 3
+
+
+# ------------------------------------------------------------------ kill switch and exit codes
+
+
+def test_atb_live_kill_switch_exits_3_and_a_restart_refuses_until_cleared(hourly, tmp_path):
+    crashed = hourly.copy()
+    crashed.iloc[NOW_ROW + 2 :, :4] *= 0.7  # prices fall 30 % two bars after the start
+    start = int(crashed.index[NOW_ROW].value // 1_000_000) + HOUR // 2
+    journal = tmp_path / "journal.sqlite"
+    args = [
+        "--live",
+        "--i-understand-the-risks",
+        "--max-bars",
+        "6",
+        "--backfill-bars",
+        "300",
+        "--long-threshold",
+        "-1",
+        "--journal",
+        str(journal),
+        "--max-daily-loss",
+        "off",
+        "--max-drawdown",
+        "0.003",
+        "--registry",
+        str(REGISTRY),
+        "--log-file",
+        str(tmp_path / "live.log"),
+    ]
+    balances = {"USDT": 10_000, "BTC": 0}
+    with loopback_exchange(crashed, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+        config = exchange_config(srv, tmp_path / "exchange.json")
+        watcher = advance_after_backfill(srv, 6)
+        try:
+            done = run_atb(*args, cwd=tmp_path, config=config)
+        finally:
+            watcher.done.set()
+        posts = srv.count("/api/v3/order", "POST")
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("stopped (kill switch: drawdown ") and "beyond 0.3 %" in last
+    assert posts >= 2  # the entry and the flattening sell
+
+    with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+        config = exchange_config(srv, tmp_path / "exchange.json")
+        again = run_atb(*args, cwd=tmp_path, config=config)
+        assert srv.requests == []  # refused before connecting
+    assert again.returncode == 3
+    assert again.stderr.strip().count("\n") == 0
+    assert "kill switch tripped at" in again.stderr and "--clear-kill-switch" in again.stderr
+
+
+def test_atb_live_with_max_bars_exits_0_saying_why_it_stopped(server, tmp_path):
+    config = exchange_config(server, tmp_path / "exchange.json", with_keys=False)
+    watcher = advance_after_backfill(server, 2)
+    try:
+        done = run_atb(
+            "--paper",
+            "--max-bars",
+            "2",
+            "--backfill-bars",
+            "300",
+            "--registry",
+            str(REGISTRY),
+            "--max-drawdown",
+            "none",
+            cwd=tmp_path,
+            config=config,
+        )
+    finally:
+        watcher.done.set()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("stopped (2 live bar(s) done")
