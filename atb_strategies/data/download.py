@@ -20,6 +20,7 @@ import ccxt
 import numpy as np
 import pandas as pd
 
+from atb_strategies.data.periods import naive_utc, period_end
 from atb_strategies.exceptions import CandleDataError
 from atb_strategies.exchange.client import exchange_now_ms
 from atb_strategies.exchange.retry import call_exchange
@@ -67,11 +68,6 @@ def _rows_to_frame(rows: list, action: str) -> pd.DataFrame:
     return frame
 
 
-def _naive_utc(value: str | pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
-
-
 def download_ohlcv(
     exchange: ccxt.Exchange,
     symbol: str,
@@ -85,14 +81,13 @@ def download_ohlcv(
     retries: int = 4,
     retry_delay: float = 0.5,
 ) -> pd.DataFrame:
-    """Candles of ``symbol`` from ``start`` up to ``end`` (inclusive; a date means its whole
-    day; None = now), cached under ``data_dir``. Returns the validated slice."""
+    """Candles of ``symbol`` from ``start`` up to ``end`` (inclusive; ``data.periods``: a bare
+    date means its whole day, a time that instant; None = now), cached under ``data_dir``.
+    Returns the validated slice."""
     tf = timeframe_to_timedelta(timeframe)
     tf_ms = int(tf / pd.Timedelta(milliseconds=1))
-    start_ts = _naive_utc(start)
-    end_ts = _naive_utc(end) if end is not None else None
-    if end_ts is not None and end_ts == end_ts.normalize() and len(str(end)) <= 10:
-        end_ts = end_ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+    start_ts = naive_utc(start)
+    end_ts = period_end(end) if end is not None else None
     path = cache_path(data_dir, exchange.id, symbol, timeframe)
 
     def call(fn, *args, action: str, **kwargs):

@@ -81,7 +81,18 @@ def translate(error: Exception, action: str, *, write: bool = False) -> Exchange
         )
     detail = str(error)[:300]
     advice = _ADVICE.get(atb_cls, "")
+    if atb_cls is InvalidOrderError and not _is_order_call(action):
+        # a read refused as a bad request (Binance -1121 "Invalid symbol" on klines): the
+        # advice about order size and price does not fit the call that failed
+        advice = "Check the symbol (as the exchange lists it) and the request's parameters."
     return atb_cls(f"{action}: {what} ({type(error).__name__}: {detail}). {advice}".strip())
+
+
+def _is_order_call(action: str) -> bool:
+    name = action.split("(")[0].rsplit(".", 1)[-1]
+    return name in {"create_order", "cancel_order", "edit_order"} or (
+        "order" in name and (name.startswith(("create", "cancel", "edit")))
+    )
 
 
 @contextlib.contextmanager

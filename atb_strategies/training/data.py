@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.data.loaders import CandleReport, inspect_candles
+from atb_strategies.data.periods import naive_utc, period_end
 from atb_strategies.features.candles import validate_candles
 from atb_strategies.training.config import TrainingConfig
 from atb_strategies.training.logger import log
@@ -33,15 +34,13 @@ class CandleData:
 
 
 def slice_period(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
-    """Rows from ``start`` to ``end``; an ``end`` given as a date includes that whole day."""
+    """Rows from ``start`` to ``end`` (``data.periods``: an ``end`` given as a bare date
+    includes that whole day, one with a time ends at that instant)."""
     out = frame
     if start is not None:
-        out = out.loc[pd.Timestamp(start) :]
+        out = out.loc[naive_utc(start) :]
     if end is not None:
-        stop = pd.Timestamp(end)
-        if stop == stop.normalize():
-            stop = stop + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
-        out = out.loc[:stop]
+        out = out.loc[: period_end(end)]
     return out
 
 

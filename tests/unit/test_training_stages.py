@@ -200,3 +200,26 @@ def test_mlp_fit_logs_train_and_validation_loss_as_the_same_measure(caplog) -> N
         train = float(line.split("train loss ")[1].split(",")[0])
         val = float(line.split("validation loss ")[1].split(" ")[0])
         assert train == val
+
+
+@pytest.mark.parametrize(
+    ("end", "last"),
+    [("2024-01-02", "2024-01-02 23:00:00"), ("2024-01-02T00:00", "2024-01-02 00:00:00")],
+)
+def test_period_end_means_the_whole_day_for_a_date_and_the_instant_for_a_time(end, last):
+    from atb_strategies.data.periods import period_end
+
+    frame = pd.DataFrame({"close": 1.0}, index=pd.date_range("2024-01-01", periods=72, freq="h"))
+    assert str(slice_period(frame, None, end).index[-1]) == last
+    assert str(frame.loc[: period_end(end)].index[-1]) == last
+
+
+def test_translate_with_invalid_symbol_on_a_read_gives_advice_for_that_call() -> None:
+    import ccxt
+
+    from atb_strategies.exchange.errors import translate
+
+    read = translate(ccxt.BadSymbol('{"code":-1121,"msg":"Invalid symbol."}'), "fetch_ohlcv(X)")
+    assert "order size" not in str(read) and "Check the symbol" in str(read)
+    order = translate(ccxt.InvalidOrder("bad"), "binance.create_order(BTC/USDT)")
+    assert "order size and price" in str(order)
