@@ -18,6 +18,7 @@ value is a ``ConfigurationError``). What a policy means for predictions:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -126,7 +127,8 @@ def apply_gap_policy(
             f"{what}: gap before {label(pos)}: {since} "
             f"since the previous bar ({int(missing[0])} missing {timeframe} bar(s)). "
             "Fill the missing candles, or pass gap_policy='skip' to make no prediction from "
-            "rows that span a gap (or 'warn' to treat the bars either side as consecutive).",
+            "rows that span a gap (or gap_policy='warn' to treat the bars either side as "
+            "consecutive).",
             row=pd.Timestamp(int(stamps[pos])),
         )
     for pos, n in zip(gaps, missing, strict=True):
@@ -314,3 +316,175 @@ def validate_candles(
     out.index = index
     out.index.name = "timestamp"
     return out
+
+
+_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_NAT = np.iinfo(np.int64).min
+_INT64_MAX = int(np.iinfo(np.int64).max)
+_FLOAT64 = np.dtype(np.float64)
+
+
+def candle_arrays(
+    frame: pd.DataFrame,
+    *,
+    columns: Sequence[str] = OHLCV,
+    timeframe: str | None = None,
+    gap_policy: str = "raise",
+    rows: int | None = None,
+    spacing_rows: int | None = None,
+    what: str = "candles",
+) -> dict[str, np.ndarray]:
+    """Validate the newest ``rows`` rows of ``frame`` and return ``columns`` as float64 arrays.
+
+    Exactly ``validate_candles(frame.iloc[-rows:], ...)`` (all rows when ``rows`` is None)
+    followed by ``out[c].to_numpy(dtype=np.float64)`` for each column, made cheap for the
+    common case of one prediction from a long frame: the same checks run with numpy on the
+    rows used only, and no frame is copied. Frames this path cannot read directly (a time
+    column instead of a ``DatetimeIndex``, non-numeric or extension-typed columns, duplicate
+    column names) and frames that fail any check, or have a gap the policy reports, go through
+    ``validate_candles`` itself, so errors, messages, row naming and warnings are its own.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Candles, oldest first.
+    columns, timeframe, gap_policy, spacing_rows, what
+        As for ``validate_candles``.
+    rows : int, optional
+        Validate and return the newest ``rows`` rows only (default all).
+
+    Returns
+    -------
+    dict of str to ndarray
+        One float64 array per column of ``columns``, the rows used oldest first.
+
+    Raises
+    ------
+    CandleDataError
+        As ``validate_candles``, naming the row and column at fault.
+    """
+    check_gap_policy(gap_policy, "validate_candles")
+    fast = _fast_arrays(frame, columns, timeframe, gap_policy, rows, spacing_rows)
+    if fast is not None:
+        return fast
+    used = frame if rows is None or not isinstance(frame, pd.DataFrame) else frame.iloc[-rows:]
+    out = validate_candles(
+        used,
+        columns=columns,
+        timeframe=timeframe,
+        gap_policy=gap_policy,
+        spacing_rows=spacing_rows,
+        what=what,
+    )
+    return {c: out[c].to_numpy(dtype=np.float64) for c in columns}
+
+
+def _fast_arrays(
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    timeframe: str | None,
+    gap_policy: str,
+    rows: int | None,
+    spacing_rows: int | None,
+) -> dict[str, np.ndarray] | None:
+    """``candle_arrays`` when every check passes on plain numpy data; None to defer to
+    ``validate_candles`` (which then raises, warns or reads what this path cannot)."""
+    if not isinstance(frame, pd.DataFrame) or not isinstance(frame.index, pd.DatetimeIndex):
+        return None
+    names = frame.columns
+    if not names.is_unique or any(c not in names for c in columns):
+        return None
+    index = frame.index
+    unit = _NS_PER_UNIT.get(index.unit)
+    if unit is None:
+        return None
+    stamps = index.asi8 if rows is None else index.asi8[-rows:]
+    n = len(stamps)
+    if n and (stamps == _NAT).any():
+        return None
+    if n > 1:
+        step = np.diff(stamps)
+        if timeframe is None:
+            if step.min() <= 0:
+                return None  # unsorted or duplicate
+        else:
+            tf = _timeframe_ns(timeframe)
+            if tf % unit:  # a timeframe finer than the index's unit: let the full check decide
+                return None
+            tf //= unit
+            first = 0 if spacing_rows is None else max(0, n - spacing_rows)
+            head, spacing = step[:first], step[first:]
+            if len(head) and head.min() <= 0:
+                return None  # unsorted or duplicate before the rows whose spacing is checked
+            if gap_policy in ("raise", "warn"):
+                # a gap would raise or warn: each step in the spacing rows is exactly one bar
+                if (spacing != tf).any():
+                    return None
+            elif len(spacing) and (spacing.min() <= 0 or (spacing % tf).any()):
+                return None
+    # sorted from here on: the extremes are the first and last stamps
+    if n and unit > 1 and max(-int(stamps[0]), int(stamps[-1])) > _INT64_MAX // unit:
+        return None  # beyond what nanoseconds hold: validate_candles says so
+    # One (k, n) float64 block of every column the checks read (the model's, then the OHLC
+    # ones the high/low consistency checks use): each check is one numpy call.
+    ohlc = [c for c in ("open", "high", "low", "close") if c in names]
+    checked = list(dict.fromkeys([*columns, *ohlc]))
+    k = len(columns)
+    if checked[:k] != list(columns):
+        return None  # a column named twice
+    table = None
+    if len(names) == len(checked):
+        # only the columns checked (plain candles): one table, a view of a float64 frame
+        table = frame.to_numpy()
+        if table.dtype != _FLOAT64:  # other dtypes: column by column below
+            table = None
+    elif set(frame.dtypes.tolist()) == {_FLOAT64}:
+        table = frame.to_numpy()  # extra columns, all float64: a view as well
+    if table is not None:
+        table = table if rows is None else table[-rows:]
+        block = table.T[[names.get_loc(c) for c in checked]]
+    else:
+        arrays = []
+        for col in checked:
+            series = frame[col]
+            dtype = series.dtype
+            if not isinstance(dtype, np.dtype) or dtype.kind not in "fiub":
+                return None
+            values = series.to_numpy()
+            arrays.append(values if rows is None else values[-rows:])
+        block = np.array(arrays, dtype=np.float64)
+    floor, inside, high, low = _check_plan(tuple(checked), k)
+    # finite, then prices > 0 and volume >= 0 (``v <= floor``: see _check_plan), in two calls
+    if not np.isfinite(block[:k]).all() or (block[:k] <= floor).any():
+        return None
+    if high is not None:
+        # low, open, close <= high and open, close >= low
+        hi, lo = block[high], block[low]
+        if (block[[*inside, low]] > hi).any() or (inside and (block[inside] < lo).any()):
+            return None
+    return {c: block[i] for i, c in enumerate(columns)}
+
+
+@functools.lru_cache(maxsize=64)
+def _check_plan(
+    checked: tuple[str, ...], k: int
+) -> tuple[np.ndarray, list[int], int | None, int | None]:
+    """For a block of ``checked`` columns (the first ``k`` the model's): the floor each of those
+    must exceed, as a ``(k, 1)`` column (``v <= floor`` is bad: 0 for prices; minus the smallest
+    subnormal for volume, as a finite ``v < 0`` iff ``v <= -5e-324``; -inf for other columns),
+    and the rows of open/close, high and low (None without high and low). Where subnormals are
+    flushed to zero, a volume of 0 fails this check too: that only sends it to the full one."""
+    tiny = float(np.finfo(np.float64).smallest_subnormal)
+    floor = np.array(
+        [(-tiny if c == "volume" else 0.0) if c in OHLCV else -np.inf for c in checked[:k]]
+    )[:, None]
+    floor.flags.writeable = False  # cached and shared
+    if "high" not in checked or "low" not in checked:
+        return floor, [], None, None
+    inside = [checked.index(c) for c in ("open", "close") if c in checked]
+    return floor, inside, checked.index("high"), checked.index("low")
+
+
+@functools.lru_cache(maxsize=64)
+def _timeframe_ns(timeframe: str) -> int:
+    return int(timeframe_to_timedelta(timeframe).value)

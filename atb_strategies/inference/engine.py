@@ -20,6 +20,7 @@ import pandas as pd
 from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import CandleDataError, ConfigurationError
 from atb_strategies.features.candles import (
+    candle_arrays,
     check_gap_policy,
     find_gaps,
     rows_span_gap,
@@ -90,14 +91,8 @@ class PredictionEngine:
             version=version if version is not None else c.default_version,
         )
 
-    def _prepare(
-        self,
-        candles: pd.DataFrame,
-        bundle: ModelBundle,
-        rows: int | None,
-        spacing_rows: int | None,
-        gap_policy: str,
-    ) -> pd.DataFrame:
+    def _check_frame(self, candles: pd.DataFrame, bundle: ModelBundle) -> None:
+        """A DataFrame with enough rows and every column the bundle needs."""
         pipe = bundle.pipeline
         if not isinstance(candles, pd.DataFrame):
             raise CandleDataError(
@@ -108,11 +103,23 @@ class PredictionEngine:
                 f"{len(candles)} candle(s) given; model {bundle.key} needs at least "
                 f"{pipe.min_bars} ({pipe.warmup_bars} warm-up + {pipe.sequence_length} window)."
             )
-        pipe.check_columns(list(candles.columns), owner="PredictionEngine", model=bundle.key)
+        names = candles.columns
+        if not all(c in names for c in pipe.columns):
+            pipe.check_columns(list(names), owner="PredictionEngine", model=bundle.key)
+
+    def _prepare(
+        self,
+        candles: pd.DataFrame,
+        bundle: ModelBundle,
+        rows: int | None,
+        spacing_rows: int | None,
+        gap_policy: str,
+    ) -> pd.DataFrame:
+        self._check_frame(candles, bundle)
         used = candles if rows is None else candles.iloc[-rows:]
         return validate_candles(
             used,
-            columns=pipe.columns,
+            columns=bundle.pipeline.columns,
             timeframe=bundle.timeframe,
             gap_policy=gap_policy,
             spacing_rows=spacing_rows,
@@ -146,9 +153,18 @@ class PredictionEngine:
         bundle = self.select(symbol, model_type, timeframe, version)
         pipe = bundle.pipeline
         policy = "raise" if self.gap_policy == "skip" else self.gap_policy
-        frame = self._prepare(candles, bundle, pipe.history_bars, pipe.min_bars, policy)
-        columns = {c: frame[c].to_numpy(dtype=np.float64) for c in pipe.columns}
-        batch = pipe.batch_windows(columns, start=len(frame) - 1)
+        self._check_frame(candles, bundle)
+        # validate_candles' checks on the rows used only, with numpy (its own messages on error)
+        columns = candle_arrays(
+            candles,
+            columns=pipe.columns,
+            timeframe=bundle.timeframe,
+            gap_policy=policy,
+            rows=pipe.history_bars,
+            spacing_rows=pipe.min_bars,
+            what=f"candles for {bundle.key}",
+        )
+        batch = pipe.batch_windows(columns, start=len(columns[pipe.context_column]) - 1)
         window = batch.windows[-1].astype(np.float32)
         return bundle.runner.predict(window, batch.context_at(-1))
 

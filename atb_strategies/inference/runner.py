@@ -7,9 +7,10 @@ Batch parity: ONNX Runtime may compute a window differently at batch size 1 than
 larger batch (different matrix kernels: the reference LSTM differs by up to 1.8e-7). With
 ``batch_parity=True`` (the default) ``predict`` runs the window as a batch of two identical rows,
 which takes the batched kernels, so a streaming prediction equals the batched prediction of the
-same window bit for bit and a live run reproduces its backtest exactly. It costs up to ~1.5x
-per call on that LSTM (nothing on the MLPs this project trains); ``batch_parity=False`` trades
-the exactness for the faster batch-1 call.
+same window bit for bit and a live run reproduces its backtest exactly; ``predict_batch`` runs a
+batch (or a last chunk) of one window the same way. It costs up to ~1.5x per call on that LSTM
+(nothing on the MLPs this project trains); ``batch_parity=False`` trades the exactness for the
+faster batch-1 call.
 
 Threads: ``intra_op_num_threads`` defaults to 1. On the 2-core machines this project targets, a
 default session's thread pool made batch-1 inference about 3x slower, and two optimiser workers
@@ -18,6 +19,7 @@ each with a multi-threaded session oversubscribe the CPU. Raise it for large bat
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +36,13 @@ from atb_strategies.inference.decode import decode
 
 #: Windows per ``session.run`` call in ``predict_batch``; bounds memory for long series.
 DEFAULT_CHUNK = 4096
+
+
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _shape_text(want: tuple[int, int], batched: bool) -> str:
+    return f"(n, {want[0]}, {want[1]})" if batched else f"({want[0]}, {want[1]})"
 
 
 def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:
@@ -63,6 +72,9 @@ class Prediction:
 
     ``price`` is None when it cannot be known (class outputs, or ``runner.predict`` called
     without a ``PriceContext`` for a target that needs one); it is never a normalised value.
+    ``predicted_return`` is None when unknown: class outputs, and price targets without a
+    context. Return targets (``log_return``, ``simple_return``) know it, and so ``direction``
+    and ``confidence``, from the raw output alone.
     """
 
     price: float | None
@@ -266,29 +278,31 @@ class OnnxRunner:
     def _check(self, x: np.ndarray, batched: bool) -> None:
         spec = self.input_spec
         want = (spec.sequence_length, spec.n_features)
-        shape_txt = f"(n, {want[0]}, {want[1]})" if batched else f"({want[0]}, {want[1]})"
         if not isinstance(x, np.ndarray):
             raise InferenceError(
-                f"{self.model_key}: features must be a numpy array of shape {shape_txt}; "
-                f"got {type(x).__name__}."
+                f"{self.model_key}: features must be a numpy array of shape "
+                f"{_shape_text(want, batched)}; got {type(x).__name__}."
             )
         if x.ndim != (3 if batched else 2) or x.shape[-2:] != want:
             raise InferenceError(
-                f"{self.model_key}: features have shape {x.shape}; expected {shape_txt} "
-                f"(sequence_length x features)."
+                f"{self.model_key}: features have shape {x.shape}; expected "
+                f"{_shape_text(want, batched)} (sequence_length x features)."
             )
-        if x.dtype != np.float32:
+        if x.dtype != _FLOAT32:
             raise InferenceError(
                 f"{self.model_key}: features have dtype {x.dtype}; the model takes float32. "
                 "Convert with features.astype(np.float32)."
             )
-        finite = np.isfinite(x)
-        if not finite.all():
-            idx = tuple(int(i) for i in np.argwhere(~finite)[0])
-            raise InferenceError(
-                f"{self.model_key}: features hold {float(x[idx])!r} at index {idx}; NaN and inf "
-                "cannot be fed to the model. Check the candles behind that window."
-            )
+        # a finite sum means every value is finite (one reduction, no temporary array); an
+        # infinite one may be an overflow of finite values, so look element by element then
+        if not math.isfinite(np.add.reduce(x, axis=None)):
+            finite = np.isfinite(x)
+            if not finite.all():
+                idx = tuple(int(i) for i in np.argwhere(~finite)[0])
+                raise InferenceError(
+                    f"{self.model_key}: features hold {float(x[idx])!r} at index {idx}; NaN "
+                    "and inf cannot be fed to the model. Check the candles behind that window."
+                )
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         """``session.run`` on a checked ``(n, seq, features)`` float32 array; raw outputs."""
@@ -301,19 +315,27 @@ class OnnxRunner:
             else np.asarray(out).reshape(x.shape[0])
         )
 
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+        """``run_raw`` on ``(n, seq, features)``; with ``batch_parity`` a single window (a batch,
+        or the last chunk, of one) runs as a batch of two, exactly like ``predict``, so that
+        every window of every batch takes the batched kernels."""
+        if self.batch_parity and x.shape[0] == 1:
+            return self.run_raw(np.concatenate((x, x)))[:1]
+        return self.run_raw(x)
+
     def predict(self, features: np.ndarray, context: PriceContext | None = None) -> Prediction:
         """Predict from one window ``(sequence_length, n_features)`` of float32 features.
 
         ``context`` (from ``FeatureStream.context()``) is needed to express the output as a
-        price for targets relative to the window or the current close; without it ``price``,
-        ``predicted_return`` are None, direction 0 and confidence 0 (``raw`` is still set).
+        price for targets relative to the window or the current close; without it ``price`` is
+        None for those targets. Return targets (``log_return``, ``simple_return``) still give
+        ``predicted_return``, ``direction`` and ``confidence`` from the raw output; a target
+        relative to the window (``close_window_minmax``) gives only ``raw`` (predicted return
+        None, direction 0, confidence 0).
         """
         self._check(features, batched=False)
         t0 = time.perf_counter()
-        if self.batch_parity:
-            raw = self.run_raw(np.stack((features, features)))[:1]
-        else:
-            raw = self.run_raw(features[None])
+        raw = self._run_chunk(features[None])
         dt = time.perf_counter() - t0
         d = decode(self.output_spec, raw, context, self.direction_threshold)
         price = float(d.price[0])
@@ -322,13 +344,13 @@ class OnnxRunner:
             tuple(float(v) for v in raw[0]) if raw.ndim == 2 else float(raw[0])
         )
         return Prediction(
-            price=price if np.isfinite(price) else None,
+            price=price if math.isfinite(price) else None,
             confidence=float(d.confidence[0]),
             direction=int(d.direction[0]),
             raw=raw_value,
             model_key=self.model_key,
             inference_time=dt,
-            predicted_return=ret if np.isfinite(ret) else None,
+            predicted_return=ret if math.isfinite(ret) else None,
             reference_close=(float(context.reference_close) if context is not None else None),
         )
 
@@ -342,7 +364,7 @@ class OnnxRunner:
         self._check(windows, batched=True)
         t0 = time.perf_counter()
         parts = [
-            self.run_raw(np.ascontiguousarray(windows[i : i + chunk_size]))
+            self._run_chunk(np.ascontiguousarray(windows[i : i + chunk_size]))
             for i in range(0, windows.shape[0], chunk_size)
         ]
         dt = time.perf_counter() - t0

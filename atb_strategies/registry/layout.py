@@ -11,12 +11,20 @@ Every path is resolved and refused if it leaves the registry root, and a pointer
 sibling version directory. Switching ``latest`` is atomic: a new link (or file) is created
 under a temporary name, then renamed over the old one, so a reader sees the old or the new
 version, never neither.
+
+Reading ``latest`` is cheap when it has not moved: a layout remembers what it read with the
+pointer's ``lstat`` (device, inode, size, mtime, ctime) and its target directory's ``stat``,
+and re-reads (and re-checks) only when one of them differs. A promotion replaces the pointer
+(a new inode), so a reader sees it on its next call; a pointer modified less than
+``RACY_SECONDS`` before it was read is not remembered, since a rewrite in place within one tick
+of the file system's clock could leave all of its ``stat`` fields unchanged.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +32,8 @@ from pathlib import Path
 from atb_strategies.exceptions import RegistryError
 
 LATEST = "latest"
+#: A ``latest`` pointer changed this recently (seconds) is re-read on every call.
+RACY_SECONDS = 2.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -56,6 +66,8 @@ class RegistryLayout:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        # (symbol, type) -> (stat fingerprint, version named, pointer path, target path)
+        self._latest: dict[tuple[str, str], tuple[tuple[int, ...], str, str, str]] = {}
 
     @property
     def resolved_root(self) -> Path:
@@ -121,9 +133,31 @@ class RegistryLayout:
         """The version ``latest`` names, or None when there is no pointer.
 
         Raises ``RegistryError`` when the pointer leaves the type directory or names nothing.
+        While neither the pointer nor its target directory changes on disk (same ``stat``), the
+        name read before is returned after two ``stat`` calls (see the module docstring).
         """
+        key = (symbol, model_type)
+        known = self._latest.get(key)
+        if known is not None:
+            # names checked when remembered; paths kept as strings: two stat calls, no Path work
+            fingerprint, name, pointer_path, target_path = known
+            if _fingerprint(pointer_path, target_path) == fingerprint:
+                return name
+            self._latest.pop(key, None)
         tdir = self.type_dir(symbol, model_type)
         pointer = tdir / LATEST
+        before = _fingerprint(str(pointer), None)
+        name = self._read_latest(symbol, model_type, tdir, pointer)
+        if name is not None and before is not None:
+            target = str(tdir / name)
+            after = _fingerprint(str(pointer), target)
+            settled = time.time_ns() - int(RACY_SECONDS * 1e9)
+            # the pointer did not change while it was read, nor within the racy window
+            if after is not None and after[:5] == before and max(before[3:5]) < settled:
+                self._latest[key] = (after, name, str(pointer), target)
+        return name
+
+    def _read_latest(self, symbol: str, model_type: str, tdir: Path, pointer: Path) -> str | None:
         if pointer.is_symlink():
             target = os.readlink(pointer)
             name = Path(target).name
@@ -181,6 +215,20 @@ class RegistryLayout:
                 "directory, move it away; it must be a symlink or a file naming a version."
             ) from e
         return kind
+
+
+def _fingerprint(pointer: str, target: str | None) -> tuple[int, ...] | None:
+    """``lstat`` of the pointer (device, inode, size, mtime, ctime in ns), plus device and
+    inode of ``target`` (followed) when given; None when either is missing."""
+    try:
+        p = os.lstat(pointer)
+        mine = (p.st_dev, p.st_ino, p.st_size, p.st_mtime_ns, p.st_ctime_ns)
+        if target is None:
+            return mine
+        t = os.stat(target)
+    except OSError:
+        return None
+    return (*mine, t.st_dev, t.st_ino)
 
 
 def _version_sort_key(name: str) -> tuple:

@@ -152,6 +152,16 @@ class ModelRegistry:
 
     def resolve_version(self, symbol: str, model_type: str, version: str | None = None) -> str:
         """The concrete version name for ``version`` (None or ``"latest"`` = the pointer)."""
+        if version in (None, "latest"):
+            # Fast path: a pointer naming an existing version directory (re-read only when it
+            # changes on disk, see ``RegistryLayout.read_latest``) implies there are versions.
+            # Anything else takes the full path below, with its messages.
+            try:
+                latest = self.layout.read_latest(symbol, model_type)
+            except RegistryError:
+                latest = None
+            if latest is not None:
+                return latest
         versions = self.layout.versions(symbol, model_type)
         if not versions:
             raise ModelNotFoundError(self._not_found_message(symbol, model_type, None))

@@ -6,8 +6,11 @@ portfolio value must be identical. A tiny real ONNX model with a ``log_return`` 
 so that it trades (long and short); the tests check that trades happen, otherwise equality would
 prove nothing.
 
-The real-data part runs the reference bundle over the last 2,500 real BTCUSDT candles, batched
-(``runonce=True, preload=True``) and streaming (``preload=False``).
+The real-data part runs the reference bundle over the last 3,000 real BTCUSDT candles, batched
+(``runonce=True, preload=True`` and ``runonce=False, preload=True``) and streaming
+(``preload=False``): every bar, the first predicted one included, must be identical. (On these
+bars the reference LSTM computes the first window differently at batch size 1 than in a batch:
+a path that ran that window alone was off by 5.6e-9 at that bar only.)
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, InputSpe
 from atb_strategies.config import PredictionConfig
 from atb_strategies.data.feeds import make_feed
 from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.inference.runner import OnnxRunner
 from atb_strategies.prediction.engine import PredictionEngine
+from atb_strategies.registry.registry import ModelRegistry
 from atb_strategies.registry.writer import write_bundle
 from atb_strategies.strategies.ml_basic import MlBasic
 from tests.conftest import RICH_FEATURES, linear_onnx
@@ -36,7 +41,7 @@ TINY_KEY = "BTCUSDT/basic@2026-01-01_1h_v1"
 LINES = ("predicted_price", "predicted_return", "confidence", "direction")
 REFERENCE_VERSION = "2025-10-30_12h_v1"
 REFERENCE_KEY = f"BTCUSDT/basic@{REFERENCE_VERSION}"
-REAL_BARS = 2500
+REAL_BARS = 3000
 
 #: Every way backtrader can drive an indicator: runonce x preload, and exactbars 1 / -1.
 MODES: dict[str, dict[str, Any]] = {
@@ -215,6 +220,25 @@ def test_batch_predictions_with_truncated_candles_equal_engine_predict(
         assert pred.direction == row["direction"]
 
 
+def test_batch_path_with_runonce_runs_every_window_in_one_batch(
+    frame: pd.DataFrame, registry: Path, monkeypatch
+) -> None:
+    # backtrader calls once() for the first bar alone (oncestart), then for the rest: the
+    # indicator must still predict every bar from one batch, never a batch of one window
+    sizes: list[int] = []
+    run_raw = OnnxRunner.run_raw
+
+    def spy(self: OnnxRunner, x: np.ndarray) -> np.ndarray:
+        sizes.append(x.shape[0])
+        return run_raw(self, x)
+
+    monkeypatch.setattr(OnnxRunner, "run_raw", spy)
+    strategy = run_backtest(frame, registry, runonce=True, preload=True)
+    pred = next(iter(strategy.predictions.values()))
+    assert sizes == [BARS - pred.bundle.pipeline.min_bars + 1]
+    assert pred.gap_bars == [] and pred.skipped_bars == 0
+
+
 def test_order_info_with_streaming_run_carries_model_key_and_prediction(runs) -> None:
     strategy = runs["next_stream"]
     predicted = prediction_frame(strategy).set_index("bar")["predicted_return"]
@@ -248,6 +272,7 @@ def real_runs(shared_dir: Path, real_tail: pd.DataFrame) -> dict[str, RecordingM
     params = {"version": REFERENCE_VERSION}
     return {
         "batch": run_backtest(real_tail, models, runonce=True, preload=True, **params),
+        "next_preload": run_backtest(real_tail, models, runonce=False, preload=True, **params),
         "stream": run_backtest(real_tail, models, runonce=True, preload=False, **params),
     }
 
@@ -285,6 +310,43 @@ def test_reference_bundle_with_real_candles_streaming_matches_batch_to_float32(
 @pytest.mark.slow
 def test_reference_bundle_with_real_candles_streaming_equals_batch_exactly(real_runs) -> None:
     assert_same_backtest(real_runs["batch"], real_runs["stream"])
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["next_preload", "stream"])
+def test_reference_bundle_with_real_candles_every_bar_from_the_first_equals_runonce_preload(
+    real_runs, mode: str
+) -> None:
+    batch, other = prediction_frame(real_runs["batch"]), prediction_frame(real_runs[mode])
+    assert list(batch["bar"]) == list(other["bar"])
+    first = int(batch["predicted_price"].notna().to_numpy().argmax())
+    assert first == 119  # the first bar with a complete 120-bar window
+    for name in LINES:
+        a, b = batch[name].to_numpy(), other[name].to_numpy()
+        assert np.isnan(a[:first]).all() and np.isnan(b[:first]).all(), name
+        assert np.isfinite(a[first:]).all(), name
+        assert a[first] == b[first], name  # the bar that used to differ (batch of one)
+        np.testing.assert_array_equal(a, b, err_msg=name)  # and every other bar, exactly
+
+
+@pytest.mark.realdata
+def test_reference_runner_with_one_window_batch_equals_it_inside_the_full_batch(
+    shared_dir: Path, real_tail: pd.DataFrame
+) -> None:
+    registry = ModelRegistry(shared_dir / "reference-bundles" / "models")
+    bundle = registry.select_bundle("BTCUSDT", "basic", version=REFERENCE_VERSION)
+    pipe, runner = bundle.pipeline, bundle.runner
+    batch = pipe.batch_windows({c: real_tail[c].to_numpy(np.float64) for c in pipe.columns})
+    windows = batch.windows.astype(np.float32)
+    full = runner.predict_batch(windows, batch.context)
+    # the first window is one whose batch-1 result differs from its batched one
+    assert runner.run_raw(windows[:1])[0] != full.raw[0]
+    alone = runner.predict_batch(windows[:1], batch.context_at(0))
+    assert alone.raw[0] == full.raw[0] and alone.price[0] == full.price[0]
+    assert runner.predict(windows[0], batch.context_at(0)).price == full.price[0]
+    tail = runner.predict_batch(windows[: 2 * 1000 + 1], chunk_size=1000)
+    np.testing.assert_array_equal(tail.raw, full.raw[: 2 * 1000 + 1])  # a last chunk of one
 
 
 @pytest.mark.realdata

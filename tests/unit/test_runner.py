@@ -61,13 +61,88 @@ def test_predict_batch_equals_single_predictions(make_bundle, tmp_path) -> None:
         assert one.direction == batch.direction[i]
 
 
-def test_predict_without_context_gives_raw_only(make_bundle, tmp_path) -> None:
-    runner = _runner(make_bundle, tmp_path)
+def test_predict_without_context_for_window_target_gives_raw_only(make_bundle, tmp_path) -> None:
+    runner = _runner(make_bundle, tmp_path, target="close_window_minmax")
     pred = runner.predict(np.random.default_rng(0).random((16, 3)).astype(np.float32))
     assert isinstance(pred.raw, float)
     assert pred.price is None and pred.predicted_return is None
     assert pred.direction == 0 and pred.confidence == 0.0
+    assert pred.reference_close is None
     assert pred.model_key == pred.model_name == "BTCUSDT/basic@2026-01-01_1h_v1"
+
+
+@pytest.mark.parametrize(
+    ("target", "to_return"),
+    [("log_return", np.expm1), ("simple_return", lambda r: r)],
+)
+def test_predict_without_context_for_return_target_gives_return_direction_confidence(
+    make_bundle, tmp_path, target, to_return
+) -> None:
+    runner = _runner(make_bundle, tmp_path, target=target)
+    rng = np.random.default_rng(4)
+    seen = set()
+    for _ in range(20):
+        pred = runner.predict(rng.random((16, 3)).astype(np.float32))
+        expected = float(to_return(np.float64(pred.raw)))
+        assert pred.price is None  # a price needs the decision bar's close
+        assert pred.predicted_return == expected
+        assert pred.direction == int(np.sign(expected))
+        assert pred.confidence == min(1.0, abs(expected) / 0.01)
+        seen.add(pred.direction)
+    assert seen == {-1, 1}  # both signs were exercised
+
+
+@pytest.mark.parametrize("target", ["log_return", "simple_return"])
+def test_predict_for_return_target_gives_same_return_with_and_without_context(
+    make_bundle, tmp_path, target
+) -> None:
+    runner = _runner(make_bundle, tmp_path, target=target)
+    windows = np.random.default_rng(5).random((12, 16, 3)).astype(np.float32)
+    closes = np.linspace(90.0, 110.0, 12)
+    bare = runner.predict_batch(windows)
+    full = runner.predict_batch(windows, PriceContext(closes, closes * 0.9, closes * 1.1))
+    assert np.isnan(bare.price).all()
+    np.testing.assert_array_equal(bare.predicted_return, full.predicted_return)
+    np.testing.assert_array_equal(bare.direction, full.direction)
+    np.testing.assert_array_equal(bare.confidence, full.confidence)
+    np.testing.assert_allclose(full.price, closes * (1 + full.predicted_return), rtol=1e-12)
+    for i in (0, 11):
+        one = runner.predict(windows[i])
+        assert one.predicted_return == bare.predicted_return[i]
+        assert (one.direction, one.confidence) == (bare.direction[i], bare.confidence[i])
+
+
+def _spy_batches(runner, monkeypatch) -> list[int]:
+    """Record the batch size of every ``session.run`` the runner makes."""
+    sizes: list[int] = []
+    run_raw = runner.run_raw
+
+    def spy(x: np.ndarray) -> np.ndarray:
+        sizes.append(x.shape[0])
+        return run_raw(x)
+
+    monkeypatch.setattr(runner, "run_raw", spy)
+    return sizes
+
+
+@pytest.mark.parametrize(("n", "chunk", "expected"), [(1, 4096, [2]), (9, 4, [4, 4, 2])])
+def test_predict_batch_with_batch_parity_never_runs_a_batch_of_one(
+    make_bundle, tmp_path, monkeypatch, n, chunk, expected
+) -> None:
+    runner = _runner(make_bundle, tmp_path)
+    windows = np.random.default_rng(6).random((n, 16, 3)).astype(np.float32)
+    sizes = _spy_batches(runner, monkeypatch)
+    batch = runner.predict_batch(windows, chunk_size=chunk)
+    assert sizes == expected
+    assert batch.raw.shape == (n,)
+    assert batch.raw[-1] == runner.predict(windows[-1]).raw  # both take the batched kernels
+    assert sizes[-1] == 2
+
+    sizes.clear()
+    runner.batch_parity = False
+    runner.predict_batch(windows, chunk_size=chunk)
+    runner.predict(windows[-1])
+    assert sizes == [*expected[:-1], expected[-1] // 2, 1]
 
 
 def test_runner_survives_pickle_and_copy_without_pickling_session(make_bundle, tmp_path) -> None:
