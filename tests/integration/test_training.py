@@ -276,7 +276,7 @@ def test_run_backtest_with_trained_model_trades_and_reproduces_quick_backtest(
         timeframe="1h",
         start=test_start,
         registry=str(trained.registry),
-        gap_policy="warn",
+        gap_policy="skip",  # as the quick backtest
         record_decisions=False,
     )
 
