@@ -179,6 +179,7 @@ def runs(frame: pd.DataFrame, registry: Path) -> dict[str, RecordingMlBasic]:
     }
 
 
+@pytest.mark.slow
 def test_backtest_with_every_run_mode_trades_long_and_short(runs) -> None:
     for name, strategy in runs.items():
         completed = [e for e in strategy.order_events if e[2] == "Completed"]
@@ -330,6 +331,7 @@ def test_reference_bundle_with_real_candles_every_bar_from_the_first_equals_runo
         np.testing.assert_array_equal(a, b, err_msg=name)  # and every other bar, exactly
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_reference_runner_with_one_window_batch_equals_it_inside_the_full_batch(
     shared_dir: Path, real_tail: pd.DataFrame
