@@ -125,6 +125,7 @@ def live(
     from atb_strategies.live.runner import (
         EXIT_CODES,
         build_live_cerebro,
+        check_certificate,
         log_to_file,
         refuse_if_killed,
         run_until_stopped,
@@ -140,8 +141,6 @@ def live(
         )
     if not paper:
         refuse_if_killed(journal, clear_kill_switch)
-    log_to_file(log_file)
-    store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
     params: dict[str, Any] = {"version": model_version}
     if registry_path is not None:
         params["registry"] = str(registry_path)
@@ -149,6 +148,10 @@ def live(
         params["long_threshold"] = long_threshold
     if position_size is not None:
         params["position_size"] = position_size
+    # the model must reproduce its parity certificate here before anything connects
+    certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
+    log_to_file(log_file)
+    store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
     kill = KillSwitch(
         max_daily_loss,
         max_drawdown,
@@ -162,6 +165,7 @@ def live(
         + (" sandbox" if sandbox else "")
     )
     click.echo(f"log: {log_file}")
+    click.echo(certificate)
     if not paper:
         click.echo(f"journal: {journal}")
     cerebro = build_live_cerebro(

@@ -173,7 +173,10 @@ def _headline(metrics: dict | None) -> list[str]:
 @click.argument("registry", required=False, type=click.Path(path_type=Path, file_okay=False))
 @registry_option
 def validate(registry: Path | None, registry_path: Path | None) -> None:
-    """Validate every bundle in REGISTRY; exit 1 if any is invalid."""
+    """Validate every bundle in REGISTRY (files, model, parity certificate on this machine) and
+    every latest pointer; exit 1 if any is invalid."""
+    from atb_strategies.inference.certificate import CERTIFICATE_FILE
+
     reg = _registry(registry or registry_path)
     results = reg.validate_all()
     click.echo(f"registry: {reg.root}")
@@ -181,7 +184,8 @@ def validate(registry: Path | None, registry_path: Path | None) -> None:
     for info, error in results:
         latest = " (latest)" if info.is_latest else ""
         if error is None:
-            click.echo(f"OK       {info.key}{latest}")
+            note = "" if (info.path / CERTIFICATE_FILE).is_file() else "  (no parity certificate)"
+            click.echo(f"OK       {info.key}{latest}{note}")
         else:
             bad += 1
             click.echo(f"INVALID  {info.key}{latest}\n         {error}")

@@ -18,11 +18,13 @@ import backtrader as bt
 
 from atb_strategies.exceptions import KillSwitchError
 from atb_strategies.exchange.redaction import install_redaction
+from atb_strategies.inference.certificate import verify_certificate
 from atb_strategies.live.broker import KillSwitch
 from atb_strategies.live.journal import Journal
 from atb_strategies.live.paper import PaperBroker
 from atb_strategies.live.status import LiveStatus
 from atb_strategies.live.store import CcxtStore
+from atb_strategies.registry.shared import shared_registry
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -208,3 +210,37 @@ def refuse_if_killed(journal: Path, clear: bool) -> None:
             f"{journal}; no orders are sent until you clear it: run again with "
             "clear_kill_switch=True after checking the account."
         )
+
+
+def check_certificate(
+    strategy: type[bt.Strategy], symbol: str, timeframe: str, params: dict[str, Any]
+) -> str:
+    """Before a live or paper session: re-run the served bundle's parity certificate here.
+
+    Returns a one-line note (what was checked, or that the bundle has no certificate).
+
+    Raises
+    ------
+    BundleError
+        The certificate does not reproduce on this machine: the session must not start.
+    """
+
+    def param(name: str) -> Any:
+        return params[name] if name in params else getattr(strategy.params, name, None)
+
+    if param("version") == "asof":
+        return "parity certificate: not checked for version='asof'"
+    bundle = shared_registry(param("registry")).select_bundle(
+        param("symbol") or symbol,
+        param("model_type"),
+        param("timeframe") or timeframe,
+        param("version"),
+    )
+    check = verify_certificate(bundle)
+    if not check.present:
+        logger.warning("%s has no parity certificate: its outputs are not checked here", bundle.key)
+        return f"parity certificate: none in {bundle.key} (not checked)"
+    return (
+        f"parity certificate: {bundle.key} reproduces on this machine "
+        f"({check.windows} windows, max difference {check.max_abs_diff:.2g})"
+    )

@@ -26,6 +26,7 @@ from atb_strategies.exceptions import (
     RegistryError,
 )
 from atb_strategies.inference.bundle import ModelBundle
+from atb_strategies.inference.certificate import verify_certificate
 from atb_strategies.registry.layout import RegistryLayout, VersionDir
 
 
@@ -266,14 +267,17 @@ class ModelRegistry:
         return bundle
 
     def validate_all(self) -> list[tuple[BundleInfo, str | None]]:
-        """Fully validate every version (opening and closing its session); ``(info, error)``."""
+        """Fully validate every version (opening and closing its session, re-running its parity
+        certificate on this machine); ``(info, error)``."""
         results = []
         for info in self.list_bundles():
             error = None
             try:
                 path = self.layout.version_dir(info.symbol, info.model_type, info.version)
                 spec = load_bundle_spec(path, verify_checksum=self.verify_checksum)
-                ModelBundle(spec, self.runner_options).runner.check()
+                bundle = ModelBundle(spec, self.runner_options)
+                bundle.runner.check()
+                verify_certificate(bundle)
             except AtbError as e:
                 error = str(e)
             results.append((info, error))

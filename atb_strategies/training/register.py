@@ -19,6 +19,13 @@ import numpy as np
 
 from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, InputSpec, OutputSpec
 from atb_strategies.bundle.jsonio import write_json
+from atb_strategies.bundle.loader import load_bundle_spec
+from atb_strategies.inference.bundle import ModelBundle
+from atb_strategies.inference.certificate import (
+    CERTIFICATE_FILE,
+    certificate_bytes,
+    pick_windows,
+)
 from atb_strategies.registry.layout import RegistryLayout
 from atb_strategies.registry.manage import allocate_version, promote
 from atb_strategies.registry.writer import stage_bundle
@@ -93,6 +100,15 @@ def bundle_metadata(
     )
 
 
+def write_parity_certificate(path: Path, test_windows: np.ndarray) -> None:
+    """Store test windows and this machine's ONNX outputs for them in the staged bundle
+    (``inference.certificate``), computed by the runner that will serve them."""
+    bundle = ModelBundle(load_bundle_spec(path), {})
+    windows = pick_windows(test_windows.astype(np.float32))
+    outputs = bundle.runner.run_raw(windows)
+    (path / CERTIFICATE_FILE).write_bytes(certificate_bytes(windows, outputs))
+
+
 def register_model(
     config: TrainingConfig,
     candidate: Candidate,
@@ -124,6 +140,7 @@ def register_model(
                 )
         metrics["timings"] = clock.finish()
         write_json(staged.path / "metrics.json", metrics)
+        write_parity_certificate(staged.path, parts["test"].X)
         final = staged.commit()
     promoted = False
     gate = metrics.get("gate", {"passed": True, "reasons": []})
