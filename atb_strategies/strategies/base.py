@@ -45,8 +45,11 @@ from datetime import datetime
 from typing import Any
 
 import backtrader as bt
+import pandas as pd
 
+from atb_strategies.bundle.lineage import training_period
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.features.candles import timeframe_to_timedelta
 from atb_strategies.indicators.prediction import MlPrediction
 
 log = logging.getLogger(__name__)
@@ -130,6 +133,26 @@ def _check_params(owner: str, p: Any) -> None:
         )
 
 
+def _model_age(owner: str, max_age: Any, action: Any) -> pd.Timedelta | None:
+    if action not in ("warn", "no_entries", "flatten"):
+        raise ConfigurationError(
+            f"The 'age_action' parameter of {owner} must be one of 'warn', 'no_entries', "
+            f"'flatten'. Got {action!r} instead."
+        )
+    if max_age is None:
+        return None
+    try:
+        value = timeframe_to_timedelta(str(max_age))  # <n>m, <n>h, <n>d or <n>w
+    except ConfigurationError:
+        value = None
+    if value is None or value <= pd.Timedelta(0):
+        raise ConfigurationError(
+            f"The 'max_model_age' parameter of {owner} must be a positive duration such as "
+            f"'30d' or '12h'. Got {max_age!r} instead."
+        )
+    return value
+
+
 class MlStrategy(bt.Strategy):
     """Base of the ML strategies (see the module docstring for the trading rules).
 
@@ -165,6 +188,14 @@ class MlStrategy(bt.Strategy):
     gap_policy : str or None
         Passed to ``MlPrediction`` (default: ``"skip"`` for historical feeds, ``"warn"`` for
         live ones).
+    max_model_age : str or None
+        The model-age guard: how long after the last bar its training saw (lineage
+        ``seen_until``) a model may trade, as a pandas duration (``"30d"``, ``"12h"``); None
+        (default) disables it. A model whose training period is unknown is reported once.
+    age_action : {"warn", "no_entries", "flatten"}
+        What a model past ``max_model_age`` does: log once per model and mark the decisions
+        (``warn``), also refuse new entries (``no_entries``), or also close open positions
+        (``flatten``); those bars' decisions give the reason.
     log_decisions : bool
         Log every decision at INFO (default False).
     record_decisions : bool
@@ -205,11 +236,16 @@ class MlStrategy(bt.Strategy):
         ("trade_from", None),
         ("sentiment_feed", None),
         ("protect_adopted", True),
+        ("max_model_age", None),
+        ("age_action", "warn"),
     )
 
     def __init__(self) -> None:
         p = self.p
         _check_params(type(self).__name__, p)
+        self._seen_until: dict[str, Any] = {}
+        self._aged: set[str] = set()
+        self._max_age = _model_age(type(self).__name__, p.max_model_age, p.age_action)
         self.predictions: dict[Any, MlPrediction] = {}
         self.confidences: dict[Any, MlConfidence] = {}
         extra = [d for d in self.datas if p.sentiment_feed and d._name == p.sentiment_feed]
@@ -399,6 +435,38 @@ class MlStrategy(bt.Strategy):
                 return "gap", pred.gap_bars[i - 1].isoformat()
         return "model", None
 
+    def _too_old(self, data: bt.AbstractDataBase, pred: MlPrediction) -> bool:
+        """The model-age guard (``max_model_age``): whether the serving model is too old."""
+        if self.p.max_model_age is None:
+            return False
+        key = pred.model_key
+        if key not in self._seen_until:
+            bundle = next((b for b in pred.bundles if b.key == key), pred.bundle)
+            period = training_period(bundle.metadata.raw)
+            self._seen_until[key] = period.seen_until if period is not None else None
+            if period is None:
+                log.warning("%s: training period unknown; max_model_age not checked", key)
+        seen = self._seen_until[key]
+        if seen is None:
+            return False
+        age = bt.num2date(data.datetime[0]) - seen
+        if age <= self._max_age:
+            return False
+        if key not in self._aged:
+            self._aged.add(key)
+            log.warning(
+                "%s is %.1f days past the last bar it was trained on (max_model_age %s): %s",
+                key,
+                age / pd.Timedelta(days=1),
+                self.p.max_model_age,
+                {
+                    "warn": "still trading",
+                    "no_entries": "no new entries",
+                    "flatten": "closing positions, no new entries",
+                }[self.p.age_action],
+            )
+        return True
+
     def _record_no_prediction(self, data: bt.AbstractDataBase, pred: MlPrediction) -> None:
         """Record (and log) a ``"skip"`` decision for a bar without a prediction, saying why."""
         code, gap_bar = self.no_prediction_reason(data, pred)
@@ -440,6 +508,23 @@ class MlStrategy(bt.Strategy):
                     self._record_no_prediction(data, pred)
                 continue
             conf = float(pred.confidence[0])
+            stale = self._too_old(data, pred)
+            if stale and p.age_action in ("no_entries", "flatten"):
+                position = self.getposition(data).size
+                action = "hold"
+                if p.age_action == "flatten" and position and self._pending[data] is None:
+                    action = "exit"
+                    self._exit(data, self._info(data, "flat"))
+                if p.record_decisions:
+                    self.decisions.append(
+                        {
+                            **self._info(data, "flat"),
+                            "position": position,
+                            "action": action,
+                            "reason": f"model older than max_model_age {p.max_model_age}",
+                        }
+                    )
+                continue
             if ret > p.long_threshold and conf >= p.min_confidence:
                 signal = "long"
             elif p.allow_shorts and ret < -p.short_threshold and conf >= p.min_confidence:
