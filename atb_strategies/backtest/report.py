@@ -108,10 +108,11 @@ def _in_sample_lines(summary: dict[str, Any]) -> list[str]:
         return [f"  {'In-sample bars':<22} none (each bar served by an earlier version)"]
     lines = [
         f"  {'In-sample bars':<22} {guard['in_sample_bars']:,} of "
-        f"{guard['in_sample_bars'] + guard['out_of_sample_bars']:,} (model trained on "
+        f"{guard['in_sample_bars'] + guard['out_of_sample_bars'] + guard['pre_training_bars']:,}"
+        " (model trained on "
         f"{guard['training_period']['first'][:10]} .. {guard['training_period']['seen_until']})"
     ]
-    for name in ("in_sample", "out_of_sample"):
+    for name in ("pre_training", "in_sample", "out_of_sample"):
         part = guard.get(name)
         if part:
             sharpe = f"{part['sharpe']:.2f}" if part["sharpe"] is not None else "n/a"

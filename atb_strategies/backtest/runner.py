@@ -411,7 +411,11 @@ def run_backtest(
             "strategy": strategy.__name__,
             "symbol": symbol,
             "timeframe": timeframe,
-            "model_key": getattr(indicator, "model_key", None),
+            "model_key": (
+                getattr(indicator, "_key", None)
+                if getattr(indicator, "schedule", None)
+                else getattr(indicator, "model_key", None)
+            ),
             "gap_policy": indicator.p.gap_policy if indicator is not None else None,
             "slippage_bps": slippage_bps,
             "fills": len(analysis["orders"]),
@@ -423,9 +427,7 @@ def run_backtest(
     if indicator is not None and indicator.schedule is not None and predictions is not None:
         summary["version_switches"] = version_switches(predictions, indicator)
     if indicator is not None:
-        summary["in_sample"] = in_sample_split(
-            equity, candles, trades, analysis, timeframe, indicator
-        )
+        summary["in_sample"] = in_sample_split(equity, candles, trades, timeframe, indicator)
     if baselines:
         summary["baselines"] = run_baselines(
             candles,
@@ -470,7 +472,6 @@ def in_sample_split(
     equity: pd.DataFrame,
     candles: pd.DataFrame,
     trades: list[dict[str, Any]],
-    analysis: dict[str, Any],
     timeframe: str,
     indicator: Any,
 ) -> dict[str, Any]:
@@ -481,8 +482,7 @@ def in_sample_split(
     "out_of_sample", "warning"}``; ``training_period`` is None (and ``warning`` says "training
     period unknown") for bundles without lineage, such as the reference project's.
     """
-    schedule = getattr(indicator, "schedule", None)
-    if schedule is not None:  # version="asof": every bar is served by an earlier version
+    if getattr(indicator, "schedule", None) is not None:  # asof: each bar by an earlier version
         return {
             "training_period": "asof",
             "in_sample_bars": 0,
@@ -491,7 +491,26 @@ def in_sample_split(
             "out_of_sample": None,
             "warning": None,
         }
-    period = training_period(indicator.bundle.metadata.raw)
+    return split_by_period(
+        equity,
+        candles,
+        trades,
+        timeframe,
+        training_period(indicator.bundle.metadata.raw),
+        indicator.model_key,
+    )
+
+
+def split_by_period(
+    equity: pd.DataFrame,
+    candles: pd.DataFrame,
+    trades: list[dict[str, Any]],
+    timeframe: str,
+    period: Any,
+    key: str,
+) -> dict[str, Any]:
+    """``in_sample_split`` for a known (or None) ``TrainingPeriod`` of model ``key``: the bars
+    before the training data, inside it, and after it, each summarised on its own."""
     if period is None:
         return {
             "training_period": None,
@@ -499,33 +518,53 @@ def in_sample_split(
             "out_of_sample_bars": None,
             "in_sample": None,
             "out_of_sample": None,
-            "warning": f"training period unknown for {indicator.model_key}: in-sample bars "
-            "cannot be told apart",
+            "warning": f"training period unknown for {key}: in-sample bars cannot be told apart",
         }
-    seen = (equity.index >= period.first) & (equity.index < period.available_from)
+    index = equity.index
+    before = index < period.first
+    seen = (index >= period.first) & (index < period.available_from)
+    # three contiguous segments, each summarised on its own: joining the bars before the
+    # training data to those after it would count the in-sample stretch as one return
+    segments = {"pre_training": before, "in_sample": seen, "out_of_sample": ~before & ~seen}
     parts = {}
-    for name, mask in (("in_sample", seen), ("out_of_sample", ~seen)):
+    for name, mask in segments.items():
         part = equity[mask]
         if len(part) < 2:
             parts[name] = None
             continue
         lo, hi = part.index[0] + _bar(timeframe), part.index[-1] + _bar(timeframe)
-        inside = [t for t in trades if "closed" in t and lo <= pd.Timestamp(t["closed"]) <= hi]
+        inside = [
+            t
+            for t in trades
+            if "closed" in t
+            and lo <= pd.Timestamp(t["opened"]) <= hi
+            and lo <= pd.Timestamp(t["closed"]) <= hi
+        ]
         full = summarize(part, candles, inside, 0.0, timeframe)
         parts[name] = {k: full[k] for k in _SPLIT_KEYS}
-    n_in = int(seen.sum())
-    warning = None
+    n_in, n_before = int(seen.sum()), int(before.sum())
+    notes = []
     if n_in:
-        warning = (
+        notes.append(
             f"{n_in} of {len(equity)} bars ({100 * n_in / len(equity):.0f} %) are inside the "
-            f"training period of {indicator.model_key} ({period.first:%Y-%m-%d} .. "
-            f"{period.seen_until:%Y-%m-%d %H:%M}): their results are in-sample. Start at "
-            f"{period.available_from} for out-of-sample bars only."
+            f"training period of {key} ({period.first:%Y-%m-%d} .. "
+            f"{period.seen_until:%Y-%m-%d %H:%M}): their results are in-sample"
+        )
+    if n_before:
+        notes.append(
+            f"{n_before} bar(s) come before its training data: the model was trained on their "
+            "future"
+        )
+    warning = None
+    if notes:
+        warning = "; ".join(notes) + (
+            f". Start at {period.available_from} for out-of-sample bars only."
         )
     return {
         "training_period": period.to_dict(),
+        "pre_training_bars": n_before,
         "in_sample_bars": n_in,
-        "out_of_sample_bars": int(len(equity) - n_in),
+        "out_of_sample_bars": int(len(equity) - n_in - n_before),
         **parts,
         "warning": warning,
     }

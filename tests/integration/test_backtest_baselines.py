@@ -146,3 +146,25 @@ def test_ml_strategy_with_bad_param_raises_one_line_naming_it(market, param, val
 
 def test_ml_strategy_with_position_size_one_is_accepted(market):
     assert _run(market.iloc[:300], position_size=1).summary["bars"] > 0
+
+
+def test_split_by_period_keeps_bars_before_training_out_of_the_out_of_sample_part():
+    import numpy as np
+    import pandas as pd
+
+    from atb_strategies.backtest.runner import split_by_period
+    from atb_strategies.bundle.lineage import TrainingPeriod
+
+    index = pd.date_range("2024-01-01", periods=300, freq="h", name="time")
+    value = np.r_[np.full(100, 100.0), np.linspace(100, 150, 100), np.full(100, 150.0)]
+    equity = pd.DataFrame({"value": value, "exposed": False}, index=index)
+    candles = pd.DataFrame({"close": 1.0}, index=index)
+    period = TrainingPeriod(index[100], index[199], index[200])
+    split = split_by_period(equity, candles, [], "1h", period, "X/basic@v1")
+    assert split["pre_training_bars"] == 100 and split["in_sample_bars"] == 100
+    assert split["out_of_sample"]["total_return"] == 0.0  # the flat bars after training
+    assert split["pre_training"]["total_return"] == 0.0
+    assert split["in_sample"]["total_return"] == pytest.approx(
+        150 / 100 * (100 / 100) - 1, rel=0.02
+    )
+    assert "trained on their future" in split["warning"]
