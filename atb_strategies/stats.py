@@ -14,8 +14,9 @@ Diebold-Mariano test, ``scipy`` its t distribution.
   (hit, up) pairs together, so the baseline is re-estimated in every resample.
 * **Errors.** ``diebold_mariano(e_model, e_base, horizon)`` tests mean(e_model^2 - e_base^2) = 0
   with a HAC standard error (``maxlags`` at least ``horizon - 1``; Newey-West's rule of thumb
-  when larger) and the Harvey-Leybourne-Newbold small-sample correction, t(n-1) p-value. A
-  negative statistic means the model's squared errors are smaller.
+  when larger; Bartlett kernel at horizon 1, the uniform kernel of the original test for
+  overlapping horizons) and the Harvey-Leybourne-Newbold small-sample correction, t(n-1)
+  p-value. A negative statistic means the model's squared errors are smaller.
 * ``beats_baselines``: the edge's CI lies above 0 AND the model's errors are significantly
   smaller than last close's (DM statistic < 0, p < 0.05). Both, or it is not an edge.
 """
@@ -102,12 +103,26 @@ def diebold_mariano(
     if np.allclose(d, d[0]):
         return {"stat": float("nan"), "pvalue": float("nan"), "mean_diff": float(d[0])}
     maxlags = max(horizon - 1, math.floor(4 * (n / 100) ** (2 / 9)))
-    fit = sm.OLS(d, np.ones(n)).fit(cov_type="HAC", cov_kwds={"maxlags": maxlags})
+    # overlapping h-bar errors are MA(h-1): the rectangular (uniform) kernel counts those lags
+    # fully, as Diebold-Mariano and the HLN correction assume; Bartlett's tapering under-counts
+    # them and over-rejects for h > 1 (about 11 % at a nominal 5 % for h=24 in a simulation).
+    # The uniform kernel can give a non-positive variance: Bartlett then.
+    kernel = "uniform" if horizon > 1 else "bartlett"
+    fit = sm.OLS(d, np.ones(n)).fit(cov_type="HAC", cov_kwds={"maxlags": maxlags, "kernel": kernel})
+    if not np.isfinite(fit.bse[0]) or fit.bse[0] <= 0:
+        kernel = "bartlett"
+        fit = sm.OLS(d, np.ones(n)).fit(cov_type="HAC", cov_kwds={"maxlags": maxlags})
     stat = float(fit.tvalues[0])
     h = horizon
     stat *= math.sqrt(max(n + 1 - 2 * h + h * (h - 1) / n, 1.0) / n)  # Harvey et al. (1997)
     pvalue = float(2 * scipy_stats.t.sf(abs(stat), df=n - 1))
-    return {"stat": stat, "pvalue": pvalue, "mean_diff": float(d.mean()), "maxlags": maxlags}
+    return {
+        "stat": stat,
+        "pvalue": pvalue,
+        "mean_diff": float(d.mean()),
+        "maxlags": maxlags,
+        "kernel": kernel,
+    }
 
 
 def _errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:

@@ -29,12 +29,14 @@ def test_majority_baseline_with_more_downs_is_the_down_share():
 
 
 def _newey_west_dm(d: np.ndarray, lags: int, h: int) -> tuple[float, float]:
-    """Written out by hand: Bartlett-weighted autocovariances, HLN factor, t(n-1)."""
+    """Written out by hand: Bartlett-weighted (h=1) or uniformly weighted (h>1)
+    autocovariances, HLN factor, t(n-1)."""
     n, mean = len(d), d.mean()
     c = d - mean
     var = c @ c / n
     for lag in range(1, lags + 1):
-        var += 2 * (1 - lag / (lags + 1)) * (c[lag:] @ c[:-lag]) / n
+        weight = 1 - lag / (lags + 1) if h == 1 else 1.0
+        var += 2 * weight * (c[lag:] @ c[:-lag]) / n
     stat = mean / math.sqrt(var / n)
     stat *= math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
     return stat, 2 * scipy_stats.t.sf(abs(stat), n - 1)
