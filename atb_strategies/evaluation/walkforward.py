@@ -334,6 +334,7 @@ def asof_backtest(
         registry=str(config.registry),
         model_type=config.model_type,
         version="asof",
+        asof_run=result.walk_forward_id,
         **strategy_params,
     )
     equity = run.equity[["value"]].rename(columns={"value": "strategy (asof)"})

@@ -147,7 +147,11 @@ class MlPrediction(bt.Indicator):
     Stamp the sentiment feed with publication times (``make_sentiment_feed``); bars of the
     price feed carry their close time, so a value is used once it was published.
     version : str or None
-        Version name; ``None`` or ``"latest"`` follows the ``latest`` pointer.
+        Version name; ``None`` or ``"latest"`` follows the ``latest`` pointer; ``"asof"``
+        serves every bar with the newest version whose training ended before it
+        (``registry.asof``).
+    asof_run : str or None
+        With ``version="asof"``: only the versions of this walk-forward (its id).
     registry : str or None
         Registry path; default: the configured one (``ATB_MODEL_REGISTRY_PATH``, ...).
     gap_policy : str or None
@@ -168,6 +172,7 @@ class MlPrediction(bt.Indicator):
         ("version", None),
         ("registry", None),
         ("gap_policy", None),
+        ("asof_run", None),
     )
     # cerebro.plot(): only the predicted return (about 0.001) on this subplot, with a zero line
     # and the model key in the legend (_plotlabel). The confidence (0..1) would flatten it on a
@@ -248,7 +253,7 @@ class MlPrediction(bt.Indicator):
             return [select(version=self.p.version)]
         sym, _, tf = feed_identity(self.data, self.p.symbol, self.p.timeframe, "MlPrediction")
         layout = shared_registry(self.p.registry).layout
-        self.schedule = asof_schedule(layout, sym, self.p.model_type, tf)
+        self.schedule = asof_schedule(layout, sym, self.p.model_type, tf, self.p.asof_run)
         bundles = [select(version=v) for v in self.schedule.versions]
         columns = {tuple(b.pipeline.columns) for b in bundles}
         if len(columns) > 1:

@@ -11,6 +11,7 @@ those without lineage are left out.
 from __future__ import annotations
 
 import bisect
+import logging
 from dataclasses import dataclass
 
 import pandas as pd
@@ -20,6 +21,8 @@ from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.bundle.lineage import training_period
 from atb_strategies.exceptions import AtbError, ModelNotFoundError
 from atb_strategies.registry.layout import RegistryLayout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,17 @@ class AsofSchedule:
 
 
 def asof_schedule(
-    layout: RegistryLayout, symbol: str, model_type: str, timeframe: str
+    layout: RegistryLayout,
+    symbol: str,
+    model_type: str,
+    timeframe: str,
+    run: str | None = None,
 ) -> AsofSchedule:
     """The point-in-time schedule of ``symbol/model_type`` at ``timeframe``.
+
+    ``run`` keeps only the versions of one walk-forward (its ``walk_forward_id``); without it
+    every version with a known period takes part, and mixing several runs (or walk-forward folds
+    with versions from ``atb train model``) is logged as a warning.
 
     Raises
     ------
@@ -52,6 +63,7 @@ def asof_schedule(
         When no version has a known training period (reference bundles, or none trained).
     """
     rows = []
+    runs: set[str | None] = set()
     for order, version in enumerate(layout.versions(symbol, model_type)):
         try:
             meta = read_json(layout.version_dir(symbol, model_type, version) / METADATA_FILE)
@@ -60,14 +72,28 @@ def asof_schedule(
         if meta.get("timeframe") != timeframe:
             continue
         period = training_period(meta)
+        lineage = meta.get("training") or {}
+        if run is not None and lineage.get("walk_forward_id") != run:
+            continue
         if period is not None:
-            seed = (meta.get("training") or {}).get("seed", 0)
+            seed = lineage.get("seed", 0)
             rows.append((period.available_from, -int(seed or 0), order, version))
+            runs.add(lineage.get("walk_forward_id"))
     if not rows:
         raise ModelNotFoundError(
-            f"version='asof' needs versions of {symbol}/{model_type} ({timeframe}) whose "
+            f"version='asof' needs versions of {symbol}/{model_type} ({timeframe})"
+            + (f" from walk-forward {run}" if run else "")
+            + " whose "
             "training period is known (models trained by atb train model or atb train "
             "walk-forward); there are none. Train some, or name a version."
+        )
+    if len(runs) > 1:
+        log.warning(
+            "version='asof' of %s/%s mixes %d training runs (walk-forwards and single "
+            "trainings); pass asof_run=WALK_FORWARD_ID to replay one",
+            symbol,
+            model_type,
+            len(runs),
         )
     rows.sort()
     return AsofSchedule(

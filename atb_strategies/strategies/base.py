@@ -188,6 +188,9 @@ class MlStrategy(bt.Strategy):
     gap_policy : str or None
         Passed to ``MlPrediction`` (default: ``"skip"`` for historical feeds, ``"warn"`` for
         live ones).
+    asof_run : str or None
+        With ``version="asof"``: replay only the versions of this walk-forward
+        (``walk_forward_id``); default all versions with a known training period.
     max_model_age : str or None
         The model-age guard: how long after the last bar its training saw (lineage
         ``seen_until``) a model may trade, as a pandas duration (``"30d"``, ``"12h"``); None
@@ -238,6 +241,7 @@ class MlStrategy(bt.Strategy):
         ("protect_adopted", True),
         ("max_model_age", None),
         ("age_action", "warn"),
+        ("asof_run", None),
     )
 
     def __init__(self) -> None:
@@ -266,6 +270,7 @@ class MlStrategy(bt.Strategy):
                 version=p.version,
                 registry=p.registry,
                 gap_policy=p.gap_policy,
+                asof_run=p.asof_run,
             )
             if p.sequence_length is not None and pred.bundle.sequence_length != p.sequence_length:
                 raise ConfigurationError(

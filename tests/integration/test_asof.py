@@ -120,3 +120,28 @@ def test_asof_without_versions_of_known_period_says_so(shared_dir):
     registry = str(shared_dir / "reference-bundles" / "models")
     with pytest.raises(ModelNotFoundError, match="version='asof' needs versions"):
         _run(frame, registry)
+
+
+def test_asof_with_run_filter_replays_only_that_walk_forward(folds, tmp_path):
+    import shutil
+
+    from atb_strategies.registry.asof import asof_schedule
+
+    market, registry, result = folds
+    copy = tmp_path / "models"
+    shutil.copytree(registry, copy, symlinks=True)
+    config = WalkForwardConfig(
+        symbol="BTCUSDT",
+        train_bars=1200,
+        test_bars=300,
+        sequence_length=16,
+        epochs=1,
+        registry=copy,
+        bootstrap_reps=200,
+    )
+    other = run_walk_forward(market, config, executor="serial")
+    layout = RegistryLayout(copy)
+    mixed = asof_schedule(layout, "BTCUSDT", "basic", "1h")
+    own = asof_schedule(layout, "BTCUSDT", "basic", "1h", run=result.walk_forward_id)
+    assert len(mixed.versions) == len(result.results) + len(other.results)
+    assert set(own.versions) == {r.version for r in result.results}
