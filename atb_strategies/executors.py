@@ -9,7 +9,11 @@ on Ray it is ``ray.put`` into the object store once and every task gets the refe
 * ``"serial"``: in this process, in order (debugging, and the reference results).
 * ``"local"``: a process pool of ``workers`` processes (default: every core), started with
   ``spawn`` (safe with the threads ONNX Runtime and backtrader start); each worker limits
-  numeric libraries to one thread, so N workers use N cores.
+  numeric libraries to one thread, so N workers use N cores. ``shared`` is pickled once in
+  this process and unpickled once per worker. Workers ignore Ctrl-C: this process stops the
+  pool (and its workers) when it is interrupted or the caller stops iterating. A worker that
+  dies (killed, out of memory) breaks the pool; the tasks it took down run once more in a new
+  pool, then are reported as failures, as on Ray.
 * ``"ray"``: Ray tasks (``pip install atb-strategies[distributed]``). ``ray_address=None``
   starts a local Ray with ``workers`` CPUs and stops it afterwards; ``"auto"`` joins the
   cluster ``ray start`` made on this machine; ``"ray://host:10001"`` a remote one. A task
@@ -24,7 +28,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import pickle
+import signal
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +63,12 @@ def default_workers() -> int:
 _worker_shared: Any = None
 
 
-def _init_worker(shared: Any) -> None:
+def _init_worker(payload: bytes) -> None:
     global _worker_shared
     for name in _THREAD_VARS:
         os.environ.setdefault(name, "1")
-    _worker_shared = shared
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    _worker_shared = pickle.loads(payload)
 
 
 def _call_in_worker(fn: Callable[[Any, Any], Any], task: Any) -> Any:
@@ -78,22 +86,58 @@ def _serial(fn: Callable, shared: Any, tasks: list) -> Iterator[tuple[int, Any]]
             yield i, TaskFailure.of(e)
 
 
+def _stop(pool: cf.ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers without waiting for running tasks."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    # before shutdown(), which forgets them; a worker ignores SIGINT but not SIGTERM
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+
+
 def _local(fn: Callable, shared: Any, tasks: list, workers: int) -> Iterator[tuple[int, Any]]:
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)),
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(shared,),
-    ) as pool:
-        futures = {pool.submit(_call_in_worker, fn, task): i for i, task in enumerate(tasks)}
+    payload = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
+    todo = list(range(len(tasks)))
+    for attempt in range(2):  # a second pool for the tasks a dying worker took down
+        lost: list[int] = []
+        pool = cf.ProcessPoolExecutor(
+            max_workers=min(workers, len(todo)),
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(payload,),
+        )
+        done = False
         try:
+            futures = {pool.submit(_call_in_worker, fn, tasks[i]): i for i in todo}
             for future in cf.as_completed(futures):
-                yield futures[future], future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+                i = futures[future]
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool as e:
+                    if attempt == 0:
+                        lost.append(i)
+                        continue
+                    outcome = TaskFailure.of(e)
+                except Exception as e:  # e.g. a result that cannot be unpickled
+                    outcome = TaskFailure.of(e)
+                yield i, outcome
+            done = True
+        finally:
+            if done:
+                pool.shutdown(wait=True)
+            else:
+                _stop(pool)
+        if not lost:
+            return
+        todo = sorted(lost)
 
 
 def _ray_task(fn: Callable, shared: Any, task: Any) -> Any:
@@ -127,7 +171,10 @@ def _ray(
         shared_ref = ray.put(shared)
         pending = {remote.remote(fn, shared_ref, task): i for i, task in enumerate(tasks)}
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            refs = list(pending)
+            done, rest = ray.wait(refs, num_returns=1)
+            if rest:  # every other task already finished too, without waiting
+                done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
             for ref in done:
                 i = pending.pop(ref)
                 try:

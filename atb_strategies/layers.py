@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("indicators",),
     ("strategies",),
     ("backtest",),
+    ("sweep",),
     ("training",),
     ("evaluation",),
     ("live",),

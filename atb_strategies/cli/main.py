@@ -21,6 +21,7 @@ from atb_strategies.cli.backtest import backtest
 from atb_strategies.cli.data import data
 from atb_strategies.cli.live import live
 from atb_strategies.cli.models import models
+from atb_strategies.cli.sweep import sweep
 from atb_strategies.cli.train import train
 from atb_strategies.exceptions import AtbError
 from atb_strategies.exchange.redaction import install_redaction, redact
@@ -128,6 +129,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 cli.add_command(models)
 cli.add_command(train)
 cli.add_command(backtest)
+cli.add_command(sweep)
 cli.add_command(data)
 cli.add_command(live)
 

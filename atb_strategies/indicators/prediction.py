@@ -301,6 +301,8 @@ class MlPrediction(bt.Indicator):
         return gaps
 
     def _compute_batch(self, end: int) -> dict[str, np.ndarray]:
+        from atb_strategies.indicators.cache import prediction_cache, prediction_key
+
         pipe = self.bundle.pipeline
         stamps = np.asarray(self.data.datetime.array[:end], dtype=np.float64)
         gaps = self._gaps(_to_ns(stamps), None)
@@ -315,12 +317,24 @@ class MlPrediction(bt.Indicator):
             pos = np.searchsorted(other, stamps, side="right") - 1
             cols[c] = np.where(pos >= 0, values[np.clip(pos, 0, None)], np.nan)
             self._check_asof(c, cols[c], stamps)
+        # the predictions depend on the models and these arrays only: inside a sweep they are
+        # computed once (or handed in), see atb_strategies.indicators.cache
+        key = None
+        if prediction_cache.enabled:
+            schedule = None if self.schedule is None else self.schedule.available_from
+            key = prediction_key(self.bundles, schedule, self.p.gap_policy, stamps, cols)
+            cached = prediction_cache.get(key)
+            if cached is not None:
+                self.skipped_bars = cached.skipped_bars
+                return dict(cached.lines)
         out = {name: np.full(end, np.nan) for name in self.lines.getlinealiases()}
         serving = self._version_of(_to_ns(stamps))
         self.skipped_bars = 0
         for v in np.unique(serving[serving >= 0]):
             bars = np.flatnonzero(serving == v)
             self._predict_span(int(v), cols, int(bars[0]), int(bars[-1]) + 1, gaps, out)
+        if key is not None:
+            prediction_cache.put(key, out, self.skipped_bars)
         return out
 
     def _predict_span(

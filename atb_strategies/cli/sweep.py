@@ -1,0 +1,246 @@
+"""``atb sweep STRATEGY``: backtest a strategy over a grid of params, symbols and model
+versions, serially, on every core or on a Ray cluster; rank the cells and draw a heatmap."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from atb_strategies.cli.options import CASH, COMMISSION, DATE, POSITIVE_INT, registry_option
+from atb_strategies.strategies.registry import strategy_names
+from atb_strategies.sweep.metrics import RANK_METRICS
+
+_SYMBOL = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _symbols(symbol: str, symbols: str | None, data: tuple[str, ...]) -> list[str]:
+    """``--symbols A,B``, else the symbols of ``--data SYMBOL=FILE``, else ``--symbol``."""
+    if symbols:
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
+        if not names or len(set(names)) != len(names):
+            raise click.BadParameter(
+                f"needs distinct symbols separated by commas; got {symbols!r}.",
+                param_hint="--symbols",
+            )
+        return names
+    named = [d.partition("=")[0] for d in data if _named(d)]
+    return named or [symbol]
+
+
+def _named(entry: str) -> bool:
+    """``SYMBOL=FILE`` rather than a file path (which may itself hold a '=')."""
+    name, sep, _ = entry.partition("=")
+    return bool(sep) and bool(_SYMBOL.match(name)) and not Path(entry).exists()
+
+
+def _data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
+    """Symbol -> candles file from ``--data FILE`` (one symbol) or ``--data SYMBOL=FILE``."""
+    if not data:
+        return {}
+    files: dict[str, Path] = {}
+    for entry in data:
+        if _named(entry):
+            name, _, path = entry.partition("=")
+            files[name] = Path(path)
+        elif len(data) == 1 and len(symbols) == 1:
+            files[symbols[0]] = Path(entry)
+        else:
+            raise click.BadParameter(
+                f"{entry!r}: with several symbols or files, give one --data SYMBOL=FILE per "
+                "symbol.",
+                param_hint="--data",
+            )
+    missing = [s for s in symbols if s not in files]
+    unknown = [s for s in files if s not in symbols]
+    if missing or unknown:
+        raise click.BadParameter(
+            f"the files name {sorted(files)} but the symbols are {symbols}; give one --data "
+            "SYMBOL=FILE for each symbol of --symbols.",
+            param_hint="--data",
+        )
+    for name, path in files.items():
+        if not path.is_file():
+            raise click.BadParameter(
+                f"{name}: file {str(path)!r} does not exist.", param_hint="--data"
+            )
+    return files
+
+
+@click.command("sweep")
+@click.argument("strategy", type=click.Choice(strategy_names()))
+@click.option("--symbol", default="BTCUSDT", show_default=True, help="The market (one symbol).")
+@click.option("--symbols", default=None, help="Several markets: A,B (with --data A=FILE ...).")
+@click.option("--timeframe", default="1h", show_default=True)
+@click.option(
+    "--data",
+    multiple=True,
+    help="Candles file (CSV, parquet, feather); with several symbols SYMBOL=FILE, repeated.",
+)
+@click.option("--synthetic", is_flag=True, help="The seeded synthetic market (seed+i per symbol).")
+@click.option("--bars", type=POSITIVE_INT, default=6000, show_default=True, help="Synthetic bars.")
+@click.option("--seed", default=0, show_default=True, help="Synthetic seed.")
+@click.option(
+    "--sentiment",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Sentiment CSV (timestamp, value) for sentiment models.",
+)
+@click.option("--synthetic-sentiment", is_flag=True, help="Attach the synthetic demo index.")
+@click.option("--start-date", type=DATE, help="First traded bar (earlier bars warm the model up).")
+@click.option("--end-date", type=DATE, help="Last bar.")
+@click.option("--model-type", default=None, help="Registry model type (default per strategy).")
+@click.option(
+    "--model-version",
+    "model_versions",
+    multiple=True,
+    help="Version to sweep, repeatable; 'asof' replays the retraining schedule [latest].",
+)
+@click.option("--cash", type=CASH, default=10_000.0, show_default=True)
+@click.option(
+    "--commission", type=COMMISSION, default=0.001, show_default=True, help="Fraction per trade."
+)
+@click.option(
+    "--slippage",
+    "slippage_bps",
+    type=click.FloatRange(min=0, max=1000),
+    default=0.0,
+    show_default=True,
+    help="Basis points against every market fill.",
+)
+@click.option(
+    "--grid",
+    "grid_options",
+    multiple=True,
+    metavar="NAME=V1,V2,...",
+    help="A strategy param and its values (int, float, true/false, none or text); repeatable.",
+)
+@click.option(
+    "--executor", type=click.Choice(["local", "ray", "serial"]), default="local", show_default=True
+)
+@click.option("--workers", type=POSITIVE_INT, default=None, help="Parallel cells [every core].")
+@click.option(
+    "--ray-address",
+    default=None,
+    help="A Ray cluster: 'auto' (joined with ray start here) or ray://HEAD:10001 [a local Ray].",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Output directory [out/sweep_<strategy>].",
+)
+@click.option(
+    "--resume", is_flag=True, help="Skip cells already finished in --out (failed ones run again)."
+)
+@click.option(
+    "--rank-by", type=click.Choice(list(RANK_METRICS)), default="sharpe", show_default=True
+)
+@click.option("--top", type=POSITIVE_INT, default=10, show_default=True, help="Cells printed.")
+@click.option("--no-progress", is_flag=True)
+@registry_option
+def sweep(
+    strategy: str,
+    symbol: str,
+    symbols: str | None,
+    timeframe: str,
+    data: tuple[str, ...],
+    synthetic: bool,
+    bars: int,
+    seed: int,
+    sentiment: Path | None,
+    synthetic_sentiment: bool,
+    start_date: str | None,
+    end_date: str | None,
+    model_type: str | None,
+    model_versions: tuple[str, ...],
+    cash: float,
+    commission: float,
+    slippage_bps: float,
+    grid_options: tuple[str, ...],
+    executor: str,
+    workers: int | None,
+    ray_address: str | None,
+    out_dir: Path | None,
+    resume: bool,
+    rank_by: str,
+    top: int,
+    no_progress: bool,
+    registry_path: Path | None,
+) -> None:
+    """Backtest STRATEGY for every combination of --grid values, symbol and model version.
+
+    Each finished cell is written to OUT/cells/<hash>.json at once (Ctrl-C keeps them; --resume
+    runs only the others); then OUT/results.csv, OUT/heatmap.png and OUT/sweep.json. Each
+    model's predictions are computed once and handed to every worker.
+    """
+    from atb_strategies.data.sources import load_candles
+    from atb_strategies.strategies.registry import get_strategy
+    from atb_strategies.sweep.grid import check_grid, parse_grid
+    from atb_strategies.sweep.report import format_ranking
+    from atb_strategies.sweep.runner import run_sweep
+
+    cls = get_strategy(strategy)
+    names = _symbols(symbol, symbols, data)
+    files = _data_files(data, names)
+    grid = parse_grid(grid_options)
+    check_grid(grid, cls.params._getkeys(), cls.__name__)  # before any candle is loaded
+    mtype = model_type or cls.params.model_type
+    frames = {}
+    for i, name in enumerate(names):
+        frames[name] = load_candles(
+            files.get(name),
+            synthetic,
+            timeframe,
+            bars,
+            seed + i,
+            sentiment=sentiment,
+            synthetic_sentiment=synthetic_sentiment,
+            need_sentiment=mtype == "sentiment",
+        )
+    params: dict = {}
+    if model_type is not None:
+        params["model_type"] = model_type
+    if registry_path is not None:
+        params["registry"] = str(registry_path)
+    out = out_dir or Path("out") / f"sweep_{strategy}"
+    results = run_sweep(
+        strategy,
+        frames,
+        grid,
+        timeframe=timeframe,
+        versions=list(model_versions) or [None],
+        params=params,
+        cash=cash,
+        commission=commission,
+        slippage_bps=slippage_bps,
+        start=start_date,
+        end=end_date,
+        executor=executor,
+        workers=workers,
+        ray_address=ray_address,
+        out=out,
+        resume=resume,
+        rank_by=rank_by,
+        progress=not no_progress,
+    )
+    a = results.attrs
+    failed = int(results["error"].notna().sum())
+    sources = "; ".join(f"{n}: {f.attrs.get('source', 'dataframe')}" for n, f in frames.items())
+    click.echo(
+        f"Sweep {strategy} {timeframe}: {len(results)} cells ({a['ran']} ran, {a['resumed']} "
+        f"resumed, {failed} failed) in {a['seconds']:.1f} s, {executor} executor"
+    )
+    click.echo(f"Data: {sources}")
+    click.echo(
+        f"Best {min(top, len(results))} by {rank_by} (the best of {len(results)} cells on the "
+        "same bars: expect less out of sample):"
+    )
+    click.echo(format_ranking(results, grid, rank_by, top))
+    for warning in a["warnings"]:
+        click.echo(f"warning: {warning}")
+    click.echo(f"results: {out / 'results.csv'}")
+    if a.get("heatmap"):
+        click.echo(f"heatmap: {a['heatmap']}")
+    click.echo(f"cells:   {out / 'cells'}")

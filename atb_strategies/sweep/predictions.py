@@ -1,0 +1,158 @@
+"""Predictions computed once per (model version, candles) in the sweep's parent process.
+
+A model's predictions do not depend on the strategy's params, so the sweep computes each set
+once here, before the cells run, and hands it to every worker (``shared["predictions"]``),
+whose prediction cache then serves every cell. ``compute_predictions`` runs only the
+``MlPrediction`` indicator, with the params an ``MlStrategy`` would give it, on exactly the
+candles ``run_backtest`` would feed (the same ``end`` cut and ``start`` look-back), and stops
+at the first bar after its batch is computed; its entries are what ``MlPrediction`` stores
+(``indicators.cache``). Should the two ever disagree, a cell simply computes its predictions
+itself (a cache miss): results never depend on this pass.
+
+``resolve_model`` pins a sweep's version (``None``/``latest``) to the concrete version and the
+fingerprints of its model files, for the cells' hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+
+from atb_strategies.backtest.runner import model_history_bars
+from atb_strategies.data.feeds import make_feed
+from atb_strategies.indicators.cache import (
+    CachedPredictions,
+    PredictionKey,
+    model_fingerprint,
+    prediction_cache,
+)
+from atb_strategies.indicators.prediction import ASOF, MlPrediction
+from atb_strategies.registry.asof import asof_schedule
+from atb_strategies.registry.shared import shared_registry
+from atb_strategies.strategies.base import MlStrategy
+
+#: The ``MlStrategy`` params that reach ``MlPrediction`` (the rest cannot change predictions).
+PREDICTION_PARAMS = ("symbol", "model_type", "timeframe", "version", "registry", "gap_policy")
+
+
+def is_ml_strategy(strategy: type) -> bool:
+    """True for ``MlStrategy`` subclasses (the strategies whose predictions can be shared)."""
+    return isinstance(strategy, type) and issubclass(strategy, MlStrategy)
+
+
+def prediction_params(strategy: type, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``MlPrediction`` params an ``MlStrategy`` with ``params`` creates its indicator with."""
+    return {
+        name: params[name] if name in params else getattr(strategy.params, name, None)
+        for name in PREDICTION_PARAMS
+    }
+
+
+def pin_registry(strategy: type, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with ``registry`` set to the absolute path of the registry an ``MlStrategy``
+    would use here (the configured one when not given), so workers started elsewhere (a Ray
+    node, another working directory) read the same registry path instead of their own
+    ``./models``."""
+    out = dict(params)
+    if is_ml_strategy(strategy):
+        out["registry"] = str(shared_registry(out.get("registry")).root.resolve())
+    return out
+
+
+def resolve_model(
+    strategy: type, *, symbol: str, timeframe: str, params: Mapping[str, Any]
+) -> tuple[str | None, tuple[str, ...]]:
+    """``(version, fingerprints)`` a cell's model resolves to now.
+
+    ``version`` is the concrete version (``latest``/None followed) or ``"asof"``;
+    ``fingerprints`` those of its model files (every version of an ``asof`` schedule, then when
+    each became available). For a strategy that is no ``MlStrategy``, or a model that cannot
+    be selected (the cell will then fail with the reason), the version as given and ``()``.
+    """
+    from atb_strategies.exceptions import AtbError
+
+    given = params.get("version")
+    if not is_ml_strategy(strategy):
+        return given, ()
+    p = prediction_params(strategy, params)
+    sym, tf, mtype = p["symbol"] or symbol, p["timeframe"] or timeframe, p["model_type"]
+    try:
+        registry = shared_registry(p["registry"])
+        if given == ASOF:
+            schedule = asof_schedule(registry.layout, sym, mtype, tf)
+            bundles = [registry.select_bundle(sym, mtype, tf, v) for v in schedule.versions]
+            stamps = tuple(str(t) for t in schedule.available_from)
+            return ASOF, tuple(model_fingerprint(b) for b in bundles) + stamps
+        bundle = registry.select_bundle(sym, mtype, tf, given)
+    except AtbError:
+        return given, ()
+    return bundle.version, (model_fingerprint(bundle),)
+
+
+def fed_candles(
+    candles: pd.DataFrame,
+    strategy: type,
+    *,
+    symbol: str,
+    timeframe: str,
+    start: Any,
+    end: Any,
+    params: Mapping[str, Any],
+) -> pd.DataFrame:
+    """The candles ``run_backtest`` feeds for these settings (its ``end`` and ``start`` cuts)."""
+    if end is not None:
+        candles = candles.loc[: pd.Timestamp(end)]
+    if start is not None:
+        history = model_history_bars(strategy, symbol=symbol, timeframe=timeframe, params=params)
+        if history is not None:
+            first = int(candles.index.searchsorted(pd.Timestamp(start)))
+            candles = candles.iloc[max(0, first - (history - 1)) :]
+    return candles
+
+
+class _PredictOnly(bt.Strategy):
+    """Creates the ``MlPrediction`` an ``MlStrategy`` would, and stops once it has values."""
+
+    params = tuple((name, None) for name in PREDICTION_PARAMS)
+
+    def __init__(self) -> None:
+        self.prediction = MlPrediction(
+            self.data, **{name: getattr(self.p, name) for name in PREDICTION_PARAMS}
+        )
+
+    def next(self) -> None:
+        self.env.runstop()
+
+
+def compute_predictions(
+    candles: pd.DataFrame,
+    strategy: type,
+    *,
+    symbol: str,
+    timeframe: str,
+    start: Any = None,
+    end: Any = None,
+    params: Mapping[str, Any],
+) -> dict[PredictionKey, CachedPredictions]:
+    """The prediction-cache entries a backtest of ``strategy`` with ``params`` would use.
+
+    Returns
+    -------
+    dict
+        ``indicators.cache`` entries (for ``PredictionCache.load``); empty for a strategy that
+        is no ``MlStrategy`` or candles too short for the model's warm-up.
+    """
+    if not is_ml_strategy(strategy):
+        return {}
+    frame = fed_candles(
+        candles, strategy, symbol=symbol, timeframe=timeframe, start=start, end=end, params=params
+    )
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(make_feed(frame, timeframe=timeframe, name=symbol), name=symbol)
+    cerebro.addstrategy(_PredictOnly, **prediction_params(strategy, params))
+    with prediction_cache.active(), prediction_cache.recording() as keys:
+        cerebro.run()
+    return prediction_cache.export(keys)

@@ -1,0 +1,475 @@
+"""``run_sweep``: backtest a strategy over a grid of params, symbols and model versions.
+
+1. Plan: every (symbol, version, grid combination) is a ``Cell``; "latest" is pinned to the
+   concrete version it points to now, and each cell is named by the hash of everything its
+   result depends on (``cells.Cell.digest``).
+2. Resume: with ``out`` and ``resume``, cells already finished without error in
+   ``<out>/cells`` are read back instead of run (failed ones run again).
+3. Predictions once: for the ``local`` and ``ray`` executors, each (symbol, version)
+   prediction set is computed once here (``predictions.compute_predictions``) and handed to
+   the workers with the candles through ``run_tasks``'s ``shared`` (pickled once per local
+   worker; ``ray.put`` once on Ray). ``serial`` runs cells in this process, where the first
+   cell's predictions serve the others.
+4. Run: ``executors.run_tasks(run_cell, ...)``; each cell is written atomically as it
+   finishes, a failing cell is recorded with its one-line error and the sweep goes on; Ctrl-C
+   keeps every finished cell (run again with ``resume=True`` for the rest).
+5. Report: ``results.csv`` (one row per cell), ``heatmap.png``, ``sweep.json`` (definition,
+   counts, warnings, best cells), and the frame returned, whose ``attrs["warnings"]`` holds the
+   ranking's warnings (``report.sweep_warnings``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.executors import TaskFailure, default_workers, run_tasks
+from atb_strategies.sweep.cells import Cell, candles_digest, plain, run_cell
+from atb_strategies.sweep.grid import check_grid, expand_grid
+from atb_strategies.sweep.metrics import METRICS, RANK_METRICS
+from atb_strategies.sweep.predictions import (
+    compute_predictions,
+    is_ml_strategy,
+    pin_registry,
+    prediction_params,
+    resolve_model,
+)
+from atb_strategies.sweep.report import (
+    check_rank_by,
+    param_column,
+    plot_heatmap,
+    rank_cells,
+    sweep_warnings,
+)
+from atb_strategies.sweep.store import CellStore, write_json_atomic, write_results
+
+log = logging.getLogger(__name__)
+
+
+def _strategy_class(strategy: str | type) -> type:
+    from atb_strategies.strategies.registry import get_strategy
+
+    return get_strategy(strategy) if isinstance(strategy, str) else strategy
+
+
+def _frames(
+    candles: pd.DataFrame | Mapping[str, pd.DataFrame], symbol: str
+) -> dict[str, pd.DataFrame]:
+    frames = {symbol: candles} if isinstance(candles, pd.DataFrame) else dict(candles)
+    if not frames:
+        raise ConfigurationError("run_sweep needs candles for at least one symbol.")
+    for name, frame in frames.items():
+        if not isinstance(frame, pd.DataFrame) or frame.empty:
+            raise ConfigurationError(
+                f"The candles of {name!r} must be a non-empty DataFrame indexed by time. "
+                f"Got {type(frame).__name__} instead."
+            )
+    return frames
+
+
+def _timeframe(frames: Mapping[str, pd.DataFrame], timeframe: str | None) -> str:
+    if timeframe is not None:
+        return timeframe
+    from atb_strategies.data.loaders import infer_timeframe
+
+    first = next(iter(frames.values()))
+    return first.attrs.get("timeframe") or infer_timeframe(pd.DatetimeIndex(first.index))
+
+
+def _stamp(value: Any) -> str | None:
+    return None if value is None else str(pd.Timestamp(value))
+
+
+def plan_cells(
+    strategy: str | type,
+    frames: Mapping[str, pd.DataFrame],
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    versions: Sequence[str | None],
+    params: Mapping[str, Any],
+    settings: Mapping[str, Any],
+) -> list[Cell]:
+    """Every cell, symbol by symbol, version by version, then the grid (last name fastest)."""
+    cls = _strategy_class(strategy)
+    digests = {symbol: candles_digest(frame) for symbol, frame in frames.items()}
+    resolved: dict[tuple, tuple[str | None, tuple[str, ...]]] = {}
+    cells = []
+    ml = is_ml_strategy(cls)
+    for symbol in frames:
+        for version in versions:
+            for combo in expand_grid(grid):
+                cell_params = {**params, **combo}
+                model_params = {**cell_params, "version": version}
+                memo = (symbol, tuple(sorted(prediction_params(cls, model_params).items())))
+                if ml and memo not in resolved:
+                    resolved[memo] = resolve_model(
+                        cls, symbol=symbol, timeframe=settings["timeframe"], params=model_params
+                    )
+                pinned, model = resolved[memo] if ml else (version, ())
+                cells.append(
+                    Cell(
+                        strategy=strategy,
+                        symbol=symbol,
+                        version=pinned,
+                        params=cell_params,
+                        settings=dict(settings),
+                        model=model,
+                        data=digests[symbol],
+                    )
+                )
+    return cells
+
+
+def _share_predictions(
+    cells: Sequence[Cell], frames: Mapping[str, pd.DataFrame], settings: Mapping[str, Any]
+) -> dict:
+    """Each distinct prediction set of ``cells``, computed once (see ``predictions``)."""
+    entries: dict = {}
+    done: set[tuple] = set()
+    t0 = time.perf_counter()
+    for cell in cells:
+        cls = _strategy_class(cell.strategy)
+        if not is_ml_strategy(cls):
+            continue
+        params = {**cell.params, "version": cell.version}
+        group = (cell.symbol, tuple(sorted(prediction_params(cls, params).items())))
+        if group in done:
+            continue
+        done.add(group)
+        try:
+            entries.update(
+                compute_predictions(
+                    frames[cell.symbol],
+                    cls,
+                    symbol=cell.symbol,
+                    timeframe=settings["timeframe"],
+                    start=settings["start"],
+                    end=settings["end"],
+                    params=params,
+                )
+            )
+        except Exception as e:  # the cells of this group fail with the same error, recorded
+            log.debug("predictions for %s %s not shared: %s", cell.symbol, cell.version, e)
+    if done:
+        log.info(
+            "sweep: %d prediction set(s) computed once in %.1f s and handed to every worker",
+            len(entries),
+            time.perf_counter() - t0,
+        )
+    return entries
+
+
+def _record(cell: Cell, cell_hash: str, outcome: Any) -> dict[str, Any]:
+    head = {
+        "cell": cell_hash,
+        "strategy": cell.strategy_name,
+        "symbol": cell.symbol,
+        "version": cell.version,
+        "params": plain(cell.params),
+        "settings": plain(cell.settings),
+        "identity": plain(cell.identity()),
+    }
+    if isinstance(outcome, TaskFailure):
+        return {
+            **head,
+            "metrics": dict.fromkeys(METRICS),
+            "bars": None,
+            "in_sample_bars": None,
+            "oos_from": None,
+            "model_key": None,
+            "error": outcome.error,
+        }
+    return {**head, **outcome}
+
+
+def _row(cell: Cell, record: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -> dict:
+    metrics = record.get("metrics") or {}
+    return {
+        "cell": record["cell"],
+        **{param_column(name): cell.params[name] for name in grid},
+        "symbol": cell.symbol,
+        "version": cell.version,
+        **{name: metrics.get(name) for name in METRICS},
+        "bars": record.get("bars"),
+        "in_sample_bars": record.get("in_sample_bars"),
+        "oos_from": record.get("oos_from"),
+        "model_key": record.get("model_key"),
+        "error": record.get("error"),
+    }
+
+
+class _Progress:
+    """A tqdm bar with ETA, created when the first cell finishes (not while workers start)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.bar: Any = None
+        self.failed = 0
+
+    def update(self, failed: bool) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc="sweep", unit="cell", dynamic_ncols=True)
+        self.failed += failed
+        if failed:
+            self.bar.set_postfix(failed=self.failed, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_sweep(
+    strategy: str | type,
+    candles: pd.DataFrame | Mapping[str, pd.DataFrame],
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    symbol: str = "BTCUSDT",
+    timeframe: str | None = None,
+    versions: Sequence[str | None] = (None,),
+    params: Mapping[str, Any] | None = None,
+    cash: float = 10_000.0,
+    commission: float = 0.001,
+    slippage_bps: float = 0.0,
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    out: Path | str | None = None,
+    resume: bool = False,
+    rank_by: str = "sharpe",
+    share_predictions: bool = True,
+    progress: bool = False,
+    on_cell: Callable[[dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """Backtest ``strategy`` for every combination of ``grid``, symbol and version.
+
+    Parameters
+    ----------
+    strategy : str or type
+        A registered name (``"ml_basic"``) or a ``bt.Strategy`` subclass defined in a module
+        (workers import it).
+    candles : DataFrame or mapping of str to DataFrame
+        Candles indexed by open time; a mapping sweeps several symbols (its keys).
+    grid : mapping of str to sequence
+        Strategy param -> the values to try (``{"long_threshold": [0.001, 0.002]}``).
+    symbol : str
+        The symbol of ``candles`` when it is one frame.
+    timeframe : str, optional
+        Bar size; default: ``candles.attrs["timeframe"]`` or inferred from the index.
+    versions : sequence of str or None
+        Model versions to sweep (``None``/``"latest"``: what latest points to now, pinned for
+        the whole sweep; ``"asof"``: the point-in-time schedule).
+    params : mapping, optional
+        Strategy params fixed for every cell (``registry``, ``model_type``, ...).
+    cash, commission, slippage_bps, start, end
+        As in ``run_backtest`` (``start``: first traded bar; earlier bars warm the model up).
+    executor : {"local", "ray", "serial"}
+        Where cells run (``executors.run_tasks``); ``workers`` and ``ray_address`` as there.
+    out : path, optional
+        Folder for ``cells/``, ``results.csv``, ``heatmap.png`` and ``sweep.json``; None
+        writes nothing.
+    resume : bool
+        Read cells already finished without error in ``out`` instead of running them.
+    rank_by : str
+        Metric of the ranking, the warnings and the heatmap (``report.RANK_METRICS``).
+    share_predictions : bool
+        Compute each prediction set once here and hand it to the workers (default True).
+    progress : bool
+        Show a progress bar with ETA (created when the first cell finishes).
+    on_cell : callable, optional
+        Called with each cell's record as it finishes (not for resumed cells).
+
+    Returns
+    -------
+    DataFrame
+        One row per cell in cell order: ``cell`` (its hash), the grid params, ``symbol``,
+        ``version``, the metrics of ``metrics.METRICS``, ``bars``, ``in_sample_bars`` (bars
+        inside the model's training period; None when unknown), ``oos_from`` (the model's
+        first unseen bar), ``model_key`` and ``error`` (None when it ran). ``attrs``:
+        ``warnings``, ``rank_by``, ``ran`` and ``resumed`` (cell counts), ``seconds``, ``out``
+        and ``heatmap`` (paths, when ``out``).
+
+    Raises
+    ------
+    ConfigurationError
+        Bad grid, params, metric, executor or settings; ``resume`` without ``out``.
+    KeyboardInterrupt
+        After logging how many cells finished (they stay in ``out``).
+    """
+    check_rank_by(rank_by)
+    params = dict(params or {})
+    if "version" in params:
+        raise ConfigurationError(
+            "run_sweep takes model versions as versions=[...], not params['version']."
+        )
+    if resume and out is None:
+        raise ConfigurationError("resume=True needs out=DIR, where the finished cells are.")
+    versions = list(versions) or [None]
+    if len(set(map(str, versions))) != len(versions):
+        raise ConfigurationError(f"The 'versions' parameter repeats a version: {versions!r}.")
+    cls = _strategy_class(strategy)
+    known = list(cls.params._getkeys())
+    check_grid(grid, known, cls.__name__)
+    check_grid({k: [v] for k, v in params.items()}, known, cls.__name__)
+    both = sorted(set(params) & set(grid))
+    if both:
+        raise ConfigurationError(
+            f"{', '.join(both)} both fixed (params) and swept (grid); give each param once."
+        )
+    if "registry" not in grid:
+        params = pin_registry(cls, params)
+    frames = _frames(candles, symbol)
+    settings = {
+        "timeframe": _timeframe(frames, timeframe),
+        "cash": float(cash),
+        "commission": float(commission),
+        "slippage_bps": float(slippage_bps),
+        "start": _stamp(start),
+        "end": _stamp(end),
+    }
+    cells = plan_cells(strategy, frames, grid, versions=versions, params=params, settings=settings)
+    hashes = [cell.digest() for cell in cells]
+    store = CellStore(out) if out is not None else None
+    records: dict[int, dict[str, Any]] = {}
+    if resume and store is not None:
+        for i, cell_hash in enumerate(hashes):
+            found = store.finished(cell_hash)
+            if found is not None:
+                records[i] = found
+    todo = [i for i in range(len(cells)) if i not in records]
+    n_workers = 1 if executor == "serial" else (workers or default_workers())
+    log.info(
+        "sweep: %d cell(s), %d already finished, %d to run (%s executor, %d worker(s))",
+        len(cells),
+        len(records),
+        len(todo),
+        executor,
+        n_workers,
+    )
+    shared: dict[str, Any] = {"candles": frames, "predictions": {}}
+    if share_predictions and executor != "serial" and todo:
+        shared["predictions"] = _share_predictions([cells[i] for i in todo], frames, settings)
+    bar = _Progress(len(todo), progress)
+    t0 = time.perf_counter()
+    try:
+        for k, outcome in run_tasks(
+            run_cell,
+            [cells[i] for i in todo],
+            shared=shared,
+            executor=executor,
+            workers=workers,
+            ray_address=ray_address,
+        ):
+            i = todo[k]
+            record = _record(cells[i], hashes[i], outcome)
+            if store is not None:
+                store.write(record)
+            records[i] = record
+            bar.update(record["error"] is not None)
+            if record["error"] is not None:
+                log.debug("sweep cell %s failed: %s", hashes[i], record["error"])
+            if on_cell is not None:
+                on_cell(record)
+    except KeyboardInterrupt:
+        bar.close()
+        where = f" and kept in {store.cells}" if store is not None else ""
+        log.warning(
+            "sweep interrupted: %d of %d cells finished%s; run again with resume (--resume) "
+            "for the other %d",
+            len(records),
+            len(cells),
+            where,
+            len(cells) - len(records),
+        )
+        raise
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    results = pd.DataFrame(
+        [_row(cells[i], records[i], grid) for i in range(len(cells))],
+    )
+    warnings = sweep_warnings(results, grid, rank_by)
+    results.attrs.update(
+        {
+            "warnings": warnings,
+            "rank_by": rank_by,
+            "ran": len(todo),
+            "resumed": len(cells) - len(todo),
+            "seconds": seconds,
+            "out": str(out) if out is not None else None,
+        }
+    )
+    if out is not None:
+        definition = _definition(
+            cls, strategy, grid, params, versions, cells, settings, executor, n_workers
+        )
+        _write_outputs(results, grid, Path(out), definition)
+    return results
+
+
+def _definition(
+    cls: type,
+    strategy: str | type,
+    grid: Mapping[str, Sequence[Any]],
+    params: Mapping[str, Any],
+    versions: Sequence[str | None],
+    cells: Sequence[Cell],
+    settings: Mapping[str, Any],
+    executor: str,
+    workers: int,
+) -> dict[str, Any]:
+    """The definition part of ``sweep.json``."""
+    return {
+        "strategy": strategy if isinstance(strategy, str) else cls.__name__,
+        "grid": plain(dict(grid)),
+        "params": plain(dict(params)),
+        "symbols": list(dict.fromkeys(c.symbol for c in cells)),
+        "versions": {
+            "given": list(versions),
+            "resolved": list(dict.fromkeys(c.version for c in cells)),
+        },
+        "settings": plain(dict(settings)),
+        "executor": executor,
+        "workers": workers,
+    }
+
+
+def _write_outputs(
+    results: pd.DataFrame, grid: Mapping[str, Sequence[Any]], out: Path, definition: dict
+) -> None:
+    rank_by = results.attrs["rank_by"]
+    csv = write_results(results, out)
+    heatmap = None
+    try:
+        heatmap = plot_heatmap(results, grid, rank_by, out / "heatmap.png")
+    except Exception as e:  # a chart must never lose the results
+        log.warning("sweep: the heatmap could not be drawn: %s", e)
+    ranked = rank_cells(results, rank_by)
+    summary = {
+        **definition,
+        "rank_by": rank_by,
+        "cells": len(results),
+        "ran": results.attrs["ran"],
+        "resumed": results.attrs["resumed"],
+        "failed": int(results["error"].notna().sum()),
+        "seconds": results.attrs["seconds"],
+        "higher_is_better": RANK_METRICS[rank_by],
+        "best": plain(ranked.head(10).to_dict("records")),
+        "warnings": results.attrs["warnings"],
+        "results": str(csv),
+        "heatmap": str(heatmap) if heatmap is not None else None,
+    }
+    write_json_atomic(out / "sweep.json", summary, indent=1)
+    results.attrs["heatmap"] = str(heatmap) if heatmap is not None else None
