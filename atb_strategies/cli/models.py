@@ -181,16 +181,23 @@ def validate(registry: Path | None, registry_path: Path | None) -> None:
     results = reg.validate_all()
     click.echo(f"registry: {reg.root}")
     bad = 0
+    uncertified: list[str] = []
     for info, error in results:
         latest = " (latest)" if info.is_latest else ""
         if error is None:
-            note = "" if (info.path / CERTIFICATE_FILE).is_file() else "  (no parity certificate)"
-            click.echo(f"OK       {info.key}{latest}{note}")
+            click.echo(f"OK       {info.key}{latest}")
+            if not (info.path / CERTIFICATE_FILE).is_file():
+                uncertified.append(info.key)
         else:
             bad += 1
             click.echo(f"INVALID  {info.key}{latest}\n         {error}")
     from atb_strategies.registry import manage
 
+    if uncertified:
+        click.echo(
+            f"note: {len(uncertified)} valid bundle(s) carry no parity certificate (outputs not "
+            "re-checked on this machine)"
+        )
     pointers = manage.latest_problems(reg.layout)
     for symbol, model_type, problem in pointers:
         click.echo(f"BROKEN   {symbol}/{model_type}/latest\n         {problem}")

@@ -59,7 +59,7 @@ def test_models_validate_with_tampered_certificate_fails_naming_the_largest_diff
 def test_models_validate_without_certificate_passes_with_a_note(registry):
     result = CliRunner().invoke(cli, ["models", "validate", str(registry)])
     assert result.exit_code == 0, result.output
-    assert "(no parity certificate)" in result.stdout
+    assert "carry no parity certificate" in result.stdout
 
 
 def test_atb_live_with_tampered_certificate_refuses_to_start(registry, tmp_path, monkeypatch):

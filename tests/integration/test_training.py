@@ -239,6 +239,7 @@ def test_train_model_with_small_slice_registers_servable_latest_version(
         "metrics.json",
         "model.onnx",
         "model.pkl",
+        "parity_certificate.npz",
     ]
     assert _staging(trained.registry) == []
 

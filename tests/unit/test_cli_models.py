@@ -301,6 +301,8 @@ def test_models_validate_with_all_valid_exits_0(registry):
         f"OK       {KEY1}",
         f"OK       {KEY2} (latest)",
         "OK       ETHUSDT/sentiment@2026-01-03_4h_v1 (latest)",
+        "note: 3 valid bundle(s) carry no parity certificate (outputs not re-checked on this "
+        "machine)",
         "3 bundle(s), 3 valid, 0 invalid",
     ]
 
