@@ -35,6 +35,8 @@ from atb_strategies.registry.writer import write_bundle
 from atb_strategies.strategies.ml_basic import MlBasic
 from tests.conftest import RICH_FEATURES, linear_onnx
 
+pytestmark = pytest.mark.slow  # many full backtests in every backtrader mode
+
 SEQ = 24
 BARS = 1200
 TINY_KEY = "BTCUSDT/basic@2026-01-01_1h_v1"

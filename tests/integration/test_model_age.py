@@ -12,6 +12,8 @@ from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.strategies.ml_basic import MlBasic
 
+pytestmark = pytest.mark.slow  # many full backtests in every backtrader mode
+
 SHIPPED = str(Path(__file__).resolve().parents[2] / "models")
 SEEN_UNTIL = pd.Timestamp("2024-09-29 11:00:00")  # the shipped basic model's lineage
 

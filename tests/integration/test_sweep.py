@@ -25,6 +25,8 @@ from atb_strategies.sweep.cells import trades_records
 from atb_strategies.sweep.store import CellStore
 from tests.conftest import RICH_FEATURES, linear_onnx, synthetic_candles
 
+pytestmark = pytest.mark.slow  # runs sweeps on process pools and Ray
+
 V1, V2 = "2026-01-01_1h_v1", "2026-01-02_1h_v2"
 GRID = {"long_threshold": [0.0, 0.002], "stop_loss": [0.01, 0.03]}
 BARS = 700
