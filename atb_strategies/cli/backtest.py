@@ -6,7 +6,11 @@ from pathlib import Path
 
 import click
 
-from atb_strategies.cli.options import CASH, COMMISSION, DATE, POSITIVE_INT, registry_option
+from atb_strategies.cli.options import (
+    backtest_options,
+    money_options,
+    registry_option,
+)
 from atb_strategies.config import GAP_POLICIES
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
@@ -21,30 +25,9 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     help="Candles (CSV, parquet or feather).",
 )
 @click.option("--synthetic", is_flag=True, help="Use the seeded synthetic market instead.")
-@click.option("--bars", type=POSITIVE_INT, default=6000, show_default=True, help="Synthetic bars.")
-@click.option("--seed", default=0, show_default=True, help="Synthetic seed.")
-@click.option(
-    "--sentiment",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Sentiment CSV (timestamp, value) for sentiment models.",
-)
-@click.option("--synthetic-sentiment", is_flag=True, help="Attach the synthetic demo index.")
-@click.option("--start-date", type=DATE, help="First traded bar (earlier bars warm the model up).")
-@click.option("--end-date", type=DATE, help="Last bar.")
-@click.option("--model-type", default=None, help="Registry model type (default per strategy).")
+@backtest_options
 @click.option("--model-version", default=None, help="Registry version (default: latest).")
-@click.option("--cash", type=CASH, default=10_000.0, show_default=True)
-@click.option(
-    "--commission", type=COMMISSION, default=0.001, show_default=True, help="Fraction per trade."
-)
-@click.option(
-    "--slippage",
-    "slippage_bps",
-    type=click.FloatRange(min=0, max=1000),
-    default=0.0,
-    show_default=True,
-    help="Basis points against every market fill.",
-)
+@money_options
 @click.option("--no-baselines", is_flag=True, help="Skip the baseline strategies.")
 @click.option(
     "--oos-only",

@@ -139,3 +139,56 @@ def training_data_options(f: Any) -> Any:
     for option in reversed(options):
         f = option(f)
     return f
+
+
+# The options `atb backtest` and `atb sweep` share, defined once (same names, types, help).
+bars_option = click.option(
+    "--bars", type=POSITIVE_INT, default=6000, show_default=True, help="Synthetic bars."
+)
+seed_option = click.option("--seed", default=0, show_default=True, help="Synthetic seed.")
+sentiment_options = [
+    click.option(
+        "--sentiment",
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        help="Sentiment CSV (timestamp, value) for sentiment models.",
+    ),
+    click.option("--synthetic-sentiment", is_flag=True, help="Attach the synthetic demo index."),
+]
+period_options = [
+    click.option(
+        "--start-date", type=DATE, help="First traded bar (earlier bars warm the model up)."
+    ),
+    click.option("--end-date", type=DATE, help="Last bar."),
+]
+model_type_option = click.option(
+    "--model-type", default=None, help="Registry model type (default per strategy)."
+)
+cash_option = click.option("--cash", type=CASH, default=10_000.0, show_default=True)
+commission_option = click.option(
+    "--commission", type=COMMISSION, default=0.001, show_default=True, help="Fraction per trade."
+)
+slippage_option = click.option(
+    "--slippage",
+    "slippage_bps",
+    type=click.FloatRange(min=0, max=1000),
+    default=0.0,
+    show_default=True,
+    help="Basis points against every market fill.",
+)
+
+
+def backtest_options(f: Any) -> Any:
+    """--bars, --seed, --sentiment, --synthetic-sentiment, --start-date, --end-date,
+    --model-type (shared by ``atb backtest`` and ``atb sweep``)."""
+    for option in reversed(
+        [bars_option, seed_option, *sentiment_options, *period_options, model_type_option]
+    ):
+        f = option(f)
+    return f
+
+
+def money_options(f: Any) -> Any:
+    """--cash, --commission, --slippage (shared by ``atb backtest`` and ``atb sweep``)."""
+    for option in reversed([cash_option, commission_option, slippage_option]):
+        f = option(f)
+    return f

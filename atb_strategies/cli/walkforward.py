@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 
 from atb_strategies.cli.options import (
-    COMMISSION,
     POSITIVE_INT,
+    commission_option,
     load_config,
     registry_option,
+    slippage_option,
     training_data_options,
 )
 
@@ -66,8 +67,8 @@ def _seeds(value: str) -> tuple[int, ...]:
     show_default=True,
     help="MlBasic entry threshold in the asof backtest.",
 )
-@click.option("--commission", type=COMMISSION, default=0.001, show_default=True)
-@click.option("--slippage", "slippage_bps", type=click.FloatRange(0, 1000), default=0.0)
+@commission_option
+@slippage_option
 @click.option(
     "--out",
     "out_dir",
