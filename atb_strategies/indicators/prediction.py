@@ -17,6 +17,10 @@ Two paths, proven equal by the tests:
 
 Either way the value at bar ``t`` uses bars ``<= t`` only.
 
+A streaming indicator that follows ``latest`` on a live feed (no version pinned) also reloads
+the model between bars when ``latest`` moves, after validating the new version and warming its
+features from the rows already seen (``follow_latest``; see ``atb_strategies.indicators.follow``).
+
 The model is selected when the indicator is created (inside ``cerebro.run()``), so a missing
 model, an unservable bundle or a feed lacking a column the model needs fails before the first
 bar, not during the backtest.
@@ -24,16 +28,24 @@ bar, not during the backtest.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
+from datetime import datetime
 
 import backtrader as bt
 import numpy as np
 import pandas as pd
 
 from atb_strategies.data.feeds import feed_timeframe
-from atb_strategies.exceptions import CandleDataError, FeatureSchemaError, ModelNotFoundError
+from atb_strategies.exceptions import (
+    CandleDataError,
+    ConfigurationError,
+    FeatureSchemaError,
+    ModelNotFoundError,
+    RegistryError,
+)
 from atb_strategies.features.candles import (
     apply_gap_policy,
     check_gap_policy,
@@ -42,7 +54,9 @@ from atb_strategies.features.candles import (
     timeframe_to_timedelta,
 )
 from atb_strategies.features.pipeline import PriceContext
+from atb_strategies.indicators.follow import HISTORY_ROWS, LatestFollower, ModelEvent
 from atb_strategies.inference.bundle import ModelBundle
+from atb_strategies.inference.certificate import verify_certificate
 from atb_strategies.registry.asof import AsofSchedule, asof_schedule
 from atb_strategies.registry.shared import shared_registry
 
@@ -162,6 +176,13 @@ class MlPrediction(bt.Indicator):
         (None): ``"skip"`` for historical feeds, ``"warn"`` for live feeds, where an exchange
         may omit a candle without trades and pausing the model for a whole window would be
         worse.
+    follow_latest : bool or None
+        Hot reload: with no version pinned (``None``/``"latest"``), check the ``latest``
+        pointer at each new bar and switch to the version it names once that version validates
+        and its features are warmed (see ``atb_strategies.indicators.follow``). Default (None):
+        on for live feeds, off otherwise. Only the streaming path reloads (a preloaded backtest
+        selects its model once; replay history with ``version="asof"``). A pinned version never
+        moves.
     """
 
     lines = ("predicted_price", "predicted_return", "confidence", "direction", "version_index")
@@ -173,6 +194,7 @@ class MlPrediction(bt.Indicator):
         ("registry", None),
         ("gap_policy", None),
         ("asof_run", None),
+        ("follow_latest", None),
     )
     # cerebro.plot(): only the predicted return (about 0.001) on this subplot, with a zero line
     # and the model key in the legend (_plotlabel). The confidence (0..1) would flatten it on a
@@ -234,6 +256,10 @@ class MlPrediction(bt.Indicator):
         self._batch: dict[str, np.ndarray] | None = None
         self._mode: str | None = None
         self._bars_done = 0
+        #: Hot reload events (switches and refused versions), oldest first.
+        self.model_events: list[ModelEvent] = []
+        self._follower = self._make_follower()
+        self._history: collections.deque = collections.deque(maxlen=HISTORY_ROWS)
 
     # ------------------------------------------------------------------ helpers
 
@@ -263,6 +289,73 @@ class MlPrediction(bt.Indicator):
                 "recipe."
             )
         return bundles
+
+    def _make_follower(self) -> LatestFollower | None:
+        follow = self.p.follow_latest
+        if follow not in (None, True, False):
+            raise ConfigurationError(
+                f"The 'follow_latest' parameter of MlPrediction must be True, False or None. "
+                f"Got {follow!r} instead."
+            )
+        if follow is None:
+            follow = self.data.islive()
+        if not follow or self.p.version not in (None, "latest"):
+            return None  # a pinned version never moves
+        b = self.bundle
+        return LatestFollower(self.p.registry, b.symbol, b.model_type, b.version)
+
+    def _maybe_reload(self, label: datetime) -> None:
+        """Hot reload (``follow_latest``): switch to the version ``latest`` names now, when it
+        validates and warms; else keep serving and record why, once."""
+        follower = self._follower
+        name = follower.moved_to() if follower is not None else None
+        if follower is None or name is None:
+            return
+        old = self.bundle
+        new_key = f"{old.symbol}/{old.model_type}@{name}"
+        try:
+            bundle = select_for_feed(
+                self.data,
+                symbol=self.p.symbol,
+                model_type=self.p.model_type,
+                timeframe=self.p.timeframe,
+                registry=self.p.registry,
+                owner="MlPrediction",
+                extra=self._extra,
+                version=name,
+            )
+            if list(bundle.pipeline.columns) != list(old.pipeline.columns):
+                raise FeatureSchemaError(
+                    f"{bundle.key} reads candle columns {list(bundle.pipeline.columns)}, the "
+                    f"serving model {list(old.pipeline.columns)}; restart the session to change "
+                    "inputs"
+                )
+            verify_certificate(bundle)
+            stream = bundle.pipeline.stream()
+            for row, at in self._history:
+                stream.update(row, label=at)
+        except (RegistryError, CandleDataError, OSError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            follower.refuse(name, reason)
+            event = ModelEvent("refused", label.isoformat(), old.symbol, old.key, new_key, reason)
+            self.model_events.append(event)
+            log.warning("%s: %s", label, event.describe())
+            return
+        if not stream.ready:
+            log.info(
+                "%s: %s needs %d bars of history, %d seen; %s keeps serving for now",
+                label,
+                bundle.key,
+                bundle.pipeline.min_bars,
+                len(self._history),
+                old.key,
+            )
+            return
+        follower.serving = name
+        self.bundles, self.bundle, self._streams, self._key = [bundle], bundle, [stream], bundle.key
+        event = ModelEvent("switch", label.isoformat(), old.symbol, old.key, bundle.key)
+        self.model_events.append(event)
+        log.warning("%s: %s", label, event.describe())
 
     @property
     def model_key(self) -> str:
@@ -403,8 +496,12 @@ class MlPrediction(bt.Indicator):
                 f"{bt.num2date(dt)}; repair or drop that candle.",
                 row=bt.num2date(dt),
             )
+        label = bt.num2date(dt)
+        if self._follower is not None:
+            self._maybe_reload(label)  # between bars: before this bar's prediction
+            self._history.append((row, label))
         for stream in self._streams:
-            stream.update(row, label=bt.num2date(dt))
+            stream.update(row, label=label)
 
     # ------------------------------------------------------------------ backtrader hooks
 

@@ -6,6 +6,10 @@ order id, then updated as the exchange answers (``open``, ``unknown``, ``closed`
 a crash, a new broker reads the orders that were not final and asks the exchange about each by
 client order id: an order that was sent but never acknowledged is found (and adopted) or proven
 absent, so it is never sent twice.
+
+The journal is also the audit trail of the served model: every hot reload of ``latest`` (and
+every promoted version refused at a reload) is a ``model_events`` row with the bar, the keys
+before and after and the reason. Paper sessions write those rows too (and nothing else).
 """
 
 from __future__ import annotations
@@ -50,6 +54,18 @@ CREATE TABLE IF NOT EXISTS fills (
     fee_currency TEXT,
     timestamp INTEGER,
     recorded REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    bar TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    from_key TEXT,
+    to_key TEXT,
+    reason TEXT,
+    recorded TEXT NOT NULL
 );
 """
 
@@ -197,6 +213,34 @@ class Journal:
     def orders(self) -> list[dict[str, Any]]:
         with self._lock:
             cur = self._db.execute("SELECT * FROM orders ORDER BY created")
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def record_model_event(
+        self,
+        kind: str,
+        *,
+        bar: str,
+        symbol: str,
+        from_key: str | None,
+        to_key: str | None,
+        reason: str | None = None,
+        mode: str = "live",
+    ) -> None:
+        """An audit row: the served model changed (``kind="switch"``) or a promoted version was
+        refused (``"refused"``) at ``bar``, in a ``mode`` (``live`` or ``paper``) session."""
+        recorded = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO model_events (session, mode, kind, bar, symbol, from_key, to_key,"
+                " reason, recorded) VALUES (?,?,?,?,?,?,?,?,?)",
+                (self.session, mode, kind, bar, symbol, from_key, to_key, reason, recorded),
+            )
+
+    def model_events(self) -> list[dict[str, Any]]:
+        """Every audit row, oldest first (from any session)."""
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM model_events ORDER BY id")
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 

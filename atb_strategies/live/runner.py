@@ -84,7 +84,8 @@ def build_live_cerebro(
     cash : float
         Paper starting cash (ignored for real orders).
     journal : Path or None
-        The live broker's SQLite journal (ignored on paper).
+        The live broker's SQLite journal. On paper it receives only the audit rows of model
+        changes (hot reloads of ``latest``); None: no audit rows on paper.
     backfill_bars : int
         Closed candles loaded before going live (they warm the model up).
     max_bars : int or None
@@ -124,7 +125,8 @@ def build_live_cerebro(
         )
     cerebro.setbroker(broker)
     cerebro.addstrategy(strategy, **strategy_params)
-    cerebro.addanalyzer(LiveStatus, _name="status", echo=echo)
+    audit = journal if paper else None  # a live broker audits into its own journal
+    cerebro.addanalyzer(LiveStatus, _name="status", echo=echo, audit=audit)
     return cerebro
 
 

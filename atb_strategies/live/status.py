@@ -1,32 +1,76 @@
-"""``LiveStatus``: one status line per live bar of a running live or paper session."""
+"""``LiveStatus``: one status line per live bar of a running live or paper session, and the
+announcement of every model change (hot reload of ``latest``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import backtrader as bt
+
+from atb_strategies.live.journal import Journal
 
 
 class LiveStatus(bt.Analyzer):
     """One status line per live bar: time, close, prediction, signal, position, P&L, model.
 
     Bars replayed from the backfill are skipped; only bars delivered while the feed is live
-    produce a line.
+    produce a line. A model event of a prediction (``MlPrediction.model_events``: ``latest``
+    moved and the new version now serves, or it was refused) is announced once, whatever the
+    feed's state: a status line, a store notification (``notify_store("MODEL_SWITCH" |
+    "MODEL_REFUSED", event_dict)``) and an audit row in the journal.
 
     Parameters
     ----------
     echo : callable, default print
         Receives each status line (``click.echo``, ``list.append``, a logger method...).
+    audit : str, Path or None
+        Journal that receives the audit rows. Default (None): the live broker's own journal;
+        a paper session without one writes none.
     """
 
-    params = (("echo", print),)
+    params = (("echo", print), ("audit", None))
 
     def start(self) -> None:
         """Remember the broker value at the start, the base of the P&L column."""
         self.start_value = self.strategy.broker.getvalue()
+        broker = self.strategy.broker
+        self._own_journal = self.p.audit is not None and getattr(broker, "journal", None) is None
+        self.journal: Journal | None = (
+            Journal(Path(self.p.audit)) if self._own_journal else getattr(broker, "journal", None)
+        )
+        self._mode = "paper" if getattr(broker, "journal", None) is None else "live"
+        self._announced: dict[int, int] = {}
+
+    def stop(self) -> None:
+        if self._own_journal and self.journal is not None:
+            self.journal.close()
+
+    def _announce(self, pred: bt.Indicator) -> None:
+        events = getattr(pred, "model_events", ())
+        done = self._announced.get(id(pred), 0)
+        for event in events[done:]:
+            self.p.echo(f"{event.bar[:16].replace('T', ' ')} {event.symbol} {event.describe()}")
+            if self.journal is not None:
+                self.journal.record_model_event(
+                    event.kind,
+                    bar=event.bar,
+                    symbol=event.symbol,
+                    from_key=event.from_key,
+                    to_key=event.to_key,
+                    reason=event.reason,
+                    mode=self._mode,
+                )
+            message = "MODEL_SWITCH" if event.kind == "switch" else "MODEL_REFUSED"
+            for store in self.strategy.env.stores:
+                store.put_notification(message, event.as_dict())
+        self._announced[id(pred)] = len(events)
 
     def next(self) -> None:
-        """Emit one line per live data feed the strategy predicts on."""
+        """Announce model events, then emit one line per live data feed the strategy predicts
+        on."""
         strat = self.strategy
         for data, pred in getattr(strat, "predictions", {}).items():
+            self._announce(pred)
             if data.islive() and data._laststatus != data.LIVE:
                 continue
             ret = float(pred.predicted_return[0])

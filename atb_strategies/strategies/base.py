@@ -199,6 +199,11 @@ class MlStrategy(bt.Strategy):
         What a model past ``max_model_age`` does: log once per model and mark the decisions
         (``warn``), also refuse new entries (``no_entries``), or also close open positions
         (``flatten``); those bars' decisions give the reason.
+    follow_latest : bool or None
+        Hot reload of ``latest`` between bars when no version is pinned (see
+        ``MlPrediction``); default (None): on for live feeds. Open positions and their
+        stop-loss and take-profit orders are untouched by a switch; orders after it carry the
+        new model key.
     log_decisions : bool
         Log every decision at INFO (default False).
     record_decisions : bool
@@ -242,6 +247,7 @@ class MlStrategy(bt.Strategy):
         ("max_model_age", None),
         ("age_action", "warn"),
         ("asof_run", None),
+        ("follow_latest", None),
     )
 
     def __init__(self) -> None:
@@ -271,6 +277,7 @@ class MlStrategy(bt.Strategy):
                 registry=p.registry,
                 gap_policy=p.gap_policy,
                 asof_run=p.asof_run,
+                follow_latest=p.follow_latest,
             )
             if p.sequence_length is not None and pred.bundle.sequence_length != p.sequence_length:
                 raise ConfigurationError(
@@ -330,6 +337,8 @@ class MlStrategy(bt.Strategy):
             return
         stop, limit = self._protective_prices(close, side)
         bracket = self.buy_bracket if side > 0 else self.sell_bracket
+        # the info goes in with the orders: a live broker sends the entry as soon as the last
+        # leg arrives, inside this call, and journals what the order carries then
         orders = bracket(
             data=data,
             size=size,
@@ -338,6 +347,8 @@ class MlStrategy(bt.Strategy):
             stopexec=bt.Order.Stop if stop else None,
             limitprice=limit,
             limitexec=bt.Order.Limit if limit else None,
+            role="entry",
+            **info,
         )
         main, *legs = orders
         for order, role in zip(orders, ("entry", "stop_loss", "take_profit"), strict=True):
@@ -407,9 +418,8 @@ class MlStrategy(bt.Strategy):
             if leg.alive():
                 self.cancel(leg)
         self._legs[data] = []
-        order = self.close(data=data)
+        order = self.close(data=data, role="exit", **info)  # journaled with the order
         if order is not None:
-            order.addinfo(role="exit", **info)
             self._pending[data] = order
 
     def no_prediction_reason(

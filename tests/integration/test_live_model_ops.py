@@ -1,0 +1,182 @@
+"""Operating models in a running live session, against the loopback exchange.
+
+Real ``ccxt.binance`` against ``BinanceServer`` on 127.0.0.1, the real live broker with its
+journal, the shipped bundles copied into a temporary registry. The market clock runs four hours
+per second once the feed is live; ``latest`` is moved with ``atb models promote``'s library call
+from the status-line callback, i.e. while the session runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.live.journal import Journal
+from atb_strategies.live.runner import build_live_cerebro, run_until_stopped
+from atb_strategies.live.store import CcxtStore
+from atb_strategies.registry.layout import RegistryLayout
+from atb_strategies.registry.manage import promote
+from atb_strategies.registry.shared import clear_shared_registries
+from atb_strategies.strategies.ml_basic import MlBasic
+from atb_strategies.testing.binance_server import BinanceServer
+from tests.conftest import loopback_exchange
+
+REPO = Path(__file__).resolve().parents[2]
+HOUR = 3_600_000
+NOW_ROW = 330
+V1, V2 = "2026-11-26_1h_v1", "2026-11-29_1h_v2"
+FEED_OPTIONS = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}
+
+pytestmark = pytest.mark.slow  # runs live sessions
+
+
+@pytest.fixture(scope="module")
+def hourly() -> pd.DataFrame:
+    return generate_ohlcv(420, seed=3)
+
+
+@pytest.fixture
+def server(hourly: pd.DataFrame) -> Iterator[BinanceServer]:
+    start = int(hourly.index[NOW_ROW].value // 1_000_000) + HOUR // 2
+    balances = {"USDT": 10_000, "BTC": 0}
+    with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+        yield srv
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "models"
+    shutil.copytree(REPO / "models", root, symlinks=True)
+    promote(RegistryLayout(root), "BTCUSDT", "basic", V1)
+    clear_shared_registries()
+    yield root
+    clear_shared_registries()
+
+
+def live_session(
+    server: BinanceServer,
+    registry: Path,
+    journal: Path,
+    on_line: Any,
+    max_bars: int,
+    **params: Any,
+) -> tuple[Any, list[str]]:
+    """A real-orders session of ``max_bars`` live bars; ``on_line(lines)`` runs per echo."""
+    lines: list[str] = []
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        on_line(lines)
+
+    store = CcxtStore(exchange="binance", config=server.ccxt_config(rate_limit_ms=1))
+    cerebro = build_live_cerebro(
+        MlBasic,
+        store=store,
+        symbol="BTCUSDT",
+        timeframe="1h",
+        paper=False,
+        cash=10_000.0,
+        journal=journal,
+        backfill_bars=300,
+        max_bars=max_bars,
+        kill_switch=None,
+        on_stop="cancel",
+        echo=echo,
+        feed_options=FEED_OPTIONS,
+        registry=str(registry),
+        **params,
+    )
+
+    def go_fast(data: Any, status: int, *args: Any, **kwargs: Any) -> None:
+        if status == data.LIVE:
+            server.clock.set_speed(3600 * 4)
+
+    cerebro.adddatacb(go_fast)
+    return run_until_stopped(cerebro)[0], lines
+
+
+def status_keys(lines: list[str]) -> list[str]:
+    return [line.rsplit("model=", 1)[1] for line in lines if " close=" in line]
+
+
+# every bar: enter long whatever the model says; tight legs close the position within a bar or
+# two, so new entries (new orders) keep coming after the switch
+TRADE_EVERY_BAR = {"long_threshold": -1.0, "stop_loss": 0.0005, "take_profit": 0.0005}
+
+
+def test_a_promotion_mid_session_switches_the_model_at_the_next_bar_boundary(
+    server, registry, tmp_path
+):
+    journal = tmp_path / "journal.sqlite"
+
+    def promote_after_three(lines: list[str]) -> None:
+        if len(status_keys(lines)) == 3 and not any("switched" in x for x in lines):
+            promote(RegistryLayout(registry), "BTCUSDT", "basic", V2)
+
+    strat, lines = live_session(
+        server, registry, journal, promote_after_three, max_bars=8, **TRADE_EVERY_BAR
+    )
+    keys = status_keys(lines)
+    assert keys[:3] == [f"BTCUSDT/basic@{V1}"] * 3
+    assert keys[3:] == [f"BTCUSDT/basic@{V2}"] * (len(keys) - 3)
+    (announce,) = [x for x in lines if "model switched" in x]
+    assert f"BTCUSDT/basic@{V1} -> BTCUSDT/basic@{V2}" in announce
+    assert lines.index(announce) < next(i for i, x in enumerate(lines) if V2 in x and "close=" in x)
+    # the audit row
+    book = Journal(journal)
+    try:
+        (row,) = book.model_events()
+        orders = book.orders()
+    finally:
+        book.close()
+    assert (row["kind"], row["mode"], row["from_key"], row["to_key"]) == (
+        "switch",
+        "live",
+        f"BTCUSDT/basic@{V1}",
+        f"BTCUSDT/basic@{V2}",
+    )
+    # orders decided after the switch carry the new key, those before the old one
+    switch_bar = pd.Timestamp(row["bar"])
+    decided = [(pd.Timestamp(json.loads(o["info"])["bar"]), o) for o in orders]
+    after = [json.loads(o["info"])["model_key"] for t, o in decided if t >= switch_bar]
+    before = [json.loads(o["info"])["model_key"] for t, o in decided if t < switch_bar]
+    assert before and set(before) == {f"BTCUSDT/basic@{V1}"}
+    assert after and set(after) == {f"BTCUSDT/basic@{V2}"}
+    assert strat.decisions[-1]["model_key"] == f"BTCUSDT/basic@{V2}"
+
+
+def test_a_corrupt_promoted_bundle_is_refused_and_the_old_one_keeps_trading(
+    server, registry, tmp_path
+):
+    journal = tmp_path / "journal.sqlite"
+    bad = registry / "BTCUSDT" / "basic" / V2 / "model.onnx"
+    bad.write_bytes(bad.read_bytes()[:-100])  # truncated by a failed copy
+
+    def promote_after_two(lines: list[str]) -> None:
+        if len(status_keys(lines)) == 2:
+            promote(RegistryLayout(registry), "BTCUSDT", "basic", V2)
+
+    _, lines = live_session(
+        server, registry, journal, promote_after_two, max_bars=6, **TRADE_EVERY_BAR
+    )
+    assert set(status_keys(lines)) == {f"BTCUSDT/basic@{V1}"}
+    assert len(status_keys(lines)) == 6  # it kept trading every bar
+    (refusal,) = [x for x in lines if "refused" in x]
+    assert f"model BTCUSDT/basic@{V2} refused, BTCUSDT/basic@{V1} keeps serving" in refusal
+    book = Journal(journal)
+    try:
+        (row,) = book.model_events()
+        orders = book.orders()
+    finally:
+        book.close()
+    assert row["kind"] == "refused" and "sha256" in row["reason"]
+    refused_at = pd.Timestamp(row["bar"])
+    assert any(pd.Timestamp(json.loads(o["info"])["bar"]) >= refused_at for o in orders)
+    assert {json.loads(o["info"])["model_key"] for o in orders} == {f"BTCUSDT/basic@{V1}"}
