@@ -133,6 +133,34 @@ class BacktestResult:
     cerebro: Any = None
 
 
+def value_metrics(values: pd.Series, timeframe: str) -> dict[str, Any]:
+    """Start, end, bars, start and end value, total return, CAGR, Sharpe, Sortino and max
+    drawdown of a value series indexed by time (per-bar returns, zero risk-free rate,
+    annualised with the number of bars in 365 days)."""
+    v = values.to_numpy(dtype=np.float64)
+    start, end = v[0], v[-1]
+    span = values.index[-1] - values.index[0]
+    years = span / pd.Timedelta(days=365.25) if len(v) > 1 else 0.0
+    rets = np.diff(v) / v[:-1] if len(v) > 1 else np.array([])
+    per_year = pd.Timedelta(days=365) / timeframe_to_timedelta(timeframe)
+    sd = rets.std(ddof=1) if len(rets) > 1 else 0.0
+    downside = rets[rets < 0]
+    dsd = math.sqrt(np.mean(downside**2)) if len(downside) else 0.0
+    drawdown = 1.0 - v / np.maximum.accumulate(v)
+    return {
+        "start": str(values.index[0]),
+        "end": str(values.index[-1]),
+        "bars": len(v),
+        "start_value": float(start),
+        "end_value": float(end),
+        "total_return": float(end / start - 1),
+        "cagr": float((end / start) ** (1 / years) - 1) if years > 0 and end > 0 else None,
+        "sharpe": float(rets.mean() / sd * math.sqrt(per_year)) if sd > 0 else None,
+        "sortino": float(rets.mean() / dsd * math.sqrt(per_year)) if dsd > 0 else None,
+        "max_drawdown": float(drawdown.max()) if len(drawdown) else 0.0,
+    }
+
+
 def summarize(
     equity: pd.DataFrame,
     candles: pd.DataFrame,
@@ -152,30 +180,10 @@ def summarize(
     given (the gaps the traded bars' predictions read across). Without it these are None and
     empty.
     """
-    values = equity["value"].to_numpy(dtype=np.float64)
-    start, end = values[0], values[-1]
-    span = equity.index[-1] - equity.index[0]
-    years = span / pd.Timedelta(days=365.25) if len(values) > 1 else 0.0
-    rets = np.diff(values) / values[:-1] if len(values) > 1 else np.array([])
-    per_year = pd.Timedelta(days=365) / timeframe_to_timedelta(timeframe)
-    sd = rets.std(ddof=1) if len(rets) > 1 else 0.0
-    downside = rets[rets < 0]
-    dsd = math.sqrt(np.mean(downside**2)) if len(downside) else 0.0
-    peak = np.maximum.accumulate(values)
-    drawdown = 1.0 - values / peak
     closes = candles.loc[equity.index[0] : equity.index[-1], "close"]
     wins = [t for t in trades if t.get("pnl_net", 0) > 0]
     return {
-        "start": str(equity.index[0]),
-        "end": str(equity.index[-1]),
-        "bars": len(values),
-        "start_value": float(start),
-        "end_value": float(end),
-        "total_return": float(end / start - 1),
-        "cagr": float((end / start) ** (1 / years) - 1) if years > 0 and end > 0 else None,
-        "sharpe": float(rets.mean() / sd * math.sqrt(per_year)) if sd > 0 else None,
-        "sortino": float(rets.mean() / dsd * math.sqrt(per_year)) if dsd > 0 else None,
-        "max_drawdown": float(drawdown.max()) if len(drawdown) else 0.0,
+        **value_metrics(equity["value"], timeframe),
         "trades": len(trades),
         "win_rate": float(len(wins) / len(trades)) if trades else None,
         "exposure": float(equity["exposed"].mean()) if len(equity) else 0.0,

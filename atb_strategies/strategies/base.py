@@ -51,6 +51,7 @@ from atb_strategies.bundle.lineage import training_period
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.features.candles import timeframe_to_timedelta
 from atb_strategies.indicators.prediction import MlPrediction
+from atb_strategies.strategies.shadow import ShadowDesk, parse_shadows
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,11 @@ class MlStrategy(bt.Strategy):
         ``MlPrediction``); default (None): on for live feeds. Open positions and their
         stop-loss and take-profit orders are untouched by a switch; orders after it carry the
         new model key.
+    shadows : list of str or None
+        Shadow challengers, ``"VERSION"`` or ``"TYPE@VERSION"`` (pinned): each predicts on
+        the same bars and trades a virtual book by these rules, with no order ever sent; the
+        strategy's own model gets a virtual twin for comparison. Rows per bar in
+        ``self.shadow.rows`` (see ``atb_strategies.strategies.shadow``).
     log_decisions : bool
         Log every decision at INFO (default False).
     record_decisions : bool
@@ -248,6 +254,7 @@ class MlStrategy(bt.Strategy):
         ("age_action", "warn"),
         ("asof_run", None),
         ("follow_latest", None),
+        ("shadows", None),
     )
 
     def __init__(self) -> None:
@@ -299,6 +306,9 @@ class MlStrategy(bt.Strategy):
         self._trade_from = (
             bt.date2num(datetime.fromisoformat(str(p.trade_from))) if p.trade_from else None
         )
+        specs = parse_shadows(p.shadows, p.model_type)
+        #: Shadow challengers and the virtual twin of this strategy's model (``shadows``).
+        self.shadow = ShadowDesk(self, specs, extra[0] if extra else None) if specs else None
 
     # ------------------------------------------------------------------ helpers
 
@@ -422,6 +432,28 @@ class MlStrategy(bt.Strategy):
         if order is not None:
             self._pending[data] = order
 
+    def signal_for(self, ret: float, conf: float) -> str:
+        """``"long"``, ``"short"`` or ``"flat"`` for a predicted return and confidence (rule 2
+        of the module docstring)."""
+        p = self.p
+        if ret > p.long_threshold and conf >= p.min_confidence:
+            return "long"
+        if p.allow_shorts and ret < -p.short_threshold and conf >= p.min_confidence:
+            return "short"
+        return "flat"
+
+    def action_for(self, position: float, pending: bool, signal: str, ret: float) -> str:
+        """``"wait"`` (an entry or exit is pending), ``"enter_long"``/``"enter_short"``,
+        ``"exit"`` or ``"hold"`` (rules 3 and 4 of the module docstring)."""
+        p = self.p
+        if pending:
+            return "wait"
+        if position == 0 and signal in ("long", "short"):
+            return "enter_" + signal
+        if (position > 0 and ret < -p.exit_threshold) or (position < 0 and ret > p.exit_threshold):
+            return "exit"
+        return "hold"
+
     def no_prediction_reason(
         self, data: bt.AbstractDataBase, pred: MlPrediction
     ) -> tuple[str, str | None]:
@@ -513,6 +545,8 @@ class MlStrategy(bt.Strategy):
         for data, pred in self.predictions.items():
             if not self._is_tradeable(data):
                 continue
+            if self.shadow is not None:
+                self.shadow.on_bar(data)
             if data not in self._started:
                 self._started.add(data)
                 if self._pending[data] is None and self._unprotected(data):
@@ -540,23 +574,12 @@ class MlStrategy(bt.Strategy):
                         }
                     )
                 continue
-            if ret > p.long_threshold and conf >= p.min_confidence:
-                signal = "long"
-            elif p.allow_shorts and ret < -p.short_threshold and conf >= p.min_confidence:
-                signal = "short"
-            else:
-                signal = "flat"
+            signal = self.signal_for(ret, conf)
             position = self.getposition(data).size
-            action = "hold"
-            if self._pending[data] is not None:
-                action = "wait"
-            elif position == 0 and signal in ("long", "short"):
-                action = "enter_" + signal
+            action = self.action_for(position, self._pending[data] is not None, signal, ret)
+            if action.startswith("enter_"):
                 self._enter(data, 1 if signal == "long" else -1, self._info(data, signal))
-            elif (position > 0 and ret < -p.exit_threshold) or (
-                position < 0 and ret > p.exit_threshold
-            ):
-                action = "exit"
+            elif action == "exit":
                 self._exit(data, self._info(data, signal))
             if p.record_decisions or p.log_decisions:
                 decision = {

@@ -1,0 +1,101 @@
+"""Shadow challengers in a backtest: virtual books that follow the strategy's rules.
+
+The trading model's virtual twin must reproduce backtrader's own book fill for fill (same
+entries, stops, take-profits, fees and slippage), so that a challenger's virtual book means
+what the champion's real one would; and adding shadows must not change a single real order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atb_strategies.backtest.runner import run_backtest
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.registry.shared import clear_shared_registries
+from atb_strategies.strategies.ml_basic import MlBasic
+from atb_strategies.strategies.shadow import SHADOW_COLUMNS, parse_shadows
+from tests.conftest import RICH_FEATURES, synthetic_candles
+
+V1, V2 = "2026-01-01_1h_v1", "2026-02-01_1h_v2"
+
+
+@pytest.fixture
+def registry(make_bundle, tmp_path):
+    clear_shared_registries()
+    make_bundle(version=V1, features=RICH_FEATURES[:6], seed=1)
+    make_bundle(version=V2, features=RICH_FEATURES[:6], seed=2, promote=False)
+    yield str(tmp_path / "models")
+    clear_shared_registries()
+
+
+@pytest.fixture(scope="module")
+def market() -> pd.DataFrame:
+    return synthetic_candles(2500, seed=21)
+
+
+def _run(market, registry, **params):
+    return run_backtest(
+        market,
+        MlBasic,
+        symbol="BTCUSDT",
+        timeframe="1h",
+        registry=registry,
+        long_threshold=0.0,
+        **params,
+    )
+
+
+@pytest.mark.parametrize("slippage_bps", [0.0, 7.5])
+@pytest.mark.parametrize("shorts", [False, True])
+def test_the_virtual_twin_reproduces_the_real_book_fill_for_fill(
+    market, registry, slippage_bps, shorts
+):
+    result = _run(
+        market,
+        registry,
+        shadows=[V2],
+        slippage_bps=slippage_bps,
+        allow_shorts=shorts,
+        take_profit=0.01,
+        stop_loss=0.01,
+    )
+    rows = pd.DataFrame(result.strategy.shadow.rows, columns=SHADOW_COLUMNS)
+    twin = rows[rows.role == "champion"].set_index("time")
+    assert len(result.trades) > 100  # a test of many fills, stops and take-profits
+    assert twin["trades"].iloc[-1] == len(result.trades)
+    real = result.equity["value"]
+    real.index = (real.index + pd.Timedelta(hours=1)).map(pd.Timestamp.isoformat)  # close times
+    both = twin["equity"].to_frame("virtual").join(real.rename("real"), how="inner")
+    assert len(both) == len(twin)
+    np.testing.assert_allclose(both["virtual"], both["real"], rtol=1e-9)
+    decisions = pd.DataFrame(result.strategy.decisions).set_index("bar")["action"]
+    np.testing.assert_array_equal(twin["action"], decisions.loc[twin.index])
+
+
+def test_shadows_change_no_real_order_and_a_challenger_trades_its_own_book(market, registry):
+    alone = _run(market, registry)
+    watched = _run(market, registry, shadows=[V2, f"basic@{V1}"])
+    pd.testing.assert_series_equal(alone.equity["value"], watched.equity["value"])
+    assert len(alone.strategy.trade_records) == len(watched.strategy.trade_records)
+    rows = pd.DataFrame(watched.strategy.shadow.rows)
+    keys = rows.groupby("role")["model_key"].unique()
+    assert set(keys["shadow"]) == {f"BTCUSDT/basic@{V2}", f"BTCUSDT/basic@{V1}"}
+    by_key = rows[rows.role == "shadow"].groupby("model_key")
+    final = by_key["equity"].last()
+    twin = rows[rows.role == "champion"]["equity"].iloc[-1]
+    assert final[f"BTCUSDT/basic@{V1}"] == pytest.approx(twin, rel=1e-12)  # same model
+    assert final[f"BTCUSDT/basic@{V2}"] != pytest.approx(twin, rel=1e-6)  # another model
+    assert by_key["trades"].last()[f"BTCUSDT/basic@{V2}"] > 50
+
+
+@pytest.mark.parametrize("spec", ["latest", "basic@asof", "BTCUSDT/basic@v1", ""])
+def test_a_shadow_that_is_not_a_pinned_version_raises_one_line(spec):
+    with pytest.raises(ConfigurationError, match="pinned versions"):
+        parse_shadows([spec], "basic")
+
+
+def test_parse_shadows_reads_type_at_version():
+    (a, b) = parse_shadows(["v9", "sentiment@v2"], "basic")
+    assert (a.model_type, a.version, b.model_type, b.version) == ("basic", "v9", "sentiment", "v2")
