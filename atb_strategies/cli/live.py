@@ -6,6 +6,11 @@ the market's real fees, precision and limits. Real orders need ``--live
 ``ATB_EXCHANGE_CONFIG``). Ctrl-C stops cleanly: the current loop finishes, open orders are
 cancelled (``--on-stop cancel``, the default) or left for the next start (``keep``), and the
 journal is closed. A second Ctrl-C aborts at once.
+
+``atb live`` is a group: one command per strategy (``atb live ml_basic``, ``atb live
+ml_sentiment``), with the same options, and ``atb live report DIR`` to compare the shadow
+challengers of a session again (``--shadow VERSION``). Without ``--model-version`` the session
+follows ``latest`` and reloads it between bars when it moves (``atb models promote``).
 """
 
 from __future__ import annotations
@@ -20,79 +25,104 @@ from atb_strategies.cli.options import CASH, LIMIT, POSITIVE_INT, registry_optio
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
+_OPTIONS = [
+    click.option("--symbol", default="BTCUSDT", show_default=True),
+    click.option("--timeframe", default="1h", show_default=True),
+    click.option("--exchange", "exchange_id", default="binance", show_default=True),
+    click.option("--paper", is_flag=True, help="Simulated fills on live candles (no keys)."),
+    click.option(
+        "--live", "real", is_flag=True, help="Real orders (needs --i-understand-the-risks)."
+    ),
+    click.option("--i-understand-the-risks", "risks", is_flag=True),
+    click.option("--sandbox", is_flag=True, help="Use the exchange's test network."),
+    click.option(
+        "--cash", type=CASH, default=10_000.0, show_default=True, help="Paper starting cash."
+    ),
+    click.option("--model-version", default=None),
+    click.option("--long-threshold", type=float, default=None),
+    click.option("--position-size", type=click.FloatRange(0, 1, min_open=True), default=None),
+    click.option("--backfill-bars", type=POSITIVE_INT, default=500, show_default=True),
+    click.option("--max-bars", type=POSITIVE_INT, default=None, help="Stop after N live bars."),
+    click.option(
+        "--poll-grace",
+        type=click.FloatRange(min=0),
+        default=1.0,
+        show_default=True,
+        help="Seconds after a candle's close before asking for it.",
+    ),
+    click.option(
+        "--clock-check",
+        type=click.FloatRange(min=0, min_open=True),
+        default=30.0,
+        show_default=True,
+        help="While waiting, re-read the exchange clock at most this often (seconds).",
+    ),
+    click.option(
+        "--journal",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=Path("out/live/journal.sqlite"),
+        show_default=True,
+    ),
+    click.option(
+        "--log-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=Path("out/live/atb-live.log"),
+        show_default=True,
+    ),
+    click.option(
+        "--max-daily-loss",
+        type=LIMIT,
+        default="0.05",
+        show_default=True,
+        help="Fraction of the day's first value (UTC); off to disable.",
+    ),
+    click.option(
+        "--max-drawdown",
+        type=LIMIT,
+        default="0.15",
+        show_default=True,
+        help="Fraction of the peak value; off to disable.",
+    ),
+    click.option(
+        "--clear-kill-switch",
+        is_flag=True,
+        help="Clear a kill-switch trip recorded in the journal by an earlier session, then trade.",
+    ),
+    click.option("--max-order-notional", type=click.FloatRange(min=0, min_open=True), default=None),
+    click.option("--max-orders-per-minute", type=POSITIVE_INT, default=10, show_default=True),
+    click.option("--no-flatten", is_flag=True, help="Kill switch cancels but does not flatten."),
+    click.option(
+        "--on-stop",
+        type=click.Choice(["cancel", "keep"]),
+        default="cancel",
+        show_default=True,
+        help="Open orders when stopping.",
+    ),
+    click.option(
+        "--shadow",
+        "shadows",
+        multiple=True,
+        metavar="VERSION",
+        help="A challenger (VERSION or TYPE@VERSION, repeatable): virtual book, no orders.",
+    ),
+    click.option(
+        "--shadow-csv",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Where shadow rows go (default: shadow.csv beside --journal).",
+    ),
+    registry_option,
+]
 
-@click.command("live")
-@click.argument("strategy", type=click.Choice(strategy_names()))
-@click.option("--symbol", default="BTCUSDT", show_default=True)
-@click.option("--timeframe", default="1h", show_default=True)
-@click.option("--exchange", "exchange_id", default="binance", show_default=True)
-@click.option("--paper", is_flag=True, help="Simulated fills on live candles (no keys).")
-@click.option("--live", "real", is_flag=True, help="Real orders (needs --i-understand-the-risks).")
-@click.option("--i-understand-the-risks", "risks", is_flag=True)
-@click.option("--sandbox", is_flag=True, help="Use the exchange's test network.")
-@click.option("--cash", type=CASH, default=10_000.0, show_default=True, help="Paper starting cash.")
-@click.option("--model-version", default=None)
-@click.option("--long-threshold", type=float, default=None)
-@click.option("--position-size", type=click.FloatRange(0, 1, min_open=True), default=None)
-@click.option("--backfill-bars", type=POSITIVE_INT, default=500, show_default=True)
-@click.option("--max-bars", type=POSITIVE_INT, default=None, help="Stop after N live bars.")
-@click.option(
-    "--poll-grace",
-    type=click.FloatRange(min=0),
-    default=1.0,
-    show_default=True,
-    help="Seconds after a candle's close before asking for it.",
-)
-@click.option(
-    "--clock-check",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="While waiting, re-read the exchange clock at most this often (seconds).",
-)
-@click.option(
-    "--journal",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("out/live/journal.sqlite"),
-    show_default=True,
-)
-@click.option(
-    "--log-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("out/live/atb-live.log"),
-    show_default=True,
-)
-@click.option(
-    "--max-daily-loss",
-    type=LIMIT,
-    default="0.05",
-    show_default=True,
-    help="Fraction of the day's first value (UTC); off to disable.",
-)
-@click.option(
-    "--max-drawdown",
-    type=LIMIT,
-    default="0.15",
-    show_default=True,
-    help="Fraction of the peak value; off to disable.",
-)
-@click.option(
-    "--clear-kill-switch",
-    is_flag=True,
-    help="Clear a kill-switch trip recorded in the journal by an earlier session, then trade.",
-)
-@click.option("--max-order-notional", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--max-orders-per-minute", type=POSITIVE_INT, default=10, show_default=True)
-@click.option("--no-flatten", is_flag=True, help="Kill switch cancels but does not flatten.")
-@click.option(
-    "--on-stop",
-    type=click.Choice(["cancel", "keep"]),
-    default="cancel",
-    show_default=True,
-    help="Open orders when stopping.",
-)
-@registry_option
-def live(
+
+def _live_options(f: Any) -> Any:
+    """The options of every ``atb live STRATEGY`` command."""
+    for option in reversed(_OPTIONS):
+        f = option(f)
+    return f
+
+
+def run_live(
     strategy: str,
     symbol: str,
     timeframe: str,
@@ -118,9 +148,11 @@ def live(
     max_orders_per_minute: int,
     no_flatten: bool,
     on_stop: str,
+    shadows: tuple[str, ...],
+    shadow_csv: Path | None,
     registry_path: Path | None,
 ) -> None:
-    """Run STRATEGY on live candles: --paper, or --live --i-understand-the-risks."""
+    """Run ``strategy`` on live candles: --paper, or --live --i-understand-the-risks."""
     from atb_strategies.live.broker import KillSwitch
     from atb_strategies.live.runner import (
         EXIT_CODES,
@@ -131,6 +163,7 @@ def live(
         run_until_stopped,
         stop_reason,
     )
+    from atb_strategies.live.shadow_log import compare_books, format_comparison, read_shadow_csv
     from atb_strategies.live.store import CcxtStore
 
     if paper == real:
@@ -148,6 +181,8 @@ def live(
         params["long_threshold"] = long_threshold
     if position_size is not None:
         params["position_size"] = position_size
+    if shadows:
+        params["shadows"] = list(shadows)
     # the model must reproduce its parity certificate here before anything connects
     certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
     log_to_file(log_file)
@@ -183,6 +218,7 @@ def live(
         on_stop=on_stop,
         feed_options={"poll_grace": poll_grace, "clock_check": clock_check},
         echo=click.echo,
+        shadow_csv=shadow_csv,
         **params,
     )
     strat = run_until_stopped(cerebro)[0]
@@ -191,5 +227,57 @@ def live(
         f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
         f"{len(strat.trade_records)}"
     )
+    if strat.shadow is not None and strat.shadow.rows:
+        log = cerebro.runstrats[0][0].analyzers.shadow
+        click.echo(f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):")
+        click.echo(format_comparison(compare_books(read_shadow_csv(log.path), timeframe)))
     if EXIT_CODES[code]:
         sys.exit(EXIT_CODES[code])
+
+
+class _LiveGroup(click.Group):
+    """``atb live``: a command per strategy, plus ``report``; an unknown name lists them."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if not name.startswith("-") and self.get_command(ctx, name) is None:
+            raise click.UsageError(
+                f"No strategy {name!r}. Choose from: {', '.join(strategy_names())} "
+                "(or `atb live report DIR`).",
+                ctx,
+            )
+        return super().resolve_command(ctx, args)
+
+
+@click.group("live", cls=_LiveGroup)
+def live() -> None:
+    """Run a strategy on live candles (--paper, or --live --i-understand-the-risks), or report
+    a session's shadow challengers."""
+
+
+def _strategy_command(name: str) -> click.Command:
+    def command(**options: Any) -> None:
+        run_live(name, **options)
+
+    command.__doc__ = f"Run {name} on live candles: --paper, or --live --i-understand-the-risks."
+    return click.command(name)(_live_options(command))
+
+
+for _name in strategy_names():
+    live.add_command(_strategy_command(_name))
+
+
+@live.command("report")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--timeframe", default="1h", show_default=True, help="Bar size (annualises Sharpe).")
+@click.option("--session", default=None, help="Session id (default: the last one in the file).")
+def report(directory: Path, timeframe: str, session: str | None) -> None:
+    """Compare the champion's and the shadow challengers' virtual books of a session
+    (DIRECTORY holds shadow.csv, or give the file)."""
+    from atb_strategies.live.shadow_log import compare_books, format_comparison, read_shadow_csv
+
+    rows = read_shadow_csv(directory, session)
+    click.echo(
+        f"session {rows['session'].iloc[0]}: {rows['time'].iloc[0]} .. {rows['time'].iloc[-1]}"
+    )
+    click.echo(format_comparison(compare_books(rows, timeframe)))

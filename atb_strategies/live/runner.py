@@ -22,6 +22,7 @@ from atb_strategies.inference.certificate import verify_certificate
 from atb_strategies.live.broker import KillSwitch
 from atb_strategies.live.journal import Journal
 from atb_strategies.live.paper import PaperBroker
+from atb_strategies.live.shadow_log import SHADOW_FILE, ShadowLog
 from atb_strategies.live.status import LiveStatus
 from atb_strategies.live.store import CcxtStore
 from atb_strategies.registry.shared import shared_registry
@@ -67,6 +68,7 @@ def build_live_cerebro(
     echo: Any = print,
     feed_options: dict[str, Any] | None = None,
     broker_options: dict[str, Any] | None = None,
+    shadow_csv: Path | None = None,
     **strategy_params: Any,
 ) -> bt.Cerebro:
     """A cerebro wired for live or paper trading of ``symbol`` on ``store``.
@@ -98,6 +100,10 @@ def build_live_cerebro(
         Receives one ``LiveStatus`` line per live bar.
     feed_options, broker_options : dict, optional
         Extra keyword arguments for the feed (``poll_grace``, ``clock_check``...) and the broker.
+    shadow_csv : Path or None
+        With shadows (``shadows=[...]`` in ``strategy_params``): where their rows are appended
+        (``shadow_log.ShadowLog``, analyzer name ``shadow``); default ``shadow.csv`` beside the
+        journal, else in the working directory.
     **strategy_params
         Parameters for ``strategy`` (``long_threshold``, ``registry``, ``version``...).
 
@@ -127,6 +133,9 @@ def build_live_cerebro(
     cerebro.addstrategy(strategy, **strategy_params)
     audit = journal if paper else None  # a live broker audits into its own journal
     cerebro.addanalyzer(LiveStatus, _name="status", echo=echo, audit=audit)
+    if strategy_params.get("shadows"):
+        default = (Path(journal).parent if journal is not None else Path()) / SHADOW_FILE
+        cerebro.addanalyzer(ShadowLog, _name="shadow", path=shadow_csv or default)
     return cerebro
 
 

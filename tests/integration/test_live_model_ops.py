@@ -180,3 +180,65 @@ def test_a_corrupt_promoted_bundle_is_refused_and_the_old_one_keeps_trading(
     refused_at = pd.Timestamp(row["bar"])
     assert any(pd.Timestamp(json.loads(o["info"])["bar"]) >= refused_at for o in orders)
     assert {json.loads(o["info"])["model_key"] for o in orders} == {f"BTCUSDT/basic@{V1}"}
+
+
+def test_shadows_send_no_order_while_their_virtual_books_update(
+    server, registry, make_bundle, tmp_path
+):
+    challenger = "2026-12-01_1h_v3"  # another model: other predictions, other trades
+    make_bundle(root=registry, version=challenger, seed=4, promote=False)
+    journal = tmp_path / "journal.sqlite"
+    strat, _ = live_session(
+        server,
+        registry,
+        journal,
+        lambda lines: None,
+        max_bars=8,
+        shadows=[challenger, f"basic@{V2}"],
+        **TRADE_EVERY_BAR,
+    )
+    csv_path = tmp_path / "shadow.csv"  # beside the journal
+    rows = pd.read_csv(csv_path)
+    assert len(rows) == 8 * 3  # a row per live bar and model
+    assert list(rows.groupby("role")["model_key"].nunique().items()) == [
+        ("champion", 1),
+        ("shadow", 2),
+    ]
+    mine = rows[rows.model_key == f"BTCUSDT/basic@{challenger}"]
+    assert (mine["action"].str.startswith("enter")).any() and mine["position"].abs().max() > 0
+    assert mine["equity"].nunique() > 1  # the virtual book moved
+    # only the trading model's orders reached the exchange, each once
+    book = Journal(journal)
+    try:
+        orders = book.orders()
+    finally:
+        book.close()
+    assert orders and {json.loads(o["info"])["model_key"] for o in orders} == {
+        f"BTCUSDT/basic@{V1}"
+    }
+    placed = [r for r in server.requests if r.path == "/api/v3/order" and r.method == "POST"]
+    assert len(placed) == len(orders)
+    assert len(strat.shadow.rows) == len(rows)
+
+
+def test_atb_live_report_compares_the_books_of_the_last_session(server, registry, tmp_path):
+    from click.testing import CliRunner
+
+    from atb_strategies.cli.main import cli
+
+    journal = tmp_path / "journal.sqlite"
+    live_session(
+        server, registry, journal, lambda lines: None, max_bars=4, shadows=[V2], **TRADE_EVERY_BAR
+    )
+    result = CliRunner().invoke(cli, ["live", "report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("session ")
+    assert lines[1].split()[:3] == ["role", "model", "bars"]
+    champion, shadow = lines[2].split(), lines[3].split()
+    assert champion[:3] == ["champion", f"BTCUSDT/basic@{V1}", "4"]
+    assert shadow[:3] == ["shadow", f"BTCUSDT/basic@{V2}", "4"]
+    assert shadow[-1] == "100.0"  # v2 is v1 retrained identically: it always agrees
+    missing = CliRunner().invoke(cli, ["live", "report", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("error: ConfigurationError:") and "--shadow" in missing.stderr

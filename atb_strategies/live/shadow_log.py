@@ -1,0 +1,137 @@
+"""``shadow.csv`` and the champion-versus-challengers table of a live or paper session.
+
+``ShadowLog`` (an analyzer ``build_live_cerebro`` adds when the strategy has shadows) appends
+the rows of ``MlStrategy.shadow`` to ``shadow.csv`` as each bar is decided (flushed per bar, so
+a crash loses nothing written), with a ``session`` column: a restart appends a new session
+rather than overwriting the last. :func:`compare_books` turns a session's rows into one line per
+model: return, Sharpe, max drawdown, closed trades, and the agreement rate (the share of bars
+where the model's signal equals the trading model's). ``atb live`` prints that table at stop;
+``atb live report DIR`` prints it again from the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+
+from atb_strategies.backtest.runner import value_metrics
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.strategies.shadow import SHADOW_COLUMNS
+
+#: File name of the shadow rows inside a session directory.
+SHADOW_FILE = "shadow.csv"
+_COLUMNS = ("session", *SHADOW_COLUMNS)
+
+
+class ShadowLog(bt.Analyzer):
+    """Append the strategy's shadow rows to ``path`` as they are made.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV (``shadow.csv``); created with a header when missing.
+    """
+
+    params = (("path", None),)
+
+    def start(self) -> None:
+        self.path = Path(self.p.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = self.path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, fieldnames=_COLUMNS)
+        if new:
+            self._writer.writeheader()
+        self.session = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self._done = 0
+
+    def next(self) -> None:
+        desk = getattr(self.strategy, "shadow", None)
+        if desk is None:
+            return
+        for row in desk.rows[self._done :]:
+            self._writer.writerow({"session": self.session, **row})
+        self._done = len(desk.rows)
+        self._file.flush()
+
+    def stop(self) -> None:
+        self.next()
+        self._file.close()
+
+
+def read_shadow_csv(path: Path | str, session: str | None = None) -> pd.DataFrame:
+    """The rows of one session of a ``shadow.csv`` (default: the last session).
+
+    ``path`` may be the file or the directory holding it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / SHADOW_FILE
+    if not path.is_file():
+        raise ConfigurationError(
+            f"{path} does not exist: shadow rows are written by `atb live ... --shadow VERSION` "
+            "(in the folder of --shadow-csv)."
+        )
+    frame = pd.read_csv(path)
+    missing = [c for c in _COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigurationError(f"{path} is not a shadow.csv: it lacks columns {missing}.")
+    if frame.empty:
+        raise ConfigurationError(f"{path} has no rows yet: no bar was traded in that session.")
+    sessions = list(dict.fromkeys(frame["session"]))
+    chosen = session or sessions[-1]
+    if chosen not in sessions:
+        raise ConfigurationError(
+            f"{path} has no session {chosen!r}; sessions: {', '.join(sessions)}."
+        )
+    return frame[frame["session"] == chosen].reset_index(drop=True)
+
+
+def compare_books(rows: pd.DataFrame, timeframe: str) -> pd.DataFrame:
+    """One row per (symbol, model): role, bars, total return, Sharpe, max drawdown, trades,
+    agreement with the trading model's signal (the champion's is 1 by definition)."""
+    out: list[dict[str, Any]] = []
+    for symbol, per_symbol in rows.groupby("symbol", sort=False):
+        champion = per_symbol[per_symbol["role"] == "champion"].set_index("time")["signal"]
+        for key, book in per_symbol.groupby(["role", "model_key"], sort=False):
+            role, model_key = key
+            values = book.set_index(pd.to_datetime(book["time"]))["equity"]
+            metrics = value_metrics(values, timeframe)
+            signals = book.set_index("time")["signal"]
+            same = signals.reindex(champion.index)
+            agreement = float((same == champion).mean()) if len(champion) else float("nan")
+            out.append(
+                {
+                    "symbol": symbol,
+                    "role": role,
+                    "model_key": model_key,
+                    "bars": len(book),
+                    "total_return": metrics["total_return"],
+                    "sharpe": metrics["sharpe"],
+                    "max_drawdown": metrics["max_drawdown"],
+                    "trades": int(book["trades"].iloc[-1]),
+                    "agreement": agreement,
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def format_comparison(table: pd.DataFrame) -> str:
+    """The comparison as aligned text lines (champion first)."""
+    lines = [
+        f"{'role':<9}{'model':<42}{'bars':>6}{'return %':>10}{'Sharpe':>8}"
+        f"{'max DD %':>10}{'trades':>8}{'agree %':>9}"
+    ]
+    for row in table.itertuples(index=False):
+        sharpe = "n/a" if pd.isna(row.sharpe) else f"{row.sharpe:.2f}"
+        lines.append(
+            f"{row.role:<9}{row.model_key:<42}{row.bars:>6}{100 * row.total_return:>+10.2f}"
+            f"{sharpe:>8}{100 * row.max_drawdown:>10.2f}{row.trades:>8}"
+            f"{100 * row.agreement:>9.1f}"
+        )
+    return "\n".join(lines)
