@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 # The feature schema is part of the bundle format; its types live in features.schema (re-exported).
+from atb_strategies.features.drift import drift_reference
 from atb_strategies.features.schema import FORMAT_VERSION as FORMAT_VERSION
 from atb_strategies.features.schema import NAN_POLICIES as NAN_POLICIES
 from atb_strategies.features.schema import FeatureSchema as FeatureSchema
@@ -180,6 +181,8 @@ class BundleMetadata:
         sha = r.get("model_sha256", str)
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise r.fail("model_sha256", f"must be 64 lowercase hex digits; got {sha!r}.")
+        # Optional, but checked now so that a malformed one fails at selection, not mid-session.
+        drift_reference(data, path)
         return cls(
             symbol=r.get("symbol", str),
             model_type=r.get("model_type", str),

@@ -92,6 +92,16 @@ def load_bundle_spec(
                 path=meta_path,
                 field="input.shape",
             )
+        drift = meta.get("drift_reference")
+        if drift is not None and list(drift["features"]) != schema.feature_names:
+            raise BundleError(
+                f"{meta_path}: field 'drift_reference.features' names "
+                f"{list(drift['features'])[:5]}, but {schema_path.name} has the features "
+                f"{schema.feature_names[:5]} (in this order). Retrain the bundle or remove "
+                "drift_reference.",
+                path=meta_path,
+                field="drift_reference.features",
+            )
     else:
         metadata, schema = adapt_legacy(meta, schema_raw, meta_path, schema_path)
 

@@ -269,6 +269,18 @@ class FeatureStream:
             where = label if label is not None else self._n - 1
             self._p._raise_nonfinite(self._p._features[j].name, where, row[j])
 
+    def last_series_row(self) -> np.ndarray:
+        """The newest bar's per-bar series values ``(n_features,)`` (a fresh float64 array).
+
+        What ``pipeline.series(columns)[t]`` gives for the last bar ``t`` consumed: the values
+        before any window transform, NaN during a feature's warm-up (drift monitoring reads
+        them, ``features.drift``). Equal bit for bit except for recursive transforms (EMA,
+        RSI), which agree within rounding.
+        """
+        if self._n == 0:
+            raise CandleDataError("No bar seen yet; call update() first.")
+        return self._buf[(self._n - 1) % self._seq].copy()
+
     def window(self) -> np.ndarray:
         """The newest ``(sequence_length, n_features)`` float64 window (a fresh array)."""
         if not self.ready:

@@ -54,6 +54,7 @@ from atb_strategies.features.candles import (
     timeframe_to_timedelta,
 )
 from atb_strategies.features.pipeline import PriceContext
+from atb_strategies.indicators.drift_score import DriftScore, drift_score_for
 from atb_strategies.indicators.follow import HISTORY_ROWS, LatestFollower, ModelEvent
 from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.inference.certificate import verify_certificate
@@ -183,9 +184,25 @@ class MlPrediction(bt.Indicator):
         on for live feeds, off otherwise. Only the streaming path reloads (a preloaded backtest
         selects its model once; replay history with ``version="asof"``). A pinned version never
         moves.
+    drift_window : int or None
+        Compute the drift score over this many bars (``drift`` line: the largest PSI of a
+        feature over its threshold, > 1 when drifted; ``drift_column``: that feature's index
+        in ``drift_names(v)``); None (default) computes none. Bundles without a drift reference
+        give NaN. See ``atb_strategies.indicators.drift_score``.
+    drift_threshold : float or None
+        One PSI threshold for every feature; default: per feature, the larger of 0.25 and its
+        calibration from training.
     """
 
-    lines = ("predicted_price", "predicted_return", "confidence", "direction", "version_index")
+    lines = (
+        "predicted_price",
+        "predicted_return",
+        "confidence",
+        "direction",
+        "version_index",
+        "drift",
+        "drift_column",
+    )
     params = (
         ("symbol", None),
         ("model_type", "basic"),
@@ -195,10 +212,12 @@ class MlPrediction(bt.Indicator):
         ("gap_policy", None),
         ("asof_run", None),
         ("follow_latest", None),
+        ("drift_window", None),
+        ("drift_threshold", None),
     )
     # cerebro.plot(): only the predicted return (about 0.001) on this subplot, with a zero line
     # and the model key in the legend (_plotlabel). The confidence (0..1) would flatten it on a
-    # shared axis: MlStrategy plots it on its own axis (strategies.base.MlConfidence).
+    # shared axis: MlStrategy plots it on its own axis (indicators.confidence.MlConfidence).
     plotinfo = {
         "subplot": True,
         "plotname": "ML prediction",
@@ -216,6 +235,8 @@ class MlPrediction(bt.Indicator):
         "confidence": {"_plotskip": True},
         "direction": {"_plotskip": True},
         "version_index": {"_plotskip": True},
+        "drift": {"_plotskip": True},
+        "drift_column": {"_plotskip": True},
     }
 
     def _plotlabel(self) -> list[str]:
@@ -259,6 +280,9 @@ class MlPrediction(bt.Indicator):
         #: Hot reload events (switches and refused versions), oldest first.
         self.model_events: list[ModelEvent] = []
         self._follower = self._make_follower()
+        self._drift_plans = [self._drift_plan(b) for b in self.bundles]
+        self._monitors: list = []
+        self._drift_psi: list = []
         self._history: collections.deque = collections.deque(maxlen=HISTORY_ROWS)
 
     # ------------------------------------------------------------------ helpers
@@ -289,6 +313,37 @@ class MlPrediction(bt.Indicator):
                 "recipe."
             )
         return bundles
+
+    def _drift_plan(self, bundle: ModelBundle) -> DriftScore | None:
+        window = self.p.drift_window
+        if window is None:
+            return None
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ConfigurationError(
+                f"The 'drift_window' parameter of MlPrediction must be an integer >= 2 (bars). "
+                f"Got {window!r} instead."
+            )
+        threshold = self.p.drift_threshold
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not threshold > 0
+        ):
+            raise ConfigurationError(
+                f"The 'drift_threshold' parameter of MlPrediction must be a PSI > 0 such as "
+                f"0.25. Got {threshold!r} instead."
+            )
+        return drift_score_for(bundle, window, threshold)
+
+    def drift_reason(self) -> str | None:
+        """Why the current bar's inputs count as drifted (``drift > 1``), else None."""
+        score, column = float(self.lines.drift[0]), float(self.lines.drift_column[0])
+        index = self.lines.version_index[0]
+        v = int(index) if math.isfinite(index) and index >= 0 else 0
+        plan = self._drift_plans[v] if v < len(self._drift_plans) else None
+        if plan is None or not math.isfinite(score) or score <= 1.0 or column < 0:
+            return None
+        return plan.describe(score, int(column))
 
     def _make_follower(self) -> LatestFollower | None:
         follow = self.p.follow_latest
@@ -331,9 +386,14 @@ class MlPrediction(bt.Indicator):
                     "inputs"
                 )
             verify_certificate(bundle)
+            plan = self._drift_plan(bundle)
+            monitor = plan.monitor() if plan is not None else None
+            psi = None
             stream = bundle.pipeline.stream()
             for row, at in self._history:
                 stream.update(row, label=at)
+                if monitor is not None:
+                    psi = monitor.update(stream.last_series_row())
         except (RegistryError, CandleDataError, OSError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             follower.refuse(name, reason)
@@ -353,6 +413,7 @@ class MlPrediction(bt.Indicator):
             return
         follower.serving = name
         self.bundles, self.bundle, self._streams, self._key = [bundle], bundle, [stream], bundle.key
+        self._drift_plans, self._monitors, self._drift_psi = [plan], [monitor], [psi]
         event = ModelEvent("switch", label.isoformat(), old.symbol, old.key, bundle.key)
         self.model_events.append(event)
         log.warning("%s: %s", label, event.describe())
@@ -413,7 +474,7 @@ class MlPrediction(bt.Indicator):
         # the predictions depend on the models and these arrays only: inside a sweep they are
         # computed once (or handed in), see atb_strategies.indicators.cache
         key = None
-        if prediction_cache.enabled:
+        if prediction_cache.enabled and self.p.drift_window is None:
             schedule = None if self.schedule is None else self.schedule.available_from
             key = prediction_key(self.bundles, schedule, self.p.gap_policy, stamps, cols)
             cached = prediction_cache.get(key)
@@ -456,6 +517,11 @@ class MlPrediction(bt.Indicator):
         out["confidence"][at] = preds.confidence[keep]
         out["direction"][at] = preds.direction[keep]
         out["version_index"][at] = v
+        plan = self._drift_plans[v]
+        if plan is not None:
+            series = pipe.series({c: x[:hi] for c, x in cols.items()})
+            score, column = plan.batch(series)
+            out["drift"][at], out["drift_column"][at] = score[at], column[at]
 
     def _check_asof(self, column: str, values: np.ndarray, stamps: np.ndarray) -> None:
         missing = ~np.isfinite(values)
@@ -474,6 +540,8 @@ class MlPrediction(bt.Indicator):
     def _stream_bar(self) -> None:
         if not self._streams:
             self._streams = [b.pipeline.stream() for b in self.bundles]
+            self._monitors = [p.monitor() if p is not None else None for p in self._drift_plans]
+            self._drift_psi = [None] * len(self.bundles)
         dt = float(self.data.datetime[0])
         now = _to_ns(np.array([dt]))
         if self._prev_ns is not None:
@@ -500,8 +568,10 @@ class MlPrediction(bt.Indicator):
         if self._follower is not None:
             self._maybe_reload(label)  # between bars: before this bar's prediction
             self._history.append((row, label))
-        for stream in self._streams:
+        for v, stream in enumerate(self._streams):
             stream.update(row, label=label)
+            if self._monitors[v] is not None:
+                self._drift_psi[v] = self._monitors[v].update(stream.last_series_row())
 
     # ------------------------------------------------------------------ backtrader hooks
 
@@ -559,6 +629,10 @@ class MlPrediction(bt.Indicator):
         )
         self.lines.confidence[0] = pred.confidence
         self.lines.direction[0] = pred.direction
+        plan = self._drift_plans[v]
+        if plan is not None and self._drift_psi[v] is not None:
+            score, column = plan.scores(self._drift_psi[v])
+            self.lines.drift[0], self.lines.drift_column[0] = score[0], column[0]
 
     def once(self, start: int, end: int) -> None:
         # backtrader calls once() twice: via oncestart(minperiod - 1, minperiod) for the first

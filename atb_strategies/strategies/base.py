@@ -45,12 +45,12 @@ from datetime import datetime
 from typing import Any
 
 import backtrader as bt
-import pandas as pd
 
-from atb_strategies.bundle.lineage import training_period
 from atb_strategies.exceptions import ConfigurationError
-from atb_strategies.features.candles import timeframe_to_timedelta
+from atb_strategies.features.drift import DEFAULT_WINDOW
+from atb_strategies.indicators.confidence import MlConfidence
 from atb_strategies.indicators.prediction import MlPrediction
+from atb_strategies.strategies.guards import DriftGuard, ModelAgeGuard, SentimentAgeGuard
 from atb_strategies.strategies.shadow import ShadowDesk, parse_shadows
 
 log = logging.getLogger(__name__)
@@ -69,38 +69,6 @@ NO_PREDICTION_REASONS: dict[str, str] = {
 def _ms(num: float) -> int:
     """A backtrader date number as integer milliseconds since the epoch (exact for bar times)."""
     return round((num - _EPOCH_DAYS) * 86_400_000.0)
-
-
-class MlConfidence(bt.Indicator):
-    """The ``confidence`` line (0..1) of an ``MlPrediction``, on its own plot axis.
-
-    ``MlPrediction`` plots only its predicted return (about 0.001), which would be flattened by
-    a 0..1 line on the same axis; ``MlStrategy`` adds this indicator for each feed so that
-    ``cerebro.plot()`` shows the confidence in a subplot below. Add it yourself in a strategy of
-    your own: ``MlConfidence(self.prediction)``.
-    """
-
-    lines = ("confidence",)
-    plotinfo = {
-        "subplot": True,
-        "plotname": "ML confidence",
-        "plotlinevalues": False,
-        "plotyticks": [0.0, 0.5, 1.0],
-        "plotymargin": 0.05,
-    }
-    plotlines = {"confidence": {"color": "grey", "_name": "confidence", "_plotvaluetag": False}}
-
-    def _plotlabel(self) -> list[str]:
-        return [str(getattr(self.data, "model_key", "") or "")]
-
-    def next(self) -> None:
-        self.lines.confidence[0] = self.data.lines.confidence[0]
-
-    def once(self, start: int, end: int) -> None:
-        src = self.data.lines.confidence.array
-        dst = self.lines.confidence.array
-        for i in range(start, end):
-            dst[i] = src[i]
 
 
 #: Valid ranges of the numeric params: (low, high, low inclusive, high inclusive, in words).
@@ -132,26 +100,6 @@ def _check_params(owner: str, p: Any) -> None:
             f"The 'long_threshold' parameter of {owner} must be a number. "
             f"Got {p.long_threshold!r} instead."
         )
-
-
-def _model_age(owner: str, max_age: Any, action: Any) -> pd.Timedelta | None:
-    if action not in ("warn", "no_entries", "flatten"):
-        raise ConfigurationError(
-            f"The 'age_action' parameter of {owner} must be one of 'warn', 'no_entries', "
-            f"'flatten'. Got {action!r} instead."
-        )
-    if max_age is None:
-        return None
-    try:
-        value = timeframe_to_timedelta(str(max_age))  # <n>m, <n>h, <n>d or <n>w
-    except ConfigurationError:
-        value = None
-    if value is None or value <= pd.Timedelta(0):
-        raise ConfigurationError(
-            f"The 'max_model_age' parameter of {owner} must be a positive duration such as "
-            f"'30d' or '12h'. Got {max_age!r} instead."
-        )
-    return value
 
 
 class MlStrategy(bt.Strategy):
@@ -197,9 +145,24 @@ class MlStrategy(bt.Strategy):
         ``seen_until``) a model may trade, as a pandas duration (``"30d"``, ``"12h"``); None
         (default) disables it. A model whose training period is unknown is reported once.
     age_action : {"warn", "no_entries", "flatten"}
-        What a model past ``max_model_age`` does: log once per model and mark the decisions
-        (``warn``), also refuse new entries (``no_entries``), or also close open positions
-        (``flatten``); those bars' decisions give the reason.
+        What a model past ``max_model_age`` does: log once per model and give the reason in
+        the decisions (``warn``), also refuse new entries (``no_entries``), or also close open
+        positions (``flatten``). See ``atb_strategies.strategies.guards``.
+    drift_action : {None, "warn", "no_entries", "flatten"}
+        The drift guard: while a model input's population stability index over the last
+        ``drift_window`` bars is past its threshold (``drift_threshold``, default per feature
+        the larger of 0.25 and its calibration from training), log it and give the reason in
+        the decisions (``warn``), also refuse entries (``no_entries``) or also close positions
+        (``flatten``). None (default) computes no drift. Needs a bundle trained with a drift
+        reference (older bundles are reported once and never fire).
+    drift_window : int
+        Bars in the drift window (default 168, one week of hourly bars).
+    drift_threshold : float or None
+        One PSI threshold for every feature instead of the calibrated ones.
+    max_sentiment_age : str or None
+        With a live sentiment feed (its ``sentiment_age`` line): refuse new entries while the
+        sentiment value read at the bar is older than this (``"36h"``), saying so once per
+        outage; None (default) disables the check.
     follow_latest : bool or None
         Hot reload of ``latest`` between bars when no version is pinned (see
         ``MlPrediction``); default (None): on for live feeds. Open positions and their
@@ -255,14 +218,23 @@ class MlStrategy(bt.Strategy):
         ("asof_run", None),
         ("follow_latest", None),
         ("shadows", None),
+        ("max_sentiment_age", None),
+        ("drift_action", None),
+        ("drift_window", DEFAULT_WINDOW),
+        ("drift_threshold", None),
     )
 
     def __init__(self) -> None:
         p = self.p
         _check_params(type(self).__name__, p)
-        self._seen_until: dict[str, Any] = {}
-        self._aged: set[str] = set()
-        self._max_age = _model_age(type(self).__name__, p.max_model_age, p.age_action)
+        owner = type(self).__name__
+        #: The guards checked before every decision (``atb_strategies.strategies.guards``).
+        self.guards: list[Any] = [
+            ModelAgeGuard(owner, p.max_model_age, p.age_action),
+            SentimentAgeGuard(owner, p.max_sentiment_age),
+        ]
+        if p.drift_action is not None:
+            self.guards.append(DriftGuard(owner, p.drift_action))
         self.predictions: dict[Any, MlPrediction] = {}
         self.confidences: dict[Any, MlConfidence] = {}
         extra = [d for d in self.datas if p.sentiment_feed and d._name == p.sentiment_feed]
@@ -285,6 +257,8 @@ class MlStrategy(bt.Strategy):
                 gap_policy=p.gap_policy,
                 asof_run=p.asof_run,
                 follow_latest=p.follow_latest,
+                drift_window=p.drift_window if p.drift_action is not None else None,
+                drift_threshold=p.drift_threshold,
             )
             if p.sequence_length is not None and pred.bundle.sequence_length != p.sequence_length:
                 raise ConfigurationError(
@@ -482,37 +456,15 @@ class MlStrategy(bt.Strategy):
                 return "gap", pred.gap_bars[i - 1].isoformat()
         return "model", None
 
-    def _too_old(self, data: bt.AbstractDataBase, pred: MlPrediction) -> bool:
-        """The model-age guard (``max_model_age``): whether the serving model is too old."""
-        if self.p.max_model_age is None:
-            return False
-        key = pred.model_key
-        if key not in self._seen_until:
-            bundle = next((b for b in pred.bundles if b.key == key), pred.bundle)
-            period = training_period(bundle.metadata.raw)
-            self._seen_until[key] = period.seen_until if period is not None else None
-            if period is None:
-                log.warning("%s: training period unknown; max_model_age not checked", key)
-        seen = self._seen_until[key]
-        if seen is None:
-            return False
-        age = bt.num2date(data.datetime[0]) - seen
-        if age <= self._max_age:
-            return False
-        if key not in self._aged:
-            self._aged.add(key)
-            log.warning(
-                "%s is %.1f days past the last bar it was trained on (max_model_age %s): %s",
-                key,
-                age / pd.Timedelta(days=1),
-                self.p.max_model_age,
-                {
-                    "warn": "still trading",
-                    "no_entries": "no new entries",
-                    "flatten": "closing positions, no new entries",
-                }[self.p.age_action],
-            )
-        return True
+    def _guarded(self, data: bt.AbstractDataBase, pred: MlPrediction) -> tuple[str, str | None]:
+        """The strongest action among the guards that fire at this bar (``"flatten"`` over
+        ``"no_entries"`` over ``"warn"``) and their reasons; ``("", None)`` when none fires."""
+        fired = [(g.action, why) for g in self.guards if (why := g.reason(data, pred))]
+        if not fired:
+            return "", None
+        rank = {"warn": 0, "no_entries": 1, "flatten": 2}
+        strongest = max(fired, key=lambda f: rank[f[0]])[0]
+        return strongest, "; ".join(why for _, why in fired)
 
     def _record_no_prediction(self, data: bt.AbstractDataBase, pred: MlPrediction) -> None:
         """Record (and log) a ``"skip"`` decision for a bar without a prediction, saying why."""
@@ -557,26 +509,15 @@ class MlStrategy(bt.Strategy):
                     self._record_no_prediction(data, pred)
                 continue
             conf = float(pred.confidence[0])
-            stale = self._too_old(data, pred)
-            if stale and p.age_action in ("no_entries", "flatten"):
-                position = self.getposition(data).size
-                action = "hold"
-                if p.age_action == "flatten" and position and self._pending[data] is None:
-                    action = "exit"
-                    self._exit(data, self._info(data, "flat"))
-                if p.record_decisions:
-                    self.decisions.append(
-                        {
-                            **self._info(data, "flat"),
-                            "position": position,
-                            "action": action,
-                            "reason": f"model older than max_model_age {p.max_model_age}",
-                        }
-                    )
-                continue
+            guard, why = self._guarded(data, pred)
             signal = self.signal_for(ret, conf)
             position = self.getposition(data).size
-            action = self.action_for(position, self._pending[data] is not None, signal, ret)
+            pending = self._pending[data] is not None
+            action = self.action_for(position, pending, signal, ret)
+            if guard in ("no_entries", "flatten") and action.startswith("enter_"):
+                action = "hold"
+            if guard == "flatten" and position and not pending:
+                action = "exit"
             if action.startswith("enter_"):
                 self._enter(data, 1 if signal == "long" else -1, self._info(data, signal))
             elif action == "exit":
@@ -586,7 +527,7 @@ class MlStrategy(bt.Strategy):
                     **self._info(data, signal),
                     "position": position,
                     "action": action,
-                    "reason": None,
+                    "reason": why,
                 }
                 if p.record_decisions:
                     self.decisions.append(decision)

@@ -20,6 +20,7 @@ import numpy as np
 from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, InputSpec, OutputSpec
 from atb_strategies.bundle.jsonio import write_json
 from atb_strategies.bundle.loader import load_bundle_spec
+from atb_strategies.features.drift import METADATA_KEY, DriftReference
 from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.inference.certificate import (
     CERTIFICATE_FILE,
@@ -42,12 +43,17 @@ from atb_strategies.training.timing import Stopwatch
 
 @dataclass(frozen=True)
 class Candidate:
-    """A trained model that passed the gates: what gets registered."""
+    """A trained model that passed the gates: what gets registered.
+
+    ``drift`` (the train part's feature and prediction distributions) is written to
+    ``metadata.json`` ``drift_reference``; None writes nothing.
+    """
 
     family: ModelFamily
     fitted: Any
     schema: FeatureSchema
     gates: GateResult
+    drift: DriftReference | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,13 @@ def bundle_metadata(
 ) -> BundleMetadata:
     """``metadata.json`` of the new version (the checksum is filled in when it is staged)."""
     schema = candidate.schema
+    raw: dict[str, Any] = {
+        "training": training_lineage(
+            config, data, parts, candidate.gates.parity, candidate.family.name
+        )
+    }
+    if candidate.drift is not None:
+        raw[METADATA_KEY] = candidate.drift.to_dict()
     return BundleMetadata(
         symbol=config.symbol,
         model_type=config.model_type,
@@ -92,11 +105,7 @@ def bundle_metadata(
         model_sha256=None,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         framework=candidate.family.framework,
-        raw={
-            "training": training_lineage(
-                config, data, parts, candidate.gates.parity, candidate.family.name
-            )
-        },
+        raw=raw,
     )
 
 

@@ -17,8 +17,10 @@
    bit for bit;
 6. **evaluate** (``training.evaluate``): honest metrics on the test part against naive
    baselines (``metrics.json``);
-7. **register** (``training.register``): the bundle staged in the registry, a quick MlBasic
-   backtest of the staged bundle against buy-and-hold over the test period, ``metrics.json``,
+7. **register** (``training.register``): the drift reference of the train part
+   (``training.drift``: per-feature and prediction quantile bins) in ``metadata.json``, the
+   bundle staged in the registry, a quick MlBasic backtest of the staged bundle against
+   buy-and-hold over the test period, ``metrics.json``,
    an atomic rename into ``<SYMBOL>/<TYPE>/<VERSION>`` and only then (if asked) ``latest``. A
    failure or Ctrl-C at any point leaves no version and ``latest`` untouched (the version id
    stays used in ``.versions``, so it is never reissued).
@@ -35,6 +37,7 @@ from atb_strategies.data.loaders import load_ohlcv
 from atb_strategies.exceptions import TrainingError
 from atb_strategies.training.config import TrainingConfig, TrainingResult
 from atb_strategies.training.data import prepare_candles
+from atb_strategies.training.drift import train_drift_reference
 from atb_strategies.training.evaluate import bootstrap_block, training_metrics
 from atb_strategies.training.family import model_family
 from atb_strategies.training.fit import fit_model
@@ -83,7 +86,10 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
         reps=config.bootstrap_reps,
         seed=config.seed,
     )
-    candidate = Candidate(family, fitted, schema, gates)
+    drift = train_drift_reference(
+        schema, data.columns, split.train_end, gates.model_bytes, parts["train"].X
+    )
+    candidate = Candidate(family, fitted, schema, gates, drift)
     done = register_model(config, candidate, data, parts, metrics, clock)
     test = parts["test"]
     predictions = pd.DataFrame(

@@ -18,6 +18,8 @@ from atb_strategies.strategies.ml_basic import MlBasic
 from atb_strategies.strategies.shadow import SHADOW_COLUMNS, parse_shadows
 from tests.conftest import RICH_FEATURES, synthetic_candles
 
+pytestmark = pytest.mark.slow  # runs backtests
+
 V1, V2 = "2026-01-01_1h_v1", "2026-02-01_1h_v2"
 
 

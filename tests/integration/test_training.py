@@ -33,11 +33,20 @@ import pandas as pd
 import pytest
 
 from atb_strategies.backtest.runner import run_backtest
+from atb_strategies.bundle.format import FeatureSchema
 from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.config import PredictionConfig
 from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.features.drift import (
+    DEFAULT_BINS,
+    PREDICTION,
+    bin_fractions,
+    drift_reference,
+    psi,
+)
 from atb_strategies.features.pipeline import FeaturePipeline
+from atb_strategies.features.psi import rolling_psi
 from atb_strategies.prediction.engine import PredictionEngine
 from atb_strategies.registry.layout import RegistryLayout
 from atb_strategies.registry.manage import LEDGER
@@ -342,6 +351,39 @@ def test_feature_schema_with_trained_version_fits_zscore_on_train_bars_only(
         assert not leaked, f"{name} z-score equals the all-rows statistics"
     # volume_z is a causal rolling z-score: nothing fitted, nothing stored.
     assert _zscore_step(trained.schema, "volume_z") is None
+
+
+def test_metadata_with_trained_version_holds_train_part_drift_reference(
+    trained: Trained, frame: pd.DataFrame
+) -> None:
+    reference = drift_reference(trained.metadata)
+    assert reference is not None
+    assert reference.names == [f["name"] for f in trained.schema["features"]]
+    assert reference.bins == DEFAULT_BINS
+
+    # Recomputed here from the train bars with the registered schema, independently of training.
+    train_end = int(0.7 * len(frame))
+    pipe = FeaturePipeline(FeatureSchema.from_dict(trained.schema))
+    cols = {c: frame[c].to_numpy(np.float64)[:train_end] for c in pipe.columns}
+    series = pipe.series(cols)
+    series = series[np.isfinite(series).all(axis=1)]
+    assert reference.rows == len(series)
+    # The train part against itself: PSI 0 as one window, and for each feature.
+    whole = rolling_psi(series, reference, reference.names, window=len(series))[-1]
+    assert np.all(np.abs(whole) < 1e-12), whole
+    for j, name in enumerate(reference.names):
+        edges, expected = reference.bins_of(name)
+        assert psi(expected, bin_fractions(series[:, j], edges)) < 1e-12, name
+    # The later parts are not what was measured: their rows would change the fractions.
+    everything = pipe.series({c: frame[c].to_numpy(np.float64) for c in pipe.columns})
+    assert reference.rows < int(np.isfinite(everything).all(axis=1).sum())
+
+    # The model's output on the training windows (as served by onnxruntime).
+    split = BarSplit.by_fraction(len(frame))
+    train_x = build_parts(frame, pipe.schema, split, 1)["train"].X
+    outputs = _onnx_outputs(trained.path / "model.onnx", train_x).astype(np.float64)
+    edges, expected = reference.bins_of(PREDICTION)
+    assert psi(expected, bin_fractions(outputs, edges)) < 1e-3
 
 
 def test_metrics_with_trained_version_match_recomputation_from_candles(
