@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -242,3 +243,63 @@ def test_atb_live_report_compares_the_books_of_the_last_session(server, registry
     missing = CliRunner().invoke(cli, ["live", "report", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1
     assert missing.stderr.startswith("error: ConfigurationError:") and "--shadow" in missing.stderr
+
+
+def _drifted_bundle(make_bundle, registry: Path, hourly: pd.DataFrame) -> str:
+    """A bundle whose drift reference was fitted on a market with ranges five times narrower
+    than the loopback exchange's: every live window of 'range' looks drifted."""
+    from atb_strategies.features.drift import METADATA_KEY, fit_reference
+    from atb_strategies.features.pipeline import FeaturePipeline
+    from atb_strategies.features.schema import FeatureSchema
+    from tests.conftest import RICH_FEATURES
+
+    version = "2026-12-02_1h_v4"
+    directory = make_bundle(
+        root=registry, version=version, features=RICH_FEATURES[1:3], seed=5, promote=False
+    )
+    schema = FeatureSchema.from_dict(json.loads((directory / "feature_schema.json").read_text()))
+    calm = hourly.copy()
+    mid = (calm["high"] + calm["low"]) / 2
+    calm["high"] = np.maximum(mid + (calm["high"] - mid) / 5, calm[["open", "close"]].max(axis=1))
+    calm["low"] = np.minimum(mid - (mid - calm["low"]) / 5, calm[["open", "close"]].min(axis=1))
+    series = FeaturePipeline(schema).series({c: calm[c].to_numpy() for c in calm.columns})
+    meta = json.loads((directory / "metadata.json").read_text())
+    meta[METADATA_KEY] = fit_reference(series, schema.feature_names).to_dict()
+    (directory / "metadata.json").write_text(json.dumps(meta))
+    return version
+
+
+@pytest.mark.parametrize("action", ["warn", "no_entries", "flatten"])
+def test_a_drifted_feed_triggers_each_drift_action(hourly, registry, make_bundle, tmp_path, action):
+    version = _drifted_bundle(make_bundle, registry, hourly)
+    start = int(hourly.index[NOW_ROW].value // 1_000_000) + HOUR // 2
+    balances = {"USDT": 10_000, "BTC": 0.05}  # a position to flatten (adopted at start)
+    with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+        strat, lines = live_session(
+            srv,
+            registry,
+            tmp_path / "journal.sqlite",
+            lambda lines: None,
+            max_bars=4,
+            version=version,
+            drift_action=action,
+            drift_window=48,
+            drift_threshold=0.25,
+            long_threshold=-1.0,  # every bar is an entry signal when flat
+            exit_threshold=10.0,  # never an exit on the prediction
+            protect_adopted=False,
+        )
+        orders = srv.orders()
+    decisions = pd.DataFrame(strat.decisions)
+    assert len(decisions) == 4
+    assert decisions["reason"].str.startswith("inputs drifted: PSI of 'range'").all()
+    sells = [o for o in orders if o["side"] == "SELL"]
+    buys = [o for o in orders if o["side"] == "BUY"]
+    if action == "warn":  # trades as if unguarded: holds the adopted position, never flat
+        assert decisions["action"].isin(["hold", "wait"]).all() and not sells
+    elif action == "no_entries":
+        assert not buys and not sells and (decisions["action"] == "hold").all()
+    else:  # flatten: sells the adopted 0.05 BTC at the first drifted bar, then enters nothing
+        assert decisions["action"].iloc[0] == "exit"
+        assert len(sells) == 1 and float(sells[0]["executedQty"]) == pytest.approx(0.05)
+        assert not buys
