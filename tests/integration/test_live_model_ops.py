@@ -275,7 +275,7 @@ def test_a_drifted_feed_triggers_each_drift_action(hourly, registry, make_bundle
     start = int(hourly.index[NOW_ROW].value // 1_000_000) + HOUR // 2
     balances = {"USDT": 10_000, "BTC": 0.05}  # a position to flatten (adopted at start)
     with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
-        strat, lines = live_session(
+        strat, _ = live_session(
             srv,
             registry,
             tmp_path / "journal.sqlite",
