@@ -8,10 +8,13 @@ import click
 
 from atb_strategies.cli.options import (
     backtest_options,
+    guard_options,
+    guard_params,
     money_options,
     registry_option,
 )
 from atb_strategies.config import GAP_POLICIES
+from atb_strategies.strategies.guards import guard_summary
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 
@@ -52,6 +55,7 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     help="Report directory (default: out/backtest_<strategy>_<symbol>).",
 )
 @click.option("--no-progress", is_flag=True)
+@guard_options
 @registry_option
 def backtest(
     strategy: str,
@@ -77,6 +81,11 @@ def backtest(
     gap_policy: str,
     out_dir: Path | None,
     no_progress: bool,
+    max_model_age: str | None,
+    age_action: str,
+    drift_action: str | None,
+    drift_window: int,
+    drift_threshold: float | None,
     registry_path: Path | None,
 ) -> None:
     """Backtest STRATEGY and write a summary, a chart PNG and the trades (CSV and JSON)."""
@@ -107,6 +116,9 @@ def backtest(
         params["registry"] = str(registry_path)
     if long_threshold is not None:
         params["long_threshold"] = long_threshold
+    params.update(
+        guard_params(max_model_age, age_action, drift_action, drift_window, drift_threshold)
+    )
     if oos_only:
         start_date = first_unseen_bar(cls, symbol, timeframe, params, start_date)
     result = run_backtest(
@@ -128,6 +140,8 @@ def backtest(
     text = format_summary(result.summary, f"{strategy} on {symbol} {timeframe}").split("\n")
     text[1:1] = [f"  {'Model':<22} {model_key}", f"  {'Data':<22} {source}"]
     click.echo("\n".join(text))
+    for line in guard_summary(result.strategy.decisions):
+        click.echo(line)
     paths = write_trades(result, out)
     chart = plot_backtest(
         result,

@@ -21,7 +21,14 @@ from typing import Any
 
 import click
 
-from atb_strategies.cli.options import CASH, LIMIT, POSITIVE_INT, registry_option
+from atb_strategies.cli.options import (
+    CASH,
+    LIMIT,
+    POSITIVE_INT,
+    guard_option_list,
+    guard_params,
+    registry_option,
+)
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
@@ -111,6 +118,7 @@ _OPTIONS = [
         default=None,
         help="Where shadow rows go (default: shadow.csv beside --journal).",
     ),
+    *guard_option_list,
     registry_option,
 ]
 
@@ -150,6 +158,11 @@ def run_live(
     on_stop: str,
     shadows: tuple[str, ...],
     shadow_csv: Path | None,
+    max_model_age: str | None,
+    age_action: str,
+    drift_action: str | None,
+    drift_window: int,
+    drift_threshold: float | None,
     registry_path: Path | None,
 ) -> None:
     """Run ``strategy`` on live candles: --paper, or --live --i-understand-the-risks."""
@@ -183,6 +196,9 @@ def run_live(
         params["position_size"] = position_size
     if shadows:
         params["shadows"] = list(shadows)
+    params.update(
+        guard_params(max_model_age, age_action, drift_action, drift_window, drift_threshold)
+    )
     # the model must reproduce its parity certificate here before anything connects
     certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
     log_to_file(log_file)

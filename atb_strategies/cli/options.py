@@ -192,3 +192,62 @@ def money_options(f: Any) -> Any:
     for option in reversed([cash_option, commission_option, slippage_option]):
         f = option(f)
     return f
+
+
+_ACTIONS = click.Choice(["warn", "no_entries", "flatten"])
+guard_option_list = [
+    click.option(
+        "--max-model-age",
+        default=None,
+        metavar="DURATION",
+        help="Model-age guard: e.g. 30d after the last bar the model was trained on.",
+    ),
+    click.option(
+        "--age-action", type=_ACTIONS, default="warn", show_default=True, help="When too old."
+    ),
+    click.option(
+        "--drift-action",
+        type=_ACTIONS,
+        default=None,
+        help="Drift guard: what a drifted input does (default: drift not computed).",
+    ),
+    click.option(
+        "--drift-window",
+        type=click.IntRange(min=2),
+        default=168,
+        show_default=True,
+        help="Bars in the drift window.",
+    ),
+    click.option(
+        "--drift-threshold",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="One PSI threshold for all features (default: calibrated per feature).",
+    ),
+]
+
+
+def guard_options(f: Any) -> Any:
+    """--max-model-age, --age-action, --drift-action, --drift-window, --drift-threshold
+    (``atb backtest`` and ``atb live``; see ``atb_strategies.strategies.guards``)."""
+    for option in reversed(guard_option_list):
+        f = option(f)
+    return f
+
+
+def guard_params(
+    max_model_age: str | None,
+    age_action: str,
+    drift_action: str | None,
+    drift_window: int,
+    drift_threshold: float | None,
+) -> dict[str, Any]:
+    """The strategy parameters of the guard options (only those set)."""
+    params: dict[str, Any] = {}
+    if max_model_age is not None:
+        params.update(max_model_age=max_model_age, age_action=age_action)
+    if drift_action is not None:
+        params.update(
+            drift_action=drift_action, drift_window=drift_window, drift_threshold=drift_threshold
+        )
+    return params

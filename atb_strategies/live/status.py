@@ -8,13 +8,17 @@ from pathlib import Path
 import backtrader as bt
 
 from atb_strategies.live.journal import Journal
+from atb_strategies.strategies.guards import fired_guards
 
 
 class LiveStatus(bt.Analyzer):
     """One status line per live bar: time, close, prediction, signal, position, P&L, model.
 
     Bars replayed from the backfill are skipped; only bars delivered while the feed is live
-    produce a line. A model event of a prediction (``MlPrediction.model_events``: ``latest``
+    produce a line; with the drift guard on, it shows the drift score (``drift=``, > 1 when
+    drifted). A guard that starts firing (or changes reason) and its end are announced once:
+    a line and a store notification (``GUARD`` with the reason, ``GUARD_CLEARED``). A model
+    event of a prediction (``MlPrediction.model_events``: ``latest``
     moved and the new version now serves, or it was refused) is announced once, whatever the
     feed's state: a status line, a store notification (``notify_store("MODEL_SWITCH" |
     "MODEL_REFUSED", event_dict)``) and an audit row in the journal.
@@ -40,6 +44,7 @@ class LiveStatus(bt.Analyzer):
         )
         self._mode = "paper" if getattr(broker, "journal", None) is None else "live"
         self._announced: dict[int, int] = {}
+        self._guard: dict[int, tuple[str, ...]] = {}
 
     def stop(self) -> None:
         if self._own_journal and self.journal is not None:
@@ -65,9 +70,25 @@ class LiveStatus(bt.Analyzer):
                 store.put_notification(message, event.as_dict())
         self._announced[id(pred)] = len(events)
 
+    def _guards(self, data: bt.AbstractDataBase, reason: str | None) -> None:
+        """Announce the guards that start firing and their end, once each (not every bar)."""
+        fired = fired_guards(reason)
+        before = self._guard.get(id(data), ())
+        if tuple(fired) == before:
+            return
+        self._guard[id(data)] = tuple(fired)
+        if not fired:
+            self.p.echo(f"{data._name} guards clear: trading normally")
+            message, payload = "GUARD_CLEARED", {"symbol": data._name}
+        else:
+            self.p.echo(f"{data._name} guard: {reason}")
+            message, payload = "GUARD", {"symbol": data._name, "reason": reason}
+        for store in self.strategy.env.stores:
+            store.put_notification(message, payload)
+
     def next(self) -> None:
-        """Announce model events, then emit one line per live data feed the strategy predicts
-        on."""
+        """Announce model events and guards, then emit one line per live data feed the strategy
+        predicts on."""
         strat = self.strategy
         for data, pred in getattr(strat, "predictions", {}).items():
             self._announce(pred)
@@ -75,6 +96,11 @@ class LiveStatus(bt.Analyzer):
                 continue
             ret = float(pred.predicted_return[0])
             last = strat.decisions[-1] if strat.decisions else {}
+            reason = last.get("reason")
+            self._guards(
+                data, reason if reason and not reason.startswith("no prediction") else None
+            )
+            drift = float(pred.drift[0])
             value = strat.broker.getvalue()
             self.p.echo(
                 f"{bt.num2date(data.datetime[0]):%Y-%m-%d %H:%M} {data._name} "
@@ -82,5 +108,7 @@ class LiveStatus(bt.Analyzer):
                 f"ret={ret:+.4%} conf={float(pred.confidence[0]):.2f} "
                 f"signal={last.get('signal', '-')} action={last.get('action', '-')} "
                 f"pos={strat.getposition(data).size:.6g} value={value:.2f} "
-                f"pnl={value - self.start_value:+.2f} model={pred.model_key}"
+                f"pnl={value - self.start_value:+.2f}"
+                + (f" drift={drift:.2f}" if drift == drift else "")
+                + f" model={pred.model_key}"
             )

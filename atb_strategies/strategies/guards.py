@@ -169,3 +169,39 @@ def describe(action: str) -> str:
         "no_entries": "no new entries",
         "flatten": "closing positions, no new entries",
     }[action]
+
+
+#: How each guard's reasons start (``guard_summary`` groups decisions by these).
+_GUARD_NAMES = {
+    "model older than": "model-age guard",
+    "inputs drifted": "drift guard",
+    "sentiment is": "sentiment staleness",
+    "no sentiment value": "sentiment staleness",
+}
+
+
+def fired_guards(reason: str | None) -> dict[str, str]:
+    """Guard name -> its part of a decision's ``reason`` (empty when no guard fired)."""
+    out = {}
+    for part in str(reason or "").split("; "):
+        name = next((n for p, n in _GUARD_NAMES.items() if part.startswith(p)), None)
+        if name is not None:
+            out[name] = part
+    return out
+
+
+def guard_summary(decisions: list[dict[str, Any]]) -> list[str]:
+    """One line per guard that fired in ``decisions`` (``MlStrategy.decisions``): on how many
+    bars, from which bar to which, and the first reason; nothing when none fired."""
+    fired: dict[str, list[dict[str, Any]]] = {}
+    for decision in decisions:
+        for name, part in fired_guards(decision.get("reason")).items():
+            fired.setdefault(name, []).append({**decision, "reason": part})
+    lines = []
+    for name, rows in fired.items():
+        first, last = (r["bar"][:16].replace("T", " ") for r in (rows[0], rows[-1]))
+        lines.append(
+            f"  {name.capitalize():<22} fired on {len(rows):,} of {len(decisions):,} bars "
+            f"({first} .. {last}): {rows[0]['reason']}"
+        )
+    return lines

@@ -103,6 +103,10 @@ def live_session(
     return run_until_stopped(cerebro)[0], lines
 
 
+def status_keys_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if " close=" in line]
+
+
 def status_keys(lines: list[str]) -> list[str]:
     return [line.rsplit("model=", 1)[1] for line in lines if " close=" in line]
 
@@ -275,7 +279,7 @@ def test_a_drifted_feed_triggers_each_drift_action(hourly, registry, make_bundle
     start = int(hourly.index[NOW_ROW].value // 1_000_000) + HOUR // 2
     balances = {"USDT": 10_000, "BTC": 0.05}  # a position to flatten (adopted at start)
     with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
-        strat, _ = live_session(
+        strat, lines = live_session(
             srv,
             registry,
             tmp_path / "journal.sqlite",
@@ -293,6 +297,10 @@ def test_a_drifted_feed_triggers_each_drift_action(hourly, registry, make_bundle
     decisions = pd.DataFrame(strat.decisions)
     assert len(decisions) == 4
     assert decisions["reason"].str.startswith("inputs drifted: PSI of 'range'").all()
+    # announced once (a line and a GUARD store notification), the score on every status line
+    assert len([x for x in lines if x.startswith("BTCUSDT guard: inputs drifted")]) == 1
+    scores = [float(x.split(" drift=")[1].split()[0]) for x in status_keys_lines(lines)]
+    assert len(scores) == 4 and min(scores) > 1
     sells = [o for o in orders if o["side"] == "SELL"]
     buys = [o for o in orders if o["side"] == "BUY"]
     if action == "warn":  # trades as if unguarded: holds the adopted position, never flat
