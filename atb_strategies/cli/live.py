@@ -119,6 +119,30 @@ _OPTIONS = [
         help="Where shadow rows go (default: shadow.csv beside --journal).",
     ),
     *guard_option_list,
+    click.option(
+        "--fear-greed-url",
+        default=None,
+        metavar="URL",
+        help="Sentiment models: poll the Fear & Greed index at this root each bar.",
+    ),
+    click.option(
+        "--sentiment",
+        "sentiment_csv",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Sentiment models: a CSV (timestamp, value) re-read when it changes.",
+    ),
+    click.option(
+        "--synthetic-sentiment",
+        is_flag=True,
+        help="Sentiment models: the synthetic demo index (not real sentiment).",
+    ),
+    click.option(
+        "--max-sentiment-age",
+        default=None,
+        metavar="DURATION",
+        help="No new entries on an older sentiment value [default for ml_sentiment: 36h].",
+    ),
     registry_option,
 ]
 
@@ -163,6 +187,10 @@ def run_live(
     drift_action: str | None,
     drift_window: int,
     drift_threshold: float | None,
+    fear_greed_url: str | None,
+    sentiment_csv: Path | None,
+    synthetic_sentiment: bool,
+    max_sentiment_age: str | None,
     registry_path: Path | None,
 ) -> None:
     """Run ``strategy`` on live candles: --paper, or --live --i-understand-the-risks."""
@@ -199,6 +227,22 @@ def run_live(
     params.update(
         guard_params(max_model_age, age_action, drift_action, drift_window, drift_threshold)
     )
+    if max_sentiment_age is not None:
+        params["max_sentiment_age"] = max_sentiment_age
+    feed_options: dict[str, Any] = {"poll_grace": poll_grace, "clock_check": clock_check}
+    sources = [x for x in (fear_greed_url, sentiment_csv, synthetic_sentiment or None) if x]
+    if get_strategy(strategy).params.model_type == "sentiment" and not sources:
+        raise ConfigurationError(
+            f"{strategy} reads market sentiment: give its live source, --fear-greed-url "
+            "https://api.alternative.me (the public Fear & Greed index), --sentiment CSV or "
+            "--synthetic-sentiment (a demo)."
+        )
+    if sources:
+        from atb_strategies.sentiment import build_sentiment_poller
+
+        feed_options["sentiment"] = build_sentiment_poller(
+            csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
+        )
     # the model must reproduce its parity certificate here before anything connects
     certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
     log_to_file(log_file)
@@ -232,7 +276,7 @@ def run_live(
         kill_switch=None if paper else kill,
         broker_options=None if paper else {"clear_kill_switch": clear_kill_switch},
         on_stop=on_stop,
-        feed_options={"poll_grace": poll_grace, "clock_check": clock_check},
+        feed_options=feed_options,
         echo=click.echo,
         shadow_csv=shadow_csv,
         **params,

@@ -49,18 +49,22 @@ def call_with_retries(
     max_delay: float = 30.0,
     sleep: Callable[[float], None] | None = None,
     on_retry: Callable[[BaseException, int], None] | None = None,
+    quiet: bool = False,
     **kwargs: Any,
 ) -> T:
     """``fn(*args, **kwargs)``, retried up to ``retries`` times on temporary errors.
 
     ``on_retry(error, attempt)`` is called before each wait (e.g. to tell a strategy).
+    ``quiet=True`` logs the retries and the giving up at DEBUG instead of WARNING/ERROR, for
+    callers that report failures themselves (the live sentiment poller: one line per outage).
     """
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         if on_retry is not None and error is not None:
             on_retry(error, state.attempt_number)
-        log.warning(
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
             "%s; retrying in %.1f s (retry %d of %d)",
             error,
             state.next_action.sleep if state.next_action else 0.0,
@@ -80,7 +84,12 @@ def call_with_retries(
     try:
         return retrying(fn, *args, **kwargs)
     except TemporaryExchangeError as e:
-        log.error("%s: giving up after %d attempts", action, retries + 1)
+        log.log(
+            logging.DEBUG if quiet else logging.ERROR,
+            "%s: giving up after %d attempts",
+            action,
+            retries + 1,
+        )
         raise type(e)(f"{e} Gave up after {retries + 1} attempts.") from e
 
 

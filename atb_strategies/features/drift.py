@@ -240,8 +240,9 @@ class DriftReference:
         Fraction of training predictions per bin; set exactly when ``prediction`` is.
     calibration : dict of str to float, or None
         Per column (features, and ``PREDICTION`` when recorded): the ``CALIBRATION_QUANTILE``
-        (the maximum) of the rolling PSI over the train part itself, with ``calibration_window`` rows: how
-        much a column moves between windows of an undrifted market. The drift guard's default
+        (the maximum) of the rolling PSI over the train part itself, with
+        ``calibration_window`` rows: how much a column moves between windows of an undrifted
+        market. The drift guard's default
         threshold of a column is the larger of ``PSI_DRIFT`` and this value.
     calibration_window : int or None
         The window the calibration was measured with.

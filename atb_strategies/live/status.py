@@ -11,12 +11,21 @@ from atb_strategies.live.journal import Journal
 from atb_strategies.strategies.guards import fired_guards
 
 
+def _sentiment(data: bt.AbstractDataBase) -> str:
+    """`` sent=VALUE age=HOURSh`` for a live sentiment feed, else nothing."""
+    age = getattr(data.lines, "sentiment_age", None)
+    if age is None:
+        return ""
+    return f" sent={float(data.lines.sentiment[0]):g} age={float(age[0]):.1f}h"
+
+
 class LiveStatus(bt.Analyzer):
     """One status line per live bar: time, close, prediction, signal, position, P&L, model.
 
     Bars replayed from the backfill are skipped; only bars delivered while the feed is live
     produce a line; with the drift guard on, it shows the drift score (``drift=``, > 1 when
-    drifted). A guard that starts firing (or changes reason) and its end are announced once:
+    drifted), and on a live sentiment feed the sentiment value and its age (``sent=``,
+    ``age=``). A guard that starts firing (or changes reason) and its end are announced once:
     a line and a store notification (``GUARD`` with the reason, ``GUARD_CLEARED``). A model
     event of a prediction (``MlPrediction.model_events``: ``latest``
     moved and the new version now serves, or it was refused) is announced once, whatever the
@@ -110,5 +119,6 @@ class LiveStatus(bt.Analyzer):
                 f"pos={strat.getposition(data).size:.6g} value={value:.2f} "
                 f"pnl={value - self.start_value:+.2f}"
                 + (f" drift={drift:.2f}" if drift == drift else "")
+                + _sentiment(data)
                 + f" model={pred.model_key}"
             )

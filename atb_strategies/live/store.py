@@ -195,6 +195,13 @@ class CcxtStore(bt.Store, metaclass=_MetaStore):
         return list(iter(self.notifs.popleft, None))
 
     def getdata(self, *args: Any, **kwargs: Any) -> Any:
+        """A ``CcxtData`` feed on this store; with ``sentiment=`` (a ``SentimentPoller`` or a
+        source) a ``CcxtSentimentData`` that also carries the sentiment as of each bar."""
+        if kwargs.get("sentiment") is not None:
+            from atb_strategies.live.sentiment_feed import CcxtSentimentData
+
+            return CcxtSentimentData(*args, store=self, **kwargs)
+        kwargs.pop("sentiment", None)
         from atb_strategies.live.feed import CcxtData
 
         return CcxtData(*args, store=self, **kwargs)

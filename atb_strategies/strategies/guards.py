@@ -23,7 +23,6 @@ The guards:
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import backtrader as bt
@@ -32,6 +31,7 @@ import pandas as pd
 from atb_strategies.bundle.lineage import training_period
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.features.candles import timeframe_to_timedelta
+from atb_strategies.sentiment import sentiment_staleness
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +146,12 @@ class SentimentAgeGuard:
         if self.max_age is None or line is None:
             return None
         hours = float(line[0])
-        limit = self.max_age / pd.Timedelta(hours=1)
-        if math.isfinite(hours) and hours <= limit:
+        why = sentiment_staleness(hours, self.setting)
+        if why is None:
             if data in self._stale:
                 self._stale.discard(data)
                 log.warning("%s: sentiment is fresh again (%.1f h old)", data._name, hours)
             return None
-        why = (
-            f"sentiment is {hours:.1f} h old, older than max_sentiment_age {self.setting}"
-            if math.isfinite(hours)
-            else "no sentiment value"
-        )
         if data not in self._stale:
             self._stale.add(data)
             log.warning("%s: %s: no new entries until a fresh value arrives", data._name, why)

@@ -311,3 +311,73 @@ def test_a_drifted_feed_triggers_each_drift_action(hourly, registry, make_bundle
         assert decisions["action"].iloc[0] == "exit"
         assert len(sells) == 1 and float(sells[0]["executedQty"]) == pytest.approx(0.05)
         assert not buys
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_atb_live_ml_sentiment_polls_a_csv_and_a_stale_value_blocks_entries(
+    server, hourly, tmp_path, stale
+):
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.test_live_cli import advance_after_backfill, exchange_config
+
+    # a daily index published at 00:00; the stale one stops two days before the live bars
+    last = hourly.index[NOW_ROW] - pd.Timedelta(days=2 if stale else 0)
+    days = pd.date_range(hourly.index[0].normalize(), last, freq="D")
+    csv = tmp_path / "sentiment.csv"
+    pd.DataFrame({"timestamp": days, "value": 40 + np.arange(len(days)) % 20}).to_csv(
+        csv, index=False
+    )
+    config = exchange_config(server, tmp_path / "exchange.json", with_keys=False)
+    watcher = advance_after_backfill(server, 3)
+    try:
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("atb")),
+                "live",
+                "ml_sentiment",
+                "--paper",
+                "--sentiment",
+                str(csv),
+                "--long-threshold",
+                "-1",
+                "--max-bars",
+                "3",
+                "--backfill-bars",
+                "300",
+                "--poll-grace",
+                "0",
+                "--clock-check",
+                "0.05",
+                "--registry",
+                str(REPO / "models"),
+                "--log-file",
+                str(tmp_path / "live.log"),
+            ],
+            cwd=tmp_path,
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "PYTHONPATH": str(REPO),
+                "ATB_EXCHANGE_CONFIG": str(config),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        watcher.done.set()
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = [x for x in done.stdout.splitlines() if " close=" in x]
+    assert len(status) == 3
+    ages = [float(x.split(" age=")[1].split("h")[0]) for x in status]
+    assert all(" sent=" in x for x in status)
+    if stale:
+        assert min(ages) > 36
+        guard = [x for x in done.stdout.splitlines() if x.startswith("BTCUSDT guard:")]
+        assert len(guard) == 1 and "older than max_sentiment_age 36h" in guard[0]
+        assert all(" action=hold " in x for x in status)
+    else:
+        assert max(ages) < 24
+        assert " action=enter_long " in status[0]
