@@ -38,12 +38,10 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from atb_strategies.data.feeds import feed_timeframe
 from atb_strategies.exceptions import (
     CandleDataError,
     ConfigurationError,
     FeatureSchemaError,
-    ModelNotFoundError,
     RegistryError,
 )
 from atb_strategies.features.candles import (
@@ -56,6 +54,7 @@ from atb_strategies.features.candles import (
 from atb_strategies.features.pipeline import PriceContext
 from atb_strategies.indicators.drift_score import DriftScore, drift_score_for
 from atb_strategies.indicators.follow import HISTORY_ROWS, LatestFollower, ModelEvent
+from atb_strategies.indicators.selection import feed_identity, select_for_feed
 from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.inference.certificate import verify_certificate
 from atb_strategies.registry.asof import AsofSchedule, asof_schedule
@@ -73,76 +72,6 @@ def _to_ns(days: np.ndarray) -> np.ndarray:
     """Backtrader date numbers to int64 nanoseconds since the epoch (to the millisecond)."""
     ms = np.round((np.asarray(days, dtype=np.float64) - _EPOCH_DAYS) * 86_400_000.0)
     return ms.astype(np.int64) * 1_000_000
-
-
-def feed_identity(
-    data: bt.AbstractDataBase, symbol: str | None, timeframe: str | None, owner: str
-) -> tuple[str, str | None, str]:
-    """``(symbol, the feed's timeframe, the model timeframe)``: symbol defaults to the feed's
-    name, timeframe to the feed's own."""
-    sym = symbol or getattr(data, "_name", "") or None
-    if not sym:
-        raise ModelNotFoundError(
-            f"{owner} cannot tell which symbol the data feed is: pass symbol='BTCUSDT' or add "
-            "the feed with cerebro.adddata(feed, name='BTCUSDT')."
-        )
-    feed_tf = feed_timeframe(data)
-    tf = timeframe or feed_tf
-    if tf is None:
-        raise ModelNotFoundError(
-            f"{owner}: the feed {sym!r} has no minute/day timeframe; pass timeframe='1h'."
-        )
-    return sym, feed_tf, tf
-
-
-def select_for_feed(
-    data: bt.AbstractDataBase,
-    *,
-    symbol: str | None,
-    model_type: str,
-    timeframe: str | None,
-    version: str | None,
-    registry: str | None,
-    owner: str,
-    extra: bt.AbstractDataBase | None = None,
-) -> ModelBundle:
-    """Select the bundle for ``data`` (symbol defaults to the feed's name, timeframe to its own)."""
-    sym, feed_tf, tf = feed_identity(data, symbol, timeframe, owner)
-    try:
-        bundle = shared_registry(registry).select_bundle(sym, model_type, tf, version)
-    except ModelNotFoundError as e:
-        hint = ""
-        if feed_tf == "1d" and timeframe is None:
-            hint = (
-                " The feed says it is daily: bt.feeds.PandasData defaults to daily bars; create "
-                "it with timeframe=bt.TimeFrame.Minutes, compression=60 for hourly candles (or use "
-                "atb_strategies.data.make_feed)."
-            )
-        raise ModelNotFoundError(f"{owner}: {e}{hint}") from e
-    if feed_tf is not None and timeframe_to_timedelta(feed_tf) != timeframe_to_timedelta(
-        bundle.timeframe
-    ):
-        raise ModelNotFoundError(
-            f"{owner}: model {bundle.key} is a {bundle.timeframe} model but feed {sym!r} has "
-            f"{feed_tf} bars. Resample the feed (cerebro.resampledata) to {bundle.timeframe}."
-        )
-    available = list(data.lines.getlinealiases())
-    if extra is not None:
-        available += list(extra.lines.getlinealiases())
-    bundle.pipeline.check_columns(
-        available,
-        where=f"the feed {sym!r}",
-        owner=owner,
-        model=bundle.key,
-        hint=(
-            "Add a sentiment column to the feed (atb_strategies.data.make_feed on a frame with a "
-            "'sentiment' column), pass a sentiment feed as the indicator's second data "
-            "(make_sentiment_feed), or use model_type='basic'."
-            if "sentiment" in bundle.pipeline.columns
-            else ""
-        ),
-    )
-    return bundle
 
 
 class MlPrediction(bt.Indicator):

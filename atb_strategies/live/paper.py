@@ -59,6 +59,11 @@ class PaperBroker(bt.brokers.BackBroker):
             )
         return market
 
+    def getcommissioninfo(self, data: Any) -> Any:
+        """The market's fee for ``data`` (configured on first use, also before any order)."""
+        self._configure(data)
+        return super().getcommissioninfo(data)
+
     def submit(self, order: bt.Order, check: bool = True) -> bt.Order:
         market = self._configure(order.data)
         if order.parent is not None:  # a bracket leg closes exactly what its parent opens

@@ -93,8 +93,11 @@ def read_shadow_csv(path: Path | str, session: str | None = None) -> pd.DataFram
 
 
 def compare_books(rows: pd.DataFrame, timeframe: str) -> pd.DataFrame:
-    """One row per (symbol, model): role, bars, total return, Sharpe, max drawdown, trades,
-    agreement with the trading model's signal (the champion's is 1 by definition)."""
+    """One row per (symbol, role, model): bars, total return, Sharpe, max drawdown, trades,
+    agreement with the trading model's signal over the book's bars (1 for the champion).
+
+    After a hot reload the champion's virtual twin is one continuous book; it is reported
+    in one row per model that served it, each over the bars that model served."""
     out: list[dict[str, Any]] = []
     for symbol, per_symbol in rows.groupby("symbol", sort=False):
         champion = per_symbol[per_symbol["role"] == "champion"].set_index("time")["signal"]
@@ -103,8 +106,8 @@ def compare_books(rows: pd.DataFrame, timeframe: str) -> pd.DataFrame:
             values = book.set_index(pd.to_datetime(book["time"]))["equity"]
             metrics = value_metrics(values, timeframe)
             signals = book.set_index("time")["signal"]
-            same = signals.reindex(champion.index)
-            agreement = float((same == champion).mean()) if len(champion) else float("nan")
+            same = champion.reindex(signals.index)  # the champion's signal at this book's bars
+            agreement = float((signals == same).mean()) if len(signals) else float("nan")
             out.append(
                 {
                     "symbol": symbol,
@@ -118,7 +121,11 @@ def compare_books(rows: pd.DataFrame, timeframe: str) -> pd.DataFrame:
                     "agreement": agreement,
                 }
             )
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    if table.empty:
+        return table
+    order = (table["role"] != "champion").astype(int)  # champion books first, stable
+    return table.iloc[order.argsort(kind="stable")].reset_index(drop=True)
 
 
 def format_comparison(table: pd.DataFrame) -> str:

@@ -119,8 +119,10 @@ class ShadowDesk:
         broker = self.strategy.broker
         comminfo = broker.getcommissioninfo(data)
         commission = float(getattr(comminfo.p, "commission", 0.0) or 0.0)
-        slippage = float(getattr(getattr(broker, "p", None), "slip_perc", 0.0) or 0.0)
-        return VirtualBook(broker.getvalue(), commission, slippage)
+        params = getattr(broker, "p", None)
+        slippage = float(getattr(params, "slip_perc", 0.0) or 0.0)
+        cap = bool(getattr(params, "slip_match", True)) and not getattr(params, "slip_out", False)
+        return VirtualBook(broker.getvalue(), commission, slippage, cap=cap)
 
     def on_bar(self, data: bt.AbstractDataBase) -> None:
         """Fill each book's pending orders on this bar, then decide for it and record a row."""

@@ -53,9 +53,16 @@ class VirtualBook:
         Fee as a fraction of each fill's notional.
     slippage : float
         Fraction by which market fills and stops move against the order (``slip_perc``).
+    cap : bool
+        Keep slipped prices inside the bar's range, and a take-profit's at its limit
+        (``BackBroker`` with ``slip_match=True, slip_out=False``, as ``PaperBroker`` sets it);
+        False lets them out (``slip_out=True``, as ``atb backtest`` sets it).
     """
 
-    def __init__(self, cash: float, commission: float = 0.0, slippage: float = 0.0) -> None:
+    def __init__(
+        self, cash: float, commission: float = 0.0, slippage: float = 0.0, cap: bool = False
+    ) -> None:
+        self.cap = bool(cap)
         self.cash = float(cash)
         self.start_cash = float(cash)
         self.commission = float(commission)
@@ -116,8 +123,11 @@ class VirtualBook:
         if before and not self.position:
             self.trades += 1
 
-    def _slip(self, price: float, side: int) -> float:
-        return price * (1 + side * self.slippage)
+    def _slip(self, price: float, side: int, high: float, low: float) -> float:
+        slipped = price * (1 + side * self.slippage)
+        if self.cap:
+            return min(slipped, high) if side > 0 else max(slipped, low)
+        return slipped
 
     def on_bar(self, open_: float, high: float, low: float, close: float) -> None:
         """Try the pending orders on a new bar (before the strategy decides on it)."""
@@ -132,7 +142,7 @@ class VirtualBook:
             if not order.active:
                 keep.append(order)
             elif order.kind == "market":
-                self._fill(order, self._slip(open_, order.side))
+                self._fill(order, self._slip(open_, order.side, high, low))
                 if order.role == "entry":
                     for leg in self.orders:
                         leg.arming = leg.role in legs and not leg.active
@@ -149,18 +159,17 @@ class VirtualBook:
 
     def _leg_price(self, order: _Order, open_: float, high: float, low: float) -> float | None:
         assert order.price is not None
+        side, price = order.side, order.price
         if order.kind == "stop":
-            if order.side < 0:  # sell stop under a long
-                if open_ <= order.price:
-                    return self._slip(open_, -1)
-                return self._slip(order.price, -1) if low <= order.price else None
-            if open_ >= order.price:
-                return self._slip(open_, 1)
-            return self._slip(order.price, 1) if high >= order.price else None
-        if order.side < 0:  # sell limit above a long
-            if order.price <= open_:
-                return self._slip(open_, -1)
-            return order.price if order.price <= high else None
-        if order.price >= open_:
-            return self._slip(open_, 1)
-        return order.price if order.price >= low else None
+            if (side < 0 and open_ <= price) or (side > 0 and open_ >= price):
+                return self._slip(open_, side, high, low)  # opened through the stop
+            touched = low <= price if side < 0 else high >= price
+            return self._slip(price, side, high, low) if touched else None
+        if (side < 0 and price <= open_) or (side > 0 and price >= open_):
+            slipped = open_ * (1 + side * self.slippage)  # opened through the limit
+            if not self.cap:
+                return slipped
+            # never worse than the limit (and a buy not above the bar), as BackBroker does it
+            return max(slipped, price) if side < 0 else min(slipped, high, price)
+        touched = price <= high if side < 0 else price >= low
+        return price if touched else None

@@ -7,11 +7,13 @@ what the champion's real one would; and adding shadows must not change a single 
 
 from __future__ import annotations
 
+import backtrader as bt
 import numpy as np
 import pandas as pd
 import pytest
 
 from atb_strategies.backtest.runner import run_backtest
+from atb_strategies.data.feeds import make_feed
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.registry.shared import clear_shared_registries
 from atb_strategies.strategies.ml_basic import MlBasic
@@ -101,3 +103,40 @@ def test_a_shadow_that_is_not_a_pinned_version_raises_one_line(spec):
 def test_parse_shadows_reads_type_at_version():
     (a, b) = parse_shadows(["v9", "sentiment@v2"], "basic")
     assert (a.model_type, a.version, b.model_type, b.version) == ("basic", "v9", "sentiment", "v2")
+
+
+class _Values(bt.Analyzer):
+    def start(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def next(self) -> None:
+        stamp = bt.num2date(self.strategy.data.datetime[0]).isoformat()
+        self.values[stamp] = self.strategy.broker.getvalue()
+
+
+def test_the_virtual_twin_reproduces_a_broker_that_keeps_slippage_inside_the_bar(market, registry):
+    """``PaperBroker`` sets slippage with ``slip_match=True, slip_out=False``: slipped fills
+    stay inside the bar's range and a take-profit never fills worse than its limit."""
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(make_feed(market, name="BTCUSDT"))
+    cerebro.broker.setcash(10_000.0)
+    cerebro.broker.setcommission(commission=0.001)
+    cerebro.broker.set_slippage_perc(
+        0.003, slip_open=True, slip_limit=True, slip_match=True, slip_out=False
+    )
+    cerebro.addstrategy(
+        MlBasic,
+        registry=registry,
+        shadows=[V2],
+        long_threshold=0.0,
+        allow_shorts=True,
+        take_profit=0.004,
+        stop_loss=0.004,
+    )
+    cerebro.addanalyzer(_Values, _name="values")
+    strat = cerebro.run()[0]
+    rows = pd.DataFrame(strat.shadow.rows)
+    twin = rows[rows.role == "champion"].set_index("time")["equity"]
+    real = pd.Series(strat.analyzers.values.values).loc[twin.index]
+    assert len(strat.trade_records) > 100
+    np.testing.assert_allclose(twin.to_numpy(), real.to_numpy(), rtol=1e-9)
