@@ -204,7 +204,12 @@ def run_live(
         run_until_stopped,
         stop_reason,
     )
-    from atb_strategies.live.shadow_log import compare_books, format_comparison, read_shadow_csv
+    from atb_strategies.live.shadow_log import (
+        compare_books,
+        format_comparison,
+        plot_books,
+        read_shadow_csv,
+    )
     from atb_strategies.live.store import CcxtStore
 
     if paper == real:
@@ -289,8 +294,11 @@ def run_live(
     )
     if strat.shadow is not None and strat.shadow.rows:
         log = cerebro.runstrats[0][0].analyzers.shadow
+        rows = read_shadow_csv(log.path)
+        chart = plot_books(rows, log.path.with_suffix(".png"), f"{strategy} {symbol} {timeframe}")
         click.echo(f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):")
-        click.echo(format_comparison(compare_books(read_shadow_csv(log.path), timeframe)))
+        click.echo(format_comparison(compare_books(rows, timeframe)))
+        click.echo(f"chart: {chart}")
     if EXIT_CODES[code]:
         sys.exit(EXIT_CODES[code])
 
@@ -333,11 +341,19 @@ for _name in strategy_names():
 @click.option("--session", default=None, help="Session id (default: the last one in the file).")
 def report(directory: Path, timeframe: str, session: str | None) -> None:
     """Compare the champion's and the shadow challengers' virtual books of a session
-    (DIRECTORY holds shadow.csv, or give the file)."""
-    from atb_strategies.live.shadow_log import compare_books, format_comparison, read_shadow_csv
+    (DIRECTORY holds shadow.csv, or give the file); also writes shadow.png beside it."""
+    from atb_strategies.live.shadow_log import (
+        SHADOW_FILE,
+        compare_books,
+        format_comparison,
+        plot_books,
+        read_shadow_csv,
+    )
 
     rows = read_shadow_csv(directory, session)
+    csv = directory / SHADOW_FILE if directory.is_dir() else directory
     click.echo(
         f"session {rows['session'].iloc[0]}: {rows['time'].iloc[0]} .. {rows['time'].iloc[-1]}"
     )
     click.echo(format_comparison(compare_books(rows, timeframe)))
+    click.echo(f"chart: {plot_books(rows, csv.with_suffix('.png'))}")

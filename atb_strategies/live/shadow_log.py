@@ -128,6 +128,77 @@ def compare_books(rows: pd.DataFrame, timeframe: str) -> pd.DataFrame:
     return table.iloc[order.argsort(kind="stable")].reset_index(drop=True)
 
 
+def plot_books(rows: pd.DataFrame, path: Path | str, title: str = "") -> Path:
+    """A PNG of the books' returns (%) over the session, per symbol: the trading model's twin
+    in black (its serving model named in the legend at each hot reload), each challenger in
+    colour, and below, each book's drawdown. Written with matplotlib's ``Figure`` (no pyplot).
+    """
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+
+    symbols = list(dict.fromkeys(rows["symbol"]))
+    fig = Figure(figsize=(13, 4.5 * len(symbols) + 1.5), layout="constrained")
+    axes = fig.subplots(
+        2 * len(symbols),
+        1,
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1] * len(symbols)},
+    )[:, 0]
+    for k, symbol in enumerate(symbols):
+        ax_ret, ax_dd = axes[2 * k], axes[2 * k + 1]
+        per_symbol = rows[rows["symbol"] == symbol]
+        champion = per_symbol[per_symbol["role"] == "champion"]
+        shadows = per_symbol[per_symbol["role"] == "shadow"].groupby("model_key", sort=False)
+        books = [("champion", None, champion), *(("shadow", n, b) for n, b in shadows)]
+        for role, key, book in books:
+            if book.empty:
+                continue
+            t = pd.to_datetime(book["time"])
+            equity = book["equity"]
+            ret = 100 * (equity / equity.iloc[0] - 1)
+            dd = 100 * (equity / equity.cummax() - 1)
+            if role == "shadow":
+                label = f"shadow: {key} ({ret.iloc[-1]:+.2f} %)"
+                line = ax_ret.plot(t, ret.to_numpy(), lw=0.9, label=label)[0]
+                ax_dd.plot(t, dd.to_numpy(), lw=0.8, color=line.get_color())
+                continue
+            # one continuous book; a line style per model that served it (hot reloads)
+            served_keys = list(dict.fromkeys(book["model_key"]))
+            for i, served_by in enumerate(served_keys):
+                served = (book["model_key"] == served_by).to_numpy().copy()
+                served[1:] |= served[:-1]  # through the next bar: the segments join
+                total = f" ({ret.iloc[-1]:+.2f} % in all)" if i == len(served_keys) - 1 else ""
+                ax_ret.plot(
+                    t,
+                    ret.where(served).to_numpy(),
+                    color="black",
+                    lw=1.4,
+                    ls=("-", "--", ":")[i % 3],
+                    zorder=3,  # over a challenger that trades the same way
+                    label=f"trading model (twin): {served_by}{total}",
+                )
+            ax_dd.plot(t, dd.to_numpy(), color="black", lw=1.0, zorder=3)
+        ax_ret.axhline(0.0, color="0.6", lw=0.6)
+        ax_ret.set_ylabel(f"{symbol} return %")
+        ax_dd.set_ylabel("drawdown %")
+        ax_ret.legend(loc="upper left", fontsize=8)
+        ax_ret.grid(alpha=0.3)
+        ax_dd.grid(alpha=0.3)
+    locator = AutoDateLocator()
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    first, last = (rows["time"].iloc[i][:16].replace("T", " ") for i in (0, -1))
+    fig.suptitle(
+        (title + "\n" if title else "")
+        + f"virtual books, same rules, fees and slippage: {first} .. {last} (UTC bar close)"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def format_comparison(table: pd.DataFrame) -> str:
     """The comparison as aligned text lines (champion first)."""
     lines = [

@@ -40,3 +40,10 @@ def test_format_comparison_prints_one_line_per_book_with_a_header():
     assert text[0].split()[:3] == ["role", "model", "bars"]
     assert len(text) == 4
     assert text[3].split()[:3] == ["shadow", "BTCUSDT/basic@v2", "6"]
+
+
+def test_plot_books_writes_a_png(tmp_path):
+    from atb_strategies.live.shadow_log import plot_books
+
+    path = plot_books(_rows(), tmp_path / "shadow.png", "ml_basic BTCUSDT 1h")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
