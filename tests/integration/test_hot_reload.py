@@ -24,6 +24,7 @@ from atb_strategies.inference.certificate import CERTIFICATE_FILE, certificate_b
 from atb_strategies.registry.layout import RegistryLayout
 from atb_strategies.registry.manage import promote
 from atb_strategies.registry.shared import clear_shared_registries
+from atb_strategies.strategies.ml_basic import MlBasic
 from tests.conftest import RICH_FEATURES, synthetic_candles
 
 V1, V2, V3 = "2026-01-01_1h_v1", "2026-02-01_1h_v2", "2026-03-01_1h_v3"
@@ -151,3 +152,47 @@ def test_a_promoted_version_that_fails_validation_is_refused_once_and_the_old_ke
 def test_follow_latest_with_a_bad_value_raises_one_line(registry):
     with pytest.raises(ConfigurationError, match="'follow_latest' parameter of MlPrediction"):
         _run(registry, follow="yes")
+
+
+class PromotingMlBasic(MlBasic):
+    """MlBasic that moves ``latest`` after its decision at bar ``PROMOTE_AT`` and records the
+    protective legs alive then and at the next bar (the first served by the new version)."""
+
+    params = (("promote_to", None),)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.legs_at: dict[str, list[int]] = {}
+
+    def _alive_legs(self) -> list[int]:
+        return sorted(leg.ref for leg in self._legs[self.datas[0]] if leg.alive())
+
+    def next(self) -> None:
+        if len(self) == PROMOTE_AT + 1:
+            self.legs_at["after"] = self._alive_legs()  # before this bar's decision
+        super().next()
+        if len(self) == PROMOTE_AT:
+            self.legs_at["before"] = self._alive_legs()
+            promote(RegistryLayout(self.p.registry), "BTCUSDT", "basic", self.p.promote_to)
+
+
+def test_an_open_position_keeps_its_stop_loss_and_take_profit_across_the_switch(registry):
+    # enter on the bar before the switch, with legs far enough not to fill on the next bar
+    cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False)
+    cerebro.adddata(make_feed(synthetic_candles(400, seed=5), name="BTCUSDT"))
+    cerebro.addstrategy(
+        PromotingMlBasic,
+        registry=str(registry),
+        follow_latest=True,
+        promote_to=V2,
+        long_threshold=-1.0,
+        exit_threshold=10.0,
+        stop_loss=0.2,
+        take_profit=0.2,
+    )
+    strat = cerebro.run()[0]
+    assert strat.getposition(strat.datas[0]).size > 0
+    assert len(strat.legs_at["before"]) == 2  # the bracket's stop-loss and take-profit
+    assert strat.legs_at["after"] == strat.legs_at["before"]  # the same orders, still alive
+    keys = [d["model_key"] for d in strat.decisions]
+    assert keys[-1] == f"BTCUSDT/basic@{V2}" and keys[0] == f"BTCUSDT/basic@{V1}"
