@@ -71,6 +71,7 @@ class LatestFollower:
 
     def __init__(self, registry: str | None, symbol: str, model_type: str, serving: str) -> None:
         self.registry = registry
+        self._registry = shared_registry(registry)  # resolved once: the check runs every bar
         self.symbol = symbol
         self.model_type = model_type
         self.serving = serving
@@ -80,7 +81,7 @@ class LatestFollower:
     def moved_to(self) -> str | None:
         """The version ``latest`` names when it is neither the serving one nor refused."""
         try:
-            name = shared_registry(self.registry).resolve_version(self.symbol, self.model_type)
+            name = self._registry.resolve_version(self.symbol, self.model_type)
         except (AtbError, OSError) as e:
             if self._pointer_problem != str(e):  # once per distinct problem
                 self._pointer_problem = str(e)
