@@ -268,6 +268,8 @@ def run_live(
     click.echo(certificate)
     if not paper:
         click.echo(f"journal: {journal}")
+    else:
+        click.echo(f"model audit: {journal} (model switches; no orders on paper)")
     cerebro = build_live_cerebro(
         get_strategy(strategy),
         store=store,
