@@ -14,7 +14,7 @@ from atb_strategies.cli.options import (
     registry_option,
 )
 from atb_strategies.config import GAP_POLICIES
-from atb_strategies.strategies.guards import guard_summary
+from atb_strategies.strategies.guards import format_guard_report, guard_report
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 
@@ -140,7 +140,10 @@ def backtest(
     text = format_summary(result.summary, f"{strategy} on {symbol} {timeframe}").split("\n")
     text[1:1] = [f"  {'Model':<22} {model_key}", f"  {'Data':<22} {source}"]
     click.echo("\n".join(text))
-    for line in guard_summary(result.strategy.decisions):
+    guards = guard_report(result.strategy.decisions, result.strategy.guards)
+    if guards:
+        result.summary["guards"] = guards  # in summary.json too
+    for line in format_guard_report(guards):
         click.echo(line)
     paths = write_trades(result, out)
     chart = plot_backtest(

@@ -228,15 +228,36 @@ def run_live(
     if position_size is not None:
         params["position_size"] = position_size
     if shadows:
+        from atb_strategies.registry.shared import shared_registry
+        from atb_strategies.strategies.shadow import parse_shadows
+
         params["shadows"] = list(shadows)
+        # every challenger is selected (and validated) before anything connects
+        for spec in parse_shadows(params["shadows"], get_strategy(strategy).params.model_type):
+            shared_registry(registry_path).select_bundle(
+                symbol, spec.model_type, timeframe, spec.version
+            )
     params.update(
         guard_params(max_model_age, age_action, drift_action, drift_window, drift_threshold)
     )
     if max_sentiment_age is not None:
         params["max_sentiment_age"] = max_sentiment_age
     feed_options: dict[str, Any] = {"poll_grace": poll_grace, "clock_check": clock_check}
+    if shadow_csv is not None and not shadows:
+        raise ConfigurationError("--shadow-csv is where --shadow rows go: add --shadow VERSION.")
     sources = [x for x in (fear_greed_url, sentiment_csv, synthetic_sentiment or None) if x]
-    if get_strategy(strategy).params.model_type == "sentiment" and not sources:
+    reads_sentiment = get_strategy(strategy).params.model_type == "sentiment"
+    if not reads_sentiment and (sources or max_sentiment_age is not None):
+        raise ConfigurationError(
+            f"{strategy}'s model reads no sentiment: --fear-greed-url, --sentiment, "
+            "--synthetic-sentiment and --max-sentiment-age are for ml_sentiment."
+        )
+    if drift_action is not None and drift_window > backfill_bars:
+        click.echo(
+            f"note: --drift-window {drift_window} is longer than --backfill-bars "
+            f"{backfill_bars}: drift is known after {drift_window - backfill_bars} live bar(s)"
+        )
+    if reads_sentiment and not sources:
         raise ConfigurationError(
             f"{strategy} reads market sentiment: give its live source, --fear-greed-url "
             "https://api.alternative.me (the public Fear & Greed index), --sentiment CSV or "
@@ -300,7 +321,8 @@ def run_live(
         chart = plot_books(rows, log.path.with_suffix(".png"), f"{strategy} {symbol} {timeframe}")
         click.echo(f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):")
         click.echo(format_comparison(compare_books(rows, timeframe)))
-        click.echo(f"chart: {chart}")
+        if chart is not None:
+            click.echo(f"chart: {chart}")
     if EXIT_CODES[code]:
         sys.exit(EXIT_CODES[code])
 
@@ -358,4 +380,7 @@ def report(directory: Path, timeframe: str, session: str | None) -> None:
         f"session {rows['session'].iloc[0]}: {rows['time'].iloc[0]} .. {rows['time'].iloc[-1]}"
     )
     click.echo(format_comparison(compare_books(rows, timeframe)))
-    click.echo(f"chart: {plot_books(rows, csv.with_suffix('.png'))}")
+    symbols = " ".join(dict.fromkeys(rows["symbol"]))
+    chart = plot_books(rows, csv.with_suffix(".png"), f"{symbols} {timeframe}")
+    if chart is not None:
+        click.echo(f"chart: {chart}")

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from atb_strategies.config import PredictionConfig
+from atb_strategies.exceptions import ConfigurationError
 
 registry_option = click.option(
     "--registry",
@@ -242,7 +243,15 @@ def guard_params(
     drift_window: int,
     drift_threshold: float | None,
 ) -> dict[str, Any]:
-    """The strategy parameters of the guard options (only those set)."""
+    """The strategy parameters of the guard options (only those set).
+
+    Raises ``ConfigurationError`` for a drift setting without ``--drift-action`` (it would do
+    nothing)."""
+    if drift_action is None and (drift_window != 168 or drift_threshold is not None):
+        raise ConfigurationError(
+            "--drift-window and --drift-threshold set the drift guard, which is off: add "
+            "--drift-action warn (or no_entries, flatten)."
+        )
     params: dict[str, Any] = {}
     if max_model_age is not None:
         params.update(max_model_age=max_model_age, age_action=age_action)

@@ -264,6 +264,14 @@ class MlPrediction(bt.Indicator):
             )
         return drift_score_for(bundle, window, threshold)
 
+    def drift_unavailable(self) -> str:
+        """Why the current bar has no drift score."""
+        if self.p.drift_window is None:
+            return "drift is not computed (no drift_window)"
+        if all(plan is None for plan in self._drift_plans):
+            return f"{self.model_key} has no drift reference (trained before drift guards)"
+        return f"fewer than drift_window={self.p.drift_window} bars of features so far"
+
     def drift_reason(self) -> str | None:
         """Why the current bar's inputs count as drifted (``drift > 1``), else None."""
         score, column = float(self.lines.drift[0]), float(self.lines.drift_column[0])

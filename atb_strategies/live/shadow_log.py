@@ -12,6 +12,7 @@ where the model's signal equals the trading model's). ``atb live`` prints that t
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import pandas as pd
 from atb_strategies.backtest.runner import value_metrics
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.strategies.shadow import SHADOW_COLUMNS
+
+log = logging.getLogger(__name__)
 
 #: File name of the shadow rows inside a session directory.
 SHADOW_FILE = "shadow.csv"
@@ -77,12 +80,30 @@ def read_shadow_csv(path: Path | str, session: str | None = None) -> pd.DataFram
             f"{path} does not exist: shadow rows are written by `atb live ... --shadow VERSION` "
             "(in the folder of --shadow-csv)."
         )
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path, dtype={"session": str, "time": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ConfigurationError(
+            f"{path} is not a readable shadow.csv ({' '.join(str(e).split())}); restore it or "
+            "remove the damaged lines."
+        ) from e
     missing = [c for c in _COLUMNS if c not in frame.columns]
     if missing:
         raise ConfigurationError(f"{path} is not a shadow.csv: it lacks columns {missing}.")
-    if frame.empty:
-        raise ConfigurationError(f"{path} has no rows yet: no bar was traded in that session.")
+    numbers = ["close", "equity", "trades", "position"]
+    values = frame[numbers].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna().any(axis=1) | frame["time"].isna()
+    if bad.iloc[:-1].any():  # a damaged last line is what a killed session leaves: dropped
+        row = int(bad.iloc[:-1].to_numpy().argmax())
+        raise ConfigurationError(
+            f"{path}: line {row + 2} is damaged (a number missing or not a number); restore it "
+            "or remove that line."
+        )
+    if bad.iloc[-1]:
+        log.warning("%s: the last line is incomplete (a session stopped while writing it)", path)
+    frame = frame[~bad].copy()
+    frame[numbers] = values[~bad]
+    frame["trades"] = frame["trades"].astype(int)
     sessions = list(dict.fromkeys(frame["session"]))
     chosen = session or sessions[-1]
     if chosen not in sessions:
@@ -96,43 +117,63 @@ def compare_books(rows: pd.DataFrame, timeframe: str) -> pd.DataFrame:
     """One row per (symbol, role, model): bars, total return, Sharpe, max drawdown, trades,
     agreement with the trading model's signal over the book's bars (1 for the champion).
 
-    After a hot reload the champion's virtual twin is one continuous book; it is reported
-    in one row per model that served it, each over the bars that model served."""
+    After a hot reload the champion's virtual twin is one continuous book, reported in one row
+    per model that served it. A bar's return (and a trade closed on it) is credited to the
+    model that served the bar before, whose decision held the position through it; each row
+    compounds only its model's bars, so no model is credited with another's, even when the
+    pointer went back and forth.
+    """
     out: list[dict[str, Any]] = []
     for symbol, per_symbol in rows.groupby("symbol", sort=False):
-        champion = per_symbol[per_symbol["role"] == "champion"].set_index("time")["signal"]
-        for key, book in per_symbol.groupby(["role", "model_key"], sort=False):
-            role, model_key = key
-            values = book.set_index(pd.to_datetime(book["time"]))["equity"]
-            metrics = value_metrics(values, timeframe)
-            signals = book.set_index("time")["signal"]
-            same = champion.reindex(signals.index)  # the champion's signal at this book's bars
-            agreement = float((signals == same).mean()) if len(signals) else float("nan")
-            out.append(
-                {
-                    "symbol": symbol,
-                    "role": role,
-                    "model_key": model_key,
-                    "bars": len(book),
-                    "total_return": metrics["total_return"],
-                    "sharpe": metrics["sharpe"],
-                    "max_drawdown": metrics["max_drawdown"],
-                    "trades": int(book["trades"].iloc[-1]),
-                    "agreement": agreement,
-                }
-            )
-    table = pd.DataFrame(out)
-    if table.empty:
-        return table
-    order = (table["role"] != "champion").astype(int)  # champion books first, stable
-    return table.iloc[order.argsort(kind="stable")].reset_index(drop=True)
+        champion = per_symbol[per_symbol["role"] == "champion"].set_index("time")
+        books = [("champion", champion)] + [
+            ("shadow", b.set_index("time"))
+            for _, b in per_symbol[per_symbol["role"] == "shadow"].groupby("model_key", sort=False)
+        ]
+        for role, book in books:
+            if book.empty:
+                continue
+            bar_return = book["equity"].pct_change().fillna(0.0)
+            closed = book["trades"].diff().fillna(0.0).clip(lower=0)
+            credited = book["model_key"].shift(1).fillna(book["model_key"].iloc[0])
+            for model_key in dict.fromkeys(book["model_key"]):
+                mine = (credited == model_key).to_numpy()
+                served = (book["model_key"] == model_key).to_numpy()
+                times = pd.to_datetime(book.index[mine])
+                curve = (1.0 + bar_return[mine]).cumprod().to_numpy()
+                values = pd.Series([1.0, *curve], index=[times[0], *times])
+                metrics = value_metrics(values, timeframe)
+                signals = book["signal"][served]
+                same = champion["signal"].reindex(signals.index)
+                out.append(
+                    {
+                        "symbol": symbol,
+                        "role": role,
+                        "model_key": model_key,
+                        "bars": int(served.sum()),
+                        "total_return": metrics["total_return"],
+                        "sharpe": metrics["sharpe"],
+                        "max_drawdown": metrics["max_drawdown"],
+                        "trades": int(closed[mine].sum()),
+                        "agreement": float((signals == same).mean()),
+                    }
+                )
+    return pd.DataFrame(out)
 
 
-def plot_books(rows: pd.DataFrame, path: Path | str, title: str = "") -> Path:
+def _pct(value: float) -> str:
+    """A return in percent, with a third decimal for the small ones of short sessions."""
+    return f"{value:+.3f} %" if abs(value) < 1 else f"{value:+.2f} %"
+
+
+def plot_books(rows: pd.DataFrame, path: Path | str, title: str = "") -> Path | None:
     """A PNG of the books' returns (%) over the session, per symbol: the trading model's twin
     in black (its serving model named in the legend at each hot reload), each challenger in
     colour, and below, each book's drawdown. Written with matplotlib's ``Figure`` (no pyplot).
+    Returns None (and writes nothing) when there are fewer than two bars to draw.
     """
+    if rows["time"].nunique() < 2:
+        return None
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
@@ -159,7 +200,7 @@ def plot_books(rows: pd.DataFrame, path: Path | str, title: str = "") -> Path:
             ret = 100 * (equity / equity.iloc[0] - 1)
             dd = 100 * (equity / equity.cummax() - 1)
             if role == "shadow":
-                label = f"shadow: {key} ({ret.iloc[-1]:+.2f} %)"
+                label = f"shadow: {key} ({_pct(ret.iloc[-1])})"
                 line = ax_ret.plot(t, ret.to_numpy(), lw=0.9, label=label)[0]
                 ax_dd.plot(t, dd.to_numpy(), lw=0.8, color=line.get_color())
                 continue
@@ -168,7 +209,7 @@ def plot_books(rows: pd.DataFrame, path: Path | str, title: str = "") -> Path:
             for i, served_by in enumerate(served_keys):
                 served = (book["model_key"] == served_by).to_numpy().copy()
                 served[1:] |= served[:-1]  # through the next bar: the segments join
-                total = f" ({ret.iloc[-1]:+.2f} % in all)" if i == len(served_keys) - 1 else ""
+                total = f" (book: {_pct(ret.iloc[-1])} in all)" if i == 0 else ""
                 ax_ret.plot(
                     t,
                     ret.where(served).to_numpy(),
@@ -208,7 +249,7 @@ def format_comparison(table: pd.DataFrame) -> str:
     for row in table.itertuples(index=False):
         sharpe = "n/a" if pd.isna(row.sharpe) else f"{row.sharpe:.2f}"
         lines.append(
-            f"{row.role:<9}{row.model_key:<42}{row.bars:>6}{100 * row.total_return:>+10.2f}"
+            f"{row.role:<9}{row.model_key:<42}{row.bars:>6}{100 * row.total_return:>+10.3f}"
             f"{sharpe:>8}{100 * row.max_drawdown:>10.2f}{row.trades:>8}"
             f"{100 * row.agreement:>9.1f}"
         )

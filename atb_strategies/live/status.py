@@ -44,8 +44,9 @@ class LiveStatus(bt.Analyzer):
     params = (("echo", print), ("audit", None))
 
     def start(self) -> None:
-        """Remember the broker value at the start, the base of the P&L column."""
-        self.start_value = self.strategy.broker.getvalue()
+        """Open the audit journal; the P&L base is the value at the first bar (a live broker
+        knows the account's holdings only once it has read the balances)."""
+        self.start_value: float | None = None
         broker = self.strategy.broker
         self._own_journal = self.p.audit is not None and getattr(broker, "journal", None) is None
         self.journal: Journal | None = (
@@ -111,6 +112,8 @@ class LiveStatus(bt.Analyzer):
             )
             drift = float(pred.drift[0])
             value = strat.broker.getvalue()
+            if self.start_value is None:
+                self.start_value = value
             self.p.echo(
                 f"{bt.num2date(data.datetime[0]):%Y-%m-%d %H:%M} {data._name} "
                 f"close={float(data.close[0]):.2f} pred={float(pred.predicted_price[0]):.2f} "

@@ -23,6 +23,7 @@ The guards:
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import backtrader as bt
@@ -70,7 +71,10 @@ class ModelAgeGuard:
     A model whose training period is unknown (no lineage) is reported once and never fires.
     """
 
+    name = "model-age guard"
+
     def __init__(self, owner: str, max_age: Any, action: Any) -> None:
+        self.enabled = max_age is not None
         self.action = check_action(owner, "age_action", action)
         self.setting = max_age
         self.max_age = parse_duration(owner, "max_model_age", max_age)
@@ -110,11 +114,24 @@ class DriftGuard:
     PSI over the last ``drift_window`` bars is past its threshold. Logged when an episode
     starts (naming the feature) and when it ends, not at every bar."""
 
+    name = "drift guard"
+    enabled = True
+
     def __init__(self, owner: str, action: Any) -> None:
         self.action = check_action(owner, "drift_action", action)
         self._drifting: dict[Any, str] = {}
+        self.scored = 0  # bars with a drift score
+        self._why_not: str | None = None
+
+    def not_checked(self) -> str | None:
+        """Why the guard never had a score (None once it had one)."""
+        return None if self.scored else self._why_not
 
     def reason(self, data: bt.AbstractDataBase, pred: Any) -> str | None:
+        if math.isfinite(float(pred.drift[0])):
+            self.scored += 1
+        elif not self.scored:
+            self._why_not = pred.drift_unavailable()
         why = pred.drift_reason()
         if why is None:
             if data in self._drifting:
@@ -135,8 +152,10 @@ class SentimentAgeGuard:
     """
 
     action = "no_entries"
+    name = "sentiment staleness"
 
     def __init__(self, owner: str, max_age: Any) -> None:
+        self.enabled = max_age is not None
         self.setting = max_age
         self.max_age = parse_duration(owner, "max_sentiment_age", max_age)
         self._stale: set[Any] = set()
@@ -166,7 +185,7 @@ def describe(action: str) -> str:
     }[action]
 
 
-#: How each guard's reasons start (``guard_summary`` groups decisions by these).
+#: How each guard's reasons start (``guard_report`` groups decisions by these).
 _GUARD_NAMES = {
     "model older than": "model-age guard",
     "inputs drifted": "drift guard",
@@ -185,18 +204,49 @@ def fired_guards(reason: str | None) -> dict[str, str]:
     return out
 
 
-def guard_summary(decisions: list[dict[str, Any]]) -> list[str]:
-    """One line per guard that fired in ``decisions`` (``MlStrategy.decisions``): on how many
-    bars, from which bar to which, and the first reason; nothing when none fired."""
+def guard_report(decisions: list[dict[str, Any]], guards: list[Any]) -> list[dict[str, Any]]:
+    """Per enabled guard (``MlStrategy.guards``): its action, on how many of the decided bars
+    it fired, the first and last such bar, the first reason, and for a guard that never had
+    anything to check (a drift window that never filled, a model without a drift reference)
+    why. The backtest summary prints it and ``summary.json`` keeps it under ``guards``."""
     fired: dict[str, list[dict[str, Any]]] = {}
     for decision in decisions:
         for name, part in fired_guards(decision.get("reason")).items():
             fired.setdefault(name, []).append({**decision, "reason": part})
-    lines = []
-    for name, rows in fired.items():
-        first, last = (r["bar"][:16].replace("T", " ") for r in (rows[0], rows[-1]))
-        lines.append(
-            f"  {name.capitalize():<22} fired on {len(rows):,} of {len(decisions):,} bars "
-            f"({first} .. {last}): {rows[0]['reason']}"
+    report = []
+    for guard in guards:
+        if not getattr(guard, "enabled", True):
+            continue
+        rows = fired.get(guard.name, [])
+        not_checked = guard.not_checked() if hasattr(guard, "not_checked") else None
+        report.append(
+            {
+                "guard": guard.name,
+                "action": guard.action,
+                "fired_bars": len(rows),
+                "decided_bars": len(decisions),
+                "first": rows[0]["bar"] if rows else None,
+                "last": rows[-1]["bar"] if rows else None,
+                "first_reason": rows[0]["reason"] if rows else None,
+                "not_checked": not_checked,
+            }
         )
+    return report
+
+
+def format_guard_report(report: list[dict[str, Any]]) -> list[str]:
+    """The summary lines of :func:`guard_report` (one per guard)."""
+    lines = []
+    for g in report:
+        head = f"  {g['guard'].capitalize():<22} "
+        if g["not_checked"]:
+            lines.append(f"{head}not checked: {g['not_checked']}")
+        elif not g["fired_bars"]:
+            lines.append(f"{head}never fired ({g['action']})")
+        else:
+            first, last = (g[k][:16].replace("T", " ") for k in ("first", "last"))
+            lines.append(
+                f"{head}fired on {g['fired_bars']:,} of {g['decided_bars']:,} bars "
+                f"({g['action']}; first {first}, last {last}): {g['first_reason']}"
+            )
     return lines

@@ -67,10 +67,12 @@ def parse_shadows(specs: Sequence[str] | str | None, default_type: str) -> list[
         model_type, _, version = str(spec).rpartition("@")
         if not version or version in ("latest", "asof") or "/" in str(spec):
             raise ConfigurationError(
-                f"The 'shadows' parameter takes pinned versions, 'VERSION' or 'TYPE@VERSION'. "
-                f"Got {spec!r}; list versions with `atb models list`."
+                f"The 'shadows' parameter of MlStrategy takes pinned versions, 'VERSION' or "
+                f"'TYPE@VERSION'. Got {spec!r}; list versions with `atb models list`."
             )
-        out.append(ShadowSpec(model_type or default_type, version))
+        parsed = ShadowSpec(model_type or default_type, version)
+        if parsed not in out:  # the same challenger twice is one book
+            out.append(parsed)
     return out
 
 

@@ -29,10 +29,55 @@ def test_compare_books_reports_each_model_over_its_own_bars():
     assert (v1["bars"], v3["bars"], shadow["bars"]) == (3, 3, 6)
     assert v1["agreement"] == v3["agreement"] == 1.0  # the champion agrees with itself
     assert shadow["agreement"] == pytest.approx(3 / 6)  # always long; the champion alternates
-    assert v1["total_return"] == pytest.approx(102 / 100 - 1)
+    # a bar's return belongs to the model that decided the bar before (v1 decided bar 2)
+    assert v1["total_return"] == pytest.approx(103 / 100 - 1)
+    assert v3["total_return"] == pytest.approx(105 / 103 - 1)
     assert shadow["total_return"] == pytest.approx(95 / 100 - 1)
     assert shadow["max_drawdown"] == pytest.approx(1 - 95 / 100)
-    assert v3["trades"] == 2
+    assert (v1["trades"], v3["trades"]) == (1, 1)  # 2 closed in all, none counted twice
+
+
+def test_compare_books_with_latest_back_and_forth_credits_each_model_its_own_bars_only():
+    equity = [100.0, 110.0, 99.0, 99.0, 99.0, 108.9]
+    keys = ["v1", "v1", "v3", "v3", "v1", "v1"]  # v3 decided bars 2-3: 99 -> 99 -> 99
+    frame = pd.DataFrame(
+        {
+            "symbol": "BTCUSDT",
+            "role": "champion",
+            "model_key": keys,
+            "time": [f"2025-01-01T{h:02d}:00:00" for h in range(6)],
+            "signal": "long",
+            "equity": equity,
+            "trades": [0, 0, 1, 1, 1, 2],
+        }
+    )
+    table = compare_books(frame, "1h").set_index("model_key")
+    # v1 earned +10 %, -10 % and +10 %: 1.1 * 0.9 * 1.1; v3's bars were flat
+    assert table.loc["v1", "total_return"] == pytest.approx(1.1 * 0.9 * 1.1 - 1)
+    assert table.loc["v3", "total_return"] == pytest.approx(0.0)
+    assert (table.loc["v1", "trades"], table.loc["v3", "trades"]) == (2, 0)
+    assert (table.loc["v1", "bars"], table.loc["v3", "bars"]) == (4, 2)
+
+
+def test_read_shadow_csv_with_damage_says_which_line_and_drops_a_cut_last_line(tmp_path):
+    from atb_strategies.exceptions import ConfigurationError
+    from atb_strategies.live.shadow_log import read_shadow_csv
+
+    good = _rows().assign(session="s1", close=1.0, predicted_return=0.0, confidence=0.5)
+    good = good.assign(action="hold", position=0.0)
+    path = tmp_path / "shadow.csv"
+    good.to_csv(path, index=False)
+    text = path.read_text().splitlines()
+    path.write_text("\n".join([*text, text[-1][:20]]) + "\n")  # killed while writing
+    assert len(read_shadow_csv(path)) == len(good)
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace(",101.0,", ",abc,", 1)  # the equity of line 4
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigurationError, match="line 4 is damaged"):
+        read_shadow_csv(path)
+    path.write_text("")
+    with pytest.raises(ConfigurationError, match="not a readable shadow.csv"):
+        read_shadow_csv(path)
 
 
 def test_format_comparison_prints_one_line_per_book_with_a_header():

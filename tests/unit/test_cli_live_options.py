@@ -1,0 +1,37 @@
+"""``atb live`` refuses option combinations that would do nothing, before connecting."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from atb_strategies.cli.main import cli
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--drift-window", "100"], "add --drift-action"),
+        (["--drift-threshold", "0.3"], "add --drift-action"),
+        (["--shadow-csv", "s.csv"], "add --shadow VERSION"),
+        (["--sentiment", "s.csv"], "reads no sentiment"),
+        (["--max-sentiment-age", "12h"], "reads no sentiment"),
+        (["--shadow", "latest"], "--shadow takes pinned versions"),
+        (["--shadow", "v9"], "has no version 'v9'"),
+    ],
+)
+def test_atb_live_with_an_option_that_would_do_nothing_exits_1_before_connecting(
+    args, words, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # a log file would land here if it got that far
+    result = CliRunner().invoke(cli, ["live", "ml_basic", "--paper", *args])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_atb_live_ml_sentiment_without_a_source_says_which_flags():
+    result = CliRunner().invoke(cli, ["live", "ml_sentiment", "--paper"])
+    assert result.exit_code == 1
+    assert "--fear-greed-url" in result.stderr and "--synthetic-sentiment" in result.stderr
