@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from atb_strategies.cli.options import load_config, registry_option
-from atb_strategies.exceptions import AtbError, RegistryError
+from atb_strategies.exceptions import AtbError, ConfigurationError, RegistryError
 
 if TYPE_CHECKING:  # pragma: no cover
     from atb_strategies.registry.registry import ModelRegistry
@@ -213,14 +213,36 @@ def validate(registry: Path | None, registry_path: Path | None) -> None:
 @click.argument("symbol")
 @click.argument("model_type")
 @click.argument("version")
+@click.option(
+    "--allow-timeframe-change",
+    is_flag=True,
+    help="Move latest to a version of another timeframe than the current latest's.",
+)
 @registry_option
-def promote_cmd(symbol: str, model_type: str, version: str, registry_path: Path | None) -> None:
+def promote_cmd(
+    symbol: str,
+    model_type: str,
+    version: str,
+    allow_timeframe_change: bool,
+    registry_path: Path | None,
+) -> None:
     """Point latest of SYMBOL/MODEL_TYPE at VERSION (after validating it); repairs a dangling or
-    escaping pointer."""
+    escaping pointer. Running sessions that follow latest switch to it at their next bar."""
     from atb_strategies.registry import manage
 
     reg = _registry(registry_path)
-    reg.select_bundle(symbol, model_type, version=version)  # refuse an unservable version
+    new = reg.select_bundle(symbol, model_type, version=version)  # refuse an unservable version
+    try:
+        current = reg.select_bundle(symbol, model_type)
+    except AtbError:
+        current = None  # no usable latest: nothing runs on it
+    if current is not None and current.timeframe != new.timeframe and not allow_timeframe_change:
+        raise ConfigurationError(
+            f"{version} is a {new.timeframe} model and latest ({current.version}) a "
+            f"{current.timeframe} one: sessions following latest on {current.timeframe} candles "
+            "would refuse it and new ones would not start. Pass --allow-timeframe-change to "
+            "move latest anyway."
+        )
     previous = manage.promote(reg.layout, symbol, model_type, version)
     click.echo(f"{symbol}/{model_type}: latest {previous or '(none)'} -> {version}")
     gate = _gate(reg.layout.version_dir(symbol, model_type, version))

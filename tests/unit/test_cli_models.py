@@ -492,3 +492,27 @@ def test_models_validate_with_reference_bundles_reports_one_valid_three_invalid(
     basic = reason("BTCUSDT/basic@2025-10-26_21h_v1")
     assert "price_normalization" in basic
     assert "metadata.json" in basic
+
+
+def test_models_promote_to_another_timeframe_than_latest_needs_the_flag(make_bundle, tmp_path):
+    from atb_strategies.registry.shared import clear_shared_registries
+
+    clear_shared_registries()
+    make_bundle(version="2026-01-01_1h_v1")
+    make_bundle(version="2026-01-02_4h_v2", timeframe="4h", promote=False)
+    root = str(tmp_path / "models")
+    refused = CliRunner().invoke(
+        cli, ["models", "promote", "BTCUSDT", "basic", "2026-01-02_4h_v2", "--registry", root]
+    )
+    assert refused.exit_code == 1
+    assert "a 4h model and latest (2026-01-01_1h_v1) a 1h one" in refused.stderr
+    assert "--allow-timeframe-change" in refused.stderr
+    latest = tmp_path / "models" / "BTCUSDT" / "basic" / "latest"
+    assert os.readlink(latest) == "2026-01-01_1h_v1"
+    moved = CliRunner().invoke(
+        cli,
+        ["models", "promote", "BTCUSDT", "basic", "2026-01-02_4h_v2", "--allow-timeframe-change"]
+        + ["--registry", root],
+    )
+    assert moved.exit_code == 0, moved.output
+    assert os.readlink(latest) == "2026-01-02_4h_v2"
