@@ -11,6 +11,12 @@ from atb_strategies.live.journal import Journal
 from atb_strategies.strategies.guards import fired_guards
 
 
+def _guard_tag(reason: str | None) -> str:
+    """`` guard=drift,model-age`` while guards fire on the bar's decision, else nothing."""
+    fired = fired_guards(reason)
+    return " guard=" + ",".join(n.split()[0] for n in fired) if fired else ""
+
+
 def _sentiment(data: bt.AbstractDataBase) -> str:
     """`` sent=VALUE age=HOURSh`` for a live sentiment feed, else nothing."""
     age = getattr(data.lines, "sentiment_age", None)
@@ -24,7 +30,8 @@ class LiveStatus(bt.Analyzer):
 
     Bars replayed from the backfill are skipped; only bars delivered while the feed is live
     produce a line; with the drift guard on, it shows the drift score (``drift=``, > 1 when
-    drifted), and on a live sentiment feed the sentiment value and its age (``sent=``,
+    drifted), the guards firing on the bar's decision (``guard=drift``; the reason is announced
+    when they start), and on a live sentiment feed the sentiment value and its age (``sent=``,
     ``age=``). A guard that starts firing (or changes reason) and its end are announced once:
     a line and a store notification (``GUARD`` with the reason, ``GUARD_CLEARED``). A model
     event of a prediction (``MlPrediction.model_events``: ``latest``
@@ -122,6 +129,7 @@ class LiveStatus(bt.Analyzer):
                 f"pos={strat.getposition(data).size:.6g} value={value:.2f} "
                 f"pnl={value - self.start_value:+.2f}"
                 + (f" drift={drift:.2f}" if drift == drift else "")
+                + _guard_tag(last.get("reason"))
                 + _sentiment(data)
                 + f" model={pred.model_key}"
             )
