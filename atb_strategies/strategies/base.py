@@ -41,6 +41,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import types
 from datetime import datetime
 from typing import Any
 
@@ -389,6 +390,27 @@ class MlStrategy(bt.Strategy):
             ", ".join(f"{o.info['role']} at {o.created.price:.2f}" for o in legs),
         )
 
+    def _adopt_trade(self, data: bt.AbstractDataBase) -> None:
+        """Open backtrader's trade record for a position found at start (live: holdings or a
+        restart), so that selling it closes a trade (``notify_trade``, ``trade_records``)
+        instead of opening a phantom one the other way. Its cost basis is the position's price
+        when the broker knows it, else this bar's close (the reference of its protection)."""
+        position = self.getposition(data)
+        trades = self._trades[data][0]
+        if not position.size or (trades and trades[-1].isopen):
+            return
+        price = float(position.price) or float(data.close[0])
+        trade = bt.trade.Trade(data=data, tradeid=0, historyon=self._tradehistoryon)
+        seed = types.SimpleNamespace(p=types.SimpleNamespace(simulated=False))  # no order
+        comminfo = self.broker.getcommissioninfo(data)
+        trade.update(seed, position.size, price, 0.0, 0.0, 0.0, comminfo=comminfo)
+        trades.append(trade)
+        self._entry_info[data] = {
+            **self._info(data, "adopted"),
+            "size": position.size,
+            "entry_price": price,
+        }
+
     def _unprotected(self, data: bt.AbstractDataBase) -> bool:
         """An open position with no live stop-loss or take-profit, and protection wanted."""
         return bool(
@@ -501,6 +523,7 @@ class MlStrategy(bt.Strategy):
                 self.shadow.on_bar(data)
             if data not in self._started:
                 self._started.add(data)
+                self._adopt_trade(data)
                 if self._pending[data] is None and self._unprotected(data):
                     self._protect(data, "adopted")
             ret = float(pred.predicted_return[0])

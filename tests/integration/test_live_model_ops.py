@@ -311,6 +311,9 @@ def test_a_drifted_feed_triggers_each_drift_action(hourly, registry, make_bundle
         assert decisions["action"].iloc[0] == "exit"
         assert len(sells) == 1 and float(sells[0]["executedQty"]) == pytest.approx(0.05)
         assert not buys
+        # selling the adopted holding closes a trade (not a phantom short one)
+        (trade,) = strat.trade_records
+        assert trade["size"] == pytest.approx(0.05) and trade["model_key"].endswith(version)
 
 
 @pytest.mark.parametrize("stale", [False, True])

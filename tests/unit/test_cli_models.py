@@ -509,10 +509,9 @@ def test_models_promote_to_another_timeframe_than_latest_needs_the_flag(make_bun
     assert "--allow-timeframe-change" in refused.stderr
     latest = tmp_path / "models" / "BTCUSDT" / "basic" / "latest"
     assert os.readlink(latest) == "2026-01-01_1h_v1"
+    flag = "--allow-timeframe-change"
     moved = CliRunner().invoke(
-        cli,
-        ["models", "promote", "BTCUSDT", "basic", "2026-01-02_4h_v2", "--allow-timeframe-change"]
-        + ["--registry", root],
+        cli, ["models", "promote", "BTCUSDT", "basic", "2026-01-02_4h_v2", flag, "--registry", root]
     )
     assert moved.exit_code == 0, moved.output
     assert os.readlink(latest) == "2026-01-02_4h_v2"
