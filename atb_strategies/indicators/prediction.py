@@ -121,6 +121,9 @@ class MlPrediction(bt.Indicator):
     drift_threshold : float or None
         One PSI threshold for every feature; default: per feature, the larger of 0.25 and its
         calibration from training.
+    sequence_length : int or None
+        With hot reload: refuse a promoted version whose window has another length (the
+        strategy's own guard, ``MlStrategy(sequence_length=...)``, checked at start).
     """
 
     lines = (
@@ -143,6 +146,7 @@ class MlPrediction(bt.Indicator):
         ("follow_latest", None),
         ("drift_window", None),
         ("drift_threshold", None),
+        ("sequence_length", None),
     )
     # cerebro.plot(): only the predicted return (about 0.001) on this subplot, with a zero line
     # and the model key in the legend (_plotlabel). The confidence (0..1) would flatten it on a
@@ -316,6 +320,12 @@ class MlPrediction(bt.Indicator):
                 extra=self._extra,
                 version=name,
             )
+            required = self.p.sequence_length
+            if required is not None and bundle.sequence_length != required:
+                raise FeatureSchemaError(
+                    f"{bundle.key} takes {bundle.sequence_length} bars, the strategy was "
+                    f"configured with sequence_length={required}"
+                )
             if list(bundle.pipeline.columns) != list(old.pipeline.columns):
                 raise FeatureSchemaError(
                     f"{bundle.key} reads candle columns {list(bundle.pipeline.columns)}, the "

@@ -260,6 +260,7 @@ class MlStrategy(bt.Strategy):
                 follow_latest=p.follow_latest,
                 drift_window=p.drift_window if p.drift_action is not None else None,
                 drift_threshold=p.drift_threshold,
+                sequence_length=p.sequence_length,
             )
             if p.sequence_length is not None and pred.bundle.sequence_length != p.sequence_length:
                 raise ConfigurationError(

@@ -196,3 +196,24 @@ def test_an_open_position_keeps_its_stop_loss_and_take_profit_across_the_switch(
     assert strat.legs_at["after"] == strat.legs_at["before"]  # the same orders, still alive
     keys = [d["model_key"] for d in strat.decisions]
     assert keys[-1] == f"BTCUSDT/basic@{V2}" and keys[0] == f"BTCUSDT/basic@{V1}"
+
+
+def test_a_promoted_version_with_another_window_than_the_strategy_requires_is_refused(
+    make_bundle, tmp_path
+):
+    make_bundle(version=V1, features=FEATURES, seed=1, sequence_length=16)
+    make_bundle(version=V2, features=FEATURES, seed=2, sequence_length=24, promote=False)
+    cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False)
+    cerebro.adddata(make_feed(synthetic_candles(400, seed=5), name="BTCUSDT"))
+    cerebro.addstrategy(
+        PromotingMlBasic,
+        registry=str(tmp_path / "models"),
+        follow_latest=True,
+        promote_to=V2,
+        sequence_length=16,
+    )
+    strat = cerebro.run()[0]
+    pred = strat.predictions[strat.datas[0]]
+    (event,) = pred.model_events
+    assert event.kind == "refused" and "configured with sequence_length=16" in event.reason
+    assert {d["model_key"] for d in strat.decisions} == {f"BTCUSDT/basic@{V1}"}
