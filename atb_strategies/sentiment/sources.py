@@ -59,7 +59,15 @@ def _parse_sentiment_csv(source: Path | str | io.StringIO, where: str) -> pd.Ser
             f"{where}: a sentiment CSV needs columns 'timestamp' and 'value'; it has "
             f"{list(frame.columns)}."
         )
-    stamps = pd.to_datetime(frame["timestamp"], utc=True).dt.tz_localize(None)
+    # ISO 8601 row by row, so that one odd row is named instead of failing the whole column
+    stamps = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601", errors="coerce")
+    if stamps.isna().any():
+        row = int(stamps.isna().to_numpy().argmax())
+        raise CandleDataError(
+            f"{where}: timestamp {frame['timestamp'].iloc[row]!r} on line {row + 2} is not a "
+            "date and time (ISO 8601, e.g. 2025-01-20 00:00:00); repair or drop that line."
+        )
+    stamps = stamps.dt.tz_localize(None)
     values = pd.Series(frame[value_col].to_numpy(), index=pd.DatetimeIndex(stamps))
     return as_sentiment_series(values, where)
 
