@@ -317,7 +317,7 @@ def run_live(
     )
     if strat.shadow is not None and strat.shadow.rows:
         log = cerebro.runstrats[0][0].analyzers.shadow
-        rows = read_shadow_csv(log.path)
+        rows = read_shadow_csv(log.path, session=log.session)  # this session's books
         chart = plot_books(rows, log.path.with_suffix(".png"), f"{strategy} {symbol} {timeframe}")
         click.echo(f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):")
         click.echo(format_comparison(compare_books(rows, timeframe)))

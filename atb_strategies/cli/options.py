@@ -252,6 +252,8 @@ def guard_params(
             "--drift-window and --drift-threshold set the drift guard, which is off: add "
             "--drift-action warn (or no_entries, flatten)."
         )
+    if max_model_age is None and age_action != "warn":
+        raise ConfigurationError("--age-action sets the model-age guard: add --max-model-age 30d.")
     params: dict[str, Any] = {}
     if max_model_age is not None:
         params.update(max_model_age=max_model_age, age_action=age_action)

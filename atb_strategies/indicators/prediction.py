@@ -341,8 +341,10 @@ class MlPrediction(bt.Indicator):
                 stream.update(row, label=at)
                 if monitor is not None:
                     psi = monitor.update(stream.last_series_row())
-        except (RegistryError, CandleDataError, OSError) as e:
+        except Exception as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if not isinstance(e, RegistryError | CandleDataError | OSError):
+                reason = f"{type(e).__name__}: {reason}"
             follower.refuse(name, reason)
             event = ModelEvent("refused", label.isoformat(), old.symbol, old.key, new_key, reason)
             self.model_events.append(event)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,15 @@ SHADOW_FILE = "shadow.csv"
 _COLUMNS = ("session", *SHADOW_COLUMNS)
 
 
+def _cut_partial_line(path: Path) -> None:
+    """Drop an unterminated last line (what a session killed while writing leaves)."""
+    with path.open("rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+            log.warning("%s: dropped an incomplete last line left by an earlier session", path)
+
+
 class ShadowLog(bt.Analyzer):
     """Append the strategy's shadow rows to ``path`` as they are made.
 
@@ -46,11 +56,13 @@ class ShadowLog(bt.Analyzer):
         self.path = Path(self.p.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:
+            _cut_partial_line(self.path)  # a killed session may have left half a line
         self._file = self.path.open("a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, fieldnames=_COLUMNS)
         if new:
             self._writer.writeheader()
-        self.session = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.session = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
         self._done = 0
 
     def next(self) -> None:
@@ -90,6 +102,8 @@ def read_shadow_csv(path: Path | str, session: str | None = None) -> pd.DataFram
     missing = [c for c in _COLUMNS if c not in frame.columns]
     if missing:
         raise ConfigurationError(f"{path} is not a shadow.csv: it lacks columns {missing}.")
+    if frame.empty:
+        raise ConfigurationError(f"{path} has no rows yet: no bar was decided in a session.")
     numbers = ["close", "equity", "trades", "position"]
     values = frame[numbers].apply(pd.to_numeric, errors="coerce")
     bad = values.isna().any(axis=1) | frame["time"].isna()
@@ -139,10 +153,12 @@ def compare_books(rows: pd.DataFrame, timeframe: str) -> pd.DataFrame:
             for model_key in dict.fromkeys(book["model_key"]):
                 mine = (credited == model_key).to_numpy()
                 served = (book["model_key"] == model_key).to_numpy()
-                times = pd.to_datetime(book.index[mine])
-                curve = (1.0 + bar_return[mine]).cumprod().to_numpy()
-                values = pd.Series([1.0, *curve], index=[times[0], *times])
-                metrics = value_metrics(values, timeframe)
+                metrics = {"total_return": 0.0, "sharpe": None, "max_drawdown": 0.0}
+                if mine.any():  # a model that served only the last bar has no return yet
+                    times = pd.to_datetime(book.index[mine])
+                    curve = (1.0 + bar_return[mine]).cumprod().to_numpy()
+                    values = pd.Series([1.0, *curve], index=[times[0], *times])
+                    metrics = value_metrics(values, timeframe)
                 signals = book["signal"][served]
                 same = champion["signal"].reindex(signals.index)
                 out.append(

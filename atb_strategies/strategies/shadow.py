@@ -98,6 +98,7 @@ class ShadowDesk:
         self.strategy = strategy
         self.rows: list[dict[str, Any]] = []
         self.books: dict[Any, list[_Book]] = {}
+        self._bars: dict[Any, int] = {}
         p = strategy.p
         for data, champion in strategy.predictions.items():
             books = [_Book("champion", champion)]
@@ -130,6 +131,9 @@ class ShadowDesk:
         """Fill each book's pending orders on this bar, then decide for it and record a row."""
         strat = self.strategy
         p = strat.p
+        if self._bars.get(data) == len(data):
+            return  # next() again without a new bar of this feed (another feed moved)
+        self._bars[data] = len(data)
         bar = [float(x[0]) for x in (data.open, data.high, data.low, data.close)]
         stamp = bt.num2date(data.datetime[0]).isoformat()
         for entry in self.books[data]:

@@ -13,6 +13,7 @@ from atb_strategies.cli.main import cli
     [
         (["--drift-window", "100"], "add --drift-action"),
         (["--drift-threshold", "0.3"], "add --drift-action"),
+        (["--age-action", "flatten"], "add --max-model-age"),
         (["--shadow-csv", "s.csv"], "add --shadow VERSION"),
         (["--sentiment", "s.csv"], "reads no sentiment"),
         (["--max-sentiment-age", "12h"], "reads no sentiment"),

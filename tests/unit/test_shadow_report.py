@@ -92,3 +92,23 @@ def test_plot_books_writes_a_png(tmp_path):
 
     path = plot_books(_rows(), tmp_path / "shadow.png", "ml_basic BTCUSDT 1h")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_compare_books_with_a_model_that_served_only_the_last_bar_reports_it_without_return():
+    frame = _rows()
+    last = frame.index[frame["role"] == "champion"][-1]
+    frame.loc[last, "model_key"] = "BTCUSDT/basic@v4"  # latest moved on the very last bar
+    table = compare_books(frame, "1h").set_index("model_key")
+    assert table.loc["BTCUSDT/basic@v4", "bars"] == 1
+    assert table.loc["BTCUSDT/basic@v4", "total_return"] == 0.0
+
+
+def test_a_cut_last_line_is_dropped_before_a_new_session_appends(tmp_path):
+    from atb_strategies.live.shadow_log import _cut_partial_line
+
+    path = tmp_path / "shadow.csv"
+    path.write_text("a,b\n1,2\n3,")
+    _cut_partial_line(path)
+    assert path.read_text() == "a,b\n1,2\n"
+    _cut_partial_line(path)  # a whole file is left alone
+    assert path.read_text() == "a,b\n1,2\n"
