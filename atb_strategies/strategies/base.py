@@ -278,6 +278,7 @@ class MlStrategy(bt.Strategy):
         self._entry_info: dict[Any, dict[str, Any]] = {}
         self._pending: dict[Any, bt.Order | None] = {d: None for d in traded}
         self._started: set[Any] = set()  # feeds whose first tradeable bar has been seen
+        self._decided_len: dict[Any, int] = {}  # len(data) at the last decision per feed
         self._gap_ms: dict[Any, list[int]] = {d: [] for d in traded}  # pred.gap_bars, in ms
         self._trade_from = (
             bt.date2num(datetime.fromisoformat(str(p.trade_from))) if p.trade_from else None
@@ -518,6 +519,9 @@ class MlStrategy(bt.Strategy):
     def next(self) -> None:
         p = self.p
         for data, pred in self.predictions.items():
+            if self._decided_len.get(data) == len(data):
+                continue  # called again without a new bar of this feed (another feed moved)
+            self._decided_len[data] = len(data)
             if not self._is_tradeable(data):
                 continue
             if self.shadow is not None:

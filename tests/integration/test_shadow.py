@@ -140,3 +140,39 @@ def test_the_virtual_twin_reproduces_a_broker_that_keeps_slippage_inside_the_bar
     real = pd.Series(strat.analyzers.values.values).loc[twin.index]
     assert len(strat.trade_records) > 100
     np.testing.assert_allclose(twin.to_numpy(), real.to_numpy(), rtol=1e-9)
+
+
+def test_shadow_books_decide_once_per_bar_when_another_feed_moves_between_bars():
+    """A sentiment feed published at :30 moves the strategy between two price bars: the books
+    must neither decide twice on one bar nor fill an order on the bar it was decided."""
+    from pathlib import Path
+
+    from atb_strategies.data.feeds import make_sentiment_feed
+    from atb_strategies.data.synthetic import generate_ohlcv
+    from atb_strategies.sentiment import generate_sentiment
+    from atb_strategies.strategies.ml_sentiment import MlSentiment
+
+    clear_shared_registries()
+    candles = generate_ohlcv(1500, seed=21, start_price=2000.0)
+    sentiment = generate_sentiment(candles, seed=21)
+    sentiment.index = sentiment.index + pd.Timedelta(minutes=30)  # off the bar closes
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(make_feed(candles.loc[sentiment.index[0] :]), name="ETHUSDT")
+    cerebro.adddata(make_sentiment_feed(sentiment), name="fng")
+    cerebro.broker.setcommission(commission=0.001)
+    cerebro.addanalyzer(_Values, _name="values")
+    cerebro.addstrategy(
+        MlSentiment,
+        sentiment_feed="fng",
+        shadows=["2026-11-26_1h_v1"],
+        long_threshold=0.0,
+        registry=str(Path(__file__).resolve().parents[2] / "models"),
+    )
+    strat = cerebro.run()[0]
+    rows = pd.DataFrame(strat.shadow.rows)
+    assert not rows.duplicated(["role", "model_key", "time"]).any()
+    assert not pd.DataFrame(strat.decisions).duplicated(["bar"]).any()
+    twin = rows[rows.role == "champion"].set_index("time")["equity"]
+    real = pd.Series(strat.analyzers.values.values).loc[twin.index]
+    assert len(strat.trade_records) > 20
+    np.testing.assert_allclose(twin.to_numpy(), real.to_numpy(), rtol=1e-9)
