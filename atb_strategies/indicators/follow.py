@@ -70,7 +70,6 @@ class LatestFollower:
     """
 
     def __init__(self, registry: str | None, symbol: str, model_type: str, serving: str) -> None:
-        self.registry = registry
         self._registry = shared_registry(registry)  # resolved once: the check runs every bar
         self.symbol = symbol
         self.model_type = model_type

@@ -239,6 +239,7 @@ class MlStrategy(bt.Strategy):
         self.predictions: dict[Any, MlPrediction] = {}
         self.confidences: dict[Any, MlConfidence] = {}
         extra = [d for d in self.datas if p.sentiment_feed and d._name == p.sentiment_feed]
+        self._extra = extra  # the sentiment feed every prediction also reads, if any
         if p.sentiment_feed and not extra:
             raise ConfigurationError(
                 f"{type(self).__name__}: no data feed named {p.sentiment_feed!r} "
@@ -247,21 +248,7 @@ class MlStrategy(bt.Strategy):
         for data in self.datas:
             if extra and data is extra[0]:
                 continue
-            pred = MlPrediction(
-                data,
-                *extra,
-                symbol=p.symbol,
-                model_type=p.model_type,
-                timeframe=p.timeframe,
-                version=p.version,
-                registry=p.registry,
-                gap_policy=p.gap_policy,
-                asof_run=p.asof_run,
-                follow_latest=p.follow_latest,
-                drift_window=p.drift_window if p.drift_action is not None else None,
-                drift_threshold=p.drift_threshold,
-                sequence_length=p.sequence_length,
-            )
+            pred = self.prediction_for(data)
             if p.sequence_length is not None and pred.bundle.sequence_length != p.sequence_length:
                 raise ConfigurationError(
                     f"{type(self).__name__} was configured with sequence_length="
@@ -285,9 +272,29 @@ class MlStrategy(bt.Strategy):
         )
         specs = parse_shadows(p.shadows, p.model_type)
         #: Shadow challengers and the virtual twin of this strategy's model (``shadows``).
-        self.shadow = ShadowDesk(self, specs, extra[0] if extra else None) if specs else None
+        self.shadow = ShadowDesk(self, specs) if specs else None
 
     # ------------------------------------------------------------------ helpers
+
+    def prediction_for(self, data: bt.AbstractDataBase, **overrides: Any) -> MlPrediction:
+        """The ``MlPrediction`` of ``data`` configured from this strategy's params (and the
+        sentiment feed), with ``overrides`` (a shadow's model type and version...). Call it
+        from ``__init__``: backtrader indicators are created there."""
+        p = self.p
+        params = {
+            "symbol": p.symbol,
+            "model_type": p.model_type,
+            "timeframe": p.timeframe,
+            "version": p.version,
+            "registry": p.registry,
+            "gap_policy": p.gap_policy,
+            "asof_run": p.asof_run,
+            "follow_latest": p.follow_latest,
+            "drift_window": p.drift_window if p.drift_action is not None else None,
+            "drift_threshold": p.drift_threshold,
+            "sequence_length": p.sequence_length,
+        }
+        return MlPrediction(data, *self._extra, **{**params, **overrides})
 
     def _is_tradeable(self, data: bt.AbstractDataBase) -> bool:
         if self._trade_from is not None and data.datetime[0] < self._trade_from:

@@ -92,27 +92,22 @@ class ShadowDesk:
     there) and call :meth:`on_bar` for each tradeable bar of each traded feed.
     """
 
-    def __init__(
-        self, strategy: MlStrategy, specs: Sequence[ShadowSpec], extra: bt.AbstractDataBase | None
-    ) -> None:
+    def __init__(self, strategy: MlStrategy, specs: Sequence[ShadowSpec]) -> None:
         self.strategy = strategy
         self.rows: list[dict[str, Any]] = []
         self.books: dict[Any, list[_Book]] = {}
-        self._bars: dict[Any, int] = {}
-        p = strategy.p
         for data, champion in strategy.predictions.items():
             books = [_Book("champion", champion)]
             for spec in specs:
-                pred = MlPrediction(
+                # pinned, never reloaded, no guards: a challenger is judged as it is
+                pred = strategy.prediction_for(
                     data,
-                    *([extra] if extra is not None else []),
-                    symbol=p.symbol,
                     model_type=spec.model_type,
-                    timeframe=p.timeframe,
                     version=spec.version,
-                    registry=p.registry,
-                    gap_policy=p.gap_policy,
+                    asof_run=None,
                     follow_latest=False,
+                    drift_window=None,
+                    sequence_length=None,
                 )
                 pred.plotinfo.plot = False
                 books.append(_Book("shadow", pred))
@@ -131,9 +126,6 @@ class ShadowDesk:
         """Fill each book's pending orders on this bar, then decide for it and record a row."""
         strat = self.strategy
         p = strat.p
-        if self._bars.get(data) == len(data):
-            return  # next() again without a new bar of this feed (another feed moved)
-        self._bars[data] = len(data)
         bar = [float(x[0]) for x in (data.open, data.high, data.low, data.close)]
         stamp = bt.num2date(data.datetime[0]).isoformat()
         for entry in self.books[data]:
