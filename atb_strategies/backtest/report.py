@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.backtest.runner import BacktestResult
+from atb_strategies.strategies.guards import fired_guards
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -59,6 +60,7 @@ _LEGEND_ORDER = (
     "no prediction (warm-up)",
     "in-sample",
     "model version switch",
+    "a guard fired",
 )
 
 
@@ -281,6 +283,8 @@ def backtest_figure(
         _shade(ax, index, gap_mask, color="0.55", alpha=0.35, label="no prediction (gap)")
         _shade(ax, index, warm_mask, color="0.8", alpha=0.3, label="no prediction (warm-up)")
 
+    # guards (model age, drift, sentiment age) that fired on the bar's decision
+    _shade(ax_price, index, _guard_mask(result, index), "tab:purple", 0.12, "a guard fired")
     # price: position shading, prediction, close on top, markers when few trades
     _shade(ax_price, index, equity["long"].to_numpy(bool), "tab:green", 0.22, "long position")
     _shade(ax_price, index, equity["short"].to_numpy(bool), "tab:red", 0.22, "short position")
@@ -417,6 +421,16 @@ def _reason_mask(result: BacktestResult, index: pd.DatetimeIndex, code: str) -> 
     if reasons is None or not len(reasons):
         return np.zeros(len(index), dtype=bool)
     return index.isin(reasons.index[reasons.to_numpy() == code])
+
+
+def _guard_mask(result: BacktestResult, index: pd.DatetimeIndex) -> np.ndarray:
+    """Per bar of ``index`` (open times): a guard fired on the decision made at its close."""
+    decisions = getattr(result.strategy, "decisions", None) or []
+    closes = [d["bar"] for d in decisions if fired_guards(d.get("reason"))]
+    if not closes or len(index) < 2:
+        return np.zeros(len(index), dtype=bool)
+    bar = (index[1:] - index[:-1]).min()  # decisions carry close times, the index open times
+    return index.isin(pd.DatetimeIndex(pd.to_datetime(closes)) - bar)
 
 
 def _shade(
