@@ -42,6 +42,7 @@ import bisect
 import logging
 import math
 import types
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -224,6 +225,26 @@ class MlStrategy(bt.Strategy):
         ("drift_window", DEFAULT_WINDOW),
         ("drift_threshold", None),
     )
+
+    @classmethod
+    def check_params(cls, values: Mapping[str, Any]) -> None:
+        """Refuse ``values`` as ``__init__`` would, without building the strategy (no model
+        loaded): the numeric ranges and the guards' actions and durations; params not given
+        take their defaults. Sweeps check every grid value with it before any cell runs.
+
+        Raises
+        ------
+        ConfigurationError
+            The first bad param, sklearn's wording.
+        """
+        p = types.SimpleNamespace(**{k: getattr(cls.params, k) for k in cls.params._getkeys()})
+        vars(p).update(values)
+        owner = cls.__name__
+        _check_params(owner, p)
+        ModelAgeGuard(owner, p.max_model_age, p.age_action)
+        SentimentAgeGuard(owner, p.max_sentiment_age)
+        if p.drift_action is not None:
+            DriftGuard(owner, p.drift_action)
 
     def __init__(self) -> None:
         p = self.p
