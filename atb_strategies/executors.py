@@ -100,8 +100,12 @@ def _unguarded_call_line() -> int | None:
         frame.f_globals is getattr(main, "__dict__", None) and frame.f_code.co_name == "<module>"
     ):
         frame = frame.f_back
-    if frame is None or not path:
-        return None
+    if (
+        frame is None
+        or not path
+        or os.path.abspath(frame.f_code.co_filename) != os.path.abspath(path)
+    ):
+        return None  # no script file, or code that is not the script's own (a notebook cell)
     try:
         tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
