@@ -241,6 +241,7 @@ def test_threshold_warnings_with_shorts_ignore_nan_and_name_the_model():
     assert flag[0].startswith("--x 1 is above every predicted return (max 0.02)")
 
 
+@pytest.mark.slow  # three backtests, one with its chart
 def test_backtest_cli_with_a_threshold_above_every_prediction_warns_in_flag_spelling(
     csv, market, registry, tmp_path
 ):
