@@ -49,6 +49,7 @@ from typing import Any
 import backtrader as bt
 
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.features.candles import check_gap_policy
 from atb_strategies.features.drift import DEFAULT_WINDOW
 from atb_strategies.indicators.confidence import MlConfidence
 from atb_strategies.indicators.prediction import MlPrediction
@@ -229,8 +230,9 @@ class MlStrategy(bt.Strategy):
     @classmethod
     def check_params(cls, values: Mapping[str, Any]) -> None:
         """Refuse ``values`` as ``__init__`` would, without building the strategy (no model
-        loaded): the numeric ranges and the guards' actions and durations; params not given
-        take their defaults. Sweeps check every grid value with it before any cell runs.
+        loaded): the numeric ranges, the guards' actions and durations, ``gap_policy`` and
+        ``shadows``; params not given take their defaults. Sweeps check every grid value with
+        it before any cell runs.
 
         Raises
         ------
@@ -245,6 +247,9 @@ class MlStrategy(bt.Strategy):
         SentimentAgeGuard(owner, p.max_sentiment_age)
         if p.drift_action is not None:
             DriftGuard(owner, p.drift_action)
+        if p.gap_policy is not None:
+            check_gap_policy(p.gap_policy, owner)
+        parse_shadows(p.shadows, p.model_type)
 
     def __init__(self) -> None:
         p = self.p

@@ -74,6 +74,8 @@ def _predicted_returns(market: pd.DataFrame, registry: str) -> pd.Series:
         ({"drift_window": [1.5]}, "must be an integer, like its default 168"),
         ({"age_action": ["ignore"]}, "must be one of 'warn', 'no_entries', 'flatten'"),
         ({"max_model_age": ["soon"]}, "must be a positive duration"),
+        ({"gap_policy": ["skip", "ignore"]}, "'gap_policy' parameter of MlBasic must be one of"),
+        ({"shadows": ["latest"]}, "'shadows' parameter of MlStrategy takes pinned versions"),
     ],
 )
 def test_run_sweep_with_a_value_the_strategy_refuses_raises_before_any_cell(
