@@ -1,5 +1,7 @@
 """A sweep's grid: ``NAME=V1,V2,...`` options parsed into typed values, checked against the
-strategy's params, and expanded into one dict of params per cell."""
+strategy's params (names: ``check_grid``; values, with the strategy's own ``check_params`` and
+the type of each param's default: ``check_grid_values``), and expanded into one dict of params
+per cell."""
 
 from __future__ import annotations
 
