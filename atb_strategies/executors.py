@@ -21,18 +21,28 @@ on Ray it is ``ray.put`` into the object store once and every task gets the refe
 
 A task that raises does not stop the others: it yields ``TaskFailure`` with the error's type
 and message, one line.
+
+``spawn`` starts each worker by re-importing the parent's main script. A script that calls
+``run_tasks`` (or ``run_sweep``) at import time, outside ``if __name__ == "__main__":``, would
+start the work again in every worker, which cannot start processes there. Such a worker ends at
+once and silently (``leave_if_bootstrapping``, exit status ``UNGUARDED_MAIN_EXIT``) and the
+parent raises one ``ConfigurationError`` naming the guard, instead of worker tracebacks and
+failed tasks.
 """
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures as cf
 import multiprocessing
 import os
 import pickle
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from atb_strategies.exceptions import ConfigurationError
@@ -58,6 +68,92 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+#: Exit status of a worker that found itself re-importing an unguarded main script.
+UNGUARDED_MAIN_EXIT = 87
+
+
+def in_spawn_bootstrap() -> bool:
+    """True in a ``spawn`` worker while it re-imports the parent's main script (the state in
+    which ``multiprocessing`` refuses to start processes)."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def leave_if_bootstrapping(executor: str) -> None:
+    """End this process at once, silently, if it is a ``spawn`` worker re-importing a main
+    script that starts ``executor="local"`` work at import time (no ``__main__`` guard); the
+    parent sees ``UNGUARDED_MAIN_EXIT`` and raises the error (see the module doc). Elsewhere
+    it does nothing."""
+    if executor == "local" and in_spawn_bootstrap():
+        raise SystemExit(UNGUARDED_MAIN_EXIT)
+
+
+def _unguarded_call_line() -> int | None:
+    """The line of the main script's top-level statement that led here, when that statement
+    runs unconditionally at import (no ``if`` around it, so a worker's re-import runs it too);
+    None otherwise, or when there is no main script file to re-import (REPL, notebook)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    frame = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_globals is getattr(main, "__dict__", None) and frame.f_code.co_name == "<module>"
+    ):
+        frame = frame.f_back
+    if (
+        frame is None
+        or not path
+        or os.path.abspath(frame.f_code.co_filename) != os.path.abspath(path)
+    ):
+        return None  # no script file, or code that is not the script's own (a notebook cell)
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    line = frame.f_lineno
+    for node in tree.body:
+        end = getattr(node, "end_lineno", None) or node.lineno
+        if node.lineno <= line <= end:
+            plain = isinstance(node, ast.Expr | ast.Assign | ast.AnnAssign | ast.AugAssign)
+            return line if plain else None
+    return None
+
+
+def check_main_guard() -> None:
+    """Refuse to start a ``spawn`` pool from a statement of the main script that runs
+    unconditionally at import: every worker would run it again (see the module doc). Calls
+    inside ``if __name__ == "__main__":`` (or any other block) pass; a guard that is missing
+    in some other way is still caught when the workers start.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the script, its line and the ``if __name__ == "__main__":`` guard.
+    """
+    line = _unguarded_call_line()
+    if line is not None:
+        raise _unguarded_main_error(line)
+
+
+def _unguarded_main_error(line: int | None = None) -> ConfigurationError:
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None) or "the main script"
+    where = f"{script}, line {line}" if line is not None else script
+    return ConfigurationError(
+        "executor='local' cannot start its worker processes: each re-imports the main "
+        f"script ({where}; multiprocessing 'spawn'), which would start the work again at "
+        'import. Put that call under if __name__ == "__main__": in the script, or pass '
+        "executor='serial'."
+    )
+
+
+def _unguarded_main(processes: Iterable[Any]) -> bool:
+    """Whether a worker of a broken pool ended with ``UNGUARDED_MAIN_EXIT``."""
+    for process in processes:
+        process.join(timeout=5)  # a broken pool terminates the other workers
+        if process.exitcode == UNGUARDED_MAIN_EXIT:
+            return True
+    return False
 
 
 _worker_shared: Any = None
@@ -115,13 +211,30 @@ def _local(fn: Callable, shared: Any, tasks: list, workers: int) -> Iterator[tup
             initargs=(payload,),
         )
         done = False
+        processes: dict[int, Any] = {}  # every worker started, kept to read exit statuses
         try:
-            futures = {pool.submit(_call_in_worker, fn, tasks[i]): i for i in todo}
+            futures: dict[cf.Future, int] = {}
+            unsent: list[int] = []  # refused because a worker had already died
+            for i in todo:
+                try:
+                    futures[pool.submit(_call_in_worker, fn, tasks[i])] = i
+                except BrokenProcessPool:
+                    unsent.append(i)
+                processes.update(getattr(pool, "_processes", None) or {})
+            if unsent and _unguarded_main(processes.values()):
+                raise _unguarded_main_error()
+            for i in unsent:
+                if attempt == 0:
+                    lost.append(i)
+                else:
+                    yield i, TaskFailure("BrokenProcessPool: a worker process died")
             for future in cf.as_completed(futures):
                 i = futures[future]
                 try:
                     outcome = future.result()
                 except BrokenProcessPool as e:
+                    if _unguarded_main(processes.values()):
+                        raise _unguarded_main_error() from None
                     if attempt == 0:
                         lost.append(i)
                         continue
@@ -213,6 +326,7 @@ def run_tasks(
             f"The 'executor' parameter must be one of {', '.join(EXECUTORS)}. "
             f"Got {executor!r} instead."
         )
+    leave_if_bootstrapping(executor)
     n = default_workers() if workers is None else workers
     if n < 1:
         raise ConfigurationError(f"The 'workers' parameter must be >= 1. Got {n!r} instead.")
@@ -222,5 +336,6 @@ def run_tasks(
     if executor == "serial" or (executor == "local" and (n == 1 or len(items) == 1)):
         return _serial(fn, shared, items)
     if executor == "local":
+        check_main_guard()
         return _local(fn, shared, items, n)
     return _ray(fn, shared, items, n, ray_address)

@@ -92,6 +92,7 @@ def backtest(
     from atb_strategies.backtest.report import format_summary, plot_backtest, write_trades
     from atb_strategies.backtest.runner import first_unseen_bar, run_backtest
     from atb_strategies.data.sources import load_candles
+    from atb_strategies.sweep.thresholds import threshold_warnings
 
     cls = get_strategy(strategy)
     mtype = model_type or cls.params.model_type
@@ -145,6 +146,17 @@ def backtest(
         result.summary["guards"] = guards  # in summary.json too
     for line in format_guard_report(guards):
         click.echo(line)
+
+    def spell(name: str, value: float) -> str:  # thresholds as this command spells them
+        if name == "long_threshold":
+            given = long_threshold is not None
+            return f"--long-threshold {value:g}" + ("" if given else " (the default)")
+        return f"{name} {value:g} (the strategy's default)"
+
+    if result.predictions is not None:
+        returns = result.predictions["predicted_return"]
+        for warning in threshold_warnings(returns, cls, params, spell=spell):
+            click.echo(f"warning: {warning}")
     paths = write_trades(result, out)
     chart = plot_backtest(
         result,

@@ -162,7 +162,7 @@ def sweep(
     from atb_strategies.data.sources import load_candles
     from atb_strategies.strategies.registry import get_strategy
     from atb_strategies.sweep.grid import check_grid, parse_grid
-    from atb_strategies.sweep.report import format_ranking
+    from atb_strategies.sweep.report import format_ranking, rank_cells
     from atb_strategies.sweep.runner import run_sweep
 
     cls = get_strategy(strategy)
@@ -170,6 +170,12 @@ def sweep(
     files = _data_files(data, names)
     grid = parse_grid(grid_options)
     check_grid(grid, cls.params._getkeys(), cls.__name__)  # before any candle is loaded
+    params: dict = {}
+    if model_type is not None:
+        params["model_type"] = model_type
+    if registry_path is not None:
+        params["registry"] = str(registry_path)
+    _check_grid_values(cls, grid, params)
     mtype = model_type or cls.params.model_type
     frames = {}
     for i, name in enumerate(names):
@@ -183,11 +189,6 @@ def sweep(
             synthetic_sentiment=synthetic_sentiment,
             need_sentiment=mtype == "sentiment",
         )
-    params: dict = {}
-    if model_type is not None:
-        params["model_type"] = model_type
-    if registry_path is not None:
-        params["registry"] = str(registry_path)
     out = out_dir or Path("out") / f"sweep_{strategy}"
     results = run_sweep(
         strategy,
@@ -217,10 +218,12 @@ def sweep(
         f"resumed, {failed} failed) in {a['seconds']:.1f} s, {executor} executor"
     )
     click.echo(f"Data: {sources}")
-    click.echo(
-        f"Best {min(top, len(results))} by {rank_by} (the best of {len(results)} cells on the "
-        "same bars: expect less out of sample):"
-    )
+    ranked = len(rank_cells(results, rank_by))
+    if ranked:
+        click.echo(
+            f"Best {min(top, ranked)} by {rank_by} (the best of {ranked} cells on the same "
+            "bars: expect less out of sample):"
+        )
     click.echo(format_ranking(results, grid, rank_by, top))
     for warning in a["warnings"]:
         click.echo(f"warning: {warning}")
@@ -228,3 +231,21 @@ def sweep(
     if a.get("heatmap"):
         click.echo(f"heatmap: {a['heatmap']}")
     click.echo(f"cells:   {out / 'cells'}")
+    if failed:
+        first = results["error"].dropna().iloc[0]
+        raise click.ClickException(
+            f"{failed} of {len(results)} cells failed (first: {first}); every error is in "
+            f"{out / 'results.csv'}. Fix the cause and run the same command with --resume: it "
+            "runs only the failed cells."
+        )
+
+
+def _check_grid_values(cls: type, grid: dict, params: dict) -> None:
+    """Every --grid value the strategy would refuse, as a usage error before any data loads."""
+    from atb_strategies.sweep.grid import grid_value_problem
+
+    for name, values in grid.items():
+        for value in values:
+            problem = grid_value_problem(cls, name, value, params)
+            if problem is not None:
+                raise click.BadParameter(f"{name}={value}: {problem}", param_hint="--grid")

@@ -42,12 +42,14 @@ import bisect
 import logging
 import math
 import types
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import backtrader as bt
 
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.features.candles import check_gap_policy
 from atb_strategies.features.drift import DEFAULT_WINDOW
 from atb_strategies.indicators.confidence import MlConfidence
 from atb_strategies.indicators.prediction import MlPrediction
@@ -224,6 +226,30 @@ class MlStrategy(bt.Strategy):
         ("drift_window", DEFAULT_WINDOW),
         ("drift_threshold", None),
     )
+
+    @classmethod
+    def check_params(cls, values: Mapping[str, Any]) -> None:
+        """Refuse ``values`` as ``__init__`` would, without building the strategy (no model
+        loaded): the numeric ranges, the guards' actions and durations, ``gap_policy`` and
+        ``shadows``; params not given take their defaults. Sweeps check every grid value with
+        it before any cell runs.
+
+        Raises
+        ------
+        ConfigurationError
+            The first bad param, sklearn's wording.
+        """
+        p = types.SimpleNamespace(**{k: getattr(cls.params, k) for k in cls.params._getkeys()})
+        vars(p).update(values)
+        owner = cls.__name__
+        _check_params(owner, p)
+        ModelAgeGuard(owner, p.max_model_age, p.age_action)
+        SentimentAgeGuard(owner, p.max_sentiment_age)
+        if p.drift_action is not None:
+            DriftGuard(owner, p.drift_action)
+        if p.gap_policy is not None:
+            check_gap_policy(p.gap_policy, owner)
+        parse_shadows(p.shadows, p.model_type)
 
     def __init__(self) -> None:
         p = self.p

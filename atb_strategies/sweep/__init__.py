@@ -16,6 +16,7 @@ from typing import Any
 
 _EXPORTS = {
     "RANK_METRICS": "atb_strategies.sweep.metrics",
+    "check_grid_values": "atb_strategies.sweep.grid",
     "expand_grid": "atb_strategies.sweep.grid",
     "format_ranking": "atb_strategies.sweep.report",
     "heatmap_figure": "atb_strategies.sweep.report",
@@ -25,6 +26,7 @@ _EXPORTS = {
     "rank_cells": "atb_strategies.sweep.report",
     "run_sweep": "atb_strategies.sweep.runner",
     "sweep_warnings": "atb_strategies.sweep.report",
+    "threshold_warnings": "atb_strategies.sweep.thresholds",
 }
 
 __all__ = sorted(_EXPORTS)

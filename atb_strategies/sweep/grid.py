@@ -1,5 +1,7 @@
 """A sweep's grid: ``NAME=V1,V2,...`` options parsed into typed values, checked against the
-strategy's params, and expanded into one dict of params per cell."""
+strategy's params (names: ``check_grid``; values, with the strategy's own ``check_params`` and
+the type of each param's default: ``check_grid_values``), and expanded into one dict of params
+per cell."""
 
 from __future__ import annotations
 
@@ -108,6 +110,76 @@ def check_grid(grid: Mapping[str, Sequence[Any]], known: Iterable[str], owner: s
             raise ConfigurationError(
                 f"The grid values of {name!r} repeat a value. Got {list(values)!r} instead."
             )
+
+
+def _type_problem(owner: str, name: str, default: Any, value: Any) -> str | None:
+    """Why ``value`` is not of the type of the param's ``default`` (None: it is, or the
+    default is None or of no simple type, so any value may do)."""
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "text"
+    else:
+        return None
+    if ok:
+        return None
+    return (
+        f"The {name!r} parameter of {owner} must be {kind}, like its default {default!r}. "
+        f"Got {value!r} instead."
+    )
+
+
+def grid_value_problem(
+    strategy: type, name: str, value: Any, params: Mapping[str, Any] | None = None
+) -> str | None:
+    """Why ``strategy`` would refuse ``value`` for its param ``name`` with the fixed
+    ``params`` (None when it accepts it), found before any cell runs.
+
+    The strategy's own check comes first (``check_params(values)``, as ``MlStrategy`` has:
+    ranges, guard actions, durations), then the type of the param's default (a bool, an int,
+    a number or text).
+    """
+    owner = strategy.__name__
+    problem = None
+    check = getattr(strategy, "check_params", None)
+    if callable(check):
+        try:
+            check({**(params or {}), name: value})
+        except ConfigurationError as e:
+            problem = str(e)
+    if problem is None:
+        params_ = getattr(strategy, "params", None)
+        problem = _type_problem(owner, name, getattr(params_, name, None), value)
+    if problem is not None and isinstance(value, str) and re.search(r"[;|\s]", value):
+        problem += " Separate grid values with commas: NAME=V1,V2."
+    return problem
+
+
+def check_grid_values(
+    strategy: type, grid: Mapping[str, Sequence[Any]], params: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse, before any cell runs, a fixed param or grid value ``strategy`` would refuse
+    (``grid_value_problem``); names are checked by ``check_grid``.
+
+    Raises
+    ------
+    ConfigurationError
+        The first bad value, the strategy's sentence after the grid entry.
+    """
+    params = dict(params or {})
+    for name, value in params.items():
+        problem = grid_value_problem(strategy, name, value, params)
+        if problem is not None:
+            raise ConfigurationError(problem)
+    for name, values in grid.items():
+        for value in values:
+            problem = grid_value_problem(strategy, name, value, params)
+            if problem is not None:
+                raise ConfigurationError(f"The grid value {name}={value!r} cannot run: {problem}")
 
 
 def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:

@@ -5,17 +5,23 @@
    result depends on (``cells.Cell.digest``).
 2. Resume: with ``out`` and ``resume``, cells already finished without error in
    ``<out>/cells`` are read back instead of run (failed ones run again).
-3. Predictions once: for the ``local`` and ``ray`` executors, each (symbol, version)
-   prediction set is computed once here (``predictions.compute_predictions``) and handed to
-   the workers with the candles through ``run_tasks``'s ``shared`` (pickled once per local
-   worker; ``ray.put`` once on Ray). ``serial`` runs cells in this process, where the first
-   cell's predictions serve the others.
+3. Predictions once: each (symbol, version) prediction set is computed once here
+   (``predictions.compute_predictions``) and handed to the workers with the candles through
+   ``run_tasks``'s ``shared`` (pickled once per local worker; ``ray.put`` once on Ray;
+   ``serial`` reads them in this process). An entry threshold outside the range of the
+   predicted returns (``thresholds``: never enters, or enters on every bar) is warned about
+   now, before any cell runs.
 4. Run: ``executors.run_tasks(run_cell, ...)``; each cell is written atomically as it
    finishes, a failing cell is recorded with its one-line error and the sweep goes on; Ctrl-C
    keeps every finished cell (run again with ``resume=True`` for the rest).
 5. Report: ``results.csv`` (one row per cell), ``heatmap.png``, ``sweep.json`` (definition,
    counts, warnings, best cells), and the frame returned, whose ``attrs["warnings"]`` holds the
-   ranking's warnings (``report.sweep_warnings``).
+   threshold warnings and the ranking's (``report.sweep_warnings``) and ``attrs["failed"]``
+   the number of failed cells.
+
+Every grid value and fixed param is checked before anything runs (``grid.check_grid_values``:
+the strategy's own ``check_params`` and the type of each param's default), so a value the
+strategy refuses is one ``ConfigurationError``, not a sweep of failed cells.
 """
 
 from __future__ import annotations
@@ -26,12 +32,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from atb_strategies.exceptions import ConfigurationError
-from atb_strategies.executors import TaskFailure, default_workers, run_tasks
+from atb_strategies.executors import (
+    TaskFailure,
+    check_main_guard,
+    default_workers,
+    leave_if_bootstrapping,
+    run_tasks,
+)
 from atb_strategies.sweep.cells import Cell, candles_digest, plain, run_cell
-from atb_strategies.sweep.grid import check_grid, expand_grid
+from atb_strategies.sweep.grid import check_grid, check_grid_values, expand_grid
 from atb_strategies.sweep.metrics import METRICS, RANK_METRICS
 from atb_strategies.sweep.predictions import (
     compute_predictions,
@@ -48,6 +61,7 @@ from atb_strategies.sweep.report import (
     sweep_warnings,
 )
 from atb_strategies.sweep.store import CellStore, write_json_atomic, write_results
+from atb_strategies.sweep.thresholds import threshold_warnings
 
 log = logging.getLogger(__name__)
 
@@ -126,43 +140,66 @@ def plan_cells(
     return cells
 
 
+def _group(cls: type, cell: Cell) -> tuple:
+    """The cells of one group share their predictions (same symbol and model params)."""
+    params = {**cell.params, "version": cell.version}
+    return (cell.symbol, tuple(sorted(prediction_params(cls, params).items())))
+
+
 def _share_predictions(
     cells: Sequence[Cell], frames: Mapping[str, pd.DataFrame], settings: Mapping[str, Any]
-) -> dict:
-    """Each distinct prediction set of ``cells``, computed once (see ``predictions``)."""
+) -> tuple[dict, dict[tuple, np.ndarray]]:
+    """Each distinct prediction set of ``cells``, computed once (see ``predictions``), and
+    the predicted returns of each group (``_group``) for ``_threshold_warnings``."""
     entries: dict = {}
+    returns: dict[tuple, np.ndarray] = {}
     done: set[tuple] = set()
     t0 = time.perf_counter()
     for cell in cells:
         cls = _strategy_class(cell.strategy)
         if not is_ml_strategy(cls):
             continue
-        params = {**cell.params, "version": cell.version}
-        group = (cell.symbol, tuple(sorted(prediction_params(cls, params).items())))
+        group = _group(cls, cell)
         if group in done:
             continue
         done.add(group)
         try:
-            entries.update(
-                compute_predictions(
-                    frames[cell.symbol],
-                    cls,
-                    symbol=cell.symbol,
-                    timeframe=settings["timeframe"],
-                    start=settings["start"],
-                    end=settings["end"],
-                    params=params,
-                )
+            found = compute_predictions(
+                frames[cell.symbol],
+                cls,
+                symbol=cell.symbol,
+                timeframe=settings["timeframe"],
+                start=settings["start"],
+                end=settings["end"],
+                params={**cell.params, "version": cell.version},
             )
         except Exception as e:  # the cells of this group fail with the same error, recorded
             log.debug("predictions for %s %s not shared: %s", cell.symbol, cell.version, e)
+            continue
+        entries.update(found)
+        lines = [e.lines.get("predicted_return") for e in found.values()]
+        returns[group] = np.concatenate([v for v in lines if v is not None] or [np.empty(0)])
     if done:
         log.info(
             "sweep: %d prediction set(s) computed once in %.1f s and handed to every worker",
             len(entries),
             time.perf_counter() - t0,
         )
-    return entries
+    return entries, returns
+
+
+def _threshold_warnings(cells: Sequence[Cell], returns: Mapping[tuple, np.ndarray]) -> list[str]:
+    """``thresholds.threshold_warnings`` for every cell, once per message; the model is named
+    when the cells have several."""
+    out: dict[str, None] = {}
+    for cell in cells:
+        cls = _strategy_class(cell.strategy)
+        group = _group(cls, cell) if is_ml_strategy(cls) else None
+        if group not in returns:
+            continue
+        model = f"{cell.symbol} {cell.version}" if len(returns) > 1 else None
+        out.update(dict.fromkeys(threshold_warnings(returns[group], cls, cell.params, model=model)))
+    return list(out)
 
 
 def _record(cell: Cell, cell_hash: str, outcome: Any) -> dict[str, Any]:
@@ -298,16 +335,23 @@ def run_sweep(
         ``version``, the metrics of ``metrics.METRICS``, ``bars``, ``in_sample_bars`` (bars
         inside the model's training period; None when unknown), ``oos_from`` (the model's
         first unseen bar), ``model_key`` and ``error`` (None when it ran). ``attrs``:
-        ``warnings``, ``rank_by``, ``ran`` and ``resumed`` (cell counts), ``seconds``, ``out``
-        and ``heatmap`` (paths, when ``out``).
+        ``warnings`` (entry thresholds outside the range of the predicted returns, then the
+        ranking's), ``rank_by``, ``ran``, ``resumed`` and ``failed`` (cell counts),
+        ``seconds``, ``out`` and ``heatmap`` (paths, when ``out``). Cells that failed at run
+        time are returned with their ``error`` (and logged as a count); ``atb sweep`` then
+        exits 1.
 
     Raises
     ------
     ConfigurationError
-        Bad grid, params, metric, executor or settings; ``resume`` without ``out``.
+        Bad grid names or values (any value the strategy would refuse: checked before any
+        cell runs), params, metric, executor or settings; ``resume`` without ``out``; with
+        ``executor="local"``, a script calling ``run_sweep`` at import time, without the
+        ``if __name__ == "__main__":`` guard its worker processes need.
     KeyboardInterrupt
         After logging how many cells finished (they stay in ``out``).
     """
+    leave_if_bootstrapping(executor)  # a worker re-importing an unguarded script ends here
     check_rank_by(rank_by)
     params = dict(params or {})
     if "version" in params:
@@ -328,6 +372,7 @@ def run_sweep(
         raise ConfigurationError(
             f"{', '.join(both)} both fixed (params) and swept (grid); give each param once."
         )
+    check_grid_values(cls, grid, params)  # every value, before any cell runs
     if "registry" not in grid:
         params = pin_registry(cls, params)
     frames = _frames(candles, symbol)
@@ -358,9 +403,17 @@ def run_sweep(
         executor,
         n_workers,
     )
+    if executor == "local" and n_workers > 1 and len(todo) > 1:
+        check_main_guard()  # before the predictions: a script without the guard fails fast
     shared: dict[str, Any] = {"candles": frames, "predictions": {}}
-    if share_predictions and executor != "serial" and todo:
-        shared["predictions"] = _share_predictions([cells[i] for i in todo], frames, settings)
+    warnings: list[str] = []
+    if share_predictions and todo:
+        shared["predictions"], returns = _share_predictions(
+            [cells[i] for i in todo], frames, settings
+        )
+        warnings = _threshold_warnings([cells[i] for i in todo], returns)
+        for warning in warnings:
+            log.warning("sweep: %s", warning)
     bar = _Progress(len(todo), progress)
     t0 = time.perf_counter()
     try:
@@ -400,13 +453,17 @@ def run_sweep(
     results = pd.DataFrame(
         [_row(cells[i], records[i], grid) for i in range(len(cells))],
     )
-    warnings = sweep_warnings(results, grid, rank_by)
+    warnings += sweep_warnings(results, grid, rank_by)
+    failed = int(results["error"].notna().sum())
+    if failed:
+        log.warning("sweep: %d of %d cells failed (see their error)", failed, len(results))
     results.attrs.update(
         {
             "warnings": warnings,
             "rank_by": rank_by,
             "ran": len(todo),
             "resumed": len(cells) - len(todo),
+            "failed": failed,
             "seconds": seconds,
             "out": str(out) if out is not None else None,
         }

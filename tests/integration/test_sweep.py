@@ -187,13 +187,13 @@ def test_sweep_interrupted_keeps_finished_cells_and_resume_finishes(market, regi
 def test_sweep_with_a_failing_cell_records_its_error_and_runs_the_others(
     market, registry, tmp_path
 ):
-    grid = {"position_size": [0.1, 2.0]}
+    grid = {"sequence_length": [None, 99]}  # valid for MlBasic, not for its 16-bar model
     results = run_sweep(
         "ml_basic", market, grid, params={"registry": registry}, executor="serial", out=tmp_path
     )
     ok, bad = results.iloc[0], results.iloc[1]
     assert pd.isna(ok["error"]) and ok["trades"] > 0
-    assert bad["error"].startswith("ConfigurationError: The 'position_size' parameter of MlBasic")
+    assert bad["error"].startswith("ConfigurationError: MlBasic was configured with sequence_le")
     assert "\n" not in bad["error"] and pd.isna(bad["sharpe"])
     assert CellStore(tmp_path).read(bad["cell"])["error"] == bad["error"]
     assert results.attrs["warnings"][0].startswith("1 of 2 cells failed")
