@@ -85,8 +85,8 @@ def model(
         end=end_date,
     )
     source = frame.attrs["source"]
-    timeframe = resolved_timeframe(timeframe, data, frame)
     check_dates_in_data(frame, start_date, end_date)
+    timeframe = resolved_timeframe(timeframe, data, frame)
     if model_type == "sentiment":
         sent = str(sentiment) if sentiment is not None else "synthetic demo index"
         source += f"; sentiment: {sent}"

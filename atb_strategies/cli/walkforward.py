@@ -150,8 +150,8 @@ def walk_forward(
         end=end_date,
     )
     source = frame.attrs.get("source", "dataframe")
-    timeframe = resolved_timeframe(timeframe, data, frame)
     check_dates_in_data(frame, start_date, end_date)
+    timeframe = resolved_timeframe(timeframe, data, frame)
     frame = frame.loc[start_date:end_date] if (start_date or end_date) else frame
     frame = validate_candles(frame, timeframe=timeframe, gap_policy="allow", what=source)
     config = WalkForwardConfig(

@@ -79,15 +79,15 @@ def summarize_gaps(gaps: list[Gap], timeframe: str | None) -> str:
     line = (
         f"{len(gaps)} gaps, {missing} missing {timeframe or ''} bar(s) in all; the first: {first}"
     )
-    lengths = pd.Series([g.before - g.after for g in gaps])
+    lengths = pd.Series([g.missing_bars for g in gaps])
     every = pd.Series([b.after - a.after for a, b in itertools.pairwise(gaps)])
     length, share_length = lengths.mode()[0], float((lengths == lengths.mode()[0]).mean())
     period = every.mode()[0]
     share_period = float((every == period).mean())
     if share_length >= 0.8 and share_period >= 0.8:
         line += (
-            f". Regular: {100 * min(share_length, share_period):.0f} % of them span "
-            f"{_span(length)} and recur every {_span(period)} (like a market closed overnight or "
+            f". Regular: {100 * min(share_length, share_period):.0f} % of them are {length} "
+            f"missing bar(s) recurring every {_span(period)} (like a market closed overnight or "
             "at weekends)"
         )
     return line
