@@ -375,7 +375,7 @@ def run_backtest(
             first = int(candles.index.searchsorted(begin))
             candles = candles.iloc[max(0, first - (history - 1)) :]
     if bundle is not None:
-        _check_enough_candles(candles, bundle, begin)
+        _check_enough_candles(candles, bundle)
     cerebro = bt.Cerebro(stdstats=False)
     feed = make_feed(candles, timeframe=timeframe, name=symbol)
     cerebro.adddata(feed, name=symbol)
@@ -472,15 +472,15 @@ def run_backtest(
     )
 
 
-def _check_enough_candles(candles: pd.DataFrame, bundle: Any, start: pd.Timestamp | None) -> None:
+def _check_enough_candles(candles: pd.DataFrame, bundle: Any) -> None:
     """Refuse to feed fewer candles than one prediction of ``bundle`` reads (backtrader would
     otherwise run without a single prediction, or fail inside an indicator)."""
     pipe = bundle.pipeline
     if len(candles) >= pipe.min_bars:
         return
-    before = f" up to and after start={str(start)!r}" if start is not None else ""
+    span = f" ({candles.index[0]} .. {candles.index[-1]})" if len(candles) else ""
     raise CandleDataError(
-        f"{len(candles)} candle(s) given{before}; model {bundle.key} needs at least "
+        f"{len(candles)} candle(s) given{span}; model {bundle.key} needs at least "
         f"{pipe.min_bars} ({pipe.warmup_bars} warm-up + {pipe.sequence_length} window) for one "
         "prediction. Give more candles (a longer file or an earlier start of the data)."
     )

@@ -9,6 +9,7 @@ import gzip
 import logging
 from pathlib import Path
 
+import backtrader as bt
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 from atb_strategies.backtest.runner import run_backtest
 from atb_strategies.cli.main import cli
 from atb_strategies.data.synthetic import generate_ohlcv
-from atb_strategies.exceptions import CandleDataError, ConfigurationError
+from atb_strategies.exceptions import CandleDataError, ConfigurationError, ModelNotFoundError
 from atb_strategies.registry.registry import ModelRegistry
 from atb_strategies.strategies.ml_basic import MlBasic
 from tests.conftest import synthetic_candles
@@ -110,7 +111,8 @@ def test_backtest_with_fewer_candles_than_the_model_reads_says_how_many(
     args = ["backtest", "ml_basic", "--data", str(tmp_path / "short.csv"), "--no-baselines"]
     line = _one_error_line(_invoke([*args, "--registry", str(registry), "--no-progress"]))
     model = "BTCUSDT/basic@2026-01-01_1h_v1"
-    assert f"{rows} candle(s) given; model {model} needs at least {need}" in line
+    assert f"{rows} candle(s) given (2024-01-01 00:00:00 .. " in line
+    assert f"model {model} needs at least {need}" in line
 
 
 # ---------------------------------------------------------------- another timeframe
@@ -215,7 +217,7 @@ def test_run_backtest_with_impossible_dates_names_the_parameters(tmp_path, make_
 
 def test_run_backtest_with_too_few_candles_says_how_many_are_needed(tmp_path, make_bundle):
     make_bundle()
-    with pytest.raises(CandleDataError, match=r"3 candle\(s\) given; model .* needs at least"):
+    with pytest.raises(CandleDataError, match=r"3 candle\(s\) given \(.*needs at least"):
         _python_backtest(tmp_path, synthetic_candles(3))
 
 
@@ -240,3 +242,17 @@ def test_run_backtest_with_predictions_does_not_warn(tmp_path, make_bundle, capl
         result = _python_backtest(tmp_path, synthetic_candles(300))
     assert result.predictions["predicted_return"].notna().any()
     assert not [r for r in caplog.records if r.name == "atb_strategies.backtest.runner"]
+
+
+@pytest.mark.parametrize(("timeframe", "hinted"), [("1h", True), ("1d", False)])
+def test_daily_default_hint_only_when_the_pandas_feed_really_defaulted(
+    tmp_path, make_bundle, timeframe, hinted
+):
+    make_bundle()
+    frame = generate_ohlcv(300, timeframe=timeframe, seed=4)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame), name="BTCUSDT")  # says daily
+    cerebro.addstrategy(MlBasic, registry=str(tmp_path / "models"))
+    with pytest.raises(ModelNotFoundError, match="timeframe '1d'") as caught:
+        cerebro.run()
+    assert ("PandasData defaults to daily" in str(caught.value)) is hinted
