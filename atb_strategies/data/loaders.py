@@ -271,8 +271,8 @@ def load_ohlcv(
     ``timeframe`` that differs from it, when at least half the bars are spaced by it (daily
     candles for ``timeframe="1h"``), is refused; otherwise the extra spacing is reported as
     gaps. Returns a DataFrame indexed by naive-UTC open time, sorted, with
-    ``attrs["timeframe"]``, ``attrs["own_timeframe"]`` (None under 3 bars with a ``timeframe``)
-    and ``attrs["report"]`` (a ``CandleReport``; many gaps are logged as one summary line).
+    ``attrs["timeframe"]`` and ``attrs["report"]`` (a ``CandleReport``; many gaps are logged as
+    one summary line).
 
     Raises
     ------
@@ -306,7 +306,6 @@ def load_ohlcv(
     for line in report.lines():
         log.info("%s: %s", Path(path).name, line)
     frame.attrs["timeframe"] = tf
-    frame.attrs["own_timeframe"] = own
     frame.attrs["report"] = report
     return frame
 
