@@ -419,7 +419,7 @@ def run_backtest(
             if g["position"] > reach
         ]
     if indicator is not None and predictions is not None:
-        _warn_if_no_prediction(indicator, predictions, summary_reasons=no_prediction)
+        _warn_if_no_prediction(indicator, predictions, no_prediction)
     summary = summarize(
         equity, candles, trades, analysis["commission"], timeframe, no_prediction, gaps
     )
@@ -486,13 +486,13 @@ def _check_enough_candles(candles: pd.DataFrame, bundle: Any) -> None:
     )
 
 
-def _warn_if_no_prediction(indicator: Any, predictions: pd.DataFrame, summary_reasons: Any) -> None:
+def _warn_if_no_prediction(indicator: Any, predictions: pd.DataFrame, reasons: Any) -> None:
     """One warning when the model predicted nothing over the whole run, with why."""
     if "predicted_return" not in predictions or predictions["predicted_return"].notna().any():
         return
     why = ""
-    if summary_reasons is not None and len(summary_reasons):
-        counts = summary_reasons.value_counts()
+    if reasons is not None and len(reasons):
+        counts = reasons.value_counts()
         why = ": " + ", ".join(f"{n} bar(s) {code}" for code, n in counts.items())
     log.warning(
         "%s made no prediction over the %d bar(s) fed%s. The strategy never traded; see "
