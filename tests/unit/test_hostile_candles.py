@@ -87,6 +87,16 @@ def _empty_parquet(h, d):
     return d / "c.parquet", "not a readable parquet file"
 
 
+def _not_gzip(h, d):
+    (d / "c.csv.gz").write_text(_good_text(h))
+    return d / "c.csv.gz", "not valid gzip"
+
+
+def _garbage_feather(h, d):
+    (d / "c.feather").write_bytes(b"ARROW1 but no more")
+    return d / "c.feather", "not a readable feather file"
+
+
 def _string_prices(h, d):
     table = h.reset_index()
     for c in PRICES:
@@ -107,6 +117,8 @@ def _string_prices(h, d):
         _truncated_gzip,
         _garbage_parquet,
         _empty_parquet,
+        _not_gzip,
+        _garbage_feather,
         _string_prices,
     ],
 )
@@ -125,6 +137,14 @@ def test_load_ohlcv_with_semicolons_and_decimal_commas_reads_the_candles(hourly,
     plain = load_ohlcv(_csv(hourly, tmp_path / "plain.csv"))
     semi = load_ohlcv(_csv(hourly, tmp_path / "semi.csv", sep=";", decimal=","))
     pd.testing.assert_frame_equal(semi, plain, check_freq=False)
+
+
+def test_load_ohlcv_with_byte_order_mark_and_semicolons_reads_the_candles(hourly, tmp_path):
+    plain = load_ohlcv(_csv(hourly, tmp_path / "plain.csv"))
+    (tmp_path / "bom.csv").write_bytes(
+        b"\xef\xbb\xbf" + _good_text(hourly).replace(",", ";").encode()
+    )
+    pd.testing.assert_frame_equal(load_ohlcv(tmp_path / "bom.csv"), plain, check_freq=False)
 
 
 def test_load_ohlcv_with_tab_separated_file_reads_the_candles(hourly, tmp_path):
