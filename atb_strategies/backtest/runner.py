@@ -26,7 +26,8 @@ import pandas as pd
 from atb_strategies.backtest.baselines import run_baselines
 from atb_strategies.bundle.lineage import training_period
 from atb_strategies.data.feeds import make_feed
-from atb_strategies.exceptions import AtbError, ConfigurationError
+from atb_strategies.data.periods import check_period, check_period_in_data
+from atb_strategies.exceptions import AtbError, CandleDataError, ConfigurationError
 from atb_strategies.features.candles import rows_span_gap, timeframe_to_timedelta
 from atb_strategies.registry.shared import shared_registry
 from atb_strategies.strategies.base import NO_PREDICTION_REASONS, MlStrategy
@@ -358,17 +359,23 @@ def run_backtest(
     -------
     BacktestResult
     """
-    if end is not None:
-        candles = candles.loc[: pd.Timestamp(end)]
+    check_period_in_data(candles.index, start, end, what="the data")
+    begin, last = check_period(start, end)
+    if last is not None:
+        candles = candles.loc[:last]
     bar = timeframe_to_timedelta(timeframe)
-    if start is not None:  # backtrader bar times are close times (see make_feed)
-        strategy_params.setdefault("trade_from", str(pd.Timestamp(start) + bar))
-        history = model_history_bars(
-            strategy, symbol=symbol, timeframe=timeframe, params=strategy_params
-        )
+    if isinstance(strategy, type) and issubclass(strategy, MlStrategy):
+        # the feed's timeframe is ``timeframe`` on purpose, not backtrader's daily default
+        strategy_params.setdefault("timeframe", timeframe)
+    bundle = _strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=strategy_params)
+    if begin is not None:  # backtrader bar times are close times (see make_feed)
+        strategy_params.setdefault("trade_from", str(begin + bar))
+        history = bundle.pipeline.history_bars if bundle is not None else None
         if history is not None:
-            first = int(candles.index.searchsorted(pd.Timestamp(start)))
+            first = int(candles.index.searchsorted(begin))
             candles = candles.iloc[max(0, first - (history - 1)) :]
+    if bundle is not None:
+        _check_enough_candles(candles, bundle)
     cerebro = bt.Cerebro(stdstats=False)
     feed = make_feed(candles, timeframe=timeframe, name=symbol)
     cerebro.adddata(feed, name=symbol)
@@ -388,8 +395,8 @@ def run_backtest(
     equity.index = pd.DatetimeIndex(
         [bt.num2date(x) - bar for x in equity.pop("dt")], name="time"
     )  # back to candle open times, like the input frame
-    if start is not None:
-        equity = equity.loc[pd.Timestamp(start) :]
+    if begin is not None:
+        equity = equity.loc[begin:]
     trades = list(getattr(strat, "trade_records", []))
     predictions = no_prediction = None
     gaps: list[dict[str, Any]] = []
@@ -411,6 +418,8 @@ def run_backtest(
             for g in all_gaps
             if g["position"] > reach
         ]
+    if indicator is not None and predictions is not None:
+        _warn_if_no_prediction(indicator, predictions, no_prediction)
     summary = summarize(
         equity, candles, trades, analysis["commission"], timeframe, no_prediction, gaps
     )
@@ -460,6 +469,37 @@ def run_backtest(
         gaps=gaps,
         strategy=strat,
         cerebro=cerebro,
+    )
+
+
+def _check_enough_candles(candles: pd.DataFrame, bundle: Any) -> None:
+    """Refuse to feed fewer candles than one prediction of ``bundle`` reads (backtrader would
+    otherwise run without a single prediction, or fail inside an indicator)."""
+    pipe = bundle.pipeline
+    if len(candles) >= pipe.min_bars:
+        return
+    span = f" ({candles.index[0]} .. {candles.index[-1]})" if len(candles) else ""
+    raise CandleDataError(
+        f"{len(candles)} candle(s) given{span}; model {bundle.key} needs at least "
+        f"{pipe.min_bars} ({pipe.warmup_bars} warm-up + {pipe.sequence_length} window) for one "
+        "prediction. Give more candles (a longer file or an earlier start of the data)."
+    )
+
+
+def _warn_if_no_prediction(indicator: Any, predictions: pd.DataFrame, reasons: Any) -> None:
+    """One warning when the model predicted nothing over the whole run, with why."""
+    if "predicted_return" not in predictions or predictions["predicted_return"].notna().any():
+        return
+    why = ""
+    if reasons is not None and len(reasons):
+        counts = reasons.value_counts()
+        why = ": " + ", ".join(f"{n} bar(s) {code}" for code, n in counts.items())
+    log.warning(
+        "%s made no prediction over the %d bar(s) fed%s. The strategy never traded; see "
+        "no_prediction in the summary.",
+        getattr(indicator, "model_key", None) or type(indicator).__name__,
+        len(predictions),
+        why,
     )
 
 

@@ -91,9 +91,11 @@ def backtest(
     """Backtest STRATEGY and write a summary, a chart PNG and the trades (CSV and JSON)."""
     from atb_strategies.backtest.report import format_summary, plot_backtest, write_trades
     from atb_strategies.backtest.runner import first_unseen_bar, run_backtest
+    from atb_strategies.cli.options import check_dates, check_dates_in_data
     from atb_strategies.data.sources import load_candles
     from atb_strategies.sweep.thresholds import threshold_warnings
 
+    check_dates(start_date, end_date)
     cls = get_strategy(strategy)
     mtype = model_type or cls.params.model_type
     frame = load_candles(
@@ -107,6 +109,7 @@ def backtest(
         need_sentiment=mtype == "sentiment",
     )
     source = frame.attrs["source"]
+    check_dates_in_data(frame, start_date, end_date)
     params: dict = {
         "model_type": mtype,
         "version": model_version,
@@ -122,6 +125,7 @@ def backtest(
     )
     if oos_only:
         start_date = first_unseen_bar(cls, symbol, timeframe, params, start_date)
+        check_dates_in_data(frame, start_date, end_date, ("--oos-only start", "--end-date"))
     result = run_backtest(
         frame,
         cls,

@@ -75,6 +75,41 @@ class DateType(click.ParamType):
 
 DATE = DateType()
 
+_PERIOD_FLAGS = ("--start-date", "--end-date")
+
+
+def check_dates(start_date: str | None, end_date: str | None) -> None:
+    """Refuse ``--end-date`` before ``--start-date`` before any work (one line naming both)."""
+    from atb_strategies.data.periods import check_period
+
+    check_period(start_date, end_date, names=_PERIOD_FLAGS)
+
+
+def check_dates_in_data(
+    frame: Any, start_date: str | None, end_date: str | None, names: tuple[str, str] = _PERIOD_FLAGS
+) -> None:
+    """Refuse a period holding none of the loaded candles (before the model is loaded), naming
+    the flag at fault and the range the candles cover."""
+    from atb_strategies.data.periods import check_period_in_data
+
+    what = frame.attrs.get("source") or "the candles"
+    check_period_in_data(frame.index, start_date, end_date, what=str(what), names=names)
+
+
+def resolved_timeframe(timeframe: str | None, data: Path | None, frame: Any) -> str:
+    """The ``--timeframe`` given, else the candles' own (``--data``: said in one line on
+    stderr), else 1h."""
+    if timeframe is not None:
+        return timeframe
+    own = frame.attrs.get("timeframe") or "1h"
+    if data is not None:
+        click.echo(
+            f"timeframe: {own}, the spacing of the candles in --data {data} (pass --timeframe to "
+            "choose another)",
+            err=True,
+        )
+    return str(own)
+
 
 def load_config(registry_path: Path | None) -> PredictionConfig:
     """The configuration, with ``--registry`` overriding the registry path."""
@@ -97,7 +132,11 @@ def training_data_options(f: Any) -> Any:
     --start-date, --end-date, --model-type, --data, --synthetic, --download, --exchange,
     --data-dir, --bars, --sentiment, --synthetic-sentiment."""
     options = [
-        click.option("--timeframe", default="1h", show_default=True),
+        click.option(
+            "--timeframe",
+            default=None,
+            help="Candle size, e.g. 1h or 1d [the --data file's own spacing, else 1h].",
+        ),
         click.option("--start-date", type=DATE, help="First bar used (UTC date or time)."),
         click.option(
             "--end-date", type=DATE, help="Last bar used (a date includes that whole day)."

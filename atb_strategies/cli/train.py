@@ -39,7 +39,7 @@ def train() -> None:
 @registry_option
 def model(
     symbol: str,
-    timeframe: str,
+    timeframe: str | None,
     start_date: str | None,
     end_date: str | None,
     model_type: str,
@@ -62,9 +62,11 @@ def model(
     registry_path: Path | None,
 ) -> None:
     """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
+    from atb_strategies.cli.options import check_dates, check_dates_in_data, resolved_timeframe
     from atb_strategies.data.sources import default_data_dir, load_candles
     from atb_strategies.training.trainer import TrainingConfig, train_model
 
+    check_dates(start_date, end_date)
     registry = load_config(registry_path).model_registry_path
     frame = load_candles(
         data,
@@ -83,6 +85,8 @@ def model(
         end=end_date,
     )
     source = frame.attrs["source"]
+    check_dates_in_data(frame, start_date, end_date)
+    timeframe = resolved_timeframe(timeframe, data, frame)
     if model_type == "sentiment":
         sent = str(sentiment) if sentiment is not None else "synthetic demo index"
         source += f"; sentiment: {sent}"

@@ -80,7 +80,7 @@ def _seeds(value: str) -> tuple[int, ...]:
 @registry_option
 def walk_forward(
     symbol: str,
-    timeframe: str,
+    timeframe: str | None,
     start_date: str | None,
     end_date: str | None,
     model_type: str,
@@ -122,6 +122,7 @@ def walk_forward(
     bars after it; the pooled out-of-sample record against the baselines, with its CI."""
     from tqdm import tqdm
 
+    from atb_strategies.cli.options import check_dates, check_dates_in_data, resolved_timeframe
     from atb_strategies.data.sources import default_data_dir, load_candles
     from atb_strategies.evaluation.report import write_report
     from atb_strategies.evaluation.walkforward import (
@@ -131,6 +132,7 @@ def walk_forward(
     )
     from atb_strategies.features.candles import validate_candles
 
+    check_dates(start_date, end_date)
     frame = load_candles(
         data,
         synthetic,
@@ -148,6 +150,8 @@ def walk_forward(
         end=end_date,
     )
     source = frame.attrs.get("source", "dataframe")
+    check_dates_in_data(frame, start_date, end_date)
+    timeframe = resolved_timeframe(timeframe, data, frame)
     frame = frame.loc[start_date:end_date] if (start_date or end_date) else frame
     frame = validate_candles(frame, timeframe=timeframe, gap_policy="allow", what=source)
     config = WalkForwardConfig(

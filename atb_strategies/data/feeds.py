@@ -64,6 +64,30 @@ def feed_timeframe(data: bt.AbstractDataBase) -> str | None:
     return None
 
 
+def labelled_daily_but_intraday(data: bt.AbstractDataBase) -> bool:
+    """Whether ``data`` is a ``PandasData`` feed that says it has daily bars (backtrader's
+    default) over a frame whose own spacing (median) is shorter than a day: a feed created
+    without ``timeframe=``/``compression=``, not one that really is daily."""
+    if feed_timeframe(data) != "1d" or not isinstance(data, bt.feeds.PandasData):
+        return False
+    frame = getattr(data.p, "dataname", None)
+    if not isinstance(frame, pd.DataFrame) or len(frame) < 2:
+        return False
+    column = data.p.datetime
+    if column is None:
+        stamps = frame.index
+    elif isinstance(column, str) and column in frame.columns:
+        stamps = frame[column]
+    else:
+        return False  # a position or backtrader's auto-detection: cannot tell
+    try:
+        index = pd.DatetimeIndex(stamps)
+    except (TypeError, ValueError):
+        return False
+    step = pd.Series(index).diff().median()
+    return bool(pd.notna(step) and step < pd.Timedelta(days=1))
+
+
 def same_timeframe(a: str, b: str) -> bool:
     return timeframe_to_timedelta(a) == timeframe_to_timedelta(b)
 

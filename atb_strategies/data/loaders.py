@@ -1,7 +1,8 @@
 """Load OHLCV candles from CSV, parquet or feather into a validated DataFrame.
 
-``load_ohlcv`` raises on anything that would change results (NaN, non-positive prices,
-high < low, unsorted or duplicate stamps, a spacing that is not a whole number of bars) and
+``load_ohlcv`` raises on anything that would change results (an unreadable or malformed file,
+NaN, non-positive prices, prices stored as text, high < low, unsorted or duplicate stamps, a
+spacing that is not a whole number of bars, candles of another timeframe than asked) and
 *reports* what is legal but worth knowing: gaps (missing bars) and zero-volume bars. The report is
 logged and kept in ``frame.attrs["report"]``.
 
@@ -11,7 +12,13 @@ candle's **open** time.
 
 from __future__ import annotations
 
+import codecs
+import decimal
+import gzip
+import itertools
 import logging
+import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,10 +52,13 @@ class CandleReport:
     zero_volume: list[pd.Timestamp] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        """Human-readable findings, one per line."""
+        """Human-readable findings, one per line; many gaps make one summary line."""
         out = [f"{self.rows} bars from {self.first} to {self.last}"]
-        for g in self.gaps:
-            out.append(f"gap: {g.missing_bars} missing bar(s) between {g.after} and {g.before}")
+        if len(self.gaps) <= _GAPS_LISTED:
+            for g in self.gaps:
+                out.append(f"gap: {g.missing_bars} missing bar(s) between {g.after} and {g.before}")
+        else:
+            out.append(summarize_gaps(self.gaps, self.timeframe))
         if self.zero_volume:
             shown = ", ".join(str(t) for t in self.zero_volume[:5])
             more = f" and {len(self.zero_volume) - 5} more" if len(self.zero_volume) > 5 else ""
@@ -56,10 +66,49 @@ class CandleReport:
         return out
 
 
-def infer_timeframe(index: pd.DatetimeIndex) -> str:
-    """The most common bar spacing as ``<n>m|h|d``."""
+#: Up to this many gaps are listed one per line; more make one summary line.
+_GAPS_LISTED = 5
+
+
+def summarize_gaps(gaps: list[Gap], timeframe: str | None) -> str:
+    """One line for many gaps: how many, the bars missing in all, the first few, and whether
+    they follow a regular pattern (the same length recurring at the same interval, as markets
+    closed overnight or at weekends)."""
+    missing = sum(g.missing_bars for g in gaps)
+    first = ", ".join(f"{g.after} .. {g.before}" for g in gaps[:3])
+    line = (
+        f"{len(gaps)} gaps, {missing} missing {timeframe or ''} bar(s) in all; the first: {first}"
+    )
+    lengths = pd.Series([g.missing_bars for g in gaps])
+    every = pd.Series([b.after - a.after for a, b in itertools.pairwise(gaps)])
+    length, share_length = lengths.mode()[0], float((lengths == lengths.mode()[0]).mean())
+    period = every.mode()[0]
+    share_period = float((every == period).mean())
+    if share_length >= 0.8 and share_period >= 0.8:
+        line += (
+            f". Regular: {100 * min(share_length, share_period):.0f} % of them are {length} "
+            f"missing bar(s) recurring every {_span(period)} (like a market closed overnight or "
+            "at weekends)"
+        )
+    return line
+
+
+def _span(step: pd.Timedelta) -> str:
+    """``Timedelta("2 days 13:00:00")`` -> ``"2d 13h"``."""
+    c = step.components
+    parts = [f"{c.days}d" if c.days else "", f"{c.hours}h" if c.hours else ""]
+    parts.append(f"{c.minutes}m" if c.minutes else "")
+    return " ".join(p for p in parts if p) or str(step)
+
+
+def infer_timeframe(index: pd.DatetimeIndex, *, what: str = "candles") -> str:
+    """The data's own bar size as ``<n>m|h|d``: the median spacing between consecutive stamps
+    (the most common one whenever at least half the bars are consecutive)."""
     if len(index) < 2:
-        raise CandleDataError("Cannot infer a timeframe from fewer than 2 bars; pass timeframe=.")
+        raise CandleDataError(
+            f"{what} hold {len(index)} bar(s): a timeframe cannot be inferred from fewer than 2; "
+            "pass timeframe='1h' (or the candles' own)."
+        )
     step = pd.Timedelta(int(np.median(np.diff(index.as_unit("ns").asi8))))
     minutes = step / pd.Timedelta(minutes=1)
     if minutes >= 1440 and minutes % 1440 == 0:
@@ -68,7 +117,7 @@ def infer_timeframe(index: pd.DatetimeIndex) -> str:
         return f"{int(minutes // 60)}h"
     if minutes >= 1 and minutes == int(minutes):
         return f"{int(minutes)}m"
-    raise CandleDataError(f"Bar spacing {step} is not a whole number of minutes.")
+    raise CandleDataError(f"{what}: bar spacing {step} is not a whole number of minutes.")
 
 
 def inspect_candles(frame: pd.DataFrame, timeframe: str) -> CandleReport:
@@ -91,26 +140,122 @@ def inspect_candles(frame: pd.DataFrame, timeframe: str) -> CandleReport:
     )
 
 
-def read_table(path: Path | str) -> pd.DataFrame:
-    """Read a CSV, parquet or feather file as it is (no validation)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+_CSV_DELIMITERS = (",", ";", "\t", "|")
+_SNIFF_BYTES = 64 * 1024
+
+
+def _file_kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".csv", ".txt", ".csv.gz", ".txt.gz")):
+        return "csv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".feather", ".arrow")):
+        return "feather"
+    raise CandleDataError(
+        f"Candle file {path} has an unknown type {path.suffix.lower()!r}; use .csv (or .csv.gz), "
+        ".parquet or .feather."
+    )
+
+
+def _csv_head(path: Path) -> bytes:
+    """The first bytes of a CSV file (decompressed for ``.gz``)."""
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as fh:
+            return fh.read(_SNIFF_BYTES)
+    with path.open("rb") as fh:
+        return fh.read(_SNIFF_BYTES)
+
+
+def _csv_dialect(path: Path) -> dict[str, str]:
+    """``read_csv`` arguments for the file's delimiter (the candidate most frequent in its
+    header line) and decimal mark (a comma in semicolon files that write ``1,5``); refuses
+    what is no UTF-8 text, naming the file."""
+    head = _csv_head(path)
+    if not head.strip():
+        raise CandleDataError(
+            f"Candle file {path} is empty; expected a header line (timestamp, open, high, low, "
+            "close, volume) and one line per candle."
+        )
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise CandleDataError(
+            f'Candle file {path} is UTF-16 text; save it as UTF-8 ("CSV UTF-8") and try again.'
+        )
+    if b"\x00" in head:
+        raise CandleDataError(
+            f"Candle file {path} holds binary data, not CSV text; give a CSV, parquet or feather "
+            "file of candles."
+        )
+    lines = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
+    header = lines[0]
+    sep = max(_CSV_DELIMITERS, key=header.count)
+    if not header.count(sep):
+        sep = ","
+    dialect = {"sep": sep}
+    if sep == ";" and len(lines) > 1 and "," in lines[1] and "." not in lines[1]:
+        dialect["decimal"] = ","
+    return dialect
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        if suffix in (".csv", ".txt") or path.name.endswith(".csv.gz"):
-            return pd.read_csv(path)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if suffix in (".feather", ".arrow"):
-            return pd.read_feather(path)
-    except FileNotFoundError as e:
-        raise CandleDataError(f"Candle file {path} does not exist.") from e
+        return pd.read_csv(path, **_csv_dialect(path))
+    except UnicodeDecodeError as e:
+        raise CandleDataError(
+            f"Candle file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+            f"{e.start}, Latin-1 or another encoding?); save it as UTF-8 and try again."
+        ) from e
+    except pd.errors.EmptyDataError as e:
+        raise CandleDataError(
+            f"Candle file {path} has no header line; expected timestamp, open, high, low, close, "
+            "volume and one line per candle."
+        ) from e
+    except pd.errors.ParserError as e:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        detail = (
+            f"line {found.group(2)} has {found.group(3)} fields where the header has "
+            f"{found.group(1)}"
+            if found
+            else str(e).strip().splitlines()[0]
+        )
+        raise CandleDataError(
+            f"Candle file {path} is not a well-formed CSV: {detail}. Fix or remove that line."
+        ) from e
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise CandleDataError(
+            f"Candle file {path} is truncated or not valid gzip ({e}); download or compress it "
+            "again."
+        ) from e
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read a CSV (``.gz`` too; delimiter detected), parquet or feather file as it is (no
+    validation).
+
+    Raises
+    ------
+    CandleDataError
+        Naming the file, when it is missing, of an unknown type, empty, not UTF-8 text, a
+        malformed CSV, a truncated gzip or not a readable parquet/feather file.
+    """
+    path = Path(path)
+    kind = _file_kind(path)
+    if not path.is_file():
+        raise CandleDataError(f"Candle file {path} does not exist.")
+    try:
+        if kind == "csv":
+            return _read_csv(path)
+        reader = pd.read_parquet if kind == "parquet" else pd.read_feather
+        return reader(path)
     except ImportError as e:
         raise CandleDataError(
             f"Reading {path} needs pyarrow: pip install pyarrow (or convert it to CSV)."
         ) from e
-    raise CandleDataError(
-        f"Candle file {path} has an unknown type {suffix!r}; use .csv, .parquet or .feather."
-    )
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid and ArrowIOError among them
+        if isinstance(e, CandleDataError):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CandleDataError(f"Candle file {path} is not a readable {kind} file: {first}") from e
 
 
 def load_ohlcv(
@@ -121,25 +266,75 @@ def load_ohlcv(
 ) -> pd.DataFrame:
     """Load, validate and report candles from ``path``.
 
-    Column names are lower-cased. The timeframe is inferred from the most common spacing
-    unless given. Returns a DataFrame indexed by naive-UTC open time, sorted, with
-    ``attrs["timeframe"]`` and ``attrs["report"]`` (a ``CandleReport``).
+    Column names are lower-cased; CSV delimiters (``,``, ``;``, tab, ``|``) are detected;
+    Decimal prices become float64. The candles' own timeframe is their median spacing; a given
+    ``timeframe`` that differs from it, when at least half the bars are spaced by it (daily
+    candles for ``timeframe="1h"``), is refused; otherwise the extra spacing is reported as
+    gaps. Returns a DataFrame indexed by naive-UTC open time, sorted, with
+    ``attrs["timeframe"]`` and ``attrs["report"]`` (a ``CandleReport``; many gaps are logged as
+    one summary line).
 
     Raises
     ------
     CandleDataError
-        Naming the row and column at fault.
+        Naming the file, and the row and column at fault: an unreadable, empty or malformed
+        file, no candles, prices stored as text, another timeframe, invalid values.
     """
     raw = read_table(path)
+    what = str(path)
+    if not len(raw):
+        raise CandleDataError(
+            f"{what} has a header but no candles; expected one line (row) per candle."
+        )
     raw.columns = [str(c).strip().lower() for c in raw.columns]
-    probe = validate_candles(raw, columns=columns, gap_policy="allow", what=str(path))
-    tf = timeframe or infer_timeframe(probe.index)
-    frame = validate_candles(
-        probe, columns=columns, timeframe=tf, gap_policy="allow", what=str(path)
-    )
+    probe = validate_candles(raw, columns=columns, gap_policy="allow", what=what)
+    probe = _numeric_columns(probe, columns, what)
+    own = infer_timeframe(probe.index, what=what) if timeframe is None or len(probe) > 2 else None
+    if (
+        timeframe is not None
+        and own is not None
+        and not _same_size(own, timeframe)
+        and _share_spaced(probe.index, own) >= 0.5
+    ):  # mostly spaced by another timeframe: not candles of this one with gaps
+        raise CandleDataError(
+            f"{what} holds {own} candles (its most common spacing), not timeframe={timeframe!r}: "
+            f"pass timeframe={own!r} (for a {own} model) or resample the candles to {timeframe}."
+        )
+    tf = timeframe or own
+    frame = validate_candles(probe, columns=columns, timeframe=tf, gap_policy="allow", what=what)
     report = inspect_candles(frame, tf)
     for line in report.lines():
         log.info("%s: %s", Path(path).name, line)
     frame.attrs["timeframe"] = tf
     frame.attrs["report"] = report
+    return frame
+
+
+def _share_spaced(index: pd.DatetimeIndex, timeframe: str) -> float:
+    """The share of consecutive stamps exactly ``timeframe`` apart."""
+    step = np.diff(index.as_unit("ns").asi8)
+    return float(np.mean(step == timeframe_to_timedelta(timeframe).value)) if len(step) else 0.0
+
+
+def _same_size(a: str, b: str) -> bool:
+    return timeframe_to_timedelta(a) == timeframe_to_timedelta(b)
+
+
+def _numeric_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> pd.DataFrame:
+    """``frame`` with Decimal columns as float64; refuses columns of text (a parquet file can
+    store prices as strings, which pass the checks but no arithmetic)."""
+    for col in columns:
+        series = frame[col]
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            continue
+        sample = series.iloc[0] if len(series) else None
+        if isinstance(sample, decimal.Decimal) or (
+            hasattr(series.dtype, "pyarrow_dtype") and "decimal" in str(series.dtype)
+        ):
+            frame[col] = series.astype(np.float64)
+            continue
+        raise CandleDataError(
+            f"{what}: column {col!r} holds {series.dtype} values such as {sample!r}, not "
+            "numbers. Store open, high, low, close and volume as numbers (float64).",
+        )
     return frame

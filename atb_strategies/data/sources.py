@@ -38,22 +38,24 @@ def _described(frame: pd.DataFrame, timeframe: str, source: str) -> pd.DataFrame
     return frame
 
 
-def candles_from_file(path: Path, timeframe: str) -> pd.DataFrame:
+def candles_from_file(path: Path, timeframe: str | None) -> pd.DataFrame:
     """Candles read from a CSV, parquet or feather file (see ``load_ohlcv``).
 
     Parameters
     ----------
     path : Path
         The file.
-    timeframe : str
-        The candle size, for example ``"1h"``.
+    timeframe : str or None
+        The candle size, for example ``"1h"`` (candles of another spacing are refused); None
+        means the file's own spacing.
 
     Returns
     -------
     pandas.DataFrame
-        ``attrs["source"]`` is the path.
+        ``attrs["source"]`` is the path, ``attrs["timeframe"]`` the candle size.
     """
-    return _described(load_ohlcv(path, timeframe=timeframe), timeframe, str(path))
+    frame = load_ohlcv(path, timeframe=timeframe)
+    return _described(frame, frame.attrs["timeframe"], str(path))
 
 
 def synthetic_candles(bars: int, timeframe: str, seed: int) -> pd.DataFrame:
@@ -145,7 +147,7 @@ def download_candles(
 def load_candles(
     data: Path | None = None,
     synthetic: bool = False,
-    timeframe: str = "1h",
+    timeframe: str | None = "1h",
     bars: int = 6000,
     seed: int = 0,
     *,
@@ -169,8 +171,8 @@ def load_candles(
         A candles file (:func:`candles_from_file`).
     synthetic : bool, default False
         Use the synthetic market of ``bars`` candles and ``seed`` (:func:`synthetic_candles`).
-    timeframe : str, default "1h"
-        The candle size.
+    timeframe : str or None, default "1h"
+        The candle size; None means the ``data`` file's own spacing (1h for the other sources).
     bars, seed : int
         For ``synthetic`` only.
     symbol : str, optional
@@ -203,16 +205,12 @@ def load_candles(
         raise ConfigurationError("Give exactly one of data=PATH or synthetic=True.")
     if data is not None:
         frame = candles_from_file(data, timeframe)
-    elif synthetic:
-        frame = synthetic_candles(bars, timeframe, seed)
-    elif data_dir is None or symbol is None:
-        raise ConfigurationError("Give data=PATH or synthetic=True.")
-    elif download:
-        if start is None:
-            raise ConfigurationError("download=True needs start_date='YYYY-MM-DD'.")
-        frame = download_candles(symbol, timeframe, start, end, exchange_id, data_dir)
+        timeframe = frame.attrs["timeframe"]
     else:
-        frame = cached_candles(symbol, timeframe, exchange_id, data_dir)
+        timeframe = timeframe or "1h"
+        frame = _candles_without_file(
+            synthetic, timeframe, bars, seed, symbol, exchange_id, data_dir, download, start, end
+        )
     if need_sentiment or sentiment is not None or synthetic_sentiment:
         frame = attach_sentiment(
             frame,
@@ -222,6 +220,29 @@ def load_candles(
             seed=seed,
         )
     return frame
+
+
+def _candles_without_file(
+    synthetic: bool,
+    timeframe: str,
+    bars: int,
+    seed: int,
+    symbol: str | None,
+    exchange_id: str,
+    data_dir: Path | None,
+    download: bool,
+    start: str | None,
+    end: str | None,
+) -> pd.DataFrame:
+    if synthetic:
+        return synthetic_candles(bars, timeframe, seed)
+    if data_dir is None or symbol is None:
+        raise ConfigurationError("Give data=PATH or synthetic=True.")
+    if download:
+        if start is None:
+            raise ConfigurationError("download=True needs start_date='YYYY-MM-DD'.")
+        return download_candles(symbol, timeframe, start, end, exchange_id, data_dir)
+    return cached_candles(symbol, timeframe, exchange_id, data_dir)
 
 
 def attach_sentiment(
@@ -253,4 +274,5 @@ def attach_sentiment(
         )
     out = align_sentiment(frame.loc[series.index[0] :], series, timeframe)
     out.attrs.setdefault("source", frame.attrs.get("source"))
+    out.attrs.setdefault("timeframe", timeframe)
     return out

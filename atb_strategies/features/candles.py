@@ -131,7 +131,7 @@ def apply_gap_policy(
             "consecutive).",
             row=pd.Timestamp(int(stamps[pos])),
         )
-    for pos, n in zip(gaps, missing, strict=True):
+    for pos, n in zip(gaps[:_GAPS_LOGGED], missing, strict=False):
         log.warning(
             "%s: gap before %s (%d missing %s bar(s)) treated as consecutive",
             what,
@@ -139,6 +139,19 @@ def apply_gap_policy(
             int(n),
             timeframe,
         )
+    if len(gaps) > _GAPS_LOGGED:  # one line for the rest, not one per gap
+        log.warning(
+            "%s: %d more gap(s) (%d missing %s bar(s)) treated as consecutive, the last before %s",
+            what,
+            len(gaps) - _GAPS_LOGGED,
+            int(missing[_GAPS_LOGGED:].sum()),
+            timeframe,
+            label(int(gaps[-1])),
+        )
+
+
+#: ``gap_policy="warn"`` logs this many gaps one by one, then one line for the rest.
+_GAPS_LOGGED = 5
 
 
 def rows_span_gap(end_index: np.ndarray, gaps: np.ndarray, rows: int) -> np.ndarray:
@@ -156,8 +169,9 @@ def rows_span_gap(end_index: np.ndarray, gaps: np.ndarray, rows: int) -> np.ndar
 def _time_index(frame: pd.DataFrame) -> tuple[pd.DatetimeIndex, str | None]:
     """The time index and the column it came from (None for a DatetimeIndex).
 
-    Integer columns are epoch seconds, or milliseconds when the largest exceeds 1e11
-    (i.e. later than March 1973 in milliseconds).
+    Integer columns are epoch seconds, milliseconds, microseconds or nanoseconds, told apart by
+    the largest value's magnitude (below 1e11, 1e14, 1e17 or above: any date from March 1973
+    to the year 5138 reads right in each unit).
     """
     if isinstance(frame.index, pd.DatetimeIndex):
         return frame.index, None
@@ -166,7 +180,7 @@ def _time_index(frame: pd.DataFrame) -> tuple[pd.DatetimeIndex, str | None]:
             values = frame[col]
             try:
                 if pd.api.types.is_numeric_dtype(values):
-                    unit = "ms" if values.abs().max() > 1e11 else "s"
+                    unit = _epoch_unit(float(values.abs().max()))
                     return pd.DatetimeIndex(pd.to_datetime(values, unit=unit)), col
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # dateutil fallback notice
@@ -176,6 +190,13 @@ def _time_index(frame: pd.DataFrame) -> tuple[pd.DatetimeIndex, str | None]:
     raise CandleDataError(
         f"Candles have no time: give a DatetimeIndex or one of the columns {list(_TIME_COLUMNS)}."
     )
+
+
+def _epoch_unit(largest: float) -> str:
+    for unit, limit in (("s", 1e11), ("ms", 1e14), ("us", 1e17)):
+        if largest < limit:
+            return unit
+    return "ns"
 
 
 def _row(index: pd.DatetimeIndex, pos: int) -> str:

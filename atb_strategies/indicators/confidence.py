@@ -33,5 +33,6 @@ class MlConfidence(bt.Indicator):
     def once(self, start: int, end: int) -> None:
         src = self.data.lines.confidence.array
         dst = self.lines.confidence.array
-        for i in range(start, end):
+        # backtrader calls this once even for data shorter than the minimum period
+        for i in range(start, min(end, len(src), len(dst))):
             dst[i] = src[i]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import backtrader as bt
 
-from atb_strategies.data.feeds import feed_timeframe
+from atb_strategies.data.feeds import feed_timeframe, labelled_daily_but_intraday
 from atb_strategies.exceptions import ModelNotFoundError
 from atb_strategies.features.candles import timeframe_to_timedelta
 from atb_strategies.inference.bundle import ModelBundle
@@ -49,7 +49,7 @@ def select_for_feed(
         bundle = shared_registry(registry).select_bundle(sym, model_type, tf, version)
     except ModelNotFoundError as e:
         hint = ""
-        if feed_tf == "1d" and timeframe is None:
+        if feed_tf == "1d" and timeframe is None and labelled_daily_but_intraday(data):
             hint = (
                 " The feed says it is daily: bt.feeds.PandasData defaults to daily bars; create "
                 "it with timeframe=bt.TimeFrame.Minutes, compression=60 for hourly candles (or use "

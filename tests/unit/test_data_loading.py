@@ -76,11 +76,18 @@ def test_load_ohlcv_with_regular_candles_infers_timeframe(timeframe, tmp_path) -
 
 
 def test_load_ohlcv_with_explicit_timeframe_reports_gaps_in_it(hourly, tmp_path) -> None:
-    path = write(hourly.iloc[::2], tmp_path / "every_other.csv")
-    assert load_ohlcv(path).attrs["timeframe"] == "2h"
+    # a third of the hours missing: still hourly candles (most bars one hour apart), with gaps
+    path = write(hourly[np.arange(len(hourly)) % 3 != 2], tmp_path / "thin.csv")
     loaded = load_ohlcv(path, timeframe="1h")
     assert loaded.attrs["timeframe"] == "1h"
-    assert len(loaded.attrs["report"].gaps) == len(loaded) - 1
+    assert len(loaded.attrs["report"].gaps) == (len(hourly) - 1) // 3
+
+
+def test_load_ohlcv_of_another_timeframe_refuses_it_naming_both(hourly, tmp_path) -> None:
+    path = write(hourly.iloc[::2], tmp_path / "every_other.csv")
+    assert load_ohlcv(path).attrs["timeframe"] == "2h"
+    with pytest.raises(CandleDataError, match=r"every_other.csv holds 2h candles.*'1h'"):
+        load_ohlcv(path, timeframe="1h")
 
 
 def test_load_ohlcv_with_gaps_and_zero_volume_reports_them(hourly, tmp_path) -> None:
