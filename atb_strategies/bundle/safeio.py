@@ -31,6 +31,7 @@ MAX_BYTES: dict[str, int] = {
     "model": 1024 * MIB,  # model.onnx (ONNX protobufs stop at 2 GiB)
     "certificate": 64 * MIB,  # parity_certificate.npz
     "pointer": 4096,  # a ``latest`` file holding a version name
+    "ledger": 16 * MIB,  # a type folder's .versions and .latest-history
 }
 _KINDS = {"json": "a JSON file", "model": "a model", "certificate": "a parity certificate"}
 

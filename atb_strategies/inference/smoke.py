@@ -17,8 +17,8 @@ import numpy as np
 
 from atb_strategies.bundle.safeio import shown
 from atb_strategies.exceptions import BundleError
-from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.inference.decode import decode
+from atb_strategies.inference.runner import OnnxRunner
 
 
 def synthetic_windows(n: int, sequence_length: int, n_features: int) -> np.ndarray:
@@ -28,15 +28,14 @@ def synthetic_windows(n: int, sequence_length: int, n_features: int) -> np.ndarr
     return np.ascontiguousarray(ramp, dtype=np.float32)
 
 
-def smoke_run(bundle: ModelBundle) -> None:
-    """Run the bundle's model on synthetic windows of each batch size use runs.
+def smoke_run(runner: OnnxRunner) -> None:
+    """Run a bundle's model (its runner) on synthetic windows of each batch size use runs.
 
     Raises
     ------
     BundleError
         Naming the model file, the batch size and what ONNX Runtime (or the output check) said.
     """
-    runner = bundle.runner
     spec = runner.input_spec
     sizes = (2, 3) if runner.batch_parity else (1, 2, 3)
     for n in sizes:

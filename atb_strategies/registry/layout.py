@@ -203,11 +203,14 @@ class RegistryLayout:
             target = os.readlink(pointer)
             name = Path(target).name
             if Path(target).is_absolute() or Path(target).parent not in (Path("."), Path("")):
-                resolved = (tdir / target).resolve()
+                try:
+                    resolved = (tdir / target).resolve()
+                except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+                    raise RegistryError(f"{pointer} cannot be resolved: {e}.") from e
                 if resolved.parent != tdir.resolve():
                     raise RegistryError(
-                        f"{pointer} points to {target!r}, which is not a version directory beside "
-                        f"it (resolves to {resolved}); refusing it. Re-point it with "
+                        f"{pointer} points to {shown(target)}, which is not a version directory "
+                        f"beside it (resolves to {resolved}); refusing it. Re-point it with "
                         f"`atb models promote {symbol} {model_type} VERSION`."
                     )
                 name = resolved.name
@@ -225,7 +228,7 @@ class RegistryLayout:
         try:
             check_name(name, "version")
         except RegistryError as e:
-            raise RegistryError(f"{pointer} names {name!r}: {e}") from e
+            raise RegistryError(f"{pointer} names a bad version: {e}") from e
         target_dir = tdir / name
         self._check_inside(target_dir)
         if not _is_dir(target_dir):

@@ -214,7 +214,7 @@ class ModelRegistry:
             )
         versions = self.layout.versions(symbol, model_type)
         return (
-            f"{symbol}/{model_type} has no version {version!r} in registry {self.root}. "
+            f"{symbol}/{model_type} has no version {shown(version)} in registry {self.root}. "
             f"Versions present: {', '.join(versions) or 'none'}."
         )
 
@@ -259,7 +259,7 @@ class ModelRegistry:
                         spec = self.load_spec(symbol, model_type, name)
                         bundle = ModelBundle(spec, self.runner_options)
                         _ = bundle.runner.session  # open and check against the schema now
-                        smoke_run(bundle)  # and run it once, as use will
+                        smoke_run(bundle.runner)  # and run it once, as use will
                         self._cache[key] = bundle
                     break
                 except (BundleError, RegistryError, FileNotFoundError):
@@ -305,7 +305,7 @@ class ModelRegistry:
             spec = load_bundle_spec(path, verify_checksum=self.verify_checksum)
             bundle = ModelBundle(spec, self.runner_options)
             bundle.runner.check()
-            smoke_run(bundle)
+            smoke_run(bundle.runner)
             verify_certificate(bundle)
         except AtbError as e:
             return str(e)
