@@ -197,8 +197,9 @@ class ModelRegistry:
         if not self.root.is_dir():
             return (
                 f"The registry folder {self.root} does not exist (or is not a folder), so it has "
-                f"no {symbol}/{model_type} models. Check the registry path "
-                "(model_registry_path, ATB_MODEL_REGISTRY_PATH) or train a model into it."
+                f"no {symbol}/{model_type} models. Check the registry path (--registry on the "
+                "command line, model_registry_path or ATB_MODEL_REGISTRY_PATH) or train a model "
+                "into it."
             )
         symbols = self.layout.symbols()
         if symbol not in symbols:
