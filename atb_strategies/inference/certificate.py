@@ -157,7 +157,7 @@ def _read(path: Path, bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, floa
     n = len(inputs)
     if outputs.dtype.kind != "f":
         raise malformed(f"'outputs' are {outputs.dtype}, not floats")
-    if outputs.size != n * width or outputs.shape[0] != n:
+    if outputs.ndim == 0 or outputs.size != n * width or outputs.shape[0] != n:
         raise malformed(
             f"'outputs' have shape {list(outputs.shape)}; expected {n} window(s) x {width} "
             f"value(s) for target {out.target!r}"

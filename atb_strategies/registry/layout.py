@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from atb_strategies.bundle.safeio import read_bytes, shown
+from atb_strategies.bundle.safeio import plain, read_bytes, shown
 from atb_strategies.exceptions import BundleError, RegistryError
 
 LATEST = "latest"
@@ -142,11 +142,14 @@ class RegistryLayout:
                 usable = e.is_dir()
                 check_name(e.name, "version")
             except OSError as err:
-                broken[e.name] = f"{tdir / e.name} cannot be used: {err.strerror or err}."
+                broken[e.name] = (
+                    f"{tdir}/{plain(e.name)} cannot be used: {err.strerror or err}. Remove or "
+                    "repair the link."
+                )
                 continue
             except RegistryError as err:
                 if usable:
-                    broken[e.name] = f"{tdir / shown(e.name)}: {err}"
+                    broken[e.name] = f"In {tdir}: {err}"
                 continue
             if not usable and e.is_symlink():
                 broken[e.name] = (
