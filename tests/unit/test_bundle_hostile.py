@@ -387,6 +387,12 @@ def test_writer_refuses_a_model_whose_reshape_fails(make_bundle: BundleFactory) 
         make_bundle(version="2026-01-05_1h_v5", model_bytes=fixed_batch_onnx(16, 3))
 
 
+def test_float_horizon_1e30_is_refused(root: Path) -> None:
+    output = {"name": "prediction", "target": "log_return", "horizon": 1e30}
+    edit_metadata(vdir(root), output=output)
+    assert_only_v1_broken(root, "'output.horizon' must be int")
+
+
 def test_huge_integer_horizon_is_refused(root: Path) -> None:
     edit_metadata(
         vdir(root), output={"name": "prediction", "target": "log_return", "horizon": 10**30}
