@@ -9,10 +9,13 @@ the file and the field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from atb_strategies.bundle.safeio import shown
 
 # The feature schema is part of the bundle format; its types live in features.schema (re-exported).
 from atb_strategies.features.drift import drift_reference
@@ -42,7 +45,56 @@ TARGETS: dict[str, str] = {
     ),
 }
 CLASS_DIRECTIONS = {"down": -1, "flat": 0, "up": 1}
+#: Smallest fitted scale (a ``std`` or ``max - min``) a bundle may divide by: below it, a
+#: deviation of a few units overflows float32 and every window would be refused at run time.
+MIN_SCALE = 1e-30
 TENSOR_DTYPES = ("float32",)
+#: Upper bounds that keep every later computation (windows, horizons, lineage dates) in range.
+MAX_SEQUENCE_LENGTH = 100_000
+MAX_FEATURES = 10_000
+#: Values in one input window (sequence_length x n_features).
+MAX_WINDOW_VALUES = 1_000_000
+MAX_HORIZON = 100_000
+#: ``<n><unit>``: 1 to 9999 minutes, hours, days or weeks, ASCII only.
+_TIMEFRAME = re.compile(r"[1-9][0-9]{0,3}[mhdw]", re.ASCII)
+#: A file a bundle names: one plain name inside its version folder.
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
+
+
+def is_timeframe(value: object) -> bool:
+    """True for a timeframe a bundle may declare: ``<n>m|h|d|w`` with 1 <= n <= 9999."""
+    return isinstance(value, str) and _TIMEFRAME.fullmatch(value) is not None
+
+
+def read_timeframe(r: FieldReader) -> str:
+    """The ``timeframe`` field of ``r``, checked with ``is_timeframe``."""
+    value = r.get("timeframe", str)
+    if not is_timeframe(value):
+        raise r.fail(
+            "timeframe",
+            f"must be <n>m, <n>h, <n>d or <n>w with n from 1 to 9999 (1h, 15m, 1d...); got "
+            f"{shown(value)} instead.",
+        )
+    return value
+
+
+def read_model_file(r: FieldReader) -> str:
+    """The ``model_file`` field of ``r``: a plain file name inside the version folder."""
+    value = r.get("model_file", str, required=False, default=MODEL_FILE)
+    if not _FILE_NAME.fullmatch(value) or ".." in value:
+        raise r.fail(
+            "model_file",
+            "must be the name of a file inside the bundle's own folder (letters, digits, '.', "
+            f"'_', '-'; no path, at most 128 characters); got {shown(value)} instead. A bundle "
+            "never serves a file from outside its folder: copy the model next to metadata.json.",
+        )
+    return value
+
+
+def _at_most(r: FieldReader, name: str, value: int, limit: int) -> int:
+    if value > limit:
+        raise r.fail(name, f"must be at most {limit:,}; got {shown(value, 40)} instead.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -94,15 +146,15 @@ class OutputSpec:
         target = r.get("target", str)
         if target not in TARGETS:
             raise r.fail("target", f"must be one of {sorted(TARGETS)}; got {target!r} instead.")
-        horizon = r.positive_int("horizon")
+        horizon = _at_most(r, "horizon", r.positive_int("horizon"), MAX_HORIZON)
         name = r.get("name", str, required=False)
         params = r.get("params", dict, required=False, default={})
         pr = FieldReader(params, r.path, f"{r.prefix}params.")
         if target == "close_zscore":
             pr.get("mean", (int, float))
             std = pr.get("std", (int, float))
-            if std <= 0:
-                raise pr.fail("std", f"must be > 0; got {std!r}.")
+            if not std >= MIN_SCALE:
+                raise pr.fail("std", f"must be at least {MIN_SCALE:g}; got {std!r}.")
         classes = None
         if target == "class_probabilities":
             raw = r.get("classes", list)
@@ -168,9 +220,18 @@ class BundleMetadata:
         ir = r.child("input")
         assert ir is not None
         shape = ir.get("shape", list)
-        if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape[1:]):
+        if (
+            len(shape) != 3
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape[1:])
+            or shape[1] > MAX_SEQUENCE_LENGTH
+            or shape[2] > MAX_FEATURES
+            or shape[1] * shape[2] > MAX_WINDOW_VALUES
+        ):
             raise ir.fail(
-                "shape", f"must be [null, sequence_length, n_features]; got {shape!r} instead."
+                "shape",
+                "must be [null, sequence_length, n_features] with sequence_length at most "
+                f"{MAX_SEQUENCE_LENGTH:,}, n_features at most {MAX_FEATURES:,} and at most "
+                f"{MAX_WINDOW_VALUES:,} values in all; got {shown(shape)} instead.",
             )
         dtype = ir.get("dtype", str)
         if dtype not in TENSOR_DTYPES:
@@ -186,14 +247,14 @@ class BundleMetadata:
         return cls(
             symbol=r.get("symbol", str),
             model_type=r.get("model_type", str),
-            timeframe=r.get("timeframe", str),
+            timeframe=read_timeframe(r),
             version=r.get("version", str),
             input=inp,
             output=OutputSpec.from_reader(outr),
             model_sha256=sha,
             created_at=r.get("created_at", str, required=False),
             framework=r.get("framework", str, required=False),
-            model_file=r.get("model_file", str, required=False, default=MODEL_FILE),
+            model_file=read_model_file(r),
             raw=dict(data),
             path=path,
         )

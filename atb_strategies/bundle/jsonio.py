@@ -14,22 +14,29 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from atb_strategies.bundle.safeio import read_bytes
 from atb_strategies.exceptions import BundleError
 
+#: Deepest nesting of objects and lists a bundle JSON file may have.
+MAX_DEPTH = 32
 
-def read_json(path: Path) -> dict[str, Any]:
+
+def read_json(path: Path, folder: Path | None = None) -> dict[str, Any]:
     """Read a JSON object from ``path``; ``Infinity``/``NaN`` are accepted.
+
+    The file must be a regular file inside ``folder`` (default: the folder holding it) of at
+    most ``MAX_BYTES["json"]`` bytes, nested at most ``MAX_DEPTH`` deep (``bundle.safeio``).
 
     Raises
     ------
     BundleError
-        If the file is missing, unreadable, not JSON, or not an object.
+        If the file is missing, unreadable, not a regular file, too large, not JSON, nested too
+        deep, or not an object.
     """
+    raw = read_bytes(path, path.parent if folder is None else folder, "json")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise BundleError(f"{path} is missing.", path=path) from e
-    except (OSError, UnicodeDecodeError) as e:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise BundleError(f"{path} cannot be read: {e}.", path=path) from e
     try:
         data = json.loads(text)
@@ -39,11 +46,41 @@ def read_json(path: Path) -> dict[str, Any]:
             "Repair the file or retrain the bundle.",
             path=path,
         ) from e
+    except RecursionError as e:
+        raise _too_deep(path) from e
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise BundleError(f"{path} is not usable JSON: {e}.", path=path) from e
     if not isinstance(data, dict):
         raise BundleError(
             f"{path} must hold a JSON object; got {type(data).__name__} instead.", path=path
         )
+    if _depth(data) > MAX_DEPTH:
+        raise _too_deep(path)
     return data
+
+
+def _too_deep(path: Path) -> BundleError:
+    return BundleError(
+        f"{path} nests objects or lists more than {MAX_DEPTH} levels deep; bundle files are "
+        "shallow. Repair the file or retrain the bundle.",
+        path=path,
+    )
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return deepest
 
 
 def _check_finite(value: Any, where: str) -> None:

@@ -27,13 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from atb_strategies.bundle.format import (
+    MAX_SEQUENCE_LENGTH,
+    MAX_WINDOW_VALUES,
     BundleMetadata,
     FeatureSchema,
     FeatureSpec,
     FieldReader,
     InputSpec,
     OutputSpec,
+    read_model_file,
+    read_timeframe,
 )
+from atb_strategies.bundle.safeio import plain
+from atb_strategies.bundle.safeio import shown as show_value
 from atb_strategies.exceptions import BundleError
 
 SERVABLE_STRATEGY = "price_only_rolling_minmax"
@@ -84,6 +90,8 @@ def adapt_legacy(
     """Map a reference-project bundle onto the format, or raise ``BundleError`` saying why not."""
     r = FieldReader(meta, meta_path)
     seq = r.positive_int("sequence_length")
+    if seq > MAX_SEQUENCE_LENGTH:
+        raise r.fail("sequence_length", f"must be at most {MAX_SEQUENCE_LENGTH:,}; got {seq}.")
     if schema is not None and schema.get("sequence_length") not in (None, seq):
         raise BundleError(
             f"{schema_path}: sequence_length {schema.get('sequence_length')!r} contradicts "
@@ -93,7 +101,7 @@ def adapt_legacy(
         )
     names = _feature_names(r, schema, schema_path)
     version = r.get("version_id", str)
-    label = f"{meta.get('symbol')}/{meta.get('model_type')}@{version}"
+    label = plain(f"{meta.get('symbol')}/{meta.get('model_type')}@{version}")
     strategy = meta.get("feature_strategy")
     norm = meta.get("price_normalization")
 
@@ -115,8 +123,8 @@ def adapt_legacy(
             )
         elif strategy is not None:
             reason = (
-                f"feature_strategy {strategy!r} is not one whose serving semantics are known "
-                f"(only {SERVABLE_STRATEGY!r} is)"
+                f"feature_strategy {show_value(strategy)} is not one whose serving semantics "
+                f"are known (only {SERVABLE_STRATEGY!r} is)"
             )
         else:
             reason = "nothing in it says how its inputs were computed"
@@ -167,20 +175,25 @@ def adapt_legacy(
                 name, (column,), ({"op": "window_expanding_minmax", "constant_value": 0.5},)
             )
         )
+    if seq * len(features) > MAX_WINDOW_VALUES:
+        raise r.fail(
+            "sequence_length",
+            f"x {len(features)} features is more than {MAX_WINDOW_VALUES:,} values per window.",
+        )
     feature_schema = FeatureSchema(
         seq, tuple(features), "raise", schema_path if schema is not None else meta_path
     )
     metadata = BundleMetadata(
         symbol=r.get("symbol", str),
         model_type=r.get("model_type", str),
-        timeframe=r.get("timeframe", str),
+        timeframe=read_timeframe(r),
         version=version,
         input=InputSpec(None, "float32", seq, len(features)),
         output=OutputSpec(target="close_window_minmax", horizon=1),
         model_sha256=None,
         created_at=r.get("created_at", str, required=False),
         framework=r.get("framework", str, required=False),
-        model_file=r.get("model_file", str, required=False, default="model.onnx"),
+        model_file=read_model_file(r),
         origin=f"legacy:{SERVABLE_STRATEGY}",
         raw=dict(meta),
         path=meta_path,

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from atb_strategies.bundle.format import (
     METADATA_FILE,
+    MIN_SCALE,
     SCHEMA_FILE,
     BundleMetadata,
     FeatureSchema,
 )
 from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.bundle.legacy import adapt_legacy
+from atb_strategies.bundle.lineage import training_period
+from atb_strategies.bundle.safeio import check_file, plain, sha256_file
 from atb_strategies.exceptions import BundleError
 
 
@@ -49,6 +54,41 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_fitted_scales(schema: FeatureSchema) -> None:
+    """Refuse fitted transform parameters that would make every window non-finite at run time
+    (a ``zscore`` std or ``minmax_scale`` range below ``MIN_SCALE``, a non-finite parameter),
+    naming the feature, instead of blaming the candles at every bar."""
+    for i, feature in enumerate(schema.features):
+        for j, step in enumerate(feature.transforms):
+            where = f"features[{i}].transforms[{j}]"
+            for name, value in step.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise _scale_error(schema, feature.name, f"{where}.{name}", f"is {value!r}")
+            op = step.get("op")
+            if op == "zscore":
+                scale, name = step.get("std"), "std"
+            elif op == "minmax_scale":
+                hi, lo = step.get("max"), step.get("min")
+                ok = all(isinstance(v, int | float) for v in (hi, lo))
+                scale, name = (hi - lo if ok else None), "max - min"  # type: ignore[operator]
+            else:
+                continue
+            if isinstance(scale, int | float) and not scale >= MIN_SCALE:
+                raise _scale_error(
+                    schema, feature.name, where, f"has {name} = {scale!r}, below {MIN_SCALE:g}"
+                )
+
+
+def _scale_error(schema: FeatureSchema, feature: str, where: str, problem: str) -> BundleError:
+    return BundleError(
+        f"{schema.path or 'feature schema'}: feature {plain(feature)!s} ({where}) {problem}: "
+        "dividing by it makes every input non-finite. The fitted parameters are corrupt; "
+        "retrain the bundle.",
+        path=schema.path,
+        field=where,
+    )
+
+
 def load_bundle_spec(
     directory: Path,
     *,
@@ -69,8 +109,8 @@ def load_bundle_spec(
     """
     meta_path = directory / METADATA_FILE
     schema_path = directory / SCHEMA_FILE
-    meta = read_json(meta_path)
-    schema_raw = read_json(schema_path) if schema_path.exists() else None
+    meta = read_json(meta_path, directory)
+    schema_raw = read_json(schema_path, directory) if os.path.lexists(schema_path) else None
 
     if "format_version" in meta:
         if schema_raw is None:
@@ -104,28 +144,31 @@ def load_bundle_spec(
             )
     else:
         metadata, schema = adapt_legacy(meta, schema_raw, meta_path, schema_path)
+    check_fitted_scales(schema)
+    training_period(meta, meta_path)  # unusable lineage dates fail now, not in a backtest
 
     expected = identity or (directory.parent.parent.name, directory.parent.name, directory.name)
     found = (metadata.symbol, metadata.model_type, metadata.version)
     if found != expected:
         raise BundleError(
-            f"{meta_path} describes {model_key(*found)} but lives at "
-            f"{'/'.join(expected)}; move the directory or fix symbol/model_type/version.",
+            f"{meta_path} describes {plain(model_key(*found))} but lives at "
+            f"{plain('/'.join(expected))}; move the directory or fix symbol/model_type/version.",
             path=meta_path,
             field="version",
         )
     spec = BundleSpec(directory, metadata, schema)
     model_path = spec.model_path
-    if not model_path.is_file():
-        raise BundleError(
-            f"{model_path} is missing; the bundle has no model. Restore it or retrain.",
-            path=model_path,
-        )
+    try:
+        check_file(model_path, directory, "model")
+    except BundleError as e:
+        if not os.path.lexists(model_path):
+            raise BundleError(
+                f"{model_path} is missing; the bundle has no model. Restore it or retrain.",
+                path=model_path,
+            ) from e
+        raise
     if verify_checksum and metadata.model_sha256 is not None:
-        try:
-            actual = sha256_of(model_path)
-        except OSError as e:
-            raise BundleError(f"{model_path} cannot be read: {e}.", path=model_path) from e
+        actual = sha256_file(model_path, directory, "model")
         if actual != metadata.model_sha256:
             raise BundleError(
                 f"{model_path} has sha256 {actual[:12]}..., but {meta_path.name} records "

@@ -6,12 +6,14 @@ Numbers people read use one convention across commands: accuracies and returns i
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from atb_strategies.bundle.safeio import plain
 from atb_strategies.cli.options import load_config, registry_option
 from atb_strategies.exceptions import AtbError, ConfigurationError, RegistryError
 
@@ -58,7 +60,7 @@ def list_models(registry_path: Path | None) -> None:
             i.symbol,
             i.model_type,
             i.timeframe or "?",
-            i.version,
+            plain(i.version),
             "*" if i.is_latest else "",
             (i.created_at or "?")[:19],
             _shape(i.input_shape) if i.error is None else "unreadable",
@@ -66,6 +68,9 @@ def list_models(registry_path: Path | None) -> None:
         for i in infos
     ]
     _table(header, rows)
+    for i in infos:
+        if i.error is not None:
+            click.echo(f"unreadable {plain(i.key)}: {i.error}")
     from atb_strategies.registry import manage
 
     for symbol in reg.layout.symbols():
@@ -110,7 +115,12 @@ def show(
         click.echo(f"bundle: {symbol}/{model_type}@{name}\npath:   {path}\nvalid:  NO\n  {e}")
         sys.exit(1)
     metrics_path = path / "metrics.json"
-    metrics = read_json(metrics_path) if metrics_path.is_file() else None
+    metrics, metrics_error = None, None
+    if os.path.lexists(metrics_path):
+        try:
+            metrics = read_json(metrics_path, path)
+        except AtbError as e:
+            metrics_error = str(e)
     m, schema = spec.metadata, spec.schema
     if as_json:
         document = {
@@ -120,6 +130,8 @@ def show(
             "feature_schema": schema.to_dict(),
             "metrics": metrics,
         }
+        if metrics_error is not None:
+            document["metrics_error"] = metrics_error
         click.echo(json.dumps(document, indent=2, default=str))
         return
     out = m.output
@@ -135,9 +147,18 @@ def show(
     names = schema.feature_names
     shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
     click.echo(f"features {shown}")
-    for line in _headline(metrics):
+    for line in _headline(metrics) if metrics_error is None else [f"metrics {metrics_error}"]:
         click.echo(line)
     click.echo("(--json for the whole metadata, feature schema and metrics)")
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _period(metrics: dict) -> list:
+    period = metrics.get("test_period")
+    return period if isinstance(period, list) and len(period) == 2 else ["-", "-"]
 
 
 def _pct(value: Any) -> str:
@@ -147,10 +168,10 @@ def _pct(value: Any) -> str:
 def _headline(metrics: dict | None) -> list[str]:
     if metrics is None:
         return ["metrics none recorded (no metrics.json)"]
-    test = metrics.get("test") or {}
-    model = test.get("model") or {}
-    last = test.get("baseline_last_close") or {}
-    period = metrics.get("test_period") or ["?", "?"]
+    test = _dict(metrics.get("test"))
+    model = _dict(test.get("model"))
+    last = _dict(test.get("baseline_last_close"))
+    period = _period(metrics)
     lines = [
         f"test    {str(period[0])[:10]}..{str(period[1])[:10]}, {test.get('samples', '?')} "
         f"samples: RMSE {_metric(metrics, 'test', 'model', 'rmse')} vs "
@@ -190,7 +211,7 @@ def validate(registry: Path | None, registry_path: Path | None) -> None:
                 uncertified.append(info.key)
         else:
             bad += 1
-            click.echo(f"INVALID  {info.key}{latest}\n         {error}")
+            click.echo(f"INVALID  {plain(info.key)}{latest}\n         {error}")
     from atb_strategies.registry import manage
 
     if uncertified:
@@ -247,9 +268,10 @@ def promote_cmd(
     click.echo(f"{symbol}/{model_type}: latest {previous or '(none)'} -> {version}")
     gate = _gate(reg.layout.version_dir(symbol, model_type, version))
     if gate is not None and not gate.get("passed", True):
+        reasons = gate.get("reasons")
+        reasons = [plain(str(r)) for r in reasons] if isinstance(reasons, list) else []
         click.echo(
-            f"warning: {version} failed the baseline gate at training: "
-            f"{'; '.join(gate.get('reasons', []))}",
+            f"warning: {version} failed the baseline gate at training: {'; '.join(reasons)}",
             err=True,
         )
 
@@ -258,12 +280,13 @@ def _gate(path: Path) -> dict | None:
     from atb_strategies.bundle.jsonio import read_json
 
     metrics = path / "metrics.json"
-    if not metrics.is_file():
+    if not os.path.lexists(metrics):
         return None
     try:
-        return read_json(metrics).get("gate")
+        gate = read_json(metrics, path).get("gate")
     except AtbError:
         return None
+    return gate if isinstance(gate, dict) else None
 
 
 @models.command("rollback")
@@ -345,12 +368,12 @@ def compare_cmd(symbol: str, model_type: str, registry_path: Path | None) -> Non
     )
     rows = []
     for version in reg.layout.versions(symbol, model_type):
-        path = reg.layout.version_dir(symbol, model_type, version) / "metrics.json"
+        folder = reg.layout.version_dir(symbol, model_type, version)
         try:
-            m = read_json(path)
+            m = read_json(folder / "metrics.json", folder)
         except AtbError:
             m = {}
-        period = m.get("test_period") or ["-", "-"]
+        period = _period(m)
         rows.append(
             (
                 version,

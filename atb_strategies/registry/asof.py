@@ -66,19 +66,24 @@ def asof_schedule(
     runs: set[str | None] = set()
     for order, version in enumerate(layout.versions(symbol, model_type)):
         try:
-            meta = read_json(layout.version_dir(symbol, model_type, version) / METADATA_FILE)
-        except AtbError:
+            path = layout.version_dir(symbol, model_type, version)
+            meta = read_json(path / METADATA_FILE, path)
+            if meta.get("timeframe") != timeframe:
+                continue
+            period = training_period(meta, path / METADATA_FILE)
+        except AtbError as e:
+            log.warning("version='asof' leaves out %s/%s@%s: %s", symbol, model_type, version, e)
             continue
-        if meta.get("timeframe") != timeframe:
-            continue
-        period = training_period(meta)
-        lineage = meta.get("training") or {}
-        if run is not None and lineage.get("walk_forward_id") != run:
+        lineage = meta.get("training")
+        lineage = lineage if isinstance(lineage, dict) else {}
+        run_id = lineage.get("walk_forward_id")
+        if run is not None and run_id != run:
             continue
         if period is not None:
-            seed = lineage.get("seed", 0)
-            rows.append((period.available_from, -int(seed or 0), order, version))
-            runs.add(lineage.get("walk_forward_id"))
+            seed = lineage.get("seed")
+            seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+            rows.append((period.available_from, -seed, order, version))
+            runs.add(run_id if isinstance(run_id, str) else None)
     if not rows:
         raise ModelNotFoundError(
             f"version='asof' needs versions of {symbol}/{model_type} ({timeframe})"

@@ -29,24 +29,28 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from atb_strategies.exceptions import RegistryError
+from atb_strategies.bundle.safeio import plain, read_bytes, shown
+from atb_strategies.exceptions import BundleError, RegistryError
 
 LATEST = "latest"
 #: A ``latest`` pointer changed this recently (seconds) is re-read on every call.
 RACY_SECONDS = 2.0
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Longest symbol, type or version name (well below the file systems' 255 bytes).
+MAX_NAME = 128
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def check_name(value: str, what: str) -> str:
-    """Refuse symbol/type/version names that could escape a directory."""
+    """Refuse symbol/type/version names that could escape a directory (or are too long)."""
     if (
         not isinstance(value, str)
-        or not _NAME.match(value)
+        or len(value) > MAX_NAME
+        or not _NAME.fullmatch(value)
         or (value == LATEST and what == "version")
     ):
         raise RegistryError(
-            f"The {what} {value!r} is not a valid registry name: use letters, digits, '.', '_' "
-            "and '-' only, not starting with '.' or '-'."
+            f"The {what} {shown(value)} is not a valid registry name: use letters, digits, '.', "
+            f"'_' and '-' only, not starting with '.' or '-', at most {MAX_NAME} characters."
         )
     return value
 
@@ -59,6 +63,8 @@ class VersionDir:
     model_type: str
     version: str
     path: Path
+    #: Why the entry is not a usable directory (a dangling or looping symlink, a bad name).
+    error: str | None = None
 
 
 class RegistryLayout:
@@ -82,7 +88,12 @@ class RegistryLayout:
         return path
 
     def _check_inside(self, path: Path) -> None:
-        real = path.resolve()
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python 3.11)
+            raise RegistryError(
+                f"{path} cannot be resolved: {e}. Remove or repair the link."
+            ) from e
         if not real.is_relative_to(self.resolved_root):
             raise RegistryError(
                 f"{path} resolves to {real}, outside the registry root {self.resolved_root}; "
@@ -102,29 +113,62 @@ class RegistryLayout:
         return [v for v in self._subdirs(self.type_dir(symbol, model_type)) if v != LATEST]
 
     def walk(self) -> list[VersionDir]:
-        """Every version directory under the root, without opening any model."""
+        """Every version directory under the root, without opening any model.
+
+        Entries of a type directory that should be versions but are not usable (a symlink that
+        dangles or loops, a name that is not a registry name) are listed too, with ``error``
+        saying why, so that they show as invalid instead of vanishing.
+        """
         found = []
         for symbol in self.symbols():
             for model_type in self.model_types(symbol):
-                for version in self.versions(symbol, model_type):
+                tdir = self.root / symbol / model_type
+                names = self.versions(symbol, model_type)
+                broken = self._broken_entries(tdir)
+                for version in sorted([*names, *broken], key=_version_sort_key):
                     found.append(
-                        VersionDir(
-                            symbol, model_type, version, self.root / symbol / model_type / version
-                        )
+                        VersionDir(symbol, model_type, version, tdir / version, broken.get(version))
                     )
         return found
 
     @staticmethod
+    def _broken_entries(tdir: Path) -> dict[str, str]:
+        """Entries of ``tdir`` that look like versions but cannot be used, with the reason."""
+        broken = {}
+        for e in _scandir(tdir):
+            if e.name.startswith((".", "_")) or e.name == LATEST:
+                continue
+            try:
+                usable = e.is_dir()
+                check_name(e.name, "version")
+            except OSError as err:
+                broken[e.name] = (
+                    f"{tdir}/{plain(e.name)} cannot be used: {err.strerror or err}. Remove or "
+                    "repair the link."
+                )
+                continue
+            except RegistryError as err:
+                if usable:
+                    broken[e.name] = f"In {tdir}: {err}"
+                continue
+            if not usable and e.is_symlink():
+                broken[e.name] = (
+                    f"{tdir / e.name} is a symlink to {shown(os.readlink(e.path))}, which is not "
+                    "a directory. Remove the link or restore the version."
+                )
+        return broken
+
+    @staticmethod
     def _subdirs(path: Path) -> list[str]:
-        try:
-            entries = list(os.scandir(path))
-        except FileNotFoundError:
-            return []
-        names = [
-            e.name
-            for e in entries
-            if not e.name.startswith((".", "_")) and e.name != LATEST and e.is_dir()
-        ]
+        names = []
+        for e in _scandir(path):
+            if e.name.startswith((".", "_")) or e.name == LATEST:
+                continue
+            try:
+                if e.is_dir() and _NAME.fullmatch(e.name) and len(e.name) <= MAX_NAME:
+                    names.append(e.name)
+            except OSError:  # a symlink loop: listed by ``walk`` as a broken version
+                continue
         return sorted(names, key=_version_sort_key)
 
     # ---------------------------------------------------------------- latest pointer
@@ -162,29 +206,35 @@ class RegistryLayout:
             target = os.readlink(pointer)
             name = Path(target).name
             if Path(target).is_absolute() or Path(target).parent not in (Path("."), Path("")):
-                resolved = (tdir / target).resolve()
+                try:
+                    resolved = (tdir / target).resolve()
+                except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+                    raise RegistryError(f"{pointer} cannot be resolved: {e}.") from e
                 if resolved.parent != tdir.resolve():
                     raise RegistryError(
-                        f"{pointer} points to {target!r}, which is not a version directory beside "
-                        f"it (resolves to {resolved}); refusing it. Re-point it with "
+                        f"{pointer} points to {shown(target)}, which is not a version directory "
+                        f"beside it (resolves to {resolved}); refusing it. Re-point it with "
                         f"`atb models promote {symbol} {model_type} VERSION`."
                     )
                 name = resolved.name
-        elif pointer.is_file():
-            name = pointer.read_text(encoding="utf-8").strip()
         elif pointer.exists():
-            raise RegistryError(
-                f"{pointer} is neither a symlink nor a file holding a version name."
-            )
+            try:
+                raw = read_bytes(pointer, tdir, "pointer")
+            except BundleError as e:
+                raise RegistryError(
+                    f"{pointer} is neither a symlink nor a file holding a version name ({e}) "
+                    f"Re-point it with `atb models promote {symbol} {model_type} VERSION`."
+                ) from e
+            name = raw.decode("utf-8", errors="replace").strip()
         else:
             return None
         try:
             check_name(name, "version")
         except RegistryError as e:
-            raise RegistryError(f"{pointer} names {name!r}: {e}") from e
+            raise RegistryError(f"{pointer} names a bad version: {e}") from e
         target_dir = tdir / name
         self._check_inside(target_dir)
-        if not target_dir.is_dir():
+        if not _is_dir(target_dir):
             raise RegistryError(
                 f"{pointer} names version {name!r}, but {target_dir} does not exist. "
                 f"Re-point it with `atb models promote {symbol} {model_type} VERSION`."
@@ -215,6 +265,22 @@ class RegistryLayout:
                 "directory, move it away; it must be a symlink or a file naming a version."
             ) from e
         return kind
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    """Entries of ``path``; none when it is missing or cannot be listed (a loop, a file)."""
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _fingerprint(pointer: str, target: str | None) -> tuple[int, ...] | None:

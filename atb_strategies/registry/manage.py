@@ -23,12 +23,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from atb_strategies.bundle.safeio import read_bytes, shown
 from atb_strategies.exceptions import ModelNotFoundError, RegistryError
 from atb_strategies.registry.layout import RegistryLayout, check_name
 
 LEDGER = ".versions"
 HISTORY = ".latest-history"
-_N = re.compile(r"_v(\d+)$")
+_N = re.compile(r"_v([0-9]{1,9})$")
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +45,11 @@ def type_lock(
     tdir = layout.type_dir(symbol, model_type)
     if create:
         tdir.mkdir(parents=True, exist_ok=True)
+    elif not layout.root.is_dir():
+        raise ModelNotFoundError(
+            f"The registry folder {layout.root} does not exist (or is not a folder). Check the "
+            "registry path (--registry, model_registry_path, ATB_MODEL_REGISTRY_PATH)."
+        )
     elif not tdir.is_dir():
         raise ModelNotFoundError(
             f"No {symbol}/{model_type} in registry {layout.root}; symbols present: "
@@ -65,10 +71,11 @@ def _append(path: Path, line: str) -> None:
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except FileNotFoundError:
+    """Lines of a ledger file (regular, inside its type folder, size-capped); none if absent."""
+    if not os.path.lexists(path):
         return []
+    text = read_bytes(path, path.parent, "ledger").decode("utf-8", errors="replace")
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 def allocate_version(
@@ -132,7 +139,7 @@ def promote(layout: RegistryLayout, symbol: str, model_type: str, version: str) 
     with type_lock(layout, symbol, model_type) as tdir:
         if version not in layout.versions(symbol, model_type):
             raise ModelNotFoundError(
-                f"{symbol}/{model_type} has no version {version!r}; versions: "
+                f"{symbol}/{model_type} has no version {shown(version)}; versions: "
                 f"{', '.join(layout.versions(symbol, model_type)) or 'none'}."
             )
         previous, problem = latest_status(layout, symbol, model_type)

@@ -8,16 +8,19 @@ others select (selection and reload share one lock; bundles already handed out k
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atb_strategies.bundle.format import METADATA_FILE
+from atb_strategies.bundle.format import METADATA_FILE, is_timeframe
 from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.bundle.legacy import summary_fields
 from atb_strategies.bundle.loader import BundleSpec, load_bundle_spec, model_key
+from atb_strategies.bundle.safeio import shown
 from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import (
     AtbError,
@@ -27,7 +30,12 @@ from atb_strategies.exceptions import (
 )
 from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.inference.certificate import verify_certificate
+from atb_strategies.inference.smoke import smoke_run
 from atb_strategies.registry.layout import RegistryLayout, VersionDir
+
+log = logging.getLogger(__name__)
+#: What a ``created_at`` shown in listings may contain (anything else shows as unknown).
+_STAMP = re.compile(r"[0-9A-Za-z:+. _-]{1,40}")
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,11 @@ class BundleInfo:
 
 def _info(vd: VersionDir, latest: str | None, layout: RegistryLayout) -> BundleInfo:
     try:
-        layout.version_dir(vd.symbol, vd.model_type, vd.version)  # refuses paths outside root
-        meta = read_json(vd.path / METADATA_FILE)
+        if vd.error is not None:
+            raise RegistryError(vd.error)
+        # refuses paths outside the root
+        path = layout.version_dir(vd.symbol, vd.model_type, vd.version)
+        meta = read_json(path / METADATA_FILE, path)
     except RegistryError as e:
         return BundleInfo(
             vd.symbol,
@@ -70,15 +81,18 @@ def _info(vd: VersionDir, latest: str | None, layout: RegistryLayout) -> BundleI
             str(e),
         )
     shape, created = summary_fields(meta)
+    timeframe = meta.get("timeframe")
     return BundleInfo(
         vd.symbol,
         vd.model_type,
         vd.version,
         vd.path,
         vd.version == latest,
-        meta.get("timeframe") if isinstance(meta.get("timeframe"), str) else None,
-        created if isinstance(created, str) else None,
-        shape,
+        timeframe if is_timeframe(timeframe) else None,
+        created if isinstance(created, str) and _STAMP.fullmatch(created) else None,
+        shape
+        if shape is not None and all(s is None or isinstance(s, int) for s in shape)
+        else None,
     )
 
 
@@ -180,6 +194,13 @@ class ModelRegistry:
         return version
 
     def _not_found_message(self, symbol: str, model_type: str, version: str | None) -> str:
+        if not self.root.is_dir():
+            return (
+                f"The registry folder {self.root} does not exist (or is not a folder), so it has "
+                f"no {symbol}/{model_type} models. Check the registry path (--registry on the "
+                "command line, model_registry_path or ATB_MODEL_REGISTRY_PATH) or train a model "
+                "into it."
+            )
         symbols = self.layout.symbols()
         if symbol not in symbols:
             return (
@@ -194,7 +215,7 @@ class ModelRegistry:
             )
         versions = self.layout.versions(symbol, model_type)
         return (
-            f"{symbol}/{model_type} has no version {version!r} in registry {self.root}. "
+            f"{symbol}/{model_type} has no version {shown(version)} in registry {self.root}. "
             f"Versions present: {', '.join(versions) or 'none'}."
         )
 
@@ -239,6 +260,7 @@ class ModelRegistry:
                         spec = self.load_spec(symbol, model_type, name)
                         bundle = ModelBundle(spec, self.runner_options)
                         _ = bundle.runner.session  # open and check against the schema now
+                        smoke_run(bundle.runner)  # and run it once, as use will
                         self._cache[key] = bundle
                     break
                 except (BundleError, RegistryError, FileNotFoundError):
@@ -271,14 +293,28 @@ class ModelRegistry:
         certificate on this machine); ``(info, error)``."""
         results = []
         for info in self.list_bundles():
-            error = None
-            try:
-                path = self.layout.version_dir(info.symbol, info.model_type, info.version)
-                spec = load_bundle_spec(path, verify_checksum=self.verify_checksum)
-                bundle = ModelBundle(spec, self.runner_options)
-                bundle.runner.check()
-                verify_certificate(bundle)
-            except AtbError as e:
-                error = str(e)
+            error = info.error
+            if error is None:
+                error = self._validate_one(info)
             results.append((info, error))
         return results
+
+    def _validate_one(self, info: BundleInfo) -> str | None:
+        """Why one version is invalid (None: valid); never raises for one bad version."""
+        try:
+            path = self.layout.version_dir(info.symbol, info.model_type, info.version)
+            spec = load_bundle_spec(path, verify_checksum=self.verify_checksum)
+            bundle = ModelBundle(spec, self.runner_options)
+            bundle.runner.check()
+            smoke_run(bundle.runner)
+            verify_certificate(bundle)
+        except AtbError as e:
+            return str(e)
+        except Exception as e:  # one version must never stop the others being checked
+            log.debug("validating %s failed", info.key, exc_info=True)
+            return (
+                f"{info.key} could not be validated: unexpected {type(e).__name__}: "
+                f"{shown(str(e), 300)}. This is a bug in atb_strategies or a case it does not "
+                "handle yet; please report it."
+            )
+        return None

@@ -33,6 +33,7 @@ from atb_strategies.bundle.jsonio import dumps_strict
 from atb_strategies.bundle.loader import load_bundle_spec, sha256_of
 from atb_strategies.exceptions import RegistryError
 from atb_strategies.inference.runner import OnnxRunner
+from atb_strategies.inference.smoke import smoke_run
 from atb_strategies.registry.layout import RegistryLayout
 from atb_strategies.registry.manage import promote as promote_version
 
@@ -145,7 +146,9 @@ def stage_bundle(
             path, identity=(metadata.symbol, metadata.model_type, metadata.version)
         )
         # Open the model as the registry will, checking its tensors against the schema.
-        OnnxRunner(spec.model_path, spec.metadata.input, spec.metadata.output, spec.key).check()
+        runner = OnnxRunner(spec.model_path, spec.metadata.input, spec.metadata.output, spec.key)
+        runner.check()
+        smoke_run(runner)  # and run it as use will: a graph that fails at run time is refused
         yield StagedBundle(layout.root, staging_root, path, spec.metadata)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
