@@ -14,7 +14,6 @@ from atb_strategies.cli.options import (
     registry_option,
 )
 from atb_strategies.config import GAP_POLICIES
-from atb_strategies.strategies.guards import format_guard_report, guard_report
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 
@@ -92,6 +91,7 @@ def backtest(
     from atb_strategies.backtest.report import format_summary, plot_backtest, write_trades
     from atb_strategies.backtest.runner import first_unseen_bar, run_backtest
     from atb_strategies.data.sources import load_candles
+    from atb_strategies.strategies.guards import format_guard_report, guard_report
 
     cls = get_strategy(strategy)
     mtype = model_type or cls.params.model_type
