@@ -91,6 +91,12 @@ _OPTIONS = [
         help="Fraction of the peak value; off to disable.",
     ),
     click.option(
+        "--new-journal",
+        is_flag=True,
+        help="Start a new journal where the last one was deleted or emptied (once, on purpose; "
+        "a recorded kill-switch trip carries over).",
+    ),
+    click.option(
         "--clear-kill-switch",
         is_flag=True,
         help="Clear a kill-switch trip recorded in the journal by an earlier session, then trade.",
@@ -175,6 +181,7 @@ def run_live(
     log_file: Path,
     max_daily_loss: float | None,
     max_drawdown: float | None,
+    new_journal: bool,
     clear_kill_switch: bool,
     max_order_notional: float | None,
     max_orders_per_minute: int,
@@ -199,6 +206,7 @@ def run_live(
         EXIT_CODES,
         build_live_cerebro,
         check_certificate,
+        check_journal,
         log_to_file,
         refuse_if_killed,
         run_until_stopped,
@@ -218,8 +226,6 @@ def run_live(
         raise ConfigurationError(
             "Real orders need --live --i-understand-the-risks. Try --paper first."
         )
-    if not paper:
-        refuse_if_killed(journal, clear_kill_switch)
     params: dict[str, Any] = {"version": model_version}
     if registry_path is not None:
         params["registry"] = str(registry_path)
@@ -269,6 +275,11 @@ def run_live(
         feed_options["sentiment"] = build_sentiment_poller(
             csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
         )
+    # a damaged, deleted or emptied journal (or a recorded trip) refuses before connecting
+    if paper:  # the journal gets the model audit rows
+        check_journal(journal, new_journal=new_journal)
+    else:
+        refuse_if_killed(journal, clear_kill_switch, new_journal=new_journal)
     # the model must reproduce its parity certificate here before anything connects
     certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
     log_to_file(log_file)

@@ -199,23 +199,37 @@ def stop_reason(cerebro: bt.Cerebro, max_bars: int | None = None) -> tuple[str, 
     return "feed_ended", "the live feed ended"
 
 
-def refuse_if_killed(journal: Path, clear: bool) -> None:
-    """Before a real-orders session: refuse to start while the journal records a kill-switch
-    trip, unless the user clears it (``clear``; the broker then clears it at start).
+def check_journal(journal: Path, *, new_journal: bool = False) -> None:
+    """Before a session: open ``journal`` once, so that a damaged journal, or one that was
+    deleted or emptied, is refused before anything connects (``Journal`` says why and what to
+    do); with ``new_journal`` a new journal is started there on purpose.
 
     Raises
     ------
+    JournalError
+        Naming the journal and the problem.
+    """
+    Journal(journal, new_journal=new_journal).close()
+
+
+def refuse_if_killed(journal: Path, clear: bool, *, new_journal: bool = False) -> None:
+    """Before a real-orders session: refuse a damaged, deleted or emptied journal
+    (:func:`check_journal`), and refuse to start while the journal records a kill-switch trip,
+    unless the user clears it (``clear``; the broker then clears it at start).
+
+    Raises
+    ------
+    JournalError
+        The journal cannot be trusted (see :func:`check_journal`).
     KillSwitchError
         Naming when and why it tripped and how to clear it.
     """
-    if clear or not Path(journal).exists():
-        return
-    book = Journal(journal)
+    book = Journal(journal, new_journal=new_journal)
     try:
         trip = book.kill_switch()
     finally:
         book.close()
-    if trip is not None:
+    if trip is not None and not clear:
         raise KillSwitchError(
             f"the kill switch tripped at {trip['time']} ({trip['reason']}) and is recorded in "
             f"{journal}; no orders are sent until you clear it: run again with "
