@@ -201,14 +201,26 @@ def run_live(
     registry_path: Path | None,
 ) -> None:
     """Run ``strategy`` on live candles: --paper, or --live --i-understand-the-risks."""
+    from atb_strategies.live.journal import check_journal, refuse_if_killed
+
+    if paper == real:
+        raise ConfigurationError("Choose exactly one of --paper or --live.")
+    if real and not risks:
+        raise ConfigurationError(
+            "Real orders need --live --i-understand-the-risks. Try --paper first."
+        )
+    # a damaged, deleted or emptied journal (or a recorded trip) is refused first, in well under
+    # a second (before the heavy imports and anything that connects)
+    if paper:  # the journal gets the model audit rows
+        check_journal(journal, new_journal=new_journal)
+    else:
+        refuse_if_killed(journal, clear_kill_switch, new_journal=new_journal)
     from atb_strategies.live.broker import KillSwitch
     from atb_strategies.live.runner import (
         EXIT_CODES,
         build_live_cerebro,
         check_certificate,
-        check_journal,
         log_to_file,
-        refuse_if_killed,
         run_until_stopped,
         stop_reason,
     )
@@ -220,12 +232,6 @@ def run_live(
     )
     from atb_strategies.live.store import CcxtStore
 
-    if paper == real:
-        raise ConfigurationError("Choose exactly one of --paper or --live.")
-    if real and not risks:
-        raise ConfigurationError(
-            "Real orders need --live --i-understand-the-risks. Try --paper first."
-        )
     params: dict[str, Any] = {"version": model_version}
     if registry_path is not None:
         params["registry"] = str(registry_path)
@@ -275,11 +281,6 @@ def run_live(
         feed_options["sentiment"] = build_sentiment_poller(
             csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
         )
-    # a damaged, deleted or emptied journal (or a recorded trip) refuses before connecting
-    if paper:  # the journal gets the model audit rows
-        check_journal(journal, new_journal=new_journal)
-    else:
-        refuse_if_killed(journal, clear_kill_switch, new_journal=new_journal)
     # the model must reproduce its parity certificate here before anything connects
     certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
     log_to_file(log_file)

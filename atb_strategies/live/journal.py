@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from atb_strategies.exceptions import JournalError
+from atb_strategies.exceptions import JournalError, KillSwitchError
 from atb_strategies.live.journal_state import (
     Marker,
     check_day_start,
@@ -430,6 +430,53 @@ class Journal:
             cur = self._db.execute("SELECT * FROM fills ORDER BY recorded")
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def check_journal(journal: Path, *, new_journal: bool = False) -> dict[str, Any] | None:
+    """Before a session: open ``journal`` once, so that a damaged journal, or one that was
+    deleted or emptied, is refused before anything connects (``Journal`` says why and what to
+    do); with ``new_journal`` a new journal is started there on purpose. Where there is neither
+    a journal nor a marker, nothing is checked or created (the session creates it).
+
+    Returns
+    -------
+    dict or None
+        The recorded kill-switch trip, if any.
+
+    Raises
+    ------
+    JournalError
+        Naming the journal and the problem.
+    """
+    journal = Path(journal)
+    if not new_journal and not journal.exists() and not marker_path(journal).exists():
+        return None
+    book = Journal(journal, new_journal=new_journal)
+    try:
+        return book.kill_switch()
+    finally:
+        book.close()
+
+
+def refuse_if_killed(journal: Path, clear: bool, *, new_journal: bool = False) -> None:
+    """Before a real-orders session: refuse a damaged, deleted or emptied journal
+    (:func:`check_journal`), and refuse to start while the journal records a kill-switch trip,
+    unless the user clears it (``clear``; the broker then clears it at start).
+
+    Raises
+    ------
+    JournalError
+        The journal cannot be trusted (see :func:`check_journal`).
+    KillSwitchError
+        Naming when and why it tripped and how to clear it.
+    """
+    trip = check_journal(journal, new_journal=new_journal)
+    if trip is not None and not clear:
+        raise KillSwitchError(
+            f"the kill switch tripped at {trip['time']} ({trip['reason']}) and is recorded in "
+            f"{journal}; no orders are sent until you clear it: run again with "
+            "clear_kill_switch=True after checking the account."
+        )
 
 
 def _lost(path: Path, marker: Marker) -> str:

@@ -8,8 +8,12 @@ starts a new one on purpose (the trip carries over); damaged records are one ``J
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +328,30 @@ def hourly() -> Any:
     from atb_strategies.data.synthetic import generate_ohlcv
 
     return generate_ohlcv(420, seed=3)
+
+
+def test_atb_live_refuses_a_deleted_journal_before_loading_the_heavy_libraries(tmp_path):
+    """The refusal is quick: checked before backtrader, ccxt, pandas or onnxruntime load."""
+    journal = tripped_journal(tmp_path / "journal.sqlite")
+    journal.unlink()
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from atb_strategies.cli.main import cli\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stderr(err):\n"
+        "    try:\n"
+        f"        cli.main(['live', 'ml_basic', '--live', '--i-understand-the-risks', "
+        f"'--journal', {str(journal)!r}])\n"
+        "    except SystemExit as e:\n"
+        "        code = e.code\n"
+        "heavy = ('pandas', 'ccxt', 'backtrader', 'onnxruntime')\n"
+        "print(json.dumps([code, err.getvalue(), [m for m in heavy if m in sys.modules]]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    exit_code, stderr, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    assert exit_code == 1 and "was deleted" in stderr
+    assert heavy == []
