@@ -15,6 +15,7 @@ the message names where it came from without showing it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,8 @@ import ccxt
 
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.exchange.redaction import register_credentials
+
+log = logging.getLogger(__name__)
 
 #: Credential fields stripped of surrounding whitespace (``privateKey`` may be a PEM block and
 #: is left as given).
@@ -86,7 +89,11 @@ def create_exchange(
     register_credentials(settings)  # as given, before anything can fail
     clean_credentials(settings, lambda field: _source(exchange_id, field, config, environ))
     register_credentials(settings)
-    return cls(settings)
+    client = cls(settings)
+    # ccxt's ``verbose`` output (request headers with the API key) is print()ed; send it
+    # through logging instead, where every handler the CLI installs masks credentials
+    client.log = lambda *args: log.debug(" ".join(str(a) for a in args))
+    return client
 
 
 def clean_credentials(settings: dict[str, Any], source: Any = None) -> None:

@@ -141,6 +141,13 @@ class Journal:
             )
         if marker is not None and not existed and not new_journal:
             raise JournalError(_lost(self.path, marker))
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not existed and wal.exists() and wal.stat().st_size > 0:
+            # SQLite would replay the old journal's log into the new file
+            raise JournalError(
+                f"journal {self.path} is gone but its write-ahead log {wal} remains: move it "
+                "(and the -shm file) away too, keeping them, before a new journal starts here"
+            )
         self._lock = threading.Lock()
         self.session = uuid.uuid4().hex[:8]
         try:

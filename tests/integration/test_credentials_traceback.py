@@ -108,6 +108,26 @@ def test_exchange_error_from_a_signed_request_masks_the_signature(server):
     assert not any(s in str(info.value) for s in sent)
 
 
+def test_ccxt_verbose_output_goes_through_logging_masked(server, capsys, caplog):
+    from atb_strategies.exchange.redaction import RedactSecrets
+
+    config = server.ccxt_config(rate_limit_ms=1)
+    config["verbose"] = True  # ccxt would print() every request with its headers
+    exchange = create_exchange("binance", config)
+    caplog.handler.addFilter(RedactSecrets())
+    try:
+        with caplog.at_level("DEBUG", logger="atb_strategies.exchange.client"):
+            exchange.load_markets()
+            exchange.fetch_balance()
+    finally:
+        exchange.close()
+    out = capsys.readouterr()
+    assert config["apiKey"] not in out.out + out.err
+    logged = caplog.text
+    assert "fetch Request:" in logged and "X-MBX-APIKEY" in logged
+    assert config["apiKey"] not in logged and not any(s in logged for s in signatures(server))
+
+
 # ---------------------------------------------------------------- the console script
 
 

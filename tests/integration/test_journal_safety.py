@@ -125,6 +125,20 @@ def test_new_journal_where_the_journal_exists_is_refused_and_changes_nothing(tmp
     assert open_trip(path) is not None
 
 
+def test_new_journal_where_the_old_write_ahead_log_remains_is_refused(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    wal = tmp_path / "journal.sqlite-wal"
+    book = Journal(path)
+    book.record_kill_switch("drawdown", value=1.0)
+    shutil.copy(wal, tmp_path / "wal.copy")  # what a crashed session leaves behind
+    book.close()
+    path.unlink()
+    shutil.copy(tmp_path / "wal.copy", wal)
+    with pytest.raises(JournalError, match="its write-ahead log .* remains"):
+        Journal(path, new_journal=True)
+    assert not path.exists()
+
+
 def test_journal_moved_on_purpose_to_a_new_path_is_a_new_journal(tmp_path):
     tripped_journal(tmp_path / "journal.sqlite")
     assert open_trip(tmp_path / "other.sqlite") is None  # --journal NEW: a new journal
