@@ -166,8 +166,8 @@ class Journal:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._check_tables()  # before adding any: a foreign database is left as it was
             self._db.executescript(_SCHEMA)
-            self._check_tables()
         except sqlite3.DatabaseError as e:
             raise JournalError(
                 f"journal {self.path} is not a readable SQLite journal ({e}): {_RESTORE}"
@@ -224,10 +224,11 @@ class Journal:
         return {key: self._decode(key, raw) for key, raw in rows}
 
     def _check_tables(self) -> None:
+        """Every journal table that exists has the journal's columns."""
         for table, needed in _COLUMNS.items():
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             missing = sorted(needed - have)
-            if missing:
+            if have and missing:
                 raise JournalError(
                     f"journal {self.path}: table {table} lacks column(s) {', '.join(missing)}; "
                     f"it is not an atb journal: {_RESTORE}"

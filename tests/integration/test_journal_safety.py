@@ -239,6 +239,12 @@ def test_journal_with_a_foreign_orders_table_is_refused(tmp_path):
     db.close()
     with pytest.raises(JournalError, match="table orders lacks column"):
         Journal(path)
+    db = sqlite3.connect(path)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    finally:
+        db.close()
+    assert tables == {"orders"}  # left as it was
 
 
 def test_risk_guard_on_a_new_journal_in_place_of_a_tripped_one_starts_killed(tmp_path):
