@@ -18,6 +18,8 @@
      │                                             was registered
      ├─ KillSwitchError(AtbError)                  the kill switch is engaged (it tripped in
      │                                             an earlier session): clear it on purpose
+     ├─ JournalError(AtbError)                     a live journal is damaged, or was deleted
+     │                                             or emptied: restore it or start anew on purpose
      └─ ExchangeError(AtbError)                    an exchange call failed
          ├─ TemporaryExchangeError                 network, 5xx, timeout: retried (reads only)
          │   └─ RateLimitError                     429/418, DDoSProtection, RateLimitExceeded:
@@ -105,6 +107,11 @@ class KillSwitchError(AtbError):
     resumes only when the user clears it. The CLI exits with ``exit_code``."""
 
     exit_code = 3
+
+
+class JournalError(AtbError):
+    """A live journal cannot be trusted: it is damaged, or it was deleted or emptied (its marker
+    says it existed). Nothing trades until it is restored or a new one is started on purpose."""
 
 
 class ExchangeError(AtbError):

@@ -14,7 +14,6 @@ from atb_strategies.cli.options import (
     registry_option,
 )
 from atb_strategies.config import GAP_POLICIES
-from atb_strategies.strategies.guards import format_guard_report, guard_report
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 
@@ -93,6 +92,7 @@ def backtest(
     from atb_strategies.backtest.runner import first_unseen_bar, run_backtest
     from atb_strategies.cli.options import check_dates, check_dates_in_data
     from atb_strategies.data.sources import load_candles
+    from atb_strategies.strategies.guards import format_guard_report, guard_report
     from atb_strategies.sweep.thresholds import threshold_warnings
 
     check_dates(start_date, end_date)

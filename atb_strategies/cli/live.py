@@ -91,6 +91,12 @@ _OPTIONS = [
         help="Fraction of the peak value; off to disable.",
     ),
     click.option(
+        "--new-journal",
+        is_flag=True,
+        help="Start a new journal where the last one was deleted or emptied (once, on purpose; "
+        "a recorded kill-switch trip carries over).",
+    ),
+    click.option(
         "--clear-kill-switch",
         is_flag=True,
         help="Clear a kill-switch trip recorded in the journal by an earlier session, then trade.",
@@ -175,6 +181,7 @@ def run_live(
     log_file: Path,
     max_daily_loss: float | None,
     max_drawdown: float | None,
+    new_journal: bool,
     clear_kill_switch: bool,
     max_order_notional: float | None,
     max_orders_per_minute: int,
@@ -194,13 +201,26 @@ def run_live(
     registry_path: Path | None,
 ) -> None:
     """Run ``strategy`` on live candles: --paper, or --live --i-understand-the-risks."""
+    from atb_strategies.live.journal import check_journal, refuse_if_killed
+
+    if paper == real:
+        raise ConfigurationError("Choose exactly one of --paper or --live.")
+    if real and not risks:
+        raise ConfigurationError(
+            "Real orders need --live --i-understand-the-risks. Try --paper first."
+        )
+    # a damaged, deleted or emptied journal (or a recorded trip) is refused first, in well under
+    # a second (before the heavy imports and anything that connects)
+    if paper:  # the journal gets the model audit rows
+        check_journal(journal, new_journal=new_journal)
+    else:
+        refuse_if_killed(journal, clear_kill_switch, new_journal=new_journal)
     from atb_strategies.live.broker import KillSwitch
     from atb_strategies.live.runner import (
         EXIT_CODES,
         build_live_cerebro,
         check_certificate,
         log_to_file,
-        refuse_if_killed,
         run_until_stopped,
         stop_reason,
     )
@@ -212,14 +232,6 @@ def run_live(
     )
     from atb_strategies.live.store import CcxtStore
 
-    if paper == real:
-        raise ConfigurationError("Choose exactly one of --paper or --live.")
-    if real and not risks:
-        raise ConfigurationError(
-            "Real orders need --live --i-understand-the-risks. Try --paper first."
-        )
-    if not paper:
-        refuse_if_killed(journal, clear_kill_switch)
     params: dict[str, Any] = {"version": model_version}
     if registry_path is not None:
         params["registry"] = str(registry_path)

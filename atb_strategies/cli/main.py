@@ -6,7 +6,8 @@ rewrites those that are options of ``atb`` into their flags (``--gap-policy warn
 values (click's usage errors) get the same single line instead of click's usage block. An
 unexpected exception prints its type and message and says to run with ``-v``; only ``-v``
 shows tracebacks. Ctrl-C exits 130. Open progress bars are closed first, so the error starts
-its own line. Every log handler the CLI installs masks credentials (``exchange.redaction``).
+its own line. Every log handler the CLI installs masks credentials (``exchange.redaction``), and
+so do the tracebacks it prints (``-v``) or a thread prints (``install_excepthooks``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from atb_strategies.cli.models import models
 from atb_strategies.cli.sweep import sweep
 from atb_strategies.cli.train import train
 from atb_strategies.exceptions import AtbError
-from atb_strategies.exchange.redaction import install_redaction, redact
+from atb_strategies.exchange.redaction import install_excepthooks, install_redaction, redact
 
 _PARAM = re.compile(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|True\b|[A-Za-z0-9_.:/-]+)")
 _PARAMETER_OF = re.compile(r"The '([a-z][a-z0-9_]*)' parameter of [\w.]+")
@@ -87,6 +88,7 @@ class _AtbGroup(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         head = args[: args.index("--")] if "--" in args else args
         verbose = bool({"-v", "--verbose"} & set(head))
+        install_excepthooks()  # a traceback printed with -v (or by a thread) is masked too
         try:
             return super().main(args, prog_name or "atb", standalone_mode=False, **extra)
         except click.exceptions.Exit as e:  # --help, --version

@@ -5,11 +5,17 @@ ccxt's own blind retries off. Extra constructor settings come, in order, from th
 ``ATB_EXCHANGE_CONFIG`` JSON file (a dict, or a dict of dicts keyed by exchange id), then the
 ``config`` argument. API keys may also come from ``ATB_<EXCHANGE>_API_KEY`` /
 ``ATB_<EXCHANGE>_API_SECRET``. Credentials are never logged or put in messages.
+
+Credentials are stripped of surrounding whitespace (a key read from a secrets file often ends
+with a newline). A key that still holds a character an HTTP header cannot carry (a line break
+or another control character, a non-ASCII character) is refused here, before any request, and
+the message names where it came from without showing it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +25,14 @@ import ccxt
 
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.exchange.redaction import register_credentials
+
+log = logging.getLogger(__name__)
+
+#: Credential fields stripped of surrounding whitespace (``privateKey`` may be a PEM block and
+#: is left as given).
+_STRIPPED = ("apiKey", "secret", "password", "uid", "token", "walletAddress")
+#: Credential fields that ccxt sends in HTTP headers: they must be printable ASCII.
+_HEADER_FIELDS = ("apiKey", "password", "uid", "token")
 
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,10 +83,65 @@ def create_exchange(
         "enableRateLimit": True,
         "options": {"maxRetriesOnFailure": 0, "fetchCurrencies": False},
     }
-    settings = _deep_merge(settings, exchange_config(exchange_id, environ))
+    from_env = exchange_config(exchange_id, environ)
+    settings = _deep_merge(settings, from_env)
     settings = _deep_merge(settings, dict(config or {}))
+    register_credentials(settings)  # as given, before anything can fail
+    clean_credentials(settings, lambda field: _source(exchange_id, field, config, environ))
     register_credentials(settings)
-    return cls(settings)
+    client = cls(settings)
+    # ccxt's ``verbose`` output (request headers with the API key) is print()ed; send it
+    # through logging instead, where every handler the CLI installs masks credentials
+    client.log = lambda *args: log.debug(" ".join(str(a) for a in args))
+    return client
+
+
+def clean_credentials(settings: dict[str, Any], source: Any = None) -> None:
+    """Strip the credential fields of ``settings`` (in place) and refuse a header-borne one
+    that an HTTP header cannot carry.
+
+    Parameters
+    ----------
+    settings : dict
+        A ccxt client configuration.
+    source : callable, optional
+        ``source(field) -> str``: where the field came from, for the message.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the field and its source; the value is never shown.
+    """
+    for field in _STRIPPED:
+        value = settings.get(field)
+        if isinstance(value, str):
+            settings[field] = value.strip()
+    for field in _HEADER_FIELDS:
+        value = settings.get(field)
+        if isinstance(value, str) and not (value.isascii() and value.isprintable()):
+            where = source(field) if source is not None else "the exchange configuration"
+            raise ConfigurationError(
+                f"The {field} credential from {where} holds a character an HTTP header cannot "
+                "carry (a line break or another control character, or a non-ASCII character) "
+                "inside it; nothing was sent. Check that value (it is not shown here)."
+            )
+
+
+def _source(
+    exchange_id: str,
+    field: str,
+    config: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None,
+) -> str:
+    """Where credential ``field`` of ``exchange_id`` came from, in words."""
+    env = os.environ if environ is None else environ
+    if config and field in config:
+        return "the config argument"
+    names = {"apiKey": "API_KEY", "secret": "API_SECRET"}
+    variable = f"ATB_{exchange_id.upper()}_{names.get(field, '')}"
+    if field in names and env.get(variable):
+        return f"the environment variable {variable}"
+    return f"the ATB_EXCHANGE_CONFIG file {env.get('ATB_EXCHANGE_CONFIG')}"
 
 
 def exchange_now_ms(exchange: ccxt.Exchange) -> int:

@@ -38,6 +38,7 @@ from atb_strategies.exceptions import (
     RateLimitError,
     TemporaryExchangeError,
 )
+from atb_strategies.exchange.redaction import redact
 
 _TABLE: tuple[tuple[type[Exception], type[ExchangeError], str], ...] = (
     (ccxt.DDoSProtection, RateLimitError, "rate limited"),
@@ -79,7 +80,7 @@ def translate(error: Exception, action: str, *, write: bool = False) -> Exchange
             f"{action} failed with {type(error).__name__}: the order may or may not have been "
             "placed. Reconcile by client order id before sending anything again."
         )
-    detail = str(error)[:300]
+    detail = redact(str(error))[:300]  # ccxt puts signed URLs (signature=...) in messages
     advice = _ADVICE.get(atb_cls, "")
     if atb_cls is InvalidOrderError and not _is_order_call(action):
         # a read refused as a bad request (Binance -1121 "Invalid symbol" on klines): the

@@ -7,14 +7,22 @@ credential value the process has loaded (``register_secret``, called by ``create
 API-key header or a signature with ``***``. ``install_redaction(handler)`` puts it on a handler;
 the CLI installs it on every handler it creates (terminal and ``--log-file``). Filters on a
 handler see records from every logger that reaches it, ccxt's included.
+
+Tracebacks that do not go through logging (``atb -v`` re-raising an error, an exception that
+ends a thread) are printed by ``sys.excepthook`` and ``threading.excepthook``;
+``install_excepthooks`` replaces both with ones that print the same traceback masked.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
+import traceback
 from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
 
 MASK = "***"
 #: Credential fields of a ccxt client configuration.
@@ -78,3 +86,34 @@ def install_redaction(handler: logging.Handler) -> logging.Handler:
     if not any(isinstance(f, RedactSecrets) for f in handler.filters):
         handler.addFilter(RedactSecrets())
     return handler
+
+
+def format_exception_redacted(
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> str:
+    """The traceback text of ``exc`` (with its chained causes), credentials masked."""
+    return redact("".join(traceback.format_exception(exc_type, exc, tb)))
+
+
+def _print_redacted(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    sys.stderr.write(format_exception_redacted(exc_type, exc, tb))
+    sys.stderr.flush()
+
+
+def _print_thread_redacted(args: Any) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = getattr(args.thread, "name", None) or "unknown"
+    sys.stderr.write(f"Exception in thread {name}:\n")
+    _print_redacted(args.exc_type, args.exc_value, args.exc_traceback)
+
+
+def install_excepthooks() -> None:
+    """Print uncaught exceptions of the process and of its threads with credentials masked
+    (``sys.excepthook`` and ``threading.excepthook``)."""
+    sys.excepthook = _print_redacted
+    threading.excepthook = _print_thread_redacted

@@ -74,7 +74,10 @@ class CcxtBroker(bt.BrokerBase):
     store : CcxtStore
         The exchange connection (credentials needed).
     journal : str or Path
-        SQLite journal file (created if missing).
+        SQLite journal file (created if missing; one that was deleted or emptied is refused,
+        see ``new_journal``; a damaged one raises ``JournalError``).
+    new_journal : bool
+        Start a new journal where the last one was deleted or emptied (``Journal``).
     order_poll : float
         Seconds between order-status polls (default 1.0).
     balance_refresh : float
@@ -102,6 +105,7 @@ class CcxtBroker(bt.BrokerBase):
     params = (
         ("store", None),
         ("journal", "atb-journal.sqlite"),
+        ("new_journal", False),
         ("order_poll", 1.0),
         ("balance_refresh", 10.0),
         ("unknown_retries", 5),
@@ -114,7 +118,7 @@ class CcxtBroker(bt.BrokerBase):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         self.store = self.p.store
-        self.journal = Journal(self.p.journal)
+        self.journal = Journal(self.p.journal, new_journal=self.p.new_journal)
         self.notifs: collections.deque = collections.deque()
         self.rules = MarketRules(self.store)
         self.account = Account(self.store, self.rules, self.p.balance_refresh)

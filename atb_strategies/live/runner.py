@@ -16,11 +16,9 @@ from typing import Any
 
 import backtrader as bt
 
-from atb_strategies.exceptions import KillSwitchError
 from atb_strategies.exchange.redaction import install_redaction
 from atb_strategies.inference.certificate import verify_certificate
 from atb_strategies.live.broker import KillSwitch
-from atb_strategies.live.journal import Journal
 from atb_strategies.live.paper import PaperBroker
 from atb_strategies.live.shadow_log import SHADOW_FILE, ShadowLog
 from atb_strategies.live.status import LiveStatus
@@ -197,30 +195,6 @@ def stop_reason(cerebro: bt.Cerebro, max_bars: int | None = None) -> tuple[str, 
     if max_bars is not None:
         return "max_bars", f"{max_bars} live bar(s) done (max bars)"
     return "feed_ended", "the live feed ended"
-
-
-def refuse_if_killed(journal: Path, clear: bool) -> None:
-    """Before a real-orders session: refuse to start while the journal records a kill-switch
-    trip, unless the user clears it (``clear``; the broker then clears it at start).
-
-    Raises
-    ------
-    KillSwitchError
-        Naming when and why it tripped and how to clear it.
-    """
-    if clear or not Path(journal).exists():
-        return
-    book = Journal(journal)
-    try:
-        trip = book.kill_switch()
-    finally:
-        book.close()
-    if trip is not None:
-        raise KillSwitchError(
-            f"the kill switch tripped at {trip['time']} ({trip['reason']}) and is recorded in "
-            f"{journal}; no orders are sent until you clear it: run again with "
-            "clear_kill_switch=True after checking the account."
-        )
 
 
 def check_certificate(
