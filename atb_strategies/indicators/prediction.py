@@ -356,6 +356,7 @@ class MlPrediction(bt.Indicator):
                 stream.update(row, label=at)
                 if monitor is not None:
                     psi = monitor.update(stream.last_series_row())
+            problem = output_problem(bundle, stream) if stream.ready else None
         except Exception as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             if not isinstance(e, RegistryError | CandleDataError | OSError):
@@ -372,7 +373,6 @@ class MlPrediction(bt.Indicator):
                 old.key,
             )
             return
-        problem = output_problem(bundle, stream)
         if problem is not None:
             self._refuse(follower, name, new_key, problem, label)
             return

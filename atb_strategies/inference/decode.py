@@ -123,11 +123,12 @@ def _decode(
         distribution = ((p >= -tol) & (p <= 1.0 + tol)).all(axis=1) & (
             np.abs(p.sum(axis=1) - 1.0) <= tol
         )
-        reason = _reasons(finite, distribution)
         top = np.argmax(np.where(np.isfinite(p), p, -np.inf), axis=1)
         dirs = np.array([CLASS_DIRECTIONS[c] for c in spec.classes], dtype=np.int64)[top]
         conf = np.clip(p[np.arange(n), top], 0.0, 1.0)
-        return _rejecting(Decoded(nan, nan.copy(), dirs, conf, reason))
+        ret = nan.copy()
+        reason = _reject(finite, distribution, (nan, ret, conf), dirs)
+        return Decoded(nan, ret, dirs, conf, reason)
 
     r = raw.astype(np.float64)
     ret: np.ndarray | None = None
@@ -158,8 +159,13 @@ def _decode(
     magnitude = np.abs(safe)
     direction = (np.sign(safe) * (magnitude > direction_threshold)).astype(np.int64)
     confidence = np.minimum(1.0, magnitude / spec.confidence_return_scale)
-    reason = _reasons(np.isfinite(r), _plausible(spec.target, r, price, context))
-    return _rejecting(Decoded(price, ret, direction, confidence, reason))
+    reason = _reject(
+        np.isfinite(r),
+        _plausible(spec.target, r, price, context),
+        (price, ret, confidence),
+        direction,
+    )
+    return Decoded(price, ret, direction, confidence, reason)
 
 
 def _plausible(
@@ -179,21 +185,24 @@ def _plausible(
     return np.abs(move) <= MAX_ABS_LOG_MOVE  # False for NaN
 
 
-def _reasons(finite: np.ndarray, plausible: np.ndarray) -> np.ndarray:
-    reason = np.full(finite.shape[0], None, dtype=object)
-    reason[~plausible] = "implausible_output"
-    reason[~finite] = "non_finite_output"
-    return reason
-
-
-def _rejecting(d: Decoded) -> Decoded:
-    """``d`` with NaN price, return and confidence and direction 0 at rejected windows."""
-    bad = d.rejected
-    if bad.any():
-        for values in (d.price, d.predicted_return, d.confidence):
+def _reject(
+    finite: np.ndarray,
+    plausible: np.ndarray,
+    floats: tuple[np.ndarray, ...],
+    direction: np.ndarray,
+) -> np.ndarray:
+    """The reason of each window (None where ``finite`` and ``plausible``); NaN into ``floats``
+    (price, return, confidence) and 0 into ``direction`` at the rejected ones, in place."""
+    reason = np.empty(finite.shape[0], dtype=object)  # all None
+    ok = finite & plausible
+    if np.count_nonzero(ok) < ok.shape[0]:
+        reason[~plausible] = "implausible_output"
+        reason[~finite] = "non_finite_output"
+        bad = ~ok
+        for values in floats:
             values[bad] = np.nan
-        d.direction[bad] = 0
-    return d
+        direction[bad] = 0
+    return reason
 
 
 def _array(values: float | np.ndarray) -> np.ndarray:
