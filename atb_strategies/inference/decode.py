@@ -18,10 +18,9 @@ floating-point operation.
   bundle's output spec (default 0.01: a predicted 1 % move is full confidence). It is *not* a
   calibrated probability, and is 0 where the return is unknown.
 
-Non-finite and implausible outputs are no prediction. The one rule, used by every path
+Non-finite and implausible outputs are no prediction. This is the one rule, used by every path
 (``OnnxRunner.predict``/``predict_batch``, the engine's ``predict``/``predict_series``,
-``MlPrediction`` preloaded and streaming, the sweep's prediction cache, shadows), is
-``rejected``:
+``MlPrediction`` preloaded and streaming, the sweep's prediction cache, shadows, hot reload):
 
 * ``"non_finite_output"``: a raw output of the window is NaN or infinite (any class
   probability, for class outputs);
@@ -31,9 +30,9 @@ Non-finite and implausible outputs are no prediction. The one rule, used by ever
   predicted close outside ``[close / 10, close * 10]`` of the decision bar's close
   (``|log(price / close)| > MAX_ABS_LOG_MOVE = ln 10``, whatever the horizon: no market this
   project trades moves tenfold within a model's horizon, while a broken model's output, such as
-  a log return of 700, does), a non-positive predicted price, or a simple return ``<= -1``. A
-  move that can be told from the raw output alone (return targets, or ``close``/
-  ``close_zscore`` prices) is checked without a price context too.
+  a log return of 700, does), a non-positive predicted price, or a simple return ``<= -1``.
+  Without a price context, return targets are still checked (the move is the raw output),
+  ``close``/``close_zscore`` prices must be positive, ``close_window_minmax`` only finite.
 
 A rejected window decodes to NaN price, return and confidence and direction 0, and its
 ``reason`` is the code above (None for a prediction).
