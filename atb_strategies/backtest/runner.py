@@ -117,7 +117,8 @@ class BacktestResult:
     ``orders``, ``trades`` and ``decisions`` are backtrader's bar (close) times.
 
     ``no_prediction`` holds, for every fed bar without a prediction, why (a key of
-    ``NO_PREDICTION_REASONS``: ``"warm_up"``, ``"gap"`` or ``"model"``); ``gaps`` lists the gaps
+    ``NO_PREDICTION_REASONS``: ``"warm_up"``, ``"gap"``, ``"non_finite_output"``,
+    ``"implausible_output"`` or ``"model"``); ``gaps`` lists the gaps
     in the fed candles (``after``/``resumes``: open times of the bars either side,
     ``missing_bars``). Both are None/empty when the strategy has no ``MlPrediction``.
     """
@@ -299,6 +300,13 @@ def _prediction_coverage(
     codes = np.full(n, "model", dtype=object)
     codes[rows_span_gap(pos, gap_pos, min_bars)] = "gap"
     codes[pos < min_bars - 1] = "warm_up"
+    # bars whose model output was rejected (inference.decode): their reason code
+    rejected = getattr(indicator, "rejected_bars", [])
+    if rejected and n:
+        times = np.array([t.value for t, _ in rejected], dtype=np.int64)
+        at = np.clip(np.searchsorted(close_ns, times), 0, n - 1)
+        hit = close_ns[at] == times
+        codes[at[hit]] = np.array([why for _, why in rejected], dtype=object)[hit]
     reasons = pd.Series(codes[missing], index=opens[missing], name="no_prediction")
     gaps = [
         {

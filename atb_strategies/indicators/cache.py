@@ -15,8 +15,9 @@ The key (``prediction_key``) holds everything the predictions depend on:
 * the resolved ``gap_policy``;
 * the sha256 of the bar times and of every column array the model reads.
 
-An entry is the dict of line arrays ``_compute_batch`` returns (read-only) and the number of
-skipped bars.
+An entry is the dict of line arrays ``_compute_batch`` returns (read-only), the number of
+skipped bars and the bars whose model output was rejected (``inference.decode``), so a sweep's
+cells count them exactly as a plain backtest does.
 
 The cache is off unless a block turns it on with ``prediction_cache.active()`` (a sweep does,
 around its cells): a plain backtest computes its predictions itself, holds no arrays after it
@@ -58,11 +59,14 @@ PredictionKey = tuple[Any, ...]
 
 @dataclass(frozen=True)
 class CachedPredictions:
-    """One prediction set: ``lines`` (name -> read-only float64 array, one value per bar) and
-    ``skipped_bars`` (bars without a prediction because their rows span a gap)."""
+    """One prediction set: ``lines`` (name -> read-only float64 array, one value per bar),
+    ``skipped_bars`` (bars without a prediction because their rows span a gap) and ``rejected``
+    (``(close time in ns, reason)`` of each bar whose model output was rejected, see
+    ``MlPrediction.rejected_bars``)."""
 
     lines: dict[str, np.ndarray]
     skipped_bars: int
+    rejected: tuple[tuple[int, str], ...] = ()
 
 
 _file_hashes: dict[tuple[str, int, int], str] = {}
@@ -210,9 +214,19 @@ class PredictionCache:
                 keys.add(key)
             return found
 
-    def put(self, key: PredictionKey, lines: Mapping[str, np.ndarray], skipped_bars: int) -> None:
+    def put(
+        self,
+        key: PredictionKey,
+        lines: Mapping[str, np.ndarray],
+        skipped_bars: int,
+        rejected: Sequence[tuple[int, str]] = (),
+    ) -> None:
         """Store read-only copies of ``lines`` under ``key`` (nothing while disabled)."""
-        entry = CachedPredictions({n: _frozen(v) for n, v in lines.items()}, int(skipped_bars))
+        entry = CachedPredictions(
+            {n: _frozen(v) for n, v in lines.items()},
+            int(skipped_bars),
+            tuple((int(ns), str(why)) for ns, why in rejected),
+        )
         with self._lock:
             if not self._enabled:
                 return

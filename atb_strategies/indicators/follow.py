@@ -10,7 +10,10 @@ re-reads the pointer only when one of two ``stat`` calls says it changed
 2. a new ``FeatureStream`` is warmed with every input row the indicator has fed its current
    stream (up to ``HISTORY_ROWS``), so the new model's first prediction equals the one a
    session started on that version would make on the same bars;
-3. only then does it serve, from this bar on. The switch happens before the bar's prediction,
+3. its outputs must be predictions (``output_problem``): a version whose parity-certificate
+   windows or whose first prediction on the warmed features give a non-finite or implausible
+   output (``atb_strategies.inference.decode``) is refused;
+4. only then does it serve, from this bar on. The switch happens before the bar's prediction,
    between two decisions of the strategy, never inside one.
 
 A version that fails any step is refused once: the old version keeps serving, the reason is
@@ -24,8 +27,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
 
 from atb_strategies.exceptions import AtbError
+from atb_strategies.inference.bundle import ModelBundle
+from atb_strategies.inference.certificate import CERTIFICATE_FILE
+from atb_strategies.inference.decode import REJECTED_OUTPUT_REASONS
 from atb_strategies.registry.shared import shared_registry
 
 log = logging.getLogger(__name__)
@@ -99,3 +108,37 @@ class LatestFollower:
 
     def refuse(self, version: str, reason: str) -> None:
         self.refused[version] = reason
+
+
+def output_problem(bundle: ModelBundle, stream: Any) -> str | None:
+    """Why a promoted version's outputs are no predictions, or None when they are.
+
+    Checks the windows of its parity certificate (``verify_certificate`` compares outputs with
+    the recorded ones, and NaN equals nothing, so a model recorded as NaN would pass it) and its
+    first prediction from ``stream`` (a ready ``FeatureStream`` warmed with the rows seen), with
+    the rule every prediction path uses (``inference.decode``).
+    """
+    path = bundle.directory / CERTIFICATE_FILE
+    if path.is_file():
+        with np.load(path) as data:
+            inputs = np.ascontiguousarray(data["inputs"], dtype=np.float32)
+        if len(inputs):
+            batch = bundle.runner.predict_batch(inputs)
+            bad = np.flatnonzero(batch.rejected)
+            if len(bad):
+                i = int(bad[0])
+                why = REJECTED_OUTPUT_REASONS[str(batch.no_prediction[i])]
+                return (
+                    f"{len(bad)} of the {len(inputs)} parity-certificate windows give no "
+                    f"prediction ({why}: window {i} gives {_raw_text(batch.raw[i])})"
+                )
+    pred = bundle.runner.predict(stream.window().astype(np.float32), stream.context())
+    if pred.no_prediction is not None:
+        why = REJECTED_OUTPUT_REASONS[pred.no_prediction]
+        return f"its first prediction on the bars seen is none ({why}: raw output {pred.raw!r})"
+    return None
+
+
+def _raw_text(raw: np.ndarray) -> str:
+    values = np.atleast_1d(np.asarray(raw, dtype=np.float64))
+    return repr(float(values[0])) if values.size == 1 else repr(tuple(float(v) for v in values))

@@ -17,6 +17,12 @@ Two paths, proven equal by the tests:
 
 Either way the value at bar ``t`` uses bars ``<= t`` only.
 
+A bar whose model output is non-finite or implausible (the one rule of
+``atb_strategies.inference.decode``) is no prediction on both paths: NaN on ``predicted_price``,
+``predicted_return``, ``confidence`` and ``direction`` (so a strategy holds), counted per reason
+in ``rejected_outputs`` and listed in ``rejected_bars``, like a gap is in ``skipped_bars``.
+``version_index`` and the drift lines still say which version served and how its inputs look.
+
 A streaming indicator that follows ``latest`` on a live feed (no version pinned) also reloads
 the model between bars when ``latest`` moves, after validating the new version and warming its
 features from the rows already seen (``follow_latest``; see ``atb_strategies.indicators.follow``).
@@ -32,6 +38,7 @@ import collections
 import functools
 import logging
 import math
+from collections.abc import Sequence
 from datetime import datetime
 
 import backtrader as bt
@@ -53,7 +60,12 @@ from atb_strategies.features.candles import (
 )
 from atb_strategies.features.pipeline import PriceContext
 from atb_strategies.indicators.drift_score import DriftScore, drift_score_for
-from atb_strategies.indicators.follow import HISTORY_ROWS, LatestFollower, ModelEvent
+from atb_strategies.indicators.follow import (
+    HISTORY_ROWS,
+    LatestFollower,
+    ModelEvent,
+    output_problem,
+)
 from atb_strategies.indicators.selection import feed_identity, select_for_feed
 from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.inference.certificate import verify_certificate
@@ -194,6 +206,9 @@ class MlPrediction(bt.Indicator):
         self.addminperiod(max(b.pipeline.min_bars for b in self.bundles))
         #: Bars at which no prediction was made because their rows span a gap ("skip").
         self.skipped_bars = 0
+        #: Bars whose model output was rejected (``inference.decode``): (close time, reason).
+        self.rejected_bars: list[tuple[pd.Timestamp, str]] = []
+        self._rejected_at: dict[int, str] = {}  # the same, by close time in ns
         #: Times of the bars that follow a gap in the feed.
         self.gap_bars: list = []
         # Each input column comes from the price feed, or else (sentiment) from the second
@@ -341,14 +356,12 @@ class MlPrediction(bt.Indicator):
                 stream.update(row, label=at)
                 if monitor is not None:
                     psi = monitor.update(stream.last_series_row())
+            problem = output_problem(bundle, stream) if stream.ready else None
         except Exception as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             if not isinstance(e, RegistryError | CandleDataError | OSError):
                 reason = f"{type(e).__name__}: {reason}"
-            follower.refuse(name, reason)
-            event = ModelEvent("refused", label.isoformat(), old.symbol, old.key, new_key, reason)
-            self.model_events.append(event)
-            log.warning("%s: %s", label, event.describe())
+            self._refuse(follower, name, new_key, reason, label)
             return
         if not stream.ready:
             log.info(
@@ -360,12 +373,42 @@ class MlPrediction(bt.Indicator):
                 old.key,
             )
             return
+        if problem is not None:
+            self._refuse(follower, name, new_key, problem, label)
+            return
         follower.serving = name
         self.bundles, self.bundle, self._streams, self._key = [bundle], bundle, [stream], bundle.key
         self._drift_plans, self._monitors, self._drift_psi = [plan], [monitor], [psi]
         event = ModelEvent("switch", label.isoformat(), old.symbol, old.key, bundle.key)
         self.model_events.append(event)
         log.warning("%s: %s", label, event.describe())
+
+    def _refuse(
+        self, follower: LatestFollower, name: str, new_key: str, reason: str, label: datetime
+    ) -> None:
+        """Refuse version ``name`` once: the old version keeps serving; record and log why."""
+        old = self.bundle
+        follower.refuse(name, reason)
+        event = ModelEvent("refused", label.isoformat(), old.symbol, old.key, new_key, reason)
+        self.model_events.append(event)
+        log.warning("%s: %s", label, event.describe())
+
+    def _set_rejected(self, pairs: Sequence[tuple[int, str]]) -> None:
+        self.rejected_bars = [(pd.Timestamp(ns), why) for ns, why in pairs]
+        self._rejected_at = dict(pairs)
+
+    def rejected_output(self) -> str | None:
+        """Why the model's output at the current bar was rejected (a key of
+        ``inference.decode.REJECTED_OUTPUT_REASONS``), or None."""
+        if not self._rejected_at:
+            return None
+        return self._rejected_at.get(int(_to_ns(np.array([float(self.data.datetime[0])]))[0]))
+
+    @property
+    def rejected_outputs(self) -> dict[str, int]:
+        """Bars without a prediction because the model's output was rejected, per reason
+        (``"non_finite_output"``, ``"implausible_output"``); empty when there were none."""
+        return dict(collections.Counter(reason for _, reason in self.rejected_bars))
 
     @property
     def model_key(self) -> str:
@@ -429,15 +472,22 @@ class MlPrediction(bt.Indicator):
             cached = prediction_cache.get(key)
             if cached is not None:
                 self.skipped_bars = cached.skipped_bars
+                self._set_rejected(cached.rejected)
                 return dict(cached.lines)
         out = {name: np.full(end, np.nan) for name in self.lines.getlinealiases()}
         serving = self._version_of(_to_ns(stamps))
         self.skipped_bars = 0
+        rejected = np.full(end, None, dtype=object)
         for v in np.unique(serving[serving >= 0]):
             bars = np.flatnonzero(serving == v)
-            self._predict_span(int(v), cols, int(bars[0]), int(bars[-1]) + 1, gaps, out)
+            self._predict_span(int(v), cols, int(bars[0]), int(bars[-1]) + 1, gaps, out, rejected)
+        at = np.flatnonzero(np.not_equal(rejected, None))
+        pairs = [
+            (int(ns), str(why)) for ns, why in zip(_to_ns(stamps[at]), rejected[at], strict=True)
+        ]
+        self._set_rejected(pairs)
         if key is not None:
-            prediction_cache.put(key, out, self.skipped_bars)
+            prediction_cache.put(key, out, self.skipped_bars, tuple(pairs))
         return out
 
     def _predict_span(
@@ -448,8 +498,10 @@ class MlPrediction(bt.Indicator):
         hi: int,
         gaps: np.ndarray,
         out: dict[str, np.ndarray],
+        rejected: np.ndarray,
     ) -> None:
-        """Version ``v``'s predictions at bars ``[lo, hi)``, batched, into ``out``."""
+        """Version ``v``'s predictions at bars ``[lo, hi)``, batched, into ``out``; the reason
+        of each bar whose output was rejected into ``rejected``."""
         bundle = self.bundles[v]
         pipe = bundle.pipeline
         batch = pipe.batch_windows({c: x[:hi] for c, x in cols.items()}, start=lo)
@@ -466,6 +518,10 @@ class MlPrediction(bt.Indicator):
         out["confidence"][at] = preds.confidence[keep]
         out["direction"][at] = preds.direction[keep]
         out["version_index"][at] = v
+        bad = keep & preds.rejected
+        if bad.any():
+            out["direction"][batch.end_index[bad]] = np.nan  # no prediction: no direction
+            rejected[batch.end_index[bad]] = preds.no_prediction[bad]
         plan = self._drift_plans[v]
         if plan is not None:
             series = pipe.series({c: x[:hi] for c, x in cols.items()})
@@ -577,7 +633,11 @@ class MlPrediction(bt.Indicator):
             pred.predicted_return if pred.predicted_return is not None else nan
         )
         self.lines.confidence[0] = pred.confidence
-        self.lines.direction[0] = pred.direction
+        self.lines.direction[0] = pred.direction if pred.ok else nan
+        if not pred.ok:  # a rejected output (inference.decode): counted like a gap
+            close = int(_to_ns(np.array([float(self.data.datetime[0])]))[0])
+            self.rejected_bars.append((pd.Timestamp(close), str(pred.no_prediction)))
+            self._rejected_at[close] = str(pred.no_prediction)
         plan = self._drift_plans[v]
         if plan is not None and self._drift_psi[v] is not None:
             score, column = plan.scores(self._drift_psi[v])

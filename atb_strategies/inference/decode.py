@@ -17,6 +17,25 @@ floating-point operation.
   ``min(1, |predicted_return| / confidence_return_scale)`` with the scale declared in the
   bundle's output spec (default 0.01: a predicted 1 % move is full confidence). It is *not* a
   calibrated probability, and is 0 where the return is unknown.
+
+Non-finite and implausible outputs are no prediction. This is the one rule, used by every path
+(``OnnxRunner.predict``/``predict_batch``, the engine's ``predict``/``predict_series``,
+``MlPrediction`` preloaded and streaming, the sweep's prediction cache, shadows, hot reload):
+
+* ``"non_finite_output"``: a raw output of the window is NaN or infinite (any class
+  probability, for class outputs);
+* ``"implausible_output"``: a class-probability vector that is not a distribution (a
+  probability outside ``[0, 1]`` or a sum other than 1, each by more than
+  ``PROBABILITY_TOLERANCE``), or a regression output whose predicted move is absurd: the
+  predicted close outside ``[close / 10, close * 10]`` of the decision bar's close
+  (``|log(price / close)| > MAX_ABS_LOG_MOVE = ln 10``, whatever the horizon: no market this
+  project trades moves tenfold within a model's horizon, while a broken model's output, such as
+  a log return of 700, does), a non-positive predicted price, or a simple return ``<= -1``.
+  Without a price context, return targets are still checked (the move is the raw output),
+  ``close``/``close_zscore`` prices must be positive, ``close_window_minmax`` only finite.
+
+A rejected window decodes to NaN price, return and confidence and direction 0, and its
+``reason`` is the code above (None for a prediction).
 """
 
 from __future__ import annotations
@@ -28,6 +47,19 @@ import numpy as np
 from atb_strategies.bundle.format import CLASS_DIRECTIONS, OutputSpec
 from atb_strategies.features.pipeline import PriceContext
 
+#: Largest predicted ``|log(price / close)|`` that is a prediction (ln 10: a tenfold move).
+MAX_ABS_LOG_MOVE = float(np.log(10.0))
+#: How far a class probability may lie outside [0, 1], and their sum from 1.
+PROBABILITY_TOLERANCE = 1e-3
+#: Reason codes of a rejected output, and what each means (as the backtest summary says it).
+REJECTED_OUTPUT_REASONS: dict[str, str] = {
+    "non_finite_output": "the model's output is NaN or infinite",
+    "implausible_output": (
+        "the model's output is implausible (a tenfold move or more, or probabilities that "
+        "are not a distribution)"
+    ),
+}
+
 
 @dataclass(frozen=True)
 class Decoded:
@@ -37,6 +69,14 @@ class Decoded:
     predicted_return: np.ndarray
     direction: np.ndarray
     confidence: np.ndarray
+    #: Object array: None where the window has a prediction, else a key of
+    #: ``REJECTED_OUTPUT_REASONS``.
+    reason: np.ndarray
+
+    @property
+    def rejected(self) -> np.ndarray:
+        """Boolean mask of the windows whose output is no prediction."""
+        return np.not_equal(self.reason, None)
 
 
 def decode(
@@ -61,16 +101,33 @@ def decode(
     Returns
     -------
     Decoded
-        Price and predicted return (NaN where unknown), direction and confidence.
+        Price and predicted return (NaN where unknown), direction and confidence; rejected
+        windows (see the module docstring) NaN, direction 0, with their ``reason``.
     """
+    # a broken model's outputs overflow (exp(1000)) or mix inf and NaN: rejected below, quietly
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _decode(spec, raw, context, direction_threshold)
+
+
+def _decode(
+    spec: OutputSpec, raw: np.ndarray, context: PriceContext | None, direction_threshold: float
+) -> Decoded:
     n = raw.shape[0]
     nan = np.full(n, np.nan)
     if spec.target == "class_probabilities":
         assert spec.classes is not None
-        top = np.argmax(raw, axis=1)
+        p = raw.astype(np.float64).reshape(n, len(spec.classes))
+        finite = np.isfinite(p).all(axis=1)
+        tol = PROBABILITY_TOLERANCE
+        distribution = ((p >= -tol) & (p <= 1.0 + tol)).all(axis=1) & (
+            np.abs(p.sum(axis=1) - 1.0) <= tol
+        )
+        top = np.argmax(np.where(np.isfinite(p), p, -np.inf), axis=1)
         dirs = np.array([CLASS_DIRECTIONS[c] for c in spec.classes], dtype=np.int64)[top]
-        conf = raw[np.arange(n), top].astype(np.float64)
-        return Decoded(nan, nan.copy(), dirs, np.clip(conf, 0.0, 1.0))
+        conf = np.clip(p[np.arange(n), top], 0.0, 1.0)
+        ret = nan.copy()
+        reason = _reject(finite, distribution, (nan, ret, conf), dirs)
+        return Decoded(nan, ret, dirs, conf, reason)
 
     r = raw.astype(np.float64)
     ret: np.ndarray | None = None
@@ -101,7 +158,50 @@ def decode(
     magnitude = np.abs(safe)
     direction = (np.sign(safe) * (magnitude > direction_threshold)).astype(np.int64)
     confidence = np.minimum(1.0, magnitude / spec.confidence_return_scale)
-    return Decoded(price, ret, direction, confidence)
+    reason = _reject(
+        np.isfinite(r),
+        _plausible(spec.target, r, price, context),
+        (price, ret, confidence),
+        direction,
+    )
+    return Decoded(price, ret, direction, confidence, reason)
+
+
+def _plausible(
+    target: str, r: np.ndarray, price: np.ndarray, context: PriceContext | None
+) -> np.ndarray:
+    """Where a finite regression output's predicted move is within ``MAX_ABS_LOG_MOVE``."""
+    if target == "log_return":
+        move = r
+    elif target == "simple_return":
+        move = np.log1p(r)  # r <= -1: -inf or NaN, rejected below
+    elif context is not None:
+        move = np.log(price / _array(context.reference_close))
+    elif target in ("close", "close_zscore"):
+        move = np.where(price > 0, 0.0, np.nan)  # a price, but no close to compare with
+    else:  # close_window_minmax without a context: nothing to compare with
+        move = np.zeros_like(r)
+    return np.abs(move) <= MAX_ABS_LOG_MOVE  # False for NaN
+
+
+def _reject(
+    finite: np.ndarray,
+    plausible: np.ndarray,
+    floats: tuple[np.ndarray, ...],
+    direction: np.ndarray,
+) -> np.ndarray:
+    """The reason of each window (None where ``finite`` and ``plausible``); NaN into ``floats``
+    (price, return, confidence) and 0 into ``direction`` at the rejected ones, in place."""
+    reason = np.empty(finite.shape[0], dtype=object)  # all None
+    ok = finite & plausible
+    if np.count_nonzero(ok) < ok.shape[0]:
+        reason[~plausible] = "implausible_output"
+        reason[~finite] = "non_finite_output"
+        bad = ~ok
+        for values in floats:
+            values[bad] = np.nan
+        direction[bad] = 0
+    return reason
 
 
 def _array(values: float | np.ndarray) -> np.ndarray:

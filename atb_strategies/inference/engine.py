@@ -143,6 +143,10 @@ class PredictionEngine:
         streaming path fed from the first candle would. Spacing and gaps are checked over the
         rows the window and its warm-up cover; NaN, order and duplicates over all rows used.
 
+        A non-finite or implausible model output (``inference.decode``) is no prediction, not
+        an error: the result's ``no_prediction`` names why, ``price`` and ``predicted_return``
+        are None, ``confidence`` NaN and ``direction`` 0 (``Prediction.ok`` is False).
+
         Raises
         ------
         CandleDataError
@@ -180,14 +184,20 @@ class PredictionEngine:
 
         Returns a DataFrame indexed by the decision bar's timestamp with columns ``close``
         (the decision bar's close), ``price``, ``predicted_return``, ``direction``,
-        ``confidence`` and ``raw`` (regression targets). Row ``t`` uses bars ``<= t`` only; it
-        equals what ``predict(candles[:t+1])`` returns.
+        ``confidence``, ``no_prediction`` and ``raw`` (regression targets). Row ``t`` uses bars
+        ``<= t`` only; it equals what ``predict(candles[:t+1])`` returns. ``no_prediction`` is
+        None at a prediction, else why there is none: ``"gap"`` (``gap_policy="skip"``),
+        ``"non_finite_output"`` or ``"implausible_output"`` (``inference.decode``); such rows
+        have NaN price, return and confidence and direction 0.
         """
         bundle = self.select(symbol, model_type, timeframe, version)
         frame = self._prepare(candles, bundle, None, None, self.gap_policy)
         columns = {c: frame[c].to_numpy(dtype=np.float64) for c in bundle.pipeline.columns}
         batch = bundle.pipeline.batch_windows(columns)
         preds = bundle.runner.predict_batch(batch.windows.astype(np.float32), batch.context)
+        reason = np.full(len(preds), None, dtype=object)
+        if preds.no_prediction is not None:
+            reason[:] = preds.no_prediction
         if self.gap_policy == "skip":
             stamps = frame.index.asi8
             gaps, _ = find_gaps(
@@ -197,6 +207,7 @@ class PredictionEngine:
             for values in (preds.price, preds.predicted_return, preds.confidence):
                 values[span] = np.nan
             preds.direction[span] = 0
+            reason[span] = "gap"
         out = pd.DataFrame(
             {
                 "close": batch.context.reference_close,
@@ -207,6 +218,7 @@ class PredictionEngine:
             },
             index=frame.index[batch.end_index],
         )
+        out["no_prediction"] = pd.Series(reason, index=out.index, dtype=object)
         if preds.raw.ndim == 1:
             out["raw"] = preds.raw
         out.attrs["model_key"] = bundle.key

@@ -75,6 +75,11 @@ class Prediction:
     ``predicted_return`` is None when unknown: class outputs, and price targets without a
     context. Return targets (``log_return``, ``simple_return``) know it, and so ``direction``
     and ``confidence``, from the raw output alone.
+
+    ``no_prediction`` is None for a prediction. When the model's output is non-finite or
+    implausible (``inference.decode``) it is the reason (``"non_finite_output"``,
+    ``"implausible_output"``) and the result is no prediction: ``price`` and
+    ``predicted_return`` None, ``confidence`` NaN, ``direction`` 0; ``raw`` keeps the output.
     """
 
     price: float | None
@@ -85,6 +90,12 @@ class Prediction:
     inference_time: float
     predicted_return: float | None = None
     reference_close: float | None = None
+    no_prediction: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True unless the model's output was rejected (``no_prediction``)."""
+        return self.no_prediction is None
 
     @property
     def model_name(self) -> str:
@@ -94,7 +105,11 @@ class Prediction:
 
 @dataclass(frozen=True)
 class PredictionBatch:
-    """Predictions for ``n`` windows, as arrays (NaN where a price or return is unknown)."""
+    """Predictions for ``n`` windows, as arrays (NaN where a price or return is unknown).
+
+    ``no_prediction`` (object array) is None at a prediction, else why the window's output was
+    rejected (see ``Prediction``); there price, return and confidence are NaN, direction 0.
+    """
 
     price: np.ndarray
     confidence: np.ndarray
@@ -103,6 +118,14 @@ class PredictionBatch:
     predicted_return: np.ndarray
     model_key: str
     inference_time: float
+    no_prediction: np.ndarray | None = None
+
+    @property
+    def rejected(self) -> np.ndarray:
+        """Boolean mask of the windows whose output is no prediction."""
+        if self.no_prediction is None:
+            return np.zeros(len(self), dtype=bool)
+        return np.not_equal(self.no_prediction, None)
 
     def __len__(self) -> int:
         return int(self.price.shape[0])
@@ -352,6 +375,7 @@ class OnnxRunner:
             inference_time=dt,
             predicted_return=ret if math.isfinite(ret) else None,
             reference_close=(float(context.reference_close) if context is not None else None),
+            no_prediction=d.reason[0],
         )
 
     def predict_batch(
@@ -380,4 +404,5 @@ class OnnxRunner:
             predicted_return=d.predicted_return,
             model_key=self.model_key,
             inference_time=dt,
+            no_prediction=d.reason,
         )

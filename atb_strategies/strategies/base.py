@@ -53,6 +53,7 @@ from atb_strategies.features.candles import check_gap_policy
 from atb_strategies.features.drift import DEFAULT_WINDOW
 from atb_strategies.indicators.confidence import MlConfidence
 from atb_strategies.indicators.prediction import MlPrediction
+from atb_strategies.inference.decode import REJECTED_OUTPUT_REASONS
 from atb_strategies.strategies.guards import DriftGuard, ModelAgeGuard, SentimentAgeGuard
 from atb_strategies.strategies.shadow import ShadowDesk, parse_shadows
 
@@ -65,6 +66,7 @@ _EPOCH_DAYS = 719163.0  # backtrader's date number of 1970-01-01
 NO_PREDICTION_REASONS: dict[str, str] = {
     "warm_up": "the model's warm-up (history and window) is not complete",
     "gap": "its rows span a gap in the candles",
+    **REJECTED_OUTPUT_REASONS,
     "model": "the model's output has no predicted return",
 }
 
@@ -495,7 +497,8 @@ class MlStrategy(bt.Strategy):
         code : str
             A key of ``NO_PREDICTION_REASONS``: ``"warm_up"`` (fewer bars than the model's
             warm-up and window), ``"gap"`` (a bar of ``pred.gap_bars`` lies between the first
-            and the last row of the bar's warm-up + window), else ``"model"``.
+            and the last row of the bar's warm-up + window), ``"non_finite_output"`` or
+            ``"implausible_output"`` (the model's output was rejected), else ``"model"``.
         gap_bar : str or None
             For ``"gap"``, the (close) time of the newest bar after a gap inside those rows.
         """
@@ -511,7 +514,7 @@ class MlStrategy(bt.Strategy):
             i = bisect.bisect_right(stamps, now)
             if i and stamps[i - 1] > first_row:
                 return "gap", pred.gap_bars[i - 1].isoformat()
-        return "model", None
+        return pred.rejected_output() or "model", None
 
     def _guarded(self, data: bt.AbstractDataBase, pred: MlPrediction) -> tuple[str, str | None]:
         """The strongest action among the guards that fire at this bar (``"flatten"`` over

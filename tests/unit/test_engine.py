@@ -20,12 +20,15 @@ from atb_strategies.inference import engine as inference_engine
 from atb_strategies.prediction.engine import PredictionEngine
 from atb_strategies.registry import layout as layout_module
 from atb_strategies.registry.layout import RegistryLayout
-from tests.conftest import RICH_FEATURES, BundleFactory, synthetic_candles
+from tests.conftest import RICH_FEATURES, BundleFactory, linear_onnx, synthetic_candles
 
 
 @pytest.fixture
 def engine(make_bundle: BundleFactory, tmp_path) -> PredictionEngine:
-    make_bundle(features=RICH_FEATURES, sequence_length=24)
+    # small weights: raw volumes among the features would otherwise predict log returns of
+    # +-100, which are no prediction (inference.decode)
+    model = linear_onnx(24, len(RICH_FEATURES), scale=1e-4)
+    make_bundle(features=RICH_FEATURES, sequence_length=24, model_bytes=model)
     return PredictionEngine(PredictionConfig(model_registry_path=tmp_path / "models"))
 
 
