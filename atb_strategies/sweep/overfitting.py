@@ -43,6 +43,8 @@ from atb_strategies.exceptions import ConfigurationError
 DSR_LEVEL = 0.95
 #: SPA p-value a best cell needs to stay below to survive (also StepM's size).
 SPA_ALPHA = 0.05
+#: Fewest bars (periods) the SPA bootstrap runs on.
+MIN_SPA_PERIODS = 10
 _EULER_GAMMA = 0.5772156649015329
 
 
@@ -225,9 +227,10 @@ def superior_predictive_ability(
     -------
     dict
         ``spa_pvalue`` (arch's "consistent" p-value; 1.0 when no cell ever differs from its
-        benchmark), ``superior`` (column indices StepM finds better than the benchmark at
-        ``alpha``), ``periods``, ``bars_per_period``, ``reps``, ``constant`` (columns left out:
-        identical to their benchmark on every bar).
+        benchmark; None under ``MIN_SPA_PERIODS`` bars, with a ``reason``), ``superior``
+        (column indices StepM finds better than the benchmark at ``alpha``), ``periods``,
+        ``bars_per_period``, ``reps``, ``alpha``, ``constant`` (columns left out: identical
+        to their benchmark on every bar), ``reason``.
     """
     from arch.bootstrap import SPA, StepM
 
@@ -243,8 +246,13 @@ def superior_predictive_ability(
         "reps": reps,
         "alpha": alpha,
         "constant": [int(j) for j in np.flatnonzero(~varies)],
+        "reason": None,
     }
-    if len(cols) == 0 or len(summed) < 10:
+    if len(d) < MIN_SPA_PERIODS:
+        out["spa_pvalue"] = None
+        out["reason"] = f"needs at least {MIN_SPA_PERIODS} bars (has {len(d)})"
+        return out
+    if len(cols) == 0:
         return out
     losses = -summed  # arch wants losses: lower is better
     benchmark = np.zeros(len(summed))
@@ -285,8 +293,9 @@ def overfitting_report(
     -------
     dict
         ``trials``, ``bars``, ``best``, ``deflated_sharpe`` (of ``best``), ``sharpe``
-        (per bar), ``sharpe_variance``, ``expected_max_sharpe``, ``pbo``, ``pbo_splits``,
-        ``spa_pvalue``, ``spa_periods``, ``beat_benchmark`` (cells StepM finds superior),
+        (per bar), ``sharpe_variance``, ``expected_max_sharpe``, ``pbo``, ``pbo_blocks``,
+        ``pbo_splits``, ``spa_pvalue``, ``spa_reason``, ``spa_periods``,
+        ``spa_bars_per_period``, ``beat_benchmark`` (cells StepM finds superior),
         ``best_beats_benchmark``, ``survives``, ``verdict`` (one line), and ``per_cell``:
         cell -> ``{"dsr", "beats_benchmark"}``.
     """
@@ -319,11 +328,16 @@ def overfitting_report(
         "pbo_blocks": pbo["blocks"],
         "pbo_splits": pbo["splits"],
         "spa_pvalue": spa["spa_pvalue"],
+        "spa_reason": spa["reason"],
         "spa_periods": spa["periods"],
         "spa_bars_per_period": spa["bars_per_period"],
         "beat_benchmark": superior,
         "best_beats_benchmark": best in superior,
-        "survives": bool(dsr["dsr"] >= DSR_LEVEL and spa["spa_pvalue"] < SPA_ALPHA),
+        "survives": bool(
+            dsr["dsr"] >= DSR_LEVEL
+            and spa["spa_pvalue"] is not None
+            and spa["spa_pvalue"] < SPA_ALPHA
+        ),
         "per_cell": {
             name: {"dsr": float(dsr["per_cell"][i]), "beats_benchmark": name in superior}
             for i, name in enumerate(names)
@@ -341,10 +355,13 @@ def verdict(report: dict[str, Any]) -> str:
         f"deflated Sharpe {dsr:.3f} {'>=' if dsr >= DSR_LEVEL else '<'} {DSR_LEVEL} over "
         f"{trials} trials"
     )
-    spa_part = (
-        f"SPA p = {p:.3f} {'<' if p < SPA_ALPHA else '>='} {SPA_ALPHA} against buy-and-hold "
-        f"scaled to exposure ({len(report['beat_benchmark'])} cell(s) beat it by StepM)"
-    )
+    if p is None:
+        spa_part = f"SPA not computed ({report.get('spa_reason')})"
+    else:
+        spa_part = (
+            f"SPA p = {p:.3f} {'<' if p < SPA_ALPHA else '>='} {SPA_ALPHA} against buy-and-hold "
+            f"scaled to exposure ({len(report['beat_benchmark'])} cell(s) beat it by StepM)"
+        )
     pbo_part = "PBO -" if pbo is None else f"PBO {pbo:.2f}"
     if report["survives"]:
         return f"The best cell survives the overfitting checks: {dsr_part}; {spa_part}; {pbo_part}."

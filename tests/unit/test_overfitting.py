@@ -143,6 +143,27 @@ def test_spa_leaves_out_cells_identical_to_their_benchmark() -> None:
     assert nothing["spa_pvalue"] == 1.0 and nothing["superior"] == []
 
 
+def test_spa_is_not_computed_on_too_few_bars() -> None:
+    out = superior_predictive_ability(np.random.default_rng(8).normal(0, 0.01, (9, 2)))
+    assert out["spa_pvalue"] is None and "10 bars" in out["reason"]
+
+
+def test_report_on_flat_single_and_short_sweeps_says_not_surviving() -> None:
+    index = pd.date_range("2024", periods=300, freq="h")
+    flat = pd.DataFrame(np.zeros((300, 3)), columns=list("abc"), index=index)
+    report = overfitting_report(flat, flat, "a", reps=100)
+    assert report["deflated_sharpe"] == pytest.approx(0.5)  # Sharpe 0 against 0
+    assert report["spa_pvalue"] == 1.0 and report["pbo"] == 1.0
+    assert not report["survives"]
+    one = pd.DataFrame({"a": np.random.default_rng(9).normal(0, 0.01, 300)}, index=index)
+    single = overfitting_report(one, one * 0, "a", reps=100)
+    assert single["trials"] == 1 and single["expected_max_sharpe"] == 0.0
+    assert single["pbo"] is None and "PBO -" in single["verdict"]
+    short = overfitting_report(one.iloc[:8], one.iloc[:8] * 0, "a")
+    assert short["spa_pvalue"] is None and not short["survives"]
+    assert "SPA not computed (needs at least 10 bars" in short["verdict"]
+
+
 def test_spa_sums_bars_into_at_most_max_periods() -> None:
     d = np.random.default_rng(7).normal(0, 0.01, (1003, 2))
     out = superior_predictive_ability(d, reps=50, max_periods=100)
