@@ -4,6 +4,7 @@ verdict, keeps each cell's per-bar returns, and ``--walk-forward`` picks a cell 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from click.testing import CliRunner
 
 from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, InputSpec, OutputSpec
 from atb_strategies.cli.main import cli
+from atb_strategies.evaluation.folds import make_folds
+from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.registry.writer import write_bundle
+from atb_strategies.sweep import run_sweep
 from atb_strategies.sweep.overfitting import sharpe_ratios
 from atb_strategies.sweep.returns import decode_returns
 from atb_strategies.sweep.store import CellStore
@@ -189,3 +193,44 @@ def test_walk_forward_that_fits_no_fold_keeps_the_results_and_exits_1(
     assert "error: walk-forward selection: No fold fits" in result.output
     assert (tmp_path / "results.csv").exists()
     assert "verdict: " in result.output
+
+
+def test_run_sweep_in_python_with_a_failed_cell_and_walk_forward(registry):
+    """The failed cell is no trial (no returns, no dsr); walk_forward takes make_folds."""
+    market = synthetic_candles(400, seed=3)
+    grid = {"sequence_length": [None, 99], "stop_loss": [0.01, 0.03]}  # 99: fails at run time
+    folds = functools.partial(make_folds, train_bars=150, test_bars=50, embargo=0, horizon=0)
+    results = run_sweep(
+        "ml_basic",
+        market,
+        grid,
+        params={"registry": registry},
+        versions=[VERSION],
+        executor="serial",
+        walk_forward=folds,
+    )
+    failed = results["error"].notna()
+    assert failed.sum() == 2
+    assert results.loc[failed, "dsr"].isna().all()
+    assert results.loc[~failed, "dsr"].notna().all()
+    stats = results.attrs["overfitting"]
+    assert stats["trials"] == 2 and stats["verdict"]
+    wf = results.attrs["walk_forward"]
+    assert len(wf["folds"]) == 5
+    assert {f["chosen"] for f in wf["folds"]} <= set(results.loc[~failed, "cell"])
+
+
+def test_run_sweep_refuses_walk_forward_by_a_metric_returns_cannot_give(registry):
+    ran: list[str] = []
+    with pytest.raises(ConfigurationError, match="rank_by='trades'"):
+        run_sweep(
+            "ml_basic",
+            synthetic_candles(100, seed=3),
+            {"stop_loss": [0.01]},
+            params={"registry": registry},
+            executor="serial",
+            rank_by="trades",
+            walk_forward=lambda n: [],
+            on_cell=lambda record: ran.append(record["cell"]),
+        )
+    assert ran == []
