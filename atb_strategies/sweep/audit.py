@@ -59,7 +59,7 @@ def audit_sweep(
         ``{"error": reason}``) and ``walk_forward`` (``walk_forward_selection``'s result,
         ``{"error": reason}`` when the folds do not fit, None when not asked).
     """
-    results["dsr"] = None
+    results["dsr"] = float("nan")
     results["beats_benchmark"] = None
     out: dict[str, Any] = {"overfitting": None, "walk_forward": None}
     ranked = rank_cells(results, rank_by)
@@ -81,7 +81,8 @@ def audit_sweep(
         out["overfitting"] = {"error": str(e)}
     else:
         per_cell = report.pop("per_cell")
-        results["dsr"] = [per_cell.get(c, {}).get("dsr") for c in results["cell"]]
+        dsr = [per_cell.get(c, {}).get("dsr") for c in results["cell"]]
+        results["dsr"] = pd.to_numeric(pd.Series(dsr, index=results.index, dtype=object))
         results["beats_benchmark"] = [
             per_cell.get(c, {}).get("beats_benchmark") for c in results["cell"]
         ]
