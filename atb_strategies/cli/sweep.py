@@ -3,7 +3,9 @@ versions, serially, on every core or on a Ray cluster; rank the cells and draw a
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -122,6 +124,16 @@ def _data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
     "--rank-by", type=click.Choice(list(RANK_METRICS)), default="sharpe", show_default=True
 )
 @click.option("--top", type=POSITIVE_INT, default=10, show_default=True, help="Cells printed.")
+@click.option(
+    "--walk-forward",
+    is_flag=True,
+    help="Also choose the best cell on each fold's train bars and trade it on the test bars "
+    "(needs --train-bars and --test-bars).",
+)
+@click.option("--train-bars", type=POSITIVE_INT, default=None, help="Walk-forward train bars.")
+@click.option(
+    "--test-bars", type=POSITIVE_INT, default=None, help="Walk-forward test bars (and step)."
+)
 @click.option("--no-progress", is_flag=True)
 @registry_option
 def sweep(
@@ -150,6 +162,9 @@ def sweep(
     resume: bool,
     rank_by: str,
     top: int,
+    walk_forward: bool,
+    train_bars: int | None,
+    test_bars: int | None,
     no_progress: bool,
     registry_path: Path | None,
 ) -> None:
@@ -157,14 +172,19 @@ def sweep(
 
     Each finished cell is written to OUT/cells/<hash>.json at once (Ctrl-C keeps them; --resume
     runs only the others); then OUT/results.csv, OUT/heatmap.png and OUT/sweep.json. Each
-    model's predictions are computed once and handed to every worker.
+    model's predictions are computed once and handed to every worker. The ranking ends with a
+    verdict: whether the best cell survives the deflated Sharpe ratio and Hansen's SPA test
+    against buy-and-hold scaled to its exposure (with the PBO). --walk-forward also chooses
+    the best cell on each fold's train bars and reports the stitched out-of-sample result.
     """
     from atb_strategies.data.sources import load_candles
     from atb_strategies.strategies.registry import get_strategy
     from atb_strategies.sweep.grid import check_grid, parse_grid
     from atb_strategies.sweep.report import format_ranking, rank_cells
     from atb_strategies.sweep.runner import run_sweep
+    from atb_strategies.sweep.walkforward import format_walk_forward
 
+    folds = _walk_forward(walk_forward, train_bars, test_bars, rank_by)
     cls = get_strategy(strategy)
     names = _symbols(symbol, symbols, data)
     files = _data_files(data, names)
@@ -209,6 +229,7 @@ def sweep(
         resume=resume,
         rank_by=rank_by,
         progress=not no_progress,
+        walk_forward=folds,
     )
     a = results.attrs
     failed = int(results["error"].notna().sum())
@@ -225,12 +246,24 @@ def sweep(
             "bars: expect less out of sample):"
         )
     click.echo(format_ranking(results, grid, rank_by, top))
+    stats = a.get("overfitting") or {}
+    if stats.get("verdict"):
+        click.echo(f"verdict: {stats['verdict']}")
+    elif stats.get("error"):
+        click.echo(f"warning: no overfitting statistics: {stats['error']}")
+    wf = a.get("walk_forward")
+    if wf and "error" not in wf:
+        click.echo(format_walk_forward(wf))
     for warning in a["warnings"]:
         click.echo(f"warning: {warning}")
     click.echo(f"results: {out / 'results.csv'}")
     if a.get("heatmap"):
         click.echo(f"heatmap: {a['heatmap']}")
     click.echo(f"cells:   {out / 'cells'}")
+    if wf and "error" in wf:
+        raise click.ClickException(
+            f"walk-forward selection: {wf['error']} (the sweep's results are kept in {out})"
+        )
     if failed:
         first = results["error"].dropna().iloc[0]
         raise click.ClickException(
@@ -238,6 +271,42 @@ def sweep(
             f"{out / 'results.csv'}. Fix the cause and run the same command with --resume: it "
             "runs only the failed cells."
         )
+
+
+def _walk_forward(
+    walk_forward: bool, train_bars: int | None, test_bars: int | None, rank_by: str
+) -> Callable[[int], list] | None:
+    """The folds function ``run_sweep`` takes for --walk-forward (``make_folds``, no embargo:
+    the cells' rules are fixed, only the choice among them is trained), or None."""
+    if not walk_forward:
+        if train_bars is not None or test_bars is not None:
+            raise click.BadParameter(
+                "--train-bars and --test-bars only apply with --walk-forward.",
+                param_hint="--walk-forward",
+            )
+        return None
+    if train_bars is None or test_bars is None:
+        raise click.BadParameter(
+            "needs --train-bars N and --test-bars M (bars of each fold's train and test periods).",
+            param_hint="--walk-forward",
+        )
+    if train_bars < 2:
+        raise click.BadParameter(
+            f"must be at least 2; got {train_bars}.", param_hint="--train-bars"
+        )
+    from atb_strategies.sweep.walkforward import WALK_FORWARD_METRICS
+
+    if rank_by not in WALK_FORWARD_METRICS:
+        raise click.BadParameter(
+            f"walk-forward selection ranks by {', '.join(WALK_FORWARD_METRICS)} (computed from "
+            f"each cell's per-bar returns); got {rank_by!r}.",
+            param_hint="--rank-by",
+        )
+    from atb_strategies.evaluation.folds import make_folds
+
+    return functools.partial(
+        make_folds, train_bars=train_bars, test_bars=test_bars, embargo=0, horizon=0
+    )
 
 
 def _check_grid_values(cls: type, grid: dict, params: dict) -> None:

@@ -3,7 +3,10 @@ serially, on every local core or on a Ray cluster, with each model's predictions
 
 ``run_sweep`` (``atb sweep``) plans the cells, resumes finished ones, hands the candles and the
 predictions to the workers once, writes each cell atomically as it finishes and returns one
-row per cell; ``report`` ranks them, warns when the ranking needs it and draws the heatmap.
+row per cell; ``report`` ranks them, warns when the ranking needs it and draws the heatmap;
+``audit`` asks whether the best cell is luck (``overfitting``: deflated Sharpe, PBO, SPA /
+StepM) and, when asked, selects walk-forward (``walkforward``), from each cell's per-bar
+returns (``returns``).
 
 Names are imported on first use, so ``atb --help`` reads ``sweep.metrics`` without loading
 pandas or backtrader.
@@ -20,6 +23,7 @@ _EXPORTS = {
     "expand_grid": "atb_strategies.sweep.grid",
     "format_ranking": "atb_strategies.sweep.report",
     "heatmap_figure": "atb_strategies.sweep.report",
+    "overfitting_report": "atb_strategies.sweep.overfitting",
     "parse_grid": "atb_strategies.sweep.grid",
     "parse_value": "atb_strategies.sweep.grid",
     "plot_heatmap": "atb_strategies.sweep.report",
@@ -27,6 +31,7 @@ _EXPORTS = {
     "run_sweep": "atb_strategies.sweep.runner",
     "sweep_warnings": "atb_strategies.sweep.report",
     "threshold_warnings": "atb_strategies.sweep.thresholds",
+    "walk_forward_selection": "atb_strategies.sweep.walkforward",
 }
 
 __all__ = sorted(_EXPORTS)

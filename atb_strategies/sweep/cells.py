@@ -24,7 +24,7 @@ import pandas as pd
 from atb_strategies.sweep.metrics import METRICS
 
 #: Bump when a cell's record changes meaning (old cells then run again on --resume).
-CELL_FORMAT = 1
+CELL_FORMAT = 2  # 2: per-bar returns kept (sweep.returns)
 
 
 @dataclass(frozen=True)
@@ -149,11 +149,13 @@ def run_cell(shared: dict[str, Any], cell: Cell) -> dict[str, Any]:
     dict
         The cell's record (JSON values): ``metrics``, ``bars``, ``in_sample_bars`` and
         ``oos_from`` (the model's first unseen bar, None when unknown), ``model_key``,
-        ``summary``, ``trades`` (a ``trades_table``), ``error`` None, and ``worker`` (pid,
+        ``summary``, ``trades`` (a ``trades_table``), ``returns`` (the per-bar returns,
+        ``returns.encode_returns``), ``error`` None, and ``worker`` (pid,
         host, seconds, and the prediction-cache ``hits`` and ``misses`` of this backtest).
     """
     from atb_strategies.backtest.runner import run_backtest
     from atb_strategies.indicators.cache import prediction_cache
+    from atb_strategies.sweep.returns import encode_returns
 
     t0 = time.perf_counter()
     prediction_cache.load(shared.get("predictions") or {})
@@ -187,6 +189,7 @@ def run_cell(shared: dict[str, Any], cell: Cell) -> dict[str, Any]:
         "model_key": summary.get("model_key"),
         "summary": summary,
         "trades": trades_table(plain(result.trades)),
+        "returns": encode_returns(result.equity),
         "error": None,
         "worker": {
             "pid": os.getpid(),

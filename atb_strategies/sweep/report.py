@@ -38,6 +38,8 @@ RESERVED_COLUMNS = (
     "oos_from",
     "error",
     "rank",
+    "dsr",
+    "beats_benchmark",
     *RANK_METRICS,
 )
 
@@ -102,6 +104,8 @@ def format_ranking(
     shown = ["rank", *names]
     shown += [c for c in ("symbol", "version") if results[c].nunique(dropna=False) > 1]
     metrics = list(dict.fromkeys([rank_by, "total_return", "sharpe", "max_drawdown", "trades"]))
+    if "dsr" in results and results["dsr"].notna().any():
+        metrics.append("dsr")
     table = ranked.head(top)[shown + metrics].copy()
     for metric in metrics:
         table[metric] = [_format(metric, v) for v in table[metric]]

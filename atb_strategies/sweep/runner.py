@@ -14,10 +14,14 @@
 4. Run: ``executors.run_tasks(run_cell, ...)``; each cell is written atomically as it
    finishes, a failing cell is recorded with its one-line error and the sweep goes on; Ctrl-C
    keeps every finished cell (run again with ``resume=True`` for the rest).
-5. Report: ``results.csv`` (one row per cell), ``heatmap.png``, ``sweep.json`` (definition,
-   counts, warnings, best cells), and the frame returned, whose ``attrs["warnings"]`` holds the
-   threshold warnings and the ranking's (``report.sweep_warnings``) and ``attrs["failed"]``
-   the number of failed cells.
+5. Audit (``audit``): the overfitting statistics of the ranked cells (deflated Sharpe, PBO,
+   SPA / StepM against buy-and-hold scaled to exposure) and, with ``walk_forward``, walk-
+   forward selection, all from the per-bar returns each cell keeps.
+6. Report: ``results.csv`` (one row per cell), ``heatmap.png``, ``sweep.json`` (definition,
+   counts, warnings, best cells, overfitting, walk-forward), and the frame returned, whose
+   ``attrs["warnings"]`` holds the threshold warnings and the ranking's
+   (``report.sweep_warnings``), ``attrs["failed"]`` the number of failed cells,
+   ``attrs["overfitting"]`` and ``attrs["walk_forward"]`` the audit.
 
 Every grid value and fixed param is checked before anything runs (``grid.check_grid_values``:
 the strategy's own ``check_params`` and the type of each param's default), so a value the
@@ -43,6 +47,7 @@ from atb_strategies.executors import (
     leave_if_bootstrapping,
     run_tasks,
 )
+from atb_strategies.sweep.audit import audit_sweep
 from atb_strategies.sweep.cells import Cell, candles_digest, plain, run_cell
 from atb_strategies.sweep.grid import check_grid, check_grid_values, expand_grid
 from atb_strategies.sweep.metrics import METRICS, RANK_METRICS
@@ -62,6 +67,7 @@ from atb_strategies.sweep.report import (
 )
 from atb_strategies.sweep.store import CellStore, write_json_atomic, write_results
 from atb_strategies.sweep.thresholds import threshold_warnings
+from atb_strategies.sweep.walkforward import check_walk_forward_metric
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +295,7 @@ def run_sweep(
     share_predictions: bool = True,
     progress: bool = False,
     on_cell: Callable[[dict[str, Any]], None] | None = None,
+    walk_forward: Callable[[int], Sequence[Any]] | None = None,
 ) -> pd.DataFrame:
     """Backtest ``strategy`` for every combination of ``grid``, symbol and version.
 
@@ -327,6 +334,13 @@ def run_sweep(
         Show a progress bar with ETA (created when the first cell finishes).
     on_cell : callable, optional
         Called with each cell's record as it finishes (not for resumed cells).
+    walk_forward : callable, optional
+        Number of bars -> folds (objects with ``train_start``, ``train_end``,
+        ``test_start``, ``test_end``; e.g. ``functools.partial(make_folds, train_bars=...,
+        test_bars=..., embargo=0, horizon=0)`` from ``evaluation.folds``): on each fold the
+        best cell by ``rank_by`` on the train bars is traded on the test bars
+        (``walkforward.walk_forward_selection``; ``rank_by`` must be computable from
+        returns).
 
     Returns
     -------
@@ -334,7 +348,11 @@ def run_sweep(
         One row per cell in cell order: ``cell`` (its hash), the grid params, ``symbol``,
         ``version``, the metrics of ``metrics.METRICS``, ``bars``, ``in_sample_bars`` (bars
         inside the model's training period; None when unknown), ``oos_from`` (the model's
-        first unseen bar), ``model_key`` and ``error`` (None when it ran). ``attrs``:
+        first unseen bar), ``model_key``, ``error`` (None when it ran), ``dsr`` (the cell's
+        probabilistic Sharpe against the expected best of the sweep's trials) and
+        ``beats_benchmark`` (StepM: better than buy-and-hold scaled to its net exposure).
+        ``attrs``: ``overfitting`` (``overfitting.overfitting_report`` of the ranked cells,
+        with its one-line ``verdict``), ``walk_forward`` (None unless asked),
         ``warnings`` (entry thresholds outside the range of the predicted returns, then the
         ranking's), ``rank_by``, ``ran``, ``resumed`` and ``failed`` (cell counts),
         ``seconds``, ``out`` and ``heatmap`` (paths, when ``out``). Cells that failed at run
@@ -353,6 +371,8 @@ def run_sweep(
     """
     leave_if_bootstrapping(executor)  # a worker re-importing an unguarded script ends here
     check_rank_by(rank_by)
+    if walk_forward is not None:
+        check_walk_forward_metric(rank_by)
     params = dict(params or {})
     if "version" in params:
         raise ConfigurationError(
@@ -453,6 +473,14 @@ def run_sweep(
     results = pd.DataFrame(
         [_row(cells[i], records[i], grid) for i in range(len(cells))],
     )
+    audit = audit_sweep(
+        results,
+        {hashes[i]: records[i] for i in range(len(cells))},
+        {name: frame["close"] for name, frame in frames.items()},
+        rank_by,
+        settings["timeframe"],
+        walk_forward,
+    )
     warnings += sweep_warnings(results, grid, rank_by)
     failed = int(results["error"].notna().sum())
     if failed:
@@ -466,6 +494,7 @@ def run_sweep(
             "failed": failed,
             "seconds": seconds,
             "out": str(out) if out is not None else None,
+            **audit,
         }
     )
     if out is not None:
@@ -525,6 +554,8 @@ def _write_outputs(
         "higher_is_better": RANK_METRICS[rank_by],
         "best": plain(ranked.head(10).to_dict("records")),
         "warnings": results.attrs["warnings"],
+        "overfitting": results.attrs["overfitting"],
+        "walk_forward": results.attrs["walk_forward"],
         "results": str(csv),
         "heatmap": str(heatmap) if heatmap is not None else None,
     }
