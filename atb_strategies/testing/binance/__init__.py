@@ -32,9 +32,10 @@ Market clock and candles
 moves only through ``set_time``/``advance``; ``set_speed(factor)`` makes it run at ``factor``
 times wall speed instead ("fast" mode). ``BinanceServer(..., lockstep=True)`` (or
 ``server.lockstep.enabled = True``) drives the frozen clock from the client instead: once a
-``/klines`` answer has shown every closed candle of an interval, the next ``/time`` request first
-moves the clock to that interval's next close (:class:`Lockstep`), so a polling client sees every
-candle close in turn at any machine speed; live tests use this mode. Candles are an OHLCV
+``/klines`` answer has shown every closed candle of an interval, the first ``/time`` request
+after it is answered unchanged (the client waits) and the second first moves the clock to that
+interval's next close (:class:`Lockstep`), so a polling client sees every candle close in turn
+at any machine speed; live tests use this mode. Candles are an OHLCV
 frame indexed by candle **open** time (UTC) at a fixed base timeframe. ``/klines`` returns only
 candles whose open time is at or before the clock; intervals that are multiples of the base
 timeframe are aggregated (aligned to the UTC epoch, weeks to Monday), others answer ``-1120``.

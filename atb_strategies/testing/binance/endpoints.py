@@ -103,7 +103,7 @@ class Endpoints:
 
     def time(self, request: Request) -> dict[str, Any]:
         """``GET /api/v3/time``: the market clock plus ``clock.skew_ms`` (in lockstep, first
-        stepped to the next close when the client has seen every closed candle)."""
+        stepped to the next close when an up-to-date client asks for the second time)."""
         self.lockstep.on_time_request()
         now = self.clock.now_ms
         self.sync.record(now)

@@ -4,10 +4,13 @@ A live client polls in a loop: it asks the time (``GET /api/v3/time``), sleeps u
 candle should have closed, then asks for the candles (``GET /api/v3/klines``). In lockstep the
 clock stays frozen and moves only when the client is demonstrably waiting: once a klines answer
 has shown the client every closed candle of an interval (it is up to date), the next time
-request first moves the clock to the next close of that interval, then answers. So exactly one
-more candle closes per wait, and no candle can close unseen however slow the client (or the
-machine) is. Candles arrive at the pace of the client's polls, a machine of any speed sees the
-same sequence of market states, and a client that stops reading candles stops the market.
+request is answered unchanged (the client learns that the next close is still ahead and
+waits), and the one after it first moves the clock to the next close of that interval, then
+answers. So exactly one more candle closes per wait, the client always gets to wait once between
+two candles (as it would for real, where its orders and notifications are handled meanwhile),
+and no candle can close unseen however slow the client (or the machine) is. Candles arrive at
+the pace of the client's polls, a machine of any speed sees the same sequence of market states,
+and a client that stops reading candles stops the market.
 
 Any other clock change (a test's ``advance``/``set_time``, a fault's ``advance_ms``) disarms
 the pending step: the client has not seen the candles that closed meanwhile.
@@ -24,7 +27,7 @@ __all__ = ["Lockstep"]
 
 
 class Lockstep:
-    """Steps ``clock`` to the next candle close when an up-to-date client asks the time.
+    """Steps ``clock`` to the next candle close when an up-to-date client asks the time again.
 
     Parameters
     ----------
@@ -45,6 +48,7 @@ class Lockstep:
         self._clock = clock
         self._lock = threading.Lock()
         self._armed: int | None = None
+        self._told_to_wait = False
         self._stepping = False
         self.enabled = enabled
         self.steps = 0
@@ -61,15 +65,20 @@ class Lockstep:
             return
         with self._lock:
             self._armed = interval_ms if self._armed is None else min(self._armed, interval_ms)
+            self._told_to_wait = False
 
     def on_time_request(self) -> None:
-        """Before a time request is answered: step to the next close when armed."""
+        """Before a time request is answered: the first one after the client was shown every
+        closed candle leaves the clock (the client waits), the next steps to the next close."""
         if not self.enabled:
             return
         with self._lock:
-            interval, self._armed = self._armed, None
-            if interval is None:
+            if self._armed is None:
                 return
+            if not self._told_to_wait:
+                self._told_to_wait = True
+                return
+            interval, self._armed, self._told_to_wait = self._armed, None, False
             if self._clock.speed:
                 raise RuntimeError(
                     "Lockstep needs a frozen market clock; call clock.set_speed(0) first."
@@ -83,4 +92,4 @@ class Lockstep:
 
     def _on_clock_change(self) -> None:
         if not self._stepping:
-            self._armed = None
+            self._armed, self._told_to_wait = None, False
