@@ -94,8 +94,8 @@ class BinanceServer:
         Drive the frozen clock from the client (see :class:`Lockstep`): once a ``/klines``
         answer has shown every closed candle, the first ``/time`` request is answered unchanged
         (the client waits) and the second moves the clock to the next close of that interval
-        first. Live tests use it so that they are deterministic
-        at any machine speed. Not with ``clock_speed`` > 0.
+        first. Live tests use it so that they are deterministic at any machine speed. Not with
+        ``clock_speed`` > 0.
     balances : mapping of str to number, optional
         Initial free balances; default ``{quote: 10000, base: 1}``.
     fees : float or str
