@@ -6,7 +6,12 @@ candle per second), so it works anywhere. ``--exchange binance`` uses the real e
 candles instead (no API keys; paper fills only):
 
     python3 examples/paper_trade.py                       # offline demo, ~30 live bars
+    python3 examples/paper_trade.py --clock lockstep      # the same, one candle per poll
     python3 examples/paper_trade.py --exchange binance --bars 0   # real candles, until Ctrl-C
+
+``--clock lockstep`` moves the loopback market clock to the next candle close each time the feed,
+having seen every closed candle, waits for the next one (instead of by wall time): no candle is
+ever skipped, however busy the machine, which is how the tests run it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exchange", default=None, help="a ccxt id; default: loopback demo")
     parser.add_argument("--bars", type=int, default=30, help="live bars to run (0: forever)")
+    parser.add_argument(
+        "--clock",
+        choices=("fast", "lockstep"),
+        default="fast",
+        help="loopback market clock: 3,600x wall speed (default) or in lockstep with the feed",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -35,8 +46,14 @@ def main() -> None:
         if args.exchange is None:
             candles = generate_ohlcv(1500, timeframe="1h", seed=5)
             start = int(candles.index[1000].value // 1_000_000)
+            lockstep = args.clock == "lockstep"
             server = stack.enter_context(
-                BinanceServer(candles, start_time_ms=start, clock_speed=3600)
+                BinanceServer(
+                    candles,
+                    start_time_ms=start,
+                    clock_speed=0 if lockstep else 3600,
+                    lockstep=lockstep,
+                )
             )
             store = CcxtStore(exchange="binance", config=server.ccxt_config(with_keys=False))
             feed_options = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}

@@ -183,7 +183,8 @@ def loopback_exchange(candles: pd.DataFrame | None = None, **kwargs: Any) -> Ite
     """The loopback Binance server on 127.0.0.1 (``atb_strategies.testing.binance``), started
     for the ``with`` block and stopped after it; on a clean exit it asserts that the server
     raised no internal error (a bug in the server would otherwise pass as an exchange error).
-    ``candles`` and ``kwargs`` go to ``BinanceServer``."""
+    ``candles`` and ``kwargs`` go to ``BinanceServer``; live sessions pass ``lockstep=True`` so
+    the market clock moves with what the client has seen, never with wall time."""
     from atb_strategies.testing.binance import BinanceServer
 
     args = () if candles is None else (candles,)

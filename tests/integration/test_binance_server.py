@@ -146,6 +146,131 @@ def test_market_clock_with_speed_runs_faster_than_wall_time():
         clock.advance(-1)
 
 
+# ---------------------------------------------------------------------------------- lockstep
+
+
+@pytest.fixture
+def stepped(minute_candles: pd.DataFrame) -> Iterator[tuple[BinanceServer, ccxt.binance]]:
+    """A lockstep server at 05:00:30 and a client that has loaded the markets."""
+    with loopback_exchange(minute_candles, start_time_ms=START, lockstep=True) as srv:
+        client = _client(srv)
+        client.load_markets()
+        yield srv, client
+        client.close()
+
+
+def test_lockstep_with_client_shown_every_closed_candle_steps_to_next_close_on_time(stepped):
+    server, client = stepped
+    assert client.fetch_time() == START  # nothing seen yet: the clock stays
+    rows = client.fetch_ohlcv(SYMBOL, "1m", since=T0 + 290 * MINUTE)
+    assert rows[-2][0] == T0 + (NOW_ROW - 1) * MINUTE  # the last closed candle was shown
+    assert server.clock.now_ms == START  # klines alone never move the clock
+    assert client.fetch_time() == START  # the client learns it has to wait ...
+    assert client.fetch_time() == T0 + (NOW_ROW + 1) * MINUTE  # ... then the 05:00 candle closes
+    assert client.fetch_time() == T0 + (NOW_ROW + 1) * MINUTE  # one step per candle seen
+    assert server.lockstep.steps == 1
+    rows = client.fetch_ohlcv(SYMBOL, "1m", since=T0 + NOW_ROW * MINUTE)
+    assert [r[0] for r in rows] == [T0 + NOW_ROW * MINUTE, T0 + (NOW_ROW + 1) * MINUTE]
+    assert rows[1][5] == 0.0  # the next candle opens exactly now: nothing of it is revealed
+    assert client.fetch_time() == T0 + (NOW_ROW + 1) * MINUTE
+    assert client.fetch_time() == T0 + (NOW_ROW + 2) * MINUTE
+
+
+def test_lockstep_with_any_poll_pace_shows_each_candle_closing_once_in_order(stepped):
+    server, client = stepped
+    seen: list[int] = []
+    since = T0 + (NOW_ROW - 1) * MINUTE
+    now = client.fetch_time()
+    for poll in range(12):
+        if poll:  # wait for the next close, asking the time as often as it likes
+            asked, last = 0, now
+            while now == last and asked < 5:
+                now, asked = client.fetch_time(), asked + 1
+            assert asked == 2
+            for _ in range(poll % 3):
+                assert client.fetch_time() == now
+        closed = [
+            r[0] for r in client.fetch_ohlcv(SYMBOL, "1m", since=since) if r[0] + MINUTE <= now
+        ]
+        seen += closed
+        since = closed[-1] + MINUTE
+    assert seen == [T0 + (NOW_ROW - 1 + k) * MINUTE for k in range(12)]
+    assert server.lockstep.steps == 11
+
+
+def test_lockstep_with_truncated_page_or_old_range_does_not_step(stepped):
+    server, client = stepped
+    client.fetch_ohlcv(SYMBOL, "1m", since=T0, limit=100)  # a first page of the backfill
+    client.fetch_ohlcv(SYMBOL, "1m", params={"endTime": T0 + 200 * MINUTE})
+    assert client.fetch_time() == START and server.lockstep.armed is None
+    client.fetch_ohlcv(SYMBOL, "1m", since=T0 + 200 * MINUTE, limit=100)  # the last page
+    assert server.lockstep.armed == MINUTE
+    assert [client.fetch_time() for _ in range(2)] == [START, T0 + (NOW_ROW + 1) * MINUTE]
+
+
+def test_lockstep_with_5m_candles_steps_to_the_next_5m_close(stepped):
+    server, client = stepped
+    client.fetch_ohlcv(SYMBOL, "5m", limit=3)
+    assert [client.fetch_time() for _ in range(2)] == [START, T0 + (NOW_ROW + 5) * MINUTE]
+    server.lockstep.enabled = False
+    client.fetch_ohlcv(SYMBOL, "5m", limit=3)
+    assert {client.fetch_time() for _ in range(3)} == {T0 + (NOW_ROW + 5) * MINUTE}  # frozen
+
+
+def test_lockstep_with_faulted_klines_or_a_test_moving_the_clock_does_not_step(stepped):
+    server, client = stepped
+    server.faults.queue("/api/v3/klines", "503")
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        client.fetch_ohlcv(SYMBOL, "1m", limit=5)
+    assert {client.fetch_time() for _ in range(3)} == {START}  # the client saw nothing
+    client.fetch_ohlcv(SYMBOL, "1m", limit=5)
+    client.fetch_time()
+    server.clock.advance(10 * MINUTE)  # candles closed that the client has not seen
+    assert server.lockstep.armed is None
+    assert {client.fetch_time() for _ in range(3)} == {START + 10 * MINUTE}
+
+
+def test_lockstep_after_the_last_candle_keeps_stepping_an_up_to_date_client(minute_candles):
+    end = T0 + len(minute_candles) * MINUTE
+    with loopback_exchange(minute_candles, start_time_ms=end - MINUTE, lockstep=True) as srv:
+        client = _client(srv)
+        try:
+            client.load_markets()
+            client.fetch_ohlcv(SYMBOL, "1m", limit=2)
+            assert [client.fetch_time() for _ in range(2)] == [end - MINUTE, end]
+            assert client.fetch_ohlcv(SYMBOL, "1m", since=end) == []  # no candle after the data
+            assert [client.fetch_time() for _ in range(2)] == [end, end + MINUTE]
+        finally:
+            client.close()
+
+
+def test_lockstep_with_running_clock_raises_value_error(minute_candles):
+    with pytest.raises(ValueError, match="lockstep drives a frozen clock"):
+        BinanceServer(minute_candles, lockstep=True, clock_speed=60.0)
+
+
+def test_fault_with_advance_ms_moves_the_clock_each_time_it_fires(server, exchange):
+    server.faults.queue("/api/v3/klines", "503", count=3, advance_ms=15 * MINUTE)
+    for _ in range(3):
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            exchange.fetch_ohlcv(SYMBOL, "1m", limit=1)
+    assert [r.time_ms for r in server.requests[-3:]] == [START + k * 15 * MINUTE for k in range(3)]
+    assert exchange.fetch_time() == START + 45 * MINUTE
+    with pytest.raises(ValueError, match="advance_ms"):
+        server.faults.queue("/api/v3/klines", "503", advance_ms=-1)
+
+
+def test_signed_request_after_many_clock_jumps_seen_by_others_still_passes(server, exchange):
+    other = _client(server)
+    try:
+        for _ in range(100):  # more remembered syncs than the server used to keep
+            server.clock.advance(3_600_000)
+            other.fetch_time()
+    finally:
+        other.close()
+    assert exchange.fetch_balance()["USDT"]["free"] == 10000.0  # synced once, never since
+
+
 # ------------------------------------------------------------------------------------ klines
 
 

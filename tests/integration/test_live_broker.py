@@ -1,10 +1,12 @@
 """``CcxtBroker`` and ``PaperBroker`` in whole live ``cerebro.run()`` sessions: the real
 ``ccxt.binance`` against the loopback exchange, a ``CcxtData`` feed, and a tmp SQLite journal.
 
-The market clock is frozen while the feed backfills and runs at ``FAST`` times wall speed once
-the feed is ``LIVE`` (one hourly candle every 0.25 s), so "live bar n" is always the same
-candle. Strategies act on live bars only; every notification is recorded and compared with
-what the exchange itself holds (orders, trades, balances).
+The market clock starts frozen half-way through candle ``NOW_ROW`` and runs in lockstep with
+the feed: each time the feed, having been shown every closed candle, asks the time while it
+waits, the clock moves to the next close. So "live bar n" is always the same candle, orders
+placed on a bar reach the exchange at the next candle's open, and no candle can close unseen
+however slow the machine is. Strategies act on live bars only; every notification is recorded
+and compared with what the exchange itself holds (orders, trades, balances).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ pytestmark = pytest.mark.slow  # trains, runs the examples or runs live sessions
 
 REGISTRY = Path(__file__).resolve().parents[2] / "models"
 HOUR = 3_600_000
-FAST = 3600 * 4
 FEED_OPTIONS = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}
 NOW_ROW = 330  # the clock starts half-way through this candle; live bar 1 is this candle
 POST_ORDER = ("/api/v3/order", "POST")
@@ -59,7 +60,7 @@ def crash_after(candles: pd.DataFrame, row: int, factor: float) -> pd.DataFrame:
 def make_server(candles: pd.DataFrame, **kwargs: Any) -> BinanceServer:
     kwargs.setdefault("balances", {"USDT": 10_000, "BTC": 0})
     start = _ms(candles.index[NOW_ROW]) + HOUR // 2
-    return BinanceServer(candles, start_time_ms=start, clock_speed=0.0, **kwargs)
+    return BinanceServer(candles, start_time_ms=start, lockstep=True, **kwargs)
 
 
 # ------------------------------------------------------------------ recording strategy
@@ -220,11 +221,6 @@ def run_live(
         broker = store.getbroker(journal=str(journal), **options)
     cerebro.setbroker(broker)
 
-    def go_fast(data: Any, status: int, *args: Any, **kwargs: Any) -> None:
-        if status == data.LIVE and server.clock.speed == 0.0:
-            server.clock.set_speed(FAST)
-
-    cerebro.adddatacb(go_fast)
     options = dict(strategy_options or {})
     if strategy is Script:
         options["plan"] = plan
@@ -1368,12 +1364,6 @@ def paper(hourly: pd.DataFrame) -> dict[str, Any]:
         broker = PaperBroker(store=store)
         broker.setcash(10_000.0)
         cerebro.setbroker(broker)
-
-        def go_fast(data: Any, status: int, *args: Any, **kwargs: Any) -> None:
-            if status == data.LIVE:
-                server.clock.set_speed(FAST)
-
-        cerebro.adddatacb(go_fast)
         cerebro.addstrategy(Script, server=server, plan={1: place})
         strat = cerebro.run()[0]
         paths = {(r.method, r.path) for r in server.requests}

@@ -2,9 +2,9 @@
 
 The console script runs in a subprocess (``PYTHONPATH`` points at this working tree) with
 ``ATB_EXCHANGE_CONFIG`` aiming the real ``ccxt.binance`` at a ``BinanceServer`` running in the
-test process. The CLI builds ``CcxtData`` with its default options (a 30 s clock re-read), so the
-test freezes the market clock and moves it five hours ahead as soon as the backfill has been
-answered: the feed's first live poll then finds exactly five closed candles.
+test process. The server's clock runs in lockstep with the CLI's feed (``--clock-check 0.05``
+makes it ask the time while it waits): each wait closes exactly the next candle, so every
+candle after the backfill is a live bar, at any machine speed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,8 @@ ATB = Path(sys.executable).with_name("atb")
 HOUR = 3_600_000
 NOW_ROW = 330
 FEED_OPTIONS = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}
+EXAMPLE_ARGS = ("--bars", "3", "--clock", "lockstep")
+SUBPROCESS_TIMEOUT = 600  # a guard against a hang only: on a busy machine a run takes long
 STATUS_LINE = (
     r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} BTCUSDT close=\S+ pred=\S+ ret=\S+ conf=\S+ "
     r"signal=\w+ action=\w+ pos=\S+ value=\S+ pnl=\S+ model=BTCUSDT/basic@\S+$"
@@ -56,35 +57,13 @@ def hourly() -> pd.DataFrame:
 def server(hourly: pd.DataFrame) -> Iterator[BinanceServer]:
     start = int(hourly.index[NOW_ROW].value // 1_000_000) + HOUR // 2
     balances = {"USDT": 10_000, "BTC": 0}
-    with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+    with loopback_exchange(hourly, start_time_ms=start, lockstep=True, balances=balances) as srv:
         yield srv
 
 
 def exchange_config(server: BinanceServer, path: Path, **options: Any) -> Path:
     path.write_text(json.dumps({"binance": server.ccxt_config(rate_limit_ms=1, **options)}))
     return path
-
-
-def advance_after_backfill(server: BinanceServer, hours: int) -> threading.Thread:
-    """Once the first klines request has been answered, move the frozen clock one hour every
-    0.3 s (until the run ends), so each candle closes on its own and is delivered LIVE.
-
-    ``hours`` is kept for the callers' intent; the clock keeps stepping until ``done`` is set,
-    because a poll that sees two closed candles delivers the older one as DELAYED.
-    """
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.01):
-            if any(r.path == "/api/v3/klines" and r.status for r in server.requests):
-                break
-        while not done.wait(0.3):
-            server.clock.advance(HOUR)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    thread.done = done  # type: ignore[attr-defined]
-    return thread
 
 
 def run_atb(*args: str, cwd: Path, config: Path) -> subprocess.CompletedProcess[str]:
@@ -111,7 +90,7 @@ def run_atb(*args: str, cwd: Path, config: Path) -> subprocess.CompletedProcess[
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=SUBPROCESS_TIMEOUT,
     )
 
 
@@ -126,23 +105,19 @@ def test_atb_live_with_paper_prints_a_status_line_per_live_bar_and_writes_the_lo
     server, hourly, tmp_path
 ):
     config = exchange_config(server, tmp_path / "exchange.json", with_keys=False)
-    watcher = advance_after_backfill(server, 5)
-    try:
-        done = run_atb(
-            "--paper",
-            "--max-bars",
-            "5",
-            "--backfill-bars",
-            "300",
-            "--registry",
-            str(REGISTRY),
-            "--log-file",
-            str(tmp_path / "live.log"),
-            cwd=tmp_path,
-            config=config,
-        )
-    finally:
-        watcher.done.set()
+    done = run_atb(
+        "--paper",
+        "--max-bars",
+        "5",
+        "--backfill-bars",
+        "300",
+        "--registry",
+        str(REGISTRY),
+        "--log-file",
+        str(tmp_path / "live.log"),
+        cwd=tmp_path,
+        config=config,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert out.startswith("PAPER: ml_basic BTCUSDT 1h on binance")
@@ -152,12 +127,10 @@ def test_atb_live_with_paper_prints_a_status_line_per_live_bar_and_writes_the_lo
     assert len(lines) == 5
     for line in lines:
         assert pd.Series([line]).str.match(STATUS_LINE).all(), line
-    # live candles closed after the backfill, stamped with their close time, in order
-    # (a candle caught up behind a newer one is DELAYED and prints no line)
+    # every candle closed after the backfill, stamped with its close time, in order: in
+    # lockstep none is skipped (a candle caught up behind a newer one would print no line)
     stamps = [pd.Timestamp(line[:16]) for line in lines]
-    assert stamps == sorted(set(stamps))
-    assert stamps[0] >= hourly.index[NOW_ROW + 1]
-    assert all(t in set(hourly.index) for t in stamps)
+    assert stamps == list(hourly.index[NOW_ROW + 1 : NOW_ROW + 6])
     assert out.splitlines()[-1].startswith("stopped (5 live bar(s) done (max bars)): value")
     log = (tmp_path / "live.log").read_text()
     assert "backfilled 300 closed bar(s)" in log
@@ -168,28 +141,24 @@ def test_atb_live_with_paper_prints_a_status_line_per_live_bar_and_writes_the_lo
 def test_atb_live_with_real_orders_prints_the_journal_and_places_orders(server, tmp_path):
     config = exchange_config(server, tmp_path / "exchange.json")
     journal = tmp_path / "state" / "journal.sqlite"
-    watcher = advance_after_backfill(server, 3)
-    try:
-        done = run_atb(
-            "--live",
-            "--i-understand-the-risks",
-            "--max-bars",
-            "3",
-            "--backfill-bars",
-            "300",
-            "--long-threshold",
-            "-1",  # enter on the first live bar, whatever the model says
-            "--journal",
-            str(journal),
-            "--log-file",
-            str(tmp_path / "live.log"),
-            "--registry",
-            str(REGISTRY),
-            cwd=tmp_path,
-            config=config,
-        )
-    finally:
-        watcher.done.set()
+    done = run_atb(
+        "--live",
+        "--i-understand-the-risks",
+        "--max-bars",
+        "3",
+        "--backfill-bars",
+        "300",
+        "--long-threshold",
+        "-1",  # enter on the first live bar, whatever the model says
+        "--journal",
+        str(journal),
+        "--log-file",
+        str(tmp_path / "live.log"),
+        "--registry",
+        str(REGISTRY),
+        cwd=tmp_path,
+        config=config,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("LIVE (real orders): ml_basic BTCUSDT 1h on binance")
     assert f"journal: {journal}" in done.stdout
@@ -214,7 +183,6 @@ def test_atb_verbose_live_with_keys_never_writes_them_to_stderr_or_the_log(serve
     config = exchange_config(server, tmp_path / "exchange.json")
     key, secret = server.ccxt_config()["apiKey"], server.ccxt_config()["secret"]
     log = tmp_path / "live.log"
-    watcher = advance_after_backfill(server, 2)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(REPO),
@@ -227,17 +195,14 @@ def test_atb_verbose_live_with_keys_never_writes_them_to_stderr_or_the_log(serve
     args += ["--backfill-bars", "300", "--long-threshold", "-1", "--poll-grace", "0"]
     args += ["--clock-check", "0.05", "--journal", str(tmp_path / "j.sqlite")]
     args += ["--log-file", str(log), "--registry", str(REGISTRY)]
-    try:
-        done = subprocess.run(
-            [str(ATB), "-v", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        watcher.done.set()
+    done = subprocess.run(
+        [str(ATB), "-v", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert server.orders(), "signed requests were made"
     text = done.stderr + done.stdout + log.read_text()
@@ -317,12 +282,6 @@ def test_run_until_stopped_with_ctrl_c_stops_after_the_current_bar_and_restores_
         feed_options=FEED_OPTIONS,
         registry=str(REGISTRY),
     )
-
-    def go_fast(data: Any, status: int, *args: Any, **kwargs: Any) -> None:
-        if status == data.LIVE:
-            server.clock.set_speed(3600 * 4)
-
-    cerebro.adddatacb(go_fast)
     before = signal.getsignal(signal.SIGINT)
     strategy = run_until_stopped(cerebro)[0]
     assert signal.getsignal(signal.SIGINT) is before
@@ -335,11 +294,11 @@ def test_run_until_stopped_with_ctrl_c_stops_after_the_current_bar_and_restores_
 
 def test_example_paper_trade_with_loopback_exchange_runs_offline_and_prints_value(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "paper_trade.py"), "--bars", "3"],
+        [str(sys.executable), str(REPO / "examples" / "paper_trade.py"), *EXAMPLE_ARGS],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=SUBPROCESS_TIMEOUT,
         env={
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(REPO),
@@ -358,8 +317,12 @@ def test_example_paper_trade_with_loopback_exchange_runs_offline_and_prints_valu
 
 
 def test_atb_live_kill_switch_exits_3_and_a_restart_refuses_until_cleared(hourly, tmp_path):
+    # Live bar k is candle NOW_ROW + k - 1 and its orders fill at the next candle's open. Prices
+    # fall 30 % at the open of candle NOW_ROW + 2 (a big entry follows on live bar 3), then
+    # again at candle NOW_ROW + 4, which that position is held through: the drawdown trips.
     crashed = hourly.copy()
-    crashed.iloc[NOW_ROW + 2 :, :4] *= 0.7  # prices fall 30 % two bars after the start
+    crashed.iloc[NOW_ROW + 2 :, :4] *= 0.7
+    crashed.iloc[NOW_ROW + 4 :, :4] *= 0.7
     start = int(crashed.index[NOW_ROW].value // 1_000_000) + HOUR // 2
     journal = tmp_path / "journal.sqlite"
     args = [
@@ -383,20 +346,17 @@ def test_atb_live_kill_switch_exits_3_and_a_restart_refuses_until_cleared(hourly
         str(tmp_path / "live.log"),
     ]
     balances = {"USDT": 10_000, "BTC": 0}
-    with loopback_exchange(crashed, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+    with loopback_exchange(crashed, start_time_ms=start, lockstep=True, balances=balances) as srv:
         config = exchange_config(srv, tmp_path / "exchange.json")
-        watcher = advance_after_backfill(srv, 6)
-        try:
-            done = run_atb(*args, cwd=tmp_path, config=config)
-        finally:
-            watcher.done.set()
+        done = run_atb(*args, cwd=tmp_path, config=config)
         posts = srv.count("/api/v3/order", "POST")
     assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-2000:]
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("stopped (kill switch: drawdown ") and "beyond 0.3 %" in last
+    assert len(status_lines(done.stdout)) == 5  # on the bar of the second fall, every run
     assert posts >= 2  # the entry and the flattening sell
 
-    with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+    with loopback_exchange(hourly, start_time_ms=start, lockstep=True, balances=balances) as srv:
         config = exchange_config(srv, tmp_path / "exchange.json")
         again = run_atb(*args, cwd=tmp_path, config=config)
         assert srv.requests == []  # refused before connecting
@@ -407,22 +367,18 @@ def test_atb_live_kill_switch_exits_3_and_a_restart_refuses_until_cleared(hourly
 
 def test_atb_live_with_max_bars_exits_0_saying_why_it_stopped(server, tmp_path):
     config = exchange_config(server, tmp_path / "exchange.json", with_keys=False)
-    watcher = advance_after_backfill(server, 2)
-    try:
-        done = run_atb(
-            "--paper",
-            "--max-bars",
-            "2",
-            "--backfill-bars",
-            "300",
-            "--registry",
-            str(REGISTRY),
-            "--max-drawdown",
-            "none",
-            cwd=tmp_path,
-            config=config,
-        )
-    finally:
-        watcher.done.set()
+    done = run_atb(
+        "--paper",
+        "--max-bars",
+        "2",
+        "--backfill-bars",
+        "300",
+        "--registry",
+        str(REGISTRY),
+        "--max-drawdown",
+        "none",
+        cwd=tmp_path,
+        config=config,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1].startswith("stopped (2 live bar(s) done")

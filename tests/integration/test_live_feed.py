@@ -1,10 +1,12 @@
 """``CcxtData`` live sessions: the real ``ccxt.binance`` against the loopback exchange, whole
 ``cerebro.run()`` calls in live mode.
 
-The market clock is frozen while the feed backfills (so the forming candle and the backfill
-boundary are deterministic), and runs at ``FAST`` times wall speed once the feed reports
-``LIVE`` (one hourly candle every 0.25 s). Nothing is patched: every candle travels over HTTP
-through ccxt's signing, parsing, rate limiter and error mapping.
+The market clock starts frozen half-way through a candle (so the forming candle and the
+backfill boundary are deterministic) and runs in lockstep with the feed: each time the feed,
+having been shown every closed candle, asks the time while it waits, the clock moves to the
+next close. Each live poll therefore finds exactly one new candle however slow the machine is.
+Nothing is patched: every candle travels over HTTP through ccxt's signing, parsing, rate limiter
+and error mapping.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ pytestmark = pytest.mark.slow  # trains, runs the examples or runs live sessions
 REGISTRY = Path(__file__).resolve().parents[2] / "models"
 HOUR = 3_600_000
 MINUTE = 60_000
-FAST = 3600 * 4
 FEED_OPTIONS = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}
 NOW_ROW = 330  # the clock starts half-way through this hourly candle
 
@@ -47,12 +48,16 @@ def hourly() -> pd.DataFrame:
     return generate_ohlcv(420, seed=3)
 
 
-def _server(candles: pd.DataFrame, row: int = NOW_ROW, **kwargs: Any) -> BinanceServer:
-    start = (
-        _ms(candles.index[row])
-        + (candles.index[1] - candles.index[0]) // pd.Timedelta(milliseconds=1) // 2
-    )
-    return BinanceServer(candles, start_time_ms=start, clock_speed=0.0, **kwargs)
+def _start(candles: pd.DataFrame, row: int = NOW_ROW) -> int:
+    step = (candles.index[1] - candles.index[0]) // pd.Timedelta(milliseconds=1)
+    return _ms(candles.index[row]) + step // 2
+
+
+def _server(
+    candles: pd.DataFrame, row: int = NOW_ROW, lockstep: bool = True, **kwargs: Any
+) -> BinanceServer:
+    start = _start(candles, row)
+    return BinanceServer(candles, start_time_ms=start, lockstep=lockstep, **kwargs)
 
 
 @dataclass
@@ -104,19 +109,15 @@ class Recorder(bt.Strategy):
             )
 
 
-def go_fast_when_live(
-    server: BinanceServer, speed: float = FAST, on_first_live: Callable[[], None] | None = None
-) -> Callable[..., None]:
-    """A data callback: run the market clock once the feed is LIVE (first time: also a hook)."""
+def first_live_callback(hook: Callable[[], None]) -> Callable[..., None]:
+    """A data callback running ``hook`` once, when the feed first reports LIVE."""
     state = {"live": 0}
 
     def callback(data: Any, status: int, *args: Any, **kwargs: Any) -> None:
         if status == data.LIVE:
             state["live"] += 1
             if state["live"] == 1:
-                if on_first_live is not None:
-                    on_first_live()
-                server.clock.set_speed(speed)
+                hook()
 
     return callback
 
@@ -125,7 +126,6 @@ def run_feed(
     server: BinanceServer,
     *,
     store_options: dict[str, Any] | None = None,
-    speed: float = FAST,
     on_first_live: Callable[[], None] | None = None,
     resample: int | None = None,
     **feed_options: Any,
@@ -142,7 +142,8 @@ def run_feed(
             data, timeframe=bt.TimeFrame.Minutes, compression=resample, name=f"{resample}m"
         )
     cerebro.addstore(store)
-    cerebro.adddatacb(go_fast_when_live(server, speed, on_first_live))
+    if on_first_live is not None:
+        cerebro.adddatacb(first_live_callback(on_first_live))
     cerebro.addstrategy(Recorder, server=server)
     strategy = cerebro.run()[0]
     assert server.internal_errors == []
@@ -230,7 +231,8 @@ def test_ccxt_data_with_default_stamp_stamps_bars_with_candle_close_time(plain_s
 def test_ccxt_data_with_historical_stops_after_backfill(hourly):
     with _server(hourly) as server:
         strategy, _ = run_feed(server, bar="1h", backfill_bars=12, historical=True)
-        assert server.clock.speed == 0.0  # never went LIVE
+        assert server.lockstep.steps == 0  # never went LIVE: the clock never moved
+        assert server.clock.now_ms == _start(hourly)
         assert server.count("/api/v3/klines", "GET") == 1
     assert strategy.statuses == [("DELAYED", 0), ("DISCONNECTED", 12)]
     bars = strategy.bars["BTCUSDT"]
@@ -262,8 +264,8 @@ def test_ccxt_data_with_fault_during_live_polling_reports_connbroken_then_live_w
 ):
     with _server(hourly) as server:
 
-        def break_polling() -> None:  # ~10 failed polls, 50 ms apart: more than two hours
-            server.faults.queue("/api/v3/klines", kind, count=10)
+        def break_polling() -> None:  # 10 failed polls, the market 15 min on at each
+            server.faults.queue("/api/v3/klines", kind, count=10, advance_ms=15 * MINUTE)
 
         strategy, _ = run_feed(
             server,
@@ -328,11 +330,10 @@ def test_ccxt_data_with_not_json_answers_during_live_polling_loses_no_bar(hourly
 def test_ccxt_data_with_several_bars_in_one_poll_delivers_catch_up_as_delayed(hourly):
     """After a stall (5 candles closed at once) the older ones are caught up as DELAYED, so a
     strategy does not trade on stale prices; only the newest is LIVE, and max_live_bars holds."""
-    with _server(hourly) as server:
+    with _server(hourly, lockstep=False) as server:  # frozen until the test moves it
         strategy, _ = run_feed(
             server,
             on_first_live=lambda: server.clock.advance(5 * HOUR),  # 5 candles close at once
-            speed=0.0,
             bar="1h",
             backfill_bars=4,
             max_live_bars=1,
@@ -349,9 +350,7 @@ def test_resampledata_with_1m_feed_to_5m_equals_pandas_resample_labelled_by_clos
     minutes = synthetic_candles(600, timeframe="1m", seed=3)
     row = 300  # a multiple of 5: the 30 backfilled minutes fill six whole 5m buckets
     with _server(minutes, row=row) as server:
-        strategy, _ = run_feed(
-            server, speed=600, resample=5, bar="1m", backfill_bars=30, max_live_bars=12
-        )
+        strategy, _ = run_feed(server, resample=5, bar="1m", backfill_bars=30, max_live_bars=12)
     five = strategy.bars["5m"]
     first_open = minutes.index[row - 30]
     assert five[0].stamp == first_open + pd.Timedelta(minutes=5)
@@ -414,7 +413,6 @@ def parity(hourly: pd.DataFrame) -> Iterator[dict[str, Any]]:
             registry=str(REGISTRY),
             long_threshold=0.0,
         )
-        cerebro.adddatacb(go_fast_when_live(server))
         live = cerebro.run()[0]
         assert server.internal_errors == []
     data = live.datas[0]

@@ -47,7 +47,7 @@ def hourly() -> pd.DataFrame:
 def server(hourly: pd.DataFrame) -> Iterator[BinanceServer]:
     start = int(hourly.index[NOW_ROW].value // 1_000_000) + HOUR // 2
     balances = {"USDT": 10_000, "BTC": 0}
-    with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+    with loopback_exchange(hourly, start_time_ms=start, lockstep=True, balances=balances) as srv:
         yield srv
 
 
@@ -95,11 +95,6 @@ def live_session(
         **params,
     )
 
-    def go_fast(data: Any, status: int, *args: Any, **kwargs: Any) -> None:
-        if status == data.LIVE:
-            server.clock.set_speed(3600 * 4)
-
-    cerebro.adddatacb(go_fast)
     return run_until_stopped(cerebro)[0], lines
 
 
@@ -278,7 +273,7 @@ def test_a_drifted_feed_triggers_each_drift_action(hourly, registry, make_bundle
     version = _drifted_bundle(make_bundle, registry, hourly)
     start = int(hourly.index[NOW_ROW].value // 1_000_000) + HOUR // 2
     balances = {"USDT": 10_000, "BTC": 0.05}  # a position to flatten (adopted at start)
-    with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+    with loopback_exchange(hourly, start_time_ms=start, lockstep=True, balances=balances) as srv:
         strat, lines = live_session(
             srv,
             registry,
@@ -324,7 +319,7 @@ def test_atb_live_ml_sentiment_polls_a_csv_and_a_stale_value_blocks_entries(
     import subprocess
     import sys
 
-    from tests.integration.test_live_cli import advance_after_backfill, exchange_config
+    from tests.integration.test_live_cli import SUBPROCESS_TIMEOUT, exchange_config
 
     # a daily index published at 00:00; the stale one stops two days before the live bars
     last = hourly.index[NOW_ROW] - pd.Timedelta(days=2 if stale else 0)
@@ -334,43 +329,39 @@ def test_atb_live_ml_sentiment_polls_a_csv_and_a_stale_value_blocks_entries(
         csv, index=False
     )
     config = exchange_config(server, tmp_path / "exchange.json", with_keys=False)
-    watcher = advance_after_backfill(server, 3)
-    try:
-        done = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("atb")),
-                "live",
-                "ml_sentiment",
-                "--paper",
-                "--sentiment",
-                str(csv),
-                "--long-threshold",
-                "-1",
-                "--max-bars",
-                "3",
-                "--backfill-bars",
-                "300",
-                "--poll-grace",
-                "0",
-                "--clock-check",
-                "0.05",
-                "--registry",
-                str(REPO / "models"),
-                "--log-file",
-                str(tmp_path / "live.log"),
-            ],
-            cwd=tmp_path,
-            env={
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "PYTHONPATH": str(REPO),
-                "ATB_EXCHANGE_CONFIG": str(config),
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        watcher.done.set()
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("atb")),
+            "live",
+            "ml_sentiment",
+            "--paper",
+            "--sentiment",
+            str(csv),
+            "--long-threshold",
+            "-1",
+            "--max-bars",
+            "3",
+            "--backfill-bars",
+            "300",
+            "--poll-grace",
+            "0",
+            "--clock-check",
+            "0.05",
+            "--registry",
+            str(REPO / "models"),
+            "--log-file",
+            str(tmp_path / "live.log"),
+        ],
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(REPO),
+            "ATB_EXCHANGE_CONFIG": str(config),
+        },
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     status = [x for x in done.stdout.splitlines() if " close=" in x]
     assert len(status) == 3

@@ -1,9 +1,10 @@
 """Live sentiment: ``CcxtSentimentData`` sessions, the real ``ccxt.binance`` against the loopback
 exchange and sentiment over HTTP (a Fear & Greed API on 127.0.0.1) or from a CSV.
 
-The market clock is frozen during the backfill; once the feed is LIVE it steps: half an hour
-(the forming candle closes), then one hour after every live bar, so each poll finds exactly one
-closed candle and the number of sentiment polls is known. The Fear & Greed server publishes on
+The market clock starts frozen half-way through a candle and runs in lockstep with the feed:
+each time the feed, having been shown every closed candle, waits for the next one, the clock
+moves to the next close, so each poll finds exactly one closed candle and the number of
+sentiment polls is known. The Fear & Greed server publishes on
 the market clock: a value is served only once the market time reached its publication.
 """
 
@@ -61,7 +62,8 @@ def _open_ms(candles: pd.DataFrame, row: int) -> int:
 
 
 def _server(candles: pd.DataFrame, row: int = NOW_ROW) -> BinanceServer:
-    return BinanceServer(candles, start_time_ms=_open_ms(candles, row) + HOUR // 2, clock_speed=0)
+    start = _open_ms(candles, row) + HOUR // 2
+    return BinanceServer(candles, start_time_ms=start, lockstep=True)
 
 
 def _close(candles: pd.DataFrame, row: int) -> pd.Timestamp:
@@ -180,29 +182,6 @@ class Recorder(bt.Strategy):
             self.p.on_bar(self)
 
 
-class _StepAfterLiveBar(bt.Analyzer):
-    params = (("server", None),)
-
-    def next(self) -> None:
-        data = self.strategy.datas[0]
-        if data._laststatus == data.LIVE:
-            self.p.server.clock.advance(HOUR)
-
-
-def step_clock(cerebro: bt.Cerebro, server: BinanceServer) -> None:
-    """Once LIVE: close the forming candle, then move the market one hour after each live bar
-    (analyzers run after the strategy's ``next``)."""
-    live = []
-
-    def on_status(data: Any, status: int, *args: Any, **kwargs: Any) -> None:
-        if status == data.LIVE and not live:
-            live.append(True)
-            server.clock.advance(HOUR // 2)
-
-    cerebro.adddatacb(on_status)
-    cerebro.addanalyzer(_StepAfterLiveBar, server=server)
-
-
 def run_session(
     server: BinanceServer,
     sentiment: Any,
@@ -225,7 +204,6 @@ def run_session(
     cerebro.adddata(data, name="BTCUSDT")
     cerebro.addstore(store)
     cerebro.addstrategy(Recorder, on_bar=on_bar)
-    step_clock(cerebro, server)
     strategy = cerebro.run()[0]
     assert server.internal_errors == []
     return strategy, data
@@ -358,7 +336,7 @@ def test_ccxt_sentiment_data_with_fear_greed_down_at_start_fails_with_one_line(h
         client = FearGreedClient(api.url, cache_dir=None, retries=1, backoff=0.01)
         with pytest.raises(ConfigurationError) as info:
             run_session(server, SentimentPoller(client))
-        assert server.clock.speed == 0.0
+        assert server.lockstep.steps == 0  # stopped before the first live bar
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"Sentiment source Fear & Greed index at {api.url} gave no value")
@@ -431,7 +409,7 @@ def test_ccxt_sentiment_data_with_no_value_before_the_newest_bar_fails_with_one_
     with _server(hourly) as server:
         with pytest.raises(ConfigurationError) as info:
             run_session(server, CsvSentimentSource(path))
-        assert server.clock.speed == 0.0
+        assert server.lockstep.steps == 0  # stopped before the first live bar
     message = str(info.value)
     assert "\n" not in message
     assert message == (
@@ -481,7 +459,6 @@ def test_ml_sentiment_paper_session_with_synthetic_source_predicts_as_the_backte
             registry=str(REPO / "models"),
             long_threshold=0.0,
         )
-        step_clock(cerebro, server)
         live = cerebro.run()[0]
         assert server.internal_errors == []
     data = live.datas[0]
@@ -541,7 +518,6 @@ def test_ml_sentiment_live_with_stale_sentiment_makes_no_entry_and_says_why(hour
             long_threshold=-1.0,
             max_sentiment_age="36h",
         )
-        step_clock(cerebro, server)
         live = cerebro.run()[0]
     assert [d["action"] for d in live.decisions] == ["hold"] * 3
     closes = [_close(hourly, NOW_ROW + i) for i in range(3)]

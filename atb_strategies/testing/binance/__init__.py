@@ -30,10 +30,15 @@ Market clock and candles
 ------------------------
 ``server.clock`` (:class:`MarketClock`) is the exchange's time. It is frozen by default and
 moves only through ``set_time``/``advance``; ``set_speed(factor)`` makes it run at ``factor``
-times wall speed instead ("fast" mode). Candles are an OHLCV frame indexed by candle **open**
-time (UTC) at a fixed base timeframe. ``/klines`` returns only candles whose open time is at
-or before the clock; intervals that are multiples of the base timeframe are aggregated (aligned
-to the UTC epoch, weeks to Monday), others answer ``-1120``.
+times wall speed instead ("fast" mode). ``BinanceServer(..., lockstep=True)`` (or
+``server.lockstep.enabled = True``) drives the frozen clock from the client instead: once a
+``/klines`` answer has shown every closed candle of an interval, the first ``/time`` request
+after it is answered unchanged (the client waits) and the second first moves the clock to that
+interval's next close (:class:`Lockstep`), so a polling client sees every candle close in turn
+at any machine speed; live tests use this mode. Candles are an OHLCV
+frame indexed by candle **open** time (UTC) at a fixed base timeframe. ``/klines`` returns only
+candles whose open time is at or before the clock; intervals that are multiples of the base
+timeframe are aggregated (aligned to the UTC epoch, weeks to Monday), others answer ``-1120``.
 
 Inside each base candle the price follows a deterministic path through four points at 0, 1/3,
 2/3 and 1 of the candle: open, low, high, close for a rising candle and open, high, low, close
@@ -78,6 +83,7 @@ Modules
 (API key, signature, timestamp window), ``matching`` (balances, fills, resting orders),
 ``orders`` (order record, parsing, JSON), ``market`` (symbol rules and filters), ``candles``
 (intervals, synthetic candles, the candle book and price path), ``clock`` (:class:`MarketClock`),
+``lockstep`` (:class:`Lockstep`),
 ``faults`` (:class:`FaultInjector`), ``protocol`` (errors, parameters, number strings) and
 ``ccxt_config`` (the loopback ``ccxt.binance`` config).
 """
@@ -86,6 +92,7 @@ from atb_strategies.testing.binance.auth import DEFAULT_API_KEY, DEFAULT_SECRET
 from atb_strategies.testing.binance.candles import interval_to_ms, synthetic_candles
 from atb_strategies.testing.binance.clock import MarketClock
 from atb_strategies.testing.binance.faults import FAULT_KINDS, FaultInjector
+from atb_strategies.testing.binance.lockstep import Lockstep
 from atb_strategies.testing.binance.protocol import BinanceApiError, RequestRecord
 from atb_strategies.testing.binance.server import BinanceServer
 
@@ -96,6 +103,7 @@ __all__ = [
     "BinanceApiError",
     "BinanceServer",
     "FaultInjector",
+    "Lockstep",
     "MarketClock",
     "RequestRecord",
     "interval_to_ms",

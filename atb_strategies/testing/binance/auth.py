@@ -25,18 +25,20 @@ DEFAULT_SECRET = "atb-loopback-secret"
 class TimeSync:
     """The market clock as clients learnt it from ``GET /api/v3/time``.
 
-    Each answer is remembered as an offset from wall time (the last 64 distinct ones, 50 ms
-    apart or more), so a client that synced once keeps passing the timestamp check after the
-    market clock jumps, as long as the server is not strict.
+    Each answer is remembered as an offset from wall time (the last 4096 distinct ones, 500 ms
+    apart or more, well inside the 5000 ms default ``recvWindow``), so a client that synced once
+    keeps passing the timestamp check after the market clock jumps, as long as the server is not
+    strict. The memory is long enough that how often a client polled the time (which depends on
+    the machine's speed) never decides whether an older sync is still accepted.
     """
 
     def __init__(self) -> None:
-        self._offsets: deque[int] = deque(maxlen=64)
+        self._offsets: deque[int] = deque(maxlen=4096)
 
     def record(self, now_ms: int) -> None:
         """Remember that a client was told the market time is ``now_ms`` (wall time now)."""
         offset = now_ms - int(time.time() * 1000)
-        if not self._offsets or abs(self._offsets[-1] - offset) > 50:
+        if not self._offsets or abs(self._offsets[-1] - offset) > 500:
             self._offsets.append(offset)
 
     def references(self) -> list[int]:

@@ -18,7 +18,14 @@ import pandas as pd
 from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.testing.binance.protocol import fmt
 
-__all__ = ["PATH_FRACTIONS", "CandleBook", "interval_to_ms", "synthetic_candles"]
+__all__ = [
+    "PATH_FRACTIONS",
+    "CandleBook",
+    "interval_open",
+    "interval_to_ms",
+    "next_close",
+    "synthetic_candles",
+]
 
 _VALID_INTERVALS = (
     "1s",
@@ -63,6 +70,17 @@ def interval_to_ms(interval: str) -> int | None:
     if interval not in _VALID_INTERVALS or interval == "1M":
         return None
     return int(interval[:-1]) * _UNIT_MS[interval[-1]]
+
+
+def interval_open(t_ms: int, interval_ms: int) -> int:
+    """Open time of the ``interval_ms`` candle containing ``t_ms`` (UTC epoch, weeks Monday)."""
+    offset = _MONDAY_OFFSET_MS if interval_ms % _WEEK_MS == 0 else 0
+    return (t_ms - offset) // interval_ms * interval_ms + offset
+
+
+def next_close(t_ms: int, interval_ms: int) -> int:
+    """The first ``interval_ms`` candle close strictly after ``t_ms``."""
+    return interval_open(t_ms, interval_ms) + interval_ms
 
 
 def synthetic_candles(
@@ -203,6 +221,11 @@ class CandleBook:
         low = min(float(seen.min()), close)
         return float(self.o[i]), high, low, close, float(self.v[i]) * progress
 
+    def has_open_in(self, start: int, stop: int) -> bool:
+        """Whether a base candle opens in ``[start, stop)`` (epoch ms)."""
+        first, end = np.searchsorted(self.ts, [start, stop], side="left")
+        return bool(first < end)
+
     def price_at(self, now: int) -> float | None:
         """Path price at ``now``; the last close after the data, None before it."""
         i = int(np.searchsorted(self.ts, now, side="right")) - 1
@@ -254,7 +277,7 @@ class CandleBook:
         offset = _MONDAY_OFFSET_MS if interval % _WEEK_MS == 0 else 0
 
         def bucket(t: int) -> int:
-            return (t - offset) // interval * interval + offset
+            return interval_open(t, interval)
 
         n_visible = int(np.searchsorted(self.ts, now, side="right"))
         i0, i1 = 0, n_visible

@@ -17,9 +17,10 @@ from decimal import Decimal
 from typing import Any
 
 from atb_strategies.testing.binance.auth import TimeSync
-from atb_strategies.testing.binance.candles import CandleBook, interval_to_ms
+from atb_strategies.testing.binance.candles import CandleBook, interval_open, interval_to_ms
 from atb_strategies.testing.binance.clock import MarketClock
 from atb_strategies.testing.binance.faults import FaultInjector
+from atb_strategies.testing.binance.lockstep import Lockstep
 from atb_strategies.testing.binance.market import MarketSpec
 from atb_strategies.testing.binance.matching import MatchingEngine
 from atb_strategies.testing.binance.orders import STOP_TYPES, Order, cancel_json, order_json
@@ -56,6 +57,8 @@ class Endpoints:
         Read for ``partial_fill_fraction`` when an order is placed.
     sync : TimeSync
         Records what ``/time`` told the clients.
+    lockstep : Lockstep
+        Told when ``/klines`` showed every closed candle; steps the clock on ``/time``.
     """
 
     def __init__(
@@ -66,9 +69,11 @@ class Endpoints:
         engine: MatchingEngine,
         faults: FaultInjector,
         sync: TimeSync,
+        lockstep: Lockstep,
     ) -> None:
         self.market, self.book, self.clock = market, book, clock
         self.engine, self.faults, self.sync = engine, faults, sync
+        self.lockstep = lockstep
 
     def routes(self) -> dict[tuple[str, str], tuple[Handler, bool]]:
         """``{(method, path): (handler, signed)}`` of every implemented endpoint."""
@@ -97,7 +102,9 @@ class Endpoints:
         return {}
 
     def time(self, request: Request) -> dict[str, Any]:
-        """``GET /api/v3/time``: the market clock plus ``clock.skew_ms``."""
+        """``GET /api/v3/time``: the market clock plus ``clock.skew_ms`` (in lockstep, first
+        stepped to the next close when an up-to-date client asks for the second time)."""
+        self.lockstep.on_time_request()
         now = self.clock.now_ms
         self.sync.record(now)
         return {"serverTime": now + int(self.clock.skew_ms)}
@@ -152,7 +159,15 @@ class Endpoints:
         end = int_param(params, "endTime", None)
         if start is not None and end is not None and start > end:
             raise BinanceApiError(-1023, "Start time is greater than end time.")
-        return self.book.klines(self.clock.now_ms, interval_ms, start, end, limit)
+        now = self.clock.now_ms
+        rows = self.book.klines(now, interval_ms, start, end, limit)
+        last_closed = interval_open(now, interval_ms) - interval_ms
+        shown_until = int(rows[-1][0]) + interval_ms if rows else (start or 0)
+        if (end is None or end >= last_closed) and not self.book.has_open_in(
+            shown_until, last_closed + interval_ms
+        ):
+            request.shown_interval = interval_ms  # nothing closed is left unseen
+        return rows
 
     def ticker_price(self, request: Request) -> dict[str, Any]:
         """``GET /api/v3/ticker/price``."""

@@ -135,7 +135,9 @@ class FaultInjector:
             the fault anyway, like a gateway failing after the exchange acted), ``delay``
             seconds (``timeout``, at most 30), ``reads`` (``hide_order``), ``status``, ``code``
             and ``msg`` (``error``, ``reject_order``), ``retry_after`` seconds (429/418),
-            ``body`` (5xx and ``not_json``).
+            ``body`` (5xx and ``not_json``); any kind: ``advance_ms``, moving the market clock
+            on by that much each time the fault fires, before the request is answered (an
+            outage that lasts while the client retries, independent of wall time).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {sorted(FAULT_KINDS)}. Got {kind!r} instead.")
@@ -146,6 +148,9 @@ class FaultInjector:
         delay = float(options.get("delay", 2.0))
         if not 0.0 <= delay <= 30.0:
             raise ValueError(f"delay must be between 0 and 30 seconds. Got {delay!r} instead.")
+        advance = options.get("advance_ms", 0)
+        if not isinstance(advance, int) or advance < 0:
+            raise ValueError(f"advance_ms must be an int >= 0. Got {advance!r} instead.")
         with self._lock:
             self._faults.append(
                 Fault(

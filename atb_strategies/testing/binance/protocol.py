@@ -102,6 +102,8 @@ class Request:
         Request headers.
     hide_reads : int
         Reads of the order placed by this request that miss it (``hide_order`` fault).
+    shown_interval : int or None
+        Set by ``/klines`` when its answer showed every closed candle of this interval (ms).
     """
 
     method: str
@@ -111,6 +113,7 @@ class Request:
     raw_body: str
     headers: Message
     hide_reads: int = 0
+    shown_interval: int | None = None
 
 
 def mandatory(name: str) -> BinanceApiError:

@@ -38,6 +38,7 @@ from atb_strategies.testing.binance.faults import (
     fault_response,
     reject_response,
 )
+from atb_strategies.testing.binance.lockstep import Lockstep
 from atb_strategies.testing.binance.market import MarketSpec
 from atb_strategies.testing.binance.matching import MatchingEngine
 from atb_strategies.testing.binance.orders import order_json
@@ -89,6 +90,12 @@ class BinanceServer:
         Initial market time; defaults to the close of the last candle (all candles complete).
     clock_speed : float
         Initial :meth:`MarketClock.set_speed` factor; 0.0 (default) freezes the clock.
+    lockstep : bool
+        Drive the frozen clock from the client (see :class:`Lockstep`): once a ``/klines``
+        answer has shown every closed candle, the first ``/time`` request is answered unchanged
+        (the client waits) and the second moves the clock to the next close of that interval
+        first. Live tests use it so that they are deterministic at any machine speed. Not with
+        ``clock_speed`` > 0.
     balances : mapping of str to number, optional
         Initial free balances; default ``{quote: 10000, base: 1}``.
     fees : float or str
@@ -111,6 +118,8 @@ class BinanceServer:
     ----------
     clock : MarketClock
         The market clock.
+    lockstep : Lockstep
+        The client-driven stepping of the clock (``lockstep.enabled`` switches it).
     faults : FaultInjector
         Fault plans.
     internal_errors : list of Exception
@@ -150,6 +159,7 @@ class BinanceServer:
         secret: str = DEFAULT_SECRET,
         start_time_ms: int | None = None,
         clock_speed: float = 0.0,
+        lockstep: bool = False,
         balances: Mapping[str, float | str | Decimal] | None = None,
         fees: float | str = 0.001,
         fee_asset: str = "quote",
@@ -164,6 +174,10 @@ class BinanceServer:
         if fee_asset not in ("quote", "base", "received"):
             raise ValueError(
                 f"fee_asset must be 'quote', 'base' or 'received'. Got {fee_asset!r} instead."
+            )
+        if lockstep and clock_speed:
+            raise ValueError(
+                f"lockstep drives a frozen clock; pass clock_speed=0. Got {clock_speed!r}."
             )
         if symbol != base + quote:
             raise ValueError(
@@ -194,6 +208,7 @@ class BinanceServer:
         self.strict_timestamps = strict_timestamps
         start = start_time_ms if start_time_ms is not None else default_start
         self.clock = MarketClock(self._book.end if start is None else int(start), clock_speed)
+        self.lockstep = Lockstep(self.clock, enabled=lockstep)
         self.faults = FaultInjector()
         self._lock = threading.RLock()
         initial = balances if balances is not None else {quote: "10000", base: "1"}
@@ -212,7 +227,13 @@ class BinanceServer:
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         endpoints = Endpoints(
-            self._market, self._book, self.clock, self._engine, self.faults, self._sync
+            self._market,
+            self._book,
+            self.clock,
+            self._engine,
+            self.faults,
+            self._sync,
+            self.lockstep,
         )
         self._routes: dict[tuple[str, str], tuple[Handler, bool]] = endpoints.routes()
         self.clock.subscribe(self._on_clock_change)
@@ -387,6 +408,8 @@ class BinanceServer:
             self._requests.append(record)
         fault = self.faults.take(method, split.path)
         record.fault = None if fault is None else fault.kind
+        if fault is not None and fault.options.get("advance_ms"):
+            self.clock.advance(int(fault.options["advance_ms"]))  # the outage lasts
         if fault is not None and fault.kind in ERROR_KINDS:
             if fault.options.get("process"):
                 self._dispatch(request)
@@ -402,6 +425,8 @@ class BinanceServer:
             status, body, headers = self._dispatch(request)
             if fault is not None and fault.kind == "timeout":
                 self._stopping.wait(float(fault.options.get("delay", 2.0)))
+        if fault is None and status == 200 and request.shown_interval is not None:
+            self.lockstep.saw_every_closed_candle(request.shown_interval)
         record.status = status
         self._send(handler, status, body, headers)
 
