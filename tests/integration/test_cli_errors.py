@@ -82,7 +82,7 @@ def _atb() -> str:
     ],
 )
 def test_console_script_with_bad_value_prints_one_line_and_no_traceback(args):
-    done = subprocess.run([_atb(), *args], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([_atb(), *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 1
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
@@ -93,7 +93,7 @@ def test_console_script_with_verbose_shows_the_traceback():
         [_atb(), "-v", "models", "show", "BTCUSDT", "nosuchtype"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert done.returncode == 1
     assert "Traceback" in done.stderr

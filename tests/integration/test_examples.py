@@ -21,7 +21,7 @@ def run_example(name: str, *args: str, cwd: Path) -> str:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
         env={
             "PATH": "/usr/bin:/bin",
             "MPLBACKEND": "Agg",

@@ -435,7 +435,7 @@ def test_atb_console_script_with_corrupt_bundle_exits_1_and_0_once_removed(regis
         text=True,
         cwd=isolated,
         env=_clean_env(),
-        timeout=60,
+        timeout=600,
     )
     assert proc.returncode == 1, proc.stderr
     assert f"INVALID  {KEY1}" in proc.stdout
@@ -447,7 +447,7 @@ def test_atb_console_script_with_corrupt_bundle_exits_1_and_0_once_removed(regis
         text=True,
         cwd=isolated,
         env=_clean_env(),
-        timeout=60,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 bundle(s), 2 valid, 0 invalid" in proc.stdout
@@ -460,7 +460,7 @@ def test_atb_console_script_with_unknown_model_prints_error_without_traceback(re
         text=True,
         cwd=isolated,
         env=_clean_env(),
-        timeout=60,
+        timeout=600,
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ModelNotFoundError: No 'nosuchtype' models for BTCUSDT")
