@@ -1,4 +1,4 @@
-"""Every example script runs offline, in under a minute, and prints what it promises."""
+"""Every example script runs offline and prints what it promises."""
 
 from __future__ import annotations
 
