@@ -10,7 +10,9 @@ import click
 
 from atb_strategies.cli.options import (
     POSITIVE_INT,
+    architecture_option,
     load_config,
+    recipe_option,
     registry_option,
     training_data_options,
 )
@@ -24,7 +26,13 @@ def train() -> None:
 @train.command("model")
 @click.argument("symbol")
 @training_data_options
-@click.option("--architecture", type=click.Choice(["mlp", "gru"]), default="mlp", show_default=True)
+@architecture_option
+@recipe_option
+@click.option(
+    "--no-calibrate",
+    is_flag=True,
+    help="Keep raw predictions (no shrinkage toward the train mean on the validation part).",
+)
 @click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
 @click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
 @click.option("--epochs", type=POSITIVE_INT, default=30, show_default=True)
@@ -52,6 +60,8 @@ def model(
     sentiment: Path | None,
     synthetic_sentiment: bool,
     architecture: str,
+    recipe: str | None,
+    no_calibrate: bool,
     sequence_length: int,
     horizon: int,
     epochs: int,
@@ -93,6 +103,8 @@ def model(
         start_date=start_date,
         end_date=end_date,
         architecture=architecture,
+        recipe=recipe,
+        calibrate=not no_calibrate,
         sequence_length=sequence_length,
         horizon=horizon,
         epochs=epochs,
@@ -126,6 +138,9 @@ def model(
                 "test": test,
                 "oos": result.metrics.get("oos"),
                 "validation": result.metrics.get("validation"),
+                "model_family": result.metrics.get("model_family"),
+                "calibration": result.metrics.get("calibration"),
+                "model_selection": result.metrics.get("model_selection"),
                 "export_parity": result.metrics["export_parity_max_abs_diff"],
                 "backtest": result.metrics.get("backtest"),
             },

@@ -21,6 +21,11 @@ class TrainingConfig:
     start_date: str | None = None
     end_date: str | None = None
     architecture: str = "mlp"
+    #: Feature set (``training.recipes``: ``price`` or ``lags``); None: the architecture's
+    #: default (``price`` for mlp/gru, ``lags`` for ridge/lightgbm/auto).
+    recipe: str | None = None
+    #: Shrink predictions toward the train mean by the validation slope (``training.calibrate``).
+    calibrate: bool = True
     sequence_length: int = 120
     horizon: int = 1
     epochs: int = 30

@@ -11,7 +11,7 @@ at any point leaves no version and ``latest`` untouched.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ class Candidate:
     """A trained model that passed the gates: what gets registered.
 
     ``drift`` (the train part's feature and prediction distributions) is written to
-    ``metadata.json`` ``drift_reference``; None writes nothing.
+    ``metadata.json`` ``drift_reference``; None writes nothing. ``choices`` (architecture asked
+    for, family trained, recipe, calibration, what validation selected) join the lineage.
     """
 
     family: ModelFamily
@@ -54,6 +55,7 @@ class Candidate:
     schema: FeatureSchema
     gates: GateResult
     drift: DriftReference | None = None
+    choices: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,10 @@ def bundle_metadata(
     """``metadata.json`` of the new version (the checksum is filled in when it is staged)."""
     schema = candidate.schema
     raw: dict[str, Any] = {
-        "training": training_lineage(
-            config, data, parts, candidate.gates.parity, candidate.family.name
-        )
+        "training": {
+            **training_lineage(config, data, parts, candidate.gates.parity, candidate.family.name),
+            **candidate.choices,
+        }
     }
     if candidate.drift is not None:
         raw[METADATA_KEY] = candidate.drift.to_dict()

@@ -9,8 +9,10 @@
 3. **split** (``training.split``): windows and next-``horizon`` log-return targets from the
    runtime feature pipeline, in chronological train / validation / test parts separated by a
    full window, samples spanning a gap in the candles dropped;
-4. **fit** (``training.fit``): the model family of ``architecture`` (``training.family``),
-   progress per epoch, early stopping on the validation part;
+4. **fit** (``training.fit``): the model family of ``architecture`` (``training.family``:
+   ``mlp``, ``gru``, ``ridge``, ``lightgbm``, ``auto``), progress per epoch, early stopping,
+   regularisation and (``auto``) family chosen on the validation part, predictions calibrated
+   on it (``training.calibrate``);
 5. **gates** (``training.gates``): ONNX export; the *parity gate* compares the framework and
    ONNX models on every test window and refuses registration above ``parity_tolerance``; the
    *causality gate* requires predictions from truncated history to equal the full-series ones
@@ -42,7 +44,12 @@ from atb_strategies.training.evaluate import bootstrap_block, training_metrics
 from atb_strategies.training.family import model_family
 from atb_strategies.training.fit import fit_model
 from atb_strategies.training.gates import run_gates
-from atb_strategies.training.recipes import fit_schema, recipe_for, source_columns
+from atb_strategies.training.recipes import (
+    default_recipe,
+    fit_schema,
+    recipe_for,
+    source_columns,
+)
 from atb_strategies.training.register import Candidate, register_model
 from atb_strategies.training.split import split_samples, time_split
 from atb_strategies.training.timing import Stopwatch
@@ -69,13 +76,15 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
     """
     clock = Stopwatch()
     family = model_family(config.architecture)
-    recipe = recipe_for(config.model_type)
+    recipe_name = config.recipe or default_recipe(config.architecture)
+    recipe = recipe_for(config.model_type, recipe_name)
     data = prepare_candles(candles, config, source_columns(recipe))
     split = time_split(len(data.frame), config)
     schema = fit_schema(recipe, config.sequence_length, data.columns, split.train_end)
     parts = split_samples(data.frame, schema, split, config)
     with clock.measure("fit_seconds"):
-        fitted = fit_model(family, parts, config)
+        outcome = fit_model(family, parts, config)
+    family, fitted = outcome.family, outcome.fitted
     gates = run_gates(family, fitted, data.frame, schema, parts["test"], config.parity_tolerance)
     metrics = training_metrics(
         parts,
@@ -86,10 +95,18 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
         reps=config.bootstrap_reps,
         seed=config.seed,
     )
+    choices = {
+        "architecture": config.architecture,
+        "model_family": family.name,
+        "recipe": recipe_name,
+        "calibration": outcome.calibration,
+        **outcome.selection,
+    }
+    metrics.update(choices)
     drift = train_drift_reference(
         schema, data.columns, split.train_end, gates.model_bytes, parts["train"].X
     )
-    candidate = Candidate(family, fitted, schema, gates, drift)
+    candidate = Candidate(family, fitted, schema, gates, drift, choices)
     done = register_model(config, candidate, data, parts, metrics, clock)
     test = parts["test"]
     predictions = pd.DataFrame(
