@@ -29,9 +29,10 @@ def train() -> None:
 @architecture_option
 @recipe_option
 @click.option(
-    "--no-calibrate",
-    is_flag=True,
-    help="Keep raw predictions (no shrinkage toward the train mean on the validation part).",
+    "--calibrate/--no-calibrate",
+    default=None,
+    help="Shrink predictions toward the train mean by their slope on the validation part "
+    "[on for ridge/lightgbm/auto, off for mlp/gru].",
 )
 @click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
 @click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
@@ -61,7 +62,7 @@ def model(
     synthetic_sentiment: bool,
     architecture: str,
     recipe: str | None,
-    no_calibrate: bool,
+    calibrate: bool | None,
     sequence_length: int,
     horizon: int,
     epochs: int,
@@ -104,7 +105,7 @@ def model(
         end_date=end_date,
         architecture=architecture,
         recipe=recipe,
-        calibrate=not no_calibrate,
+        calibrate=calibrate,
         sequence_length=sequence_length,
         horizon=horizon,
         epochs=epochs,

@@ -2,7 +2,7 @@
 validation part.
 
 ``fit_model`` returns the family that is exported and registered (for ``auto`` the chosen one),
-wrapped in its validation calibration (``training.calibrate``) when ``config.calibrate``, and
+wrapped in its validation calibration (``training.calibrate``) when ``config.calibrated``, and
 what was chosen on the validation part (``selection``: ridge's alpha, LightGBM's best round,
 auto's candidates and choice) for lineage and ``metrics.json``. The test part is not passed to
 any family.
@@ -50,7 +50,7 @@ def fit_model(family: ModelFamily, parts: dict[str, Part], config: TrainingConfi
     describe = getattr(family, "selection", None)
     if callable(describe):
         selection["fitted"] = describe(fitted)
-    if not config.calibrate:
+    if not config.calibrated:
         return FitOutcome(family, fitted, selection)
     cal = fit_calibration(family.predict(fitted, val.X), val.y, float(np.mean(train.y)))
     log.info(

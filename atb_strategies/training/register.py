@@ -112,6 +112,22 @@ def bundle_metadata(
     )
 
 
+def null_if_undefined(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON ``null``), recursively.
+
+    A statistic that is undefined for this model (a Diebold-Mariano statistic when the model's
+    errors equal a baseline's, as for a model calibrated to the train mean) is recorded as
+    ``null`` in ``metrics.json`` rather than refusing the whole version.
+    """
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: null_if_undefined(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [null_if_undefined(v) for v in value]
+    return value
+
+
 def write_parity_certificate(path: Path, test_windows: np.ndarray) -> None:
     """Store test windows and this machine's ONNX outputs for them in the staged bundle
     (``inference.certificate``), computed by the runner that will serve them."""
@@ -151,7 +167,7 @@ def register_model(
                     staged.staging_root, data.frame, config, parts["test"].stamps[0], version
                 )
         metrics["timings"] = clock.finish()
-        write_json(staged.path / "metrics.json", metrics)
+        write_json(staged.path / "metrics.json", null_if_undefined(metrics))
         write_parity_certificate(staged.path, parts["test"].X)
         final = staged.commit()
     promoted = False
