@@ -29,6 +29,13 @@ def train() -> None:
 @architecture_option
 @recipe_option
 @click.option(
+    "--target",
+    type=click.Choice(["log_return", "direction"]),
+    default="log_return",
+    show_default=True,
+    help="direction: probabilities of [down, up] (ridge or lightgbm), calibrated on validation.",
+)
+@click.option(
     "--calibrate/--no-calibrate",
     default=None,
     help="Shrink predictions toward the train mean by their slope on the validation part "
@@ -62,6 +69,7 @@ def model(
     synthetic_sentiment: bool,
     architecture: str,
     recipe: str | None,
+    target: str,
     calibrate: bool | None,
     sequence_length: int,
     horizon: int,
@@ -74,7 +82,15 @@ def model(
 ) -> None:
     """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
     from atb_strategies.data.sources import default_data_dir, load_candles
+    from atb_strategies.training.direction import CLASSIFIERS
     from atb_strategies.training.trainer import TrainingConfig, train_model
+
+    if target == "direction" and architecture not in CLASSIFIERS:
+        raise click.BadParameter(
+            f"{architecture!r} cannot be trained and exported for --target direction (class "
+            f"probabilities); use --architecture {' or '.join(CLASSIFIERS)}.",
+            param_hint="--architecture",
+        )
 
     registry = load_config(registry_path).model_registry_path
     frame = load_candles(
@@ -105,6 +121,7 @@ def model(
         end_date=end_date,
         architecture=architecture,
         recipe=recipe,
+        target=target,
         calibrate=calibrate,
         sequence_length=sequence_length,
         horizon=horizon,

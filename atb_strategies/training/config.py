@@ -28,6 +28,9 @@ class TrainingConfig:
     #: Feature set (``training.recipes``: ``price`` or ``lags``); None: the architecture's
     #: default (``price`` for mlp/gru, ``lags`` for ridge/lightgbm/auto).
     recipe: str | None = None
+    #: What the model predicts: ``log_return`` (regression) or ``direction`` (class
+    #: probabilities [down, up]; ``ridge`` and ``lightgbm`` only; ``training.direction``).
+    target: str = "log_return"
     #: Shrink predictions toward the train mean by the validation slope (``training.calibrate``);
     #: None: on for ridge/lightgbm/auto, off for mlp/gru (which thus train exactly as before).
     calibrate: bool | None = None

@@ -50,7 +50,8 @@ def fit_model(family: ModelFamily, parts: dict[str, Part], config: TrainingConfi
     describe = getattr(family, "selection", None)
     if callable(describe):
         selection["fitted"] = describe(fitted)
-    if not config.calibrated:
+    if not config.calibrated or config.target == "direction":
+        # a direction classifier calibrates its probabilities itself (temperature)
         return FitOutcome(family, fitted, selection)
     cal = fit_calibration(family.predict(fitted, val.X), val.y, float(np.mean(train.y)))
     log.info(

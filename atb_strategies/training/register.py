@@ -76,6 +76,20 @@ def confidence_scale(y_train: np.ndarray) -> float:
     return float(np.quantile(np.abs(y_train), 0.9)) or 0.01
 
 
+def output_spec(config: TrainingConfig, parts: dict[str, Part]) -> OutputSpec:
+    """The log return (regression) or the ``[down, up]`` probabilities (``direction``)."""
+    if config.target == "direction":
+        return OutputSpec(
+            "class_probabilities", config.horizon, "prediction", classes=("down", "up")
+        )
+    return OutputSpec(
+        "log_return",
+        config.horizon,
+        "prediction",
+        confidence_return_scale=confidence_scale(parts["train"].y),
+    )
+
+
 def bundle_metadata(
     config: TrainingConfig,
     version: str,
@@ -99,12 +113,7 @@ def bundle_metadata(
         timeframe=config.timeframe,
         version=version,
         input=InputSpec("features", "float32", config.sequence_length, len(schema.features)),
-        output=OutputSpec(
-            "log_return",
-            config.horizon,
-            "prediction",
-            confidence_return_scale=confidence_scale(parts["train"].y),
-        ),
+        output=output_spec(config, parts),
         model_sha256=None,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         framework=candidate.family.framework,

@@ -22,6 +22,7 @@ from atb_strategies.data.feeds import make_feed
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.indicators.prediction import MlPrediction
 from atb_strategies.training.calibrate import fit_calibration
+from atb_strategies.training.direction import family_for
 from atb_strategies.training.family import model_family
 from atb_strategies.training.gates import onnx_predict
 from atb_strategies.training.onnx_graph import append_affine, linear_onnx
@@ -77,18 +78,28 @@ class _Record(bt.Strategy):
 
     def __init__(self) -> None:
         self.pred = MlPrediction(self.data, registry=self.p.registry)
-        self.rows: dict[pd.Timestamp, float] = {}
+        self.rows: dict[pd.Timestamp, tuple[float, float, float]] = {}
 
     def next(self) -> None:
-        self.rows[pd.Timestamp(self.data.datetime.datetime(0))] = self.pred.predicted_return[0]
+        p = self.pred
+        row = (p.predicted_return[0], p.direction[0], p.confidence[0])
+        self.rows[pd.Timestamp(self.data.datetime.datetime(0))] = row
+
+
+def _serve_lines(candles: pd.DataFrame, registry: Path, **cerebro_kw: object) -> pd.DataFrame:
+    """Predicted return, direction and confidence per bar (by the feed's bar time)."""
+    cerebro = bt.Cerebro(stdstats=False, **cerebro_kw)
+    cerebro.adddata(make_feed(candles, timeframe="1h"), name="BTCUSDT")
+    cerebro.addstrategy(_Record, registry=str(registry))
+    rows = cerebro.run()[0].rows
+    return pd.DataFrame.from_dict(
+        rows, orient="index", columns=["predicted_return", "direction", "confidence"]
+    )
 
 
 def _serve(candles: pd.DataFrame, registry: Path, **cerebro_kw: object) -> pd.Series:
     """Predicted return per bar (by the feed's bar time) served by ``MlPrediction``."""
-    cerebro = bt.Cerebro(stdstats=False, **cerebro_kw)
-    cerebro.adddata(make_feed(candles, timeframe="1h"), name="BTCUSDT")
-    cerebro.addstrategy(_Record, registry=str(registry))
-    return pd.Series(cerebro.run()[0].rows)
+    return _serve_lines(candles, registry, **cerebro_kw)["predicted_return"]
 
 
 # ------------------------------------------------------------------ fast: pieces
@@ -171,6 +182,21 @@ def test_model_family_lightgbm_without_its_extra_names_the_extra(
         model_family("lightgbm")
 
 
+@pytest.mark.parametrize("architecture", ["mlp", "gru", "auto"])
+def test_family_for_direction_with_unexportable_family_raises_configuration_error(
+    architecture: str,
+) -> None:
+    if architecture == "gru":
+        pytest.importorskip("torch")
+    with pytest.raises(ConfigurationError, match=r"cannot be trained and exported for target"):
+        family_for(architecture, "direction")
+
+
+def test_family_for_with_unknown_target_raises_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"'target' parameter.*Got 'volatility'"):
+        family_for("ridge", "volatility")
+
+
 def _cli(args: list[str], prelude: str = "") -> subprocess.CompletedProcess:
     code = (
         f"import sys\n{prelude}\nfrom atb_strategies.cli.main import main\n"
@@ -212,6 +238,30 @@ def test_cli_train_lightgbm_without_its_extra_fails_with_one_line_naming_it(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and "pip install -e '.[train]'" in lines[0]
     assert "lightgbm" in lines[0]
+    assert not any(tmp_path.rglob("model.onnx"))
+
+
+def test_cli_train_direction_with_mlp_fails_with_one_line(tmp_path: Path) -> None:
+    done = _cli(
+        [
+            "train",
+            "model",
+            "BTCUSDT",
+            "--synthetic",
+            "--bars",
+            "600",
+            "--target",
+            "direction",
+            "--registry",
+            str(tmp_path),
+        ]
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and "--architecture" in lines[0]
+    assert "'mlp' cannot be trained and exported for --target direction" in lines[0]
+    assert "use --architecture ridge or lightgbm" in lines[0]
     assert not any(tmp_path.rglob("model.onnx"))
 
 
@@ -299,3 +349,38 @@ def test_auto_records_its_choice_and_never_reads_the_test_part(tmp_path: Path) -
     assert not np.allclose(first.test_predictions["actual"], second.test_predictions["actual"])
     lineage = json.loads((first.path / "metadata.json").read_text())["training"]
     assert lineage["model_selection"] == choice
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["ridge", "lightgbm"])
+def test_direction_target_registers_calibrated_class_probabilities_that_mlbasic_trades(
+    tmp_path: Path, architecture: str
+) -> None:
+    candles = ar1_candles(0.3, 3000, seed=3)
+    config = _config(tmp_path, architecture, target="direction", backtest=True)
+
+    result = train_model(config, candles)
+
+    meta = json.loads((result.path / "metadata.json").read_text())
+    assert meta["output"]["target"] == "class_probabilities"
+    assert meta["output"]["classes"] == ["down", "up"]
+    assert result.metrics["target"] == "direction"
+    fitted = result.metrics["fitted"]
+    assert 0.0 <= fitted["temperature"] <= 1.0
+    assert fitted["validation_log_loss_after"] <= fitted["validation_log_loss_before"]
+    assert result.metrics["causality_checks"] > 0
+    assert result.metrics["test"]["model"]["directional_accuracy"] > 0.53
+    assert result.metrics["backtest"]["trades"] > 0  # MlBasic enters on the direction
+    served = candles.iloc[-600:]
+    batch = _serve_lines(served, tmp_path)
+    streaming = _serve_lines(served, tmp_path, preload=False)
+    assert batch["predicted_return"].isna().all()
+    assert set(batch["direction"].dropna().unique()) == {-1.0, 1.0}
+    assert batch["confidence"].dropna().between(0.5, 1.0).all()
+    np.testing.assert_allclose(
+        streaming[["direction", "confidence"]], batch[["direction", "confidence"]], atol=1e-9
+    )
+    # the served direction is the sign of the implied return the test part was scored on
+    tested = result.test_predictions
+    at = pd.DatetimeIndex(tested.index) + SHIFT
+    assert (batch["direction"].reindex(at).to_numpy() == np.sign(tested["predicted"])).all()
