@@ -39,7 +39,7 @@ def train() -> None:
     "--calibrate/--no-calibrate",
     default=None,
     help="Shrink predictions toward the train mean by their slope on the validation part "
-    "[on for ridge/lightgbm/auto, off for mlp/gru].",
+    "[off for mlp/gru, on for the other families].",
 )
 @click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
 @click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)

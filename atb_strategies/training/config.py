@@ -32,7 +32,7 @@ class TrainingConfig:
     #: probabilities [down, up]; ``ridge`` and ``lightgbm`` only; ``training.direction``).
     target: str = "log_return"
     #: Shrink predictions toward the train mean by the validation slope (``training.calibrate``);
-    #: None: on for ridge/lightgbm/auto, off for mlp/gru (which thus train exactly as before).
+    #: None: off for mlp/gru (which thus train exactly as before), on for the other families.
     calibrate: bool | None = None
     sequence_length: int = 120
     horizon: int = 1

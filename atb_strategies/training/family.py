@@ -119,7 +119,8 @@ def _choices() -> str:
 
 
 def model_family(name: str) -> ModelFamily:
-    """The model family registered as ``name`` (``mlp``, ``ridge``, ``lightgbm``, ``auto``;
+    """The model family registered as ``name`` (``mlp``, ``ridge``, ``lightgbm``,
+    ``mlp_ensemble``, ``auto``;
     ``gru`` with the torch extra).
 
     Raises
@@ -170,6 +171,13 @@ register_family(
         "Architecture 'lightgbm' needs the train extra ({missing} is missing): "
         "pip install -e '.[train]'."
     ),
+)
+register_family(
+    "mlp_ensemble",
+    "atb_strategies.training.mlp",
+    "MlpEnsembleFamily",
+    requires=("skl2onnx", "sklearn"),
+    missing="Training needs the train extra ({missing} is missing): pip install -e '.[train]'.",
 )
 register_family(
     "auto",

@@ -170,7 +170,7 @@ def test_recipe_for_with_unknown_recipe_raises_configuration_error() -> None:
 
 
 def test_model_family_with_unknown_name_raises_configuration_error_listing_families() -> None:
-    with pytest.raises(ConfigurationError, match=r"'ridge', 'lightgbm' or 'auto'"):
+    with pytest.raises(ConfigurationError, match=r"'ridge', 'lightgbm', 'mlp_ensemble' or 'auto'"):
         model_family("xgboost")
 
 
@@ -269,7 +269,9 @@ def test_cli_train_direction_with_mlp_fails_with_one_line(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("architecture", ["ridge", "lightgbm", "auto", "mlp", "gru"])
+@pytest.mark.parametrize(
+    "architecture", ["ridge", "lightgbm", "auto", "mlp", "mlp_ensemble", "gru"]
+)
 def test_family_trains_passes_gates_and_serves_equal_in_batch_and_streaming(
     tmp_path: Path, architecture: str
 ) -> None:
