@@ -94,6 +94,9 @@ RICH_FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("pct4", ("close",), ({"op": "pct_change", "period": 4},)),
     FeatureSpec("vol_diff3", ("volume",), ({"op": "diff", "period": 3},)),
     FeatureSpec("vol_per_close", ("volume", "close"), ({"op": "ratio"},)),
+    FeatureSpec(
+        "realized_vol", ("close",), ({"op": "log_return"}, {"op": "rolling_std", "period": 20})
+    ),
 )
 
 

@@ -301,3 +301,30 @@ def guard_params(
             drift_action=drift_action, drift_window=drift_window, drift_threshold=drift_threshold
         )
     return params
+
+
+def architecture_option(f: Any) -> Any:
+    """``--architecture`` of ``atb train model`` and ``atb train walk-forward``: a registered
+    model family (``training.family.FAMILIES``)."""
+    from atb_strategies.training.family import FAMILIES
+
+    return click.option(
+        "--architecture",
+        type=click.Choice(list(FAMILIES)),
+        default="mlp",
+        show_default=True,
+        help="Model family; auto picks family and regularisation on the validation part.",
+    )(f)
+
+
+def recipe_option(f: Any) -> Any:
+    """``--recipe``: the feature set (``training.recipes.FEATURE_SETS``); default per family."""
+    from atb_strategies.training.recipes import FEATURE_SETS
+
+    return click.option(
+        "--recipe",
+        type=click.Choice(list(FEATURE_SETS)),
+        default=None,
+        help="Features: price (window-normalised) or lags (lagged returns, volatility, volume); "
+        "default lags for ridge/lightgbm/auto, price for mlp/gru.",
+    )(f)

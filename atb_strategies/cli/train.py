@@ -10,7 +10,9 @@ import click
 
 from atb_strategies.cli.options import (
     POSITIVE_INT,
+    architecture_option,
     load_config,
+    recipe_option,
     registry_option,
     training_data_options,
 )
@@ -24,7 +26,21 @@ def train() -> None:
 @train.command("model")
 @click.argument("symbol")
 @training_data_options
-@click.option("--architecture", type=click.Choice(["mlp", "gru"]), default="mlp", show_default=True)
+@architecture_option
+@recipe_option
+@click.option(
+    "--target",
+    type=click.Choice(["log_return", "direction"]),
+    default="log_return",
+    show_default=True,
+    help="direction: probabilities of [down, up] (ridge or lightgbm), calibrated on validation.",
+)
+@click.option(
+    "--calibrate/--no-calibrate",
+    default=None,
+    help="Shrink predictions toward the train mean by their slope on the validation part "
+    "[off for mlp/gru, on for the other families].",
+)
 @click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
 @click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
 @click.option("--epochs", type=POSITIVE_INT, default=30, show_default=True)
@@ -52,6 +68,9 @@ def model(
     sentiment: Path | None,
     synthetic_sentiment: bool,
     architecture: str,
+    recipe: str | None,
+    target: str,
+    calibrate: bool | None,
     sequence_length: int,
     horizon: int,
     epochs: int,
@@ -64,9 +83,17 @@ def model(
     """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
     from atb_strategies.cli.options import check_dates, check_dates_in_data, resolved_timeframe
     from atb_strategies.data.sources import default_data_dir, load_candles
+    from atb_strategies.training.direction import CLASSIFIERS
     from atb_strategies.training.trainer import TrainingConfig, train_model
 
     check_dates(start_date, end_date)
+    if target == "direction" and architecture not in CLASSIFIERS:
+        raise click.BadParameter(
+            f"{architecture!r} cannot be trained and exported for --target direction (class "
+            f"probabilities); use --architecture {' or '.join(CLASSIFIERS)}.",
+            param_hint="--architecture",
+        )
+
     registry = load_config(registry_path).model_registry_path
     frame = load_candles(
         data,
@@ -97,6 +124,9 @@ def model(
         start_date=start_date,
         end_date=end_date,
         architecture=architecture,
+        recipe=recipe,
+        target=target,
+        calibrate=calibrate,
         sequence_length=sequence_length,
         horizon=horizon,
         epochs=epochs,
@@ -130,6 +160,9 @@ def model(
                 "test": test,
                 "oos": result.metrics.get("oos"),
                 "validation": result.metrics.get("validation"),
+                "model_family": result.metrics.get("model_family"),
+                "calibration": result.metrics.get("calibration"),
+                "model_selection": result.metrics.get("model_selection"),
                 "export_parity": result.metrics["export_parity_max_abs_diff"],
                 "backtest": result.metrics.get("backtest"),
             },

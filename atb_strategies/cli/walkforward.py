@@ -9,6 +9,7 @@ import click
 
 from atb_strategies.cli.options import (
     POSITIVE_INT,
+    architecture_option,
     commission_option,
     load_config,
     registry_option,
@@ -48,7 +49,7 @@ def _seeds(value: str) -> tuple[int, ...]:
 @click.option("--max-folds", type=POSITIVE_INT, default=None, help="Keep only the last N folds.")
 @click.option("--seeds", default="1", show_default=True, help="A count (0..N-1) or a list: 0,5,9.")
 @click.option("--seed", default=0, show_default=True, help="Synthetic market seed.")
-@click.option("--architecture", type=click.Choice(["mlp", "gru"]), default="mlp", show_default=True)
+@architecture_option
 @click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
 @click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
 @click.option("--epochs", type=POSITIVE_INT, default=30, show_default=True)

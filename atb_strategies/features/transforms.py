@@ -349,6 +349,10 @@ def _zscore_rows(w: np.ndarray) -> np.ndarray:
     return np.where(std > 0, z, 0.0)
 
 
+def _std_rows(w: np.ndarray) -> np.ndarray:
+    return w.std(axis=1)
+
+
 class Sma(SeriesTransform):
     op = "sma"
     description = "simple moving average of the last `period` values"
@@ -379,6 +383,28 @@ class RollingZscore(SeriesTransform):
 
     def stream(self) -> _Stream:
         return _RingStream(self.params["period"], _zscore_rows)
+
+
+class RollingStd(SeriesTransform):
+    """Realised volatility when applied to returns: ``log_return`` then ``rolling_std``.
+
+    Batch and streaming call the same row reduction (``_std_rows``) on the same ``period``
+    values, so they agree bit for bit.
+    """
+
+    op = "rolling_std"
+    description = "population std of the last `period` values (realised volatility of returns)"
+    param_specs = (_period(2),)
+
+    @property
+    def warmup(self) -> int:
+        return self.params["period"] - 1
+
+    def batch(self, x: np.ndarray) -> np.ndarray:
+        return _rolling(x, self.params["period"], _std_rows)
+
+    def stream(self) -> _Stream:
+        return _RingStream(self.params["period"], _std_rows)
 
 
 def _recursive(seed_index: int, seed: float, rest: np.ndarray, alpha: float, n: int) -> np.ndarray:
@@ -620,6 +646,7 @@ SERIES_TRANSFORMS: dict[str, type[SeriesTransform]] = {
         Ema,
         Rsi,
         RollingZscore,
+        RollingStd,
         Zscore,
         MinmaxScale,
     )

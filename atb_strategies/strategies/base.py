@@ -5,7 +5,9 @@ Each bar after the model's warm-up, for each feed:
 1. read the ``MlPrediction`` indicator: predicted return of the next bar against the current
    close, and confidence;
 2. signal ``long`` when ``predicted_return > long_threshold`` and ``confidence >=
-   min_confidence``; ``short`` likewise below ``-short_threshold`` when ``allow_shorts``;
+   min_confidence``; ``short`` likewise below ``-short_threshold`` when ``allow_shorts``
+   (a class-probability model's direction, +1 or -1, stands in for its return:
+   ``decision_return``);
 3. flat and a signal: enter with a bracket order, a market entry protected by a stop-loss
    (``stop_loss``, fraction of the close) and a take-profit (``take_profit``); the size is
    ``position_size x confidence`` of the portfolio value;
@@ -465,6 +467,19 @@ class MlStrategy(bt.Strategy):
         if order is not None:
             self._pending[data] = order
 
+    @staticmethod
+    def decision_return(pred: MlPrediction) -> float:
+        """The predicted return the rules compare with the thresholds.
+
+        A class-probability model (``direction`` target) predicts no return: its direction
+        (+1 up, -1 down, 0 flat) stands in, so it enters on the predicted direction when the
+        class probability reaches ``min_confidence`` and exits when the direction reverses.
+        """
+        ret = float(pred.predicted_return[0])
+        if math.isnan(ret) and pred.bundle.metadata.output.target == "class_probabilities":
+            return float(pred.direction[0])
+        return ret
+
     def signal_for(self, ret: float, conf: float) -> str:
         """``"long"``, ``"short"`` or ``"flat"`` for a predicted return and confidence (rule 2
         of the module docstring)."""
@@ -567,7 +582,7 @@ class MlStrategy(bt.Strategy):
                 self._adopt_trade(data)
                 if self._pending[data] is None and self._unprotected(data):
                     self._protect(data, "adopted")
-            ret = float(pred.predicted_return[0])
+            ret = self.decision_return(pred)
             if math.isnan(ret):
                 if p.record_decisions or p.log_decisions:
                     self._record_no_prediction(data, pred)

@@ -10,6 +10,10 @@ import pandas as pd
 
 from atb_strategies.exceptions import ConfigurationError
 
+#: Architectures trained without calibration unless asked (``calibrate=True``): the shipped
+#: ``mlp`` default and ``gru`` keep training exactly as they did before calibration existed.
+UNCALIBRATED_BY_DEFAULT = frozenset({"mlp", "gru"})
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -21,6 +25,15 @@ class TrainingConfig:
     start_date: str | None = None
     end_date: str | None = None
     architecture: str = "mlp"
+    #: Feature set (``training.recipes``: ``price`` or ``lags``); None: the architecture's
+    #: default (``price`` for mlp/gru, ``lags`` for ridge/lightgbm/auto).
+    recipe: str | None = None
+    #: What the model predicts: ``log_return`` (regression) or ``direction`` (class
+    #: probabilities [down, up]; ``ridge`` and ``lightgbm`` only; ``training.direction``).
+    target: str = "log_return"
+    #: Shrink predictions toward the train mean by the validation slope (``training.calibrate``);
+    #: None: off for mlp/gru (which thus train exactly as before), on for the other families.
+    calibrate: bool | None = None
     sequence_length: int = 120
     horizon: int = 1
     epochs: int = 30
@@ -42,6 +55,13 @@ class TrainingConfig:
     lineage: dict[str, Any] = field(default_factory=dict)
     #: Bootstrap resamples for the edge's confidence interval.
     bootstrap_reps: int = 1000
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether predictions are calibrated (``calibrate``, or the architecture's default)."""
+        if self.calibrate is not None:
+            return self.calibrate
+        return self.architecture not in UNCALIBRATED_BY_DEFAULT
 
     def __post_init__(self) -> None:
         checks = [

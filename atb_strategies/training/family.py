@@ -119,7 +119,9 @@ def _choices() -> str:
 
 
 def model_family(name: str) -> ModelFamily:
-    """The model family registered as ``name`` (``mlp``; ``gru`` with the torch extra).
+    """The model family registered as ``name`` (``mlp``, ``ridge``, ``lightgbm``,
+    ``mlp_ensemble``, ``auto``;
+    ``gru`` with the torch extra).
 
     Raises
     ------
@@ -152,4 +154,35 @@ register_family(
     missing=(
         "Architecture 'gru' needs PyTorch: pip install -e '.[torch]' (torch==2.13.0, CPU build)."
     ),
+)
+register_family(
+    "ridge",
+    "atb_strategies.training.ridge",
+    "RidgeFamily",
+    requires=("sklearn",),
+    missing="Training needs the train extra ({missing} is missing): pip install -e '.[train]'.",
+)
+register_family(
+    "lightgbm",
+    "atb_strategies.training.boosting",
+    "LightgbmFamily",
+    requires=("lightgbm", "onnxmltools"),
+    missing=(
+        "Architecture 'lightgbm' needs the train extra ({missing} is missing): "
+        "pip install -e '.[train]'."
+    ),
+)
+register_family(
+    "mlp_ensemble",
+    "atb_strategies.training.mlp",
+    "MlpEnsembleFamily",
+    requires=("skl2onnx", "sklearn"),
+    missing="Training needs the train extra ({missing} is missing): pip install -e '.[train]'.",
+)
+register_family(
+    "auto",
+    "atb_strategies.training.auto",
+    "AutoFamily",
+    requires=("sklearn", "skl2onnx"),
+    missing="Training needs the train extra ({missing} is missing): pip install -e '.[train]'.",
 )

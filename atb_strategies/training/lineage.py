@@ -16,7 +16,17 @@ from atb_strategies.training.data import CandleData
 from atb_strategies.training.dataset import Part
 
 #: Distributions whose versions are recorded (those installed).
-LIBRARIES = ("numpy", "pandas", "onnxruntime", "onnx", "scikit-learn", "skl2onnx", "torch")
+LIBRARIES = (
+    "numpy",
+    "pandas",
+    "onnxruntime",
+    "onnx",
+    "scikit-learn",
+    "skl2onnx",
+    "lightgbm",
+    "onnxmltools",
+    "torch",
+)
 
 
 def library_versions() -> dict[str, str]:

@@ -173,3 +173,98 @@ class MlpFamily(ModelFamily[FittedMlp]):
     def serialize(self, fitted: FittedMlp) -> bytes:
         """The original framework object (pickled scikit-learn model and target scaling)."""
         return pickle.dumps(fitted, protocol=5)
+
+
+@dataclass
+class FittedMlpEnsemble:
+    members: list[FittedMlp]
+
+
+class MlpEnsembleFamily(ModelFamily[FittedMlpEnsemble]):
+    """``mlp_ensemble``: ``members`` MLPs (seeds ``seed .. seed + members - 1``) averaged.
+
+    Why: one MLP on returns over-fits, and which noise it fits depends on its seed; the mean of
+    several seeds keeps what they agree on (the signal) and averages the rest away, so its
+    predictions spread less and its validation loss is lower than a typical member's. It costs
+    ``members`` times the training time, which is why the single ``mlp`` stays the default.
+    The exported graph holds every member (names prefixed ``m0_``, ``m1_``...) reading the one
+    flattened window, then ``Sum`` and ``Mul`` by ``1 / members``: one ONNX model.
+    """
+
+    name = "mlp_ensemble"
+    framework_file = "model.pkl"
+
+    def __init__(self, members: int = 5, single: MlpFamily | None = None) -> None:
+        self.members = members
+        self.single = single or MlpFamily()
+
+    @property
+    def framework(self) -> str:
+        return self.single.framework
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray,
+        y_val: np.ndarray,
+        *,
+        seed: int,
+        epochs: int,
+    ) -> FittedMlpEnsemble:
+        """Fit each member like ``mlp`` (its own early stopping) with consecutive seeds."""
+        return FittedMlpEnsemble(
+            [
+                self.single.fit(X, y, X_val, y_val, seed=seed + k, epochs=epochs)
+                for k in range(self.members)
+            ]
+        )
+
+    def predict(self, fitted: FittedMlpEnsemble, X: np.ndarray) -> np.ndarray:
+        """The mean of the members' predictions (float64 log returns)."""
+        return np.mean([self.single.predict(m, X) for m in fitted.members], axis=0)
+
+    def to_onnx(self, fitted: FittedMlpEnsemble, sequence_length: int, n_features: int) -> bytes:
+        """[N, seq, f] -> Flatten -> every member (each unscaled) -> Sum -> / members."""
+        from onnx.compose import add_prefix
+
+        nodes = [helper.make_node("Flatten", [INPUT_NAME], ["flat"], axis=1)]
+        initializers = []
+        outputs = []
+        for k, member in enumerate(fitted.members):
+            one = onnx.load_from_string(self.single.to_onnx(member, sequence_length, n_features))
+            one = add_prefix(one, f"m{k}_")
+            graph = one.graph
+            for node in graph.node:
+                if node.op_type == "Flatten" and node.input[0] == f"m{k}_{INPUT_NAME}":
+                    continue  # every member reads the shared flat window
+                node.input[:] = ["flat" if i == f"m{k}_flat" else i for i in node.input]
+                nodes.append(node)
+            initializers.extend(graph.initializer)
+            outputs.append(graph.output[0].name)
+        nodes += [
+            helper.make_node("Sum", outputs, ["member_sum"]),
+            helper.make_node("Mul", ["member_sum", "member_weight"], [OUTPUT_NAME]),
+        ]
+        weight = np.array([1.0 / len(fitted.members)], dtype=np.float32)
+        graph = helper.make_graph(
+            nodes,
+            "atb_mlp_ensemble",
+            [
+                helper.make_tensor_value_info(
+                    INPUT_NAME, TensorProto.FLOAT, ["batch", sequence_length, n_features]
+                )
+            ],
+            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1])],
+            initializer=[*initializers, numpy_helper.from_array(weight, "member_weight")],
+        )
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="atb-strategies"
+        )
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model.SerializeToString()
+
+    def serialize(self, fitted: FittedMlpEnsemble) -> bytes:
+        """The pickled members (scikit-learn models and target scaling)."""
+        return pickle.dumps(fitted, protocol=5)

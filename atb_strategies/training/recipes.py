@@ -1,5 +1,19 @@
 """Stage 2, features: which features a model type is trained on, and their fitted schema.
 
+Two feature sets exist (``--recipe``, ``TrainingConfig.recipe``):
+
+* ``price``: window-normalised price features (log return, bar range and body, volume z-score,
+  RSI) - the features of the ``mlp``/``gru`` bundles shipped so far, and their default;
+* ``lags``: what autoregressive structure needs to be learnable by a linear model on the
+  flattened window: the standardised log return (the window of ``sequence_length`` bars holds
+  lags 0 .. sequence_length - 1 of it), the realised volatility (rolling std of log returns over
+  a day) and the volume z-score over a week. The default of ``ridge``, ``lightgbm`` and ``auto``;
+  a short window (``--sequence-length 24``) is enough for it. Its warm-up (one week, from the
+  volume z-score) is no longer than ``price``'s, so walk-forward embargoes derived from the
+  model type's ``price`` recipe cover it.
+
+``model_type`` ``sentiment`` adds the sentiment features to either set.
+
 A recipe lists features as a source and a chain of causal transforms; features marked
 ``standardize`` get a final ``zscore`` step whose mean and std are fitted on the training rows
 only (``fit_schema``) and written into the bundle's ``feature_schema.json``. The schema served at
@@ -37,6 +51,14 @@ _PRICE: tuple[RecipeFeature, ...] = (
     RecipeFeature("rsi", ("close",), ({"op": "rsi", "period": 14},)),
 )
 
+_LAGS: tuple[RecipeFeature, ...] = (
+    RecipeFeature("log_return", ("close",), ({"op": "log_return"},)),
+    RecipeFeature(
+        "realized_vol", ("close",), ({"op": "log_return"}, {"op": "rolling_std", "period": 24})
+    ),
+    RecipeFeature("volume_z", ("volume",), ({"op": "rolling_zscore", "period": 168},), False),
+)
+
 _SENTIMENT: tuple[RecipeFeature, ...] = (
     RecipeFeature("sentiment", ("sentiment",), ()),
     RecipeFeature("sentiment_change", ("sentiment",), ({"op": "diff", "period": 24},)),
@@ -47,15 +69,36 @@ RECIPES: dict[str, tuple[RecipeFeature, ...]] = {
     "sentiment": _PRICE + _SENTIMENT,
 }
 
+#: Feature sets by ``recipe`` name (``--recipe``); the model type may add sentiment to either.
+FEATURE_SETS: dict[str, tuple[RecipeFeature, ...]] = {"price": _PRICE, "lags": _LAGS}
 
-def recipe_for(model_type: str) -> tuple[RecipeFeature, ...]:
-    """The recipe of ``model_type``; raises ``ConfigurationError`` listing known types."""
-    try:
-        return RECIPES[model_type]
-    except KeyError as e:
+#: The recipe an architecture trains on when none is given. ``mlp``/``gru`` keep ``price`` so
+#: they train exactly as before; the new families see lagged returns.
+DEFAULT_RECIPE: dict[str, str] = {"ridge": "lags", "lightgbm": "lags", "auto": "lags"}
+
+
+def default_recipe(architecture: str) -> str:
+    """The recipe ``architecture`` trains on unless told otherwise (``price`` if unlisted)."""
+    return DEFAULT_RECIPE.get(architecture, "price")
+
+
+def recipe_for(model_type: str, recipe: str | None = None) -> tuple[RecipeFeature, ...]:
+    """The features of ``model_type`` with the feature set ``recipe`` (None: ``price``).
+
+    Raises ``ConfigurationError`` listing the known model types or recipes.
+    """
+    if model_type not in RECIPES:
         raise ConfigurationError(
             f"No feature recipe for model type {model_type!r}; known: {sorted(RECIPES)}."
-        ) from e
+        )
+    if recipe is None or recipe == "price":
+        return RECIPES[model_type]
+    if recipe not in FEATURE_SETS:
+        raise ConfigurationError(
+            f"Unknown recipe {recipe!r}; choose one of {sorted(FEATURE_SETS)}."
+        )
+    extra = _SENTIMENT if model_type == "sentiment" else ()
+    return FEATURE_SETS[recipe] + extra
 
 
 def source_columns(recipe: tuple[RecipeFeature, ...]) -> list[str]:

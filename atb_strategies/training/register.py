@@ -11,7 +11,7 @@ at any point leaves no version and ``latest`` untouched.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ class Candidate:
     """A trained model that passed the gates: what gets registered.
 
     ``drift`` (the train part's feature and prediction distributions) is written to
-    ``metadata.json`` ``drift_reference``; None writes nothing.
+    ``metadata.json`` ``drift_reference``; None writes nothing. ``choices`` (architecture asked
+    for, family trained, recipe, calibration, what validation selected) join the lineage.
     """
 
     family: ModelFamily
@@ -54,6 +55,7 @@ class Candidate:
     schema: FeatureSchema
     gates: GateResult
     drift: DriftReference | None = None
+    choices: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,20 @@ def confidence_scale(y_train: np.ndarray) -> float:
     return float(np.quantile(np.abs(y_train), 0.9)) or 0.01
 
 
+def output_spec(config: TrainingConfig, parts: dict[str, Part]) -> OutputSpec:
+    """The log return (regression) or the ``[down, up]`` probabilities (``direction``)."""
+    if config.target == "direction":
+        return OutputSpec(
+            "class_probabilities", config.horizon, "prediction", classes=("down", "up")
+        )
+    return OutputSpec(
+        "log_return",
+        config.horizon,
+        "prediction",
+        confidence_return_scale=confidence_scale(parts["train"].y),
+    )
+
+
 def bundle_metadata(
     config: TrainingConfig,
     version: str,
@@ -84,9 +100,10 @@ def bundle_metadata(
     """``metadata.json`` of the new version (the checksum is filled in when it is staged)."""
     schema = candidate.schema
     raw: dict[str, Any] = {
-        "training": training_lineage(
-            config, data, parts, candidate.gates.parity, candidate.family.name
-        )
+        "training": {
+            **training_lineage(config, data, parts, candidate.gates.parity, candidate.family.name),
+            **candidate.choices,
+        }
     }
     if candidate.drift is not None:
         raw[METADATA_KEY] = candidate.drift.to_dict()
@@ -96,17 +113,28 @@ def bundle_metadata(
         timeframe=config.timeframe,
         version=version,
         input=InputSpec("features", "float32", config.sequence_length, len(schema.features)),
-        output=OutputSpec(
-            "log_return",
-            config.horizon,
-            "prediction",
-            confidence_return_scale=confidence_scale(parts["train"].y),
-        ),
+        output=output_spec(config, parts),
         model_sha256=None,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         framework=candidate.family.framework,
         raw=raw,
     )
+
+
+def null_if_undefined(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON ``null``), recursively.
+
+    A statistic that is undefined for this model (a Diebold-Mariano statistic when the model's
+    errors equal a baseline's, as for a model calibrated to the train mean) is recorded as
+    ``null`` in ``metrics.json`` rather than refusing the whole version.
+    """
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: null_if_undefined(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [null_if_undefined(v) for v in value]
+    return value
 
 
 def write_parity_certificate(path: Path, test_windows: np.ndarray) -> None:
@@ -148,7 +176,7 @@ def register_model(
                     staged.staging_root, data.frame, config, parts["test"].stamps[0], version
                 )
         metrics["timings"] = clock.finish()
-        write_json(staged.path / "metrics.json", metrics)
+        write_json(staged.path / "metrics.json", null_if_undefined(metrics))
         write_parity_certificate(staged.path, parts["test"].X)
         final = staged.commit()
     promoted = False

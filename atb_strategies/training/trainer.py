@@ -9,8 +9,10 @@
 3. **split** (``training.split``): windows and next-``horizon`` log-return targets from the
    runtime feature pipeline, in chronological train / validation / test parts separated by a
    full window, samples spanning a gap in the candles dropped;
-4. **fit** (``training.fit``): the model family of ``architecture`` (``training.family``),
-   progress per epoch, early stopping on the validation part;
+4. **fit** (``training.fit``): the model family of ``architecture`` (``training.family``:
+   ``mlp``, ``gru``, ``ridge``, ``lightgbm``, ``auto``), progress per epoch, early stopping,
+   regularisation and (``auto``) family chosen on the validation part, predictions calibrated
+   on it (``training.calibrate``);
 5. **gates** (``training.gates``): ONNX export; the *parity gate* compares the framework and
    ONNX models on every test window and refuses registration above ``parity_tolerance``; the
    *causality gate* requires predictions from truncated history to equal the full-series ones
@@ -31,18 +33,26 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from atb_strategies.bundle.format import FeatureSchema
 from atb_strategies.data.loaders import load_ohlcv
 from atb_strategies.exceptions import TrainingError
 from atb_strategies.training.config import TrainingConfig, TrainingResult
 from atb_strategies.training.data import prepare_candles
+from atb_strategies.training.direction import ImpliedReturnView, family_for
 from atb_strategies.training.drift import train_drift_reference
 from atb_strategies.training.evaluate import bootstrap_block, training_metrics
 from atb_strategies.training.family import model_family
 from atb_strategies.training.fit import fit_model
 from atb_strategies.training.gates import run_gates
-from atb_strategies.training.recipes import fit_schema, recipe_for, source_columns
+from atb_strategies.training.recipes import (
+    default_recipe,
+    fit_schema,
+    recipe_for,
+    source_columns,
+)
 from atb_strategies.training.register import Candidate, register_model
 from atb_strategies.training.split import split_samples, time_split
 from atb_strategies.training.timing import Stopwatch
@@ -68,28 +78,50 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
         Bad settings or data (nothing registered).
     """
     clock = Stopwatch()
-    family = model_family(config.architecture)
-    recipe = recipe_for(config.model_type)
+    family = family_for(config.architecture, config.target)
+    recipe_name = config.recipe or default_recipe(config.architecture)
+    recipe = recipe_for(config.model_type, recipe_name)
     data = prepare_candles(candles, config, source_columns(recipe))
     split = time_split(len(data.frame), config)
     schema = fit_schema(recipe, config.sequence_length, data.columns, split.train_end)
     parts = split_samples(data.frame, schema, split, config)
     with clock.measure("fit_seconds"):
-        fitted = fit_model(family, parts, config)
-    gates = run_gates(family, fitted, data.frame, schema, parts["test"], config.parity_tolerance)
+        outcome = fit_model(family, parts, config)
+    family, fitted = outcome.family, outcome.fitted
+    # the gates and metrics read one number per window: a direction classifier's implied return
+    scored = family
+    if config.target == "direction":
+        scored = ImpliedReturnView(family, float(np.mean(np.abs(parts["train"].y))))
+    gates = run_gates(scored, fitted, data.frame, schema, parts["test"], config.parity_tolerance)
+    drift_model: bytes | None = gates.model_bytes
+    if scored is not family:
+        # register the class graph itself; it is the gated graph minus the implied-return tail
+        gates = replace(gates, model_bytes=family.to_onnx(fitted, *schema_shape(schema)))
+        drift_model = None
     metrics = training_metrics(
         parts,
         gates,
         config.horizon,
-        family.predict(fitted, parts["val"].X),
+        scored.predict(fitted, parts["val"].X),
         block=bootstrap_block(config.timeframe, config.horizon),
         reps=config.bootstrap_reps,
         seed=config.seed,
     )
+    choices = {
+        "architecture": config.architecture,
+        "model_family": family.name,
+        "recipe": recipe_name,
+        "calibration": outcome.calibration,
+        **outcome.selection,
+    }
+    metrics.update(choices)
+    if config.target == "direction":
+        metrics["target"] = "direction"
+        metrics["implied_return"] = "(p_up - p_down) * mean |train return|; its sign: direction"
     drift = train_drift_reference(
-        schema, data.columns, split.train_end, gates.model_bytes, parts["train"].X
+        schema, data.columns, split.train_end, drift_model, parts["train"].X
     )
-    candidate = Candidate(family, fitted, schema, gates, drift)
+    candidate = Candidate(family, fitted, schema, gates, drift, choices)
     done = register_model(config, candidate, data, parts, metrics, clock)
     test = parts["test"]
     predictions = pd.DataFrame(
@@ -104,6 +136,11 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
     return TrainingResult(
         done.version, done.path, metrics, done.promoted, clock.timings, predictions
     )
+
+
+def schema_shape(schema: FeatureSchema) -> tuple[int, int]:
+    """``(sequence_length, n_features)`` of the model input."""
+    return schema.sequence_length, len(schema.features)
 
 
 def train_from_file(config: TrainingConfig, path: Path | str) -> TrainingResult:

@@ -58,7 +58,10 @@ def families(monkeypatch: pytest.MonkeyPatch) -> dict:
 
 
 def test_model_family_with_unknown_name_lists_registered_architectures() -> None:
-    message = r"Unknown architecture 'x'; choose 'mlp' or 'gru'\.$"
+    message = (
+        r"Unknown architecture 'x'; choose 'mlp', 'gru', 'ridge', 'lightgbm', 'mlp_ensemble' "
+        r"or 'auto'\.$"
+    )
     with pytest.raises(ConfigurationError, match=message):
         model_family("x")
 
@@ -77,7 +80,7 @@ def test_register_family_with_new_module_makes_it_an_architecture(families: dict
 
     assert isinstance(found, ConstantFamily)
     assert found.fit(None, np.array([1.0, 3.0]), None, None, seed=0, epochs=1) == 2.0
-    with pytest.raises(ConfigurationError, match=r"choose 'mlp', 'gru' or 'constant'"):
+    with pytest.raises(ConfigurationError, match=r"'mlp_ensemble', 'auto' or 'constant'"):
         model_family("x")
 
 
