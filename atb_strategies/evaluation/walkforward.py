@@ -199,6 +199,7 @@ def pooled_oos(
         "seed_spread": {
             "direction_accuracy": seed_spread([b["direction_accuracy"] for b in per_seed.values()]),
             "edge": seed_spread([b["edge"] for b in per_seed.values()]),
+            "edge_vs_fixed": seed_spread([b["edge_vs_fixed"] for b in per_seed.values()]),
         },
     }
 
