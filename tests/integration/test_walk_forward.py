@@ -94,6 +94,12 @@ def test_walk_forward_on_noise_does_not_beat_the_baselines(noise_run):
     assert oos["beats_baselines"] is False
     assert oos["samples"] == len(result.predictions)
     assert oos["edge_ci95"][0] < 0
+    assert oos["edge_vs_fixed_ci95"][0] < 0  # the gate's interval: the baseline fixed in training
+    drifts = result.predictions.groupby("fold")["drift"].first()
+    assert oos["fixed_baseline_up_share"] == pytest.approx(
+        np.mean(result.predictions["drift"] >= 0)
+    )
+    assert len(drifts) == len(result.folds)  # each fold brings its own training drift
 
 
 def test_walk_forward_report_writes_folds_predictions_summary_and_chart(noise_run, tmp_path):
@@ -112,8 +118,14 @@ def test_walk_forward_report_writes_folds_predictions_summary_and_chart(noise_ru
         "dm_vs_drift",
         "seed_spread",
         "beats_baselines",
+        "fixed_baseline",
+        "edge_vs_fixed",
+        "edge_vs_fixed_ci95",
+        "edge_ci95_method",
     ):
         assert key in summary["oos"]
+    assert "pvalue_one_sided" in summary["oos"]["dm_vs_last_close"]
+    assert {"fixed_baseline", "edge_vs_fixed", "dm_pvalue_one_sided"} <= set(folds.columns)
     assert paths["chart"].stat().st_size > 10_000
 
 
@@ -131,6 +143,8 @@ def test_walk_forward_on_a_predictable_market_beats_baselines_and_promotes_last(
     result = run_walk_forward(market, config, executor="serial")
     assert result.oos["beats_baselines"] is True
     assert result.oos["edge_ci95"][0] > 0
+    assert result.oos["edge_vs_fixed_ci95"][0] > 0
+    assert result.oos["dm_vs_last_close"]["pvalue_one_sided"] < 0.05
     last = next(r for r in result.results if r.fold.number == result.folds[-1].number)
     assert result.promoted == last.version
     assert RegistryLayout(tmp_path / "models").read_latest("BTCUSDT", "basic") == last.version

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
@@ -18,6 +19,8 @@ from atb_strategies.stats import (
     out_of_sample_block,
     seed_spread,
 )
+from atb_strategies.training.dataset import Part
+from atb_strategies.training.evaluate import baseline_gate
 
 
 def test_direction_accuracy_with_flat_bars_counts_only_moves():
@@ -163,3 +166,25 @@ def test_out_of_sample_block_reports_both_baselines_and_gates_on_the_fixed_one()
     # a training drift of the wrong sign makes "always down" the baseline: far below majority
     flipped = out_of_sample_block(actual * 0.5, actual, -0.003, reps=200)
     assert flipped["fixed_baseline"] == pytest.approx(1 - oos["fixed_baseline"])
+
+
+def _part(y: np.ndarray) -> Part:
+    n = len(y)
+    stamps = pd.date_range("2024-01-01", periods=n, freq="h")
+    close = np.full(n, 100.0)
+    return Part(np.zeros((n, 2, 1), np.float32), y, np.arange(n), close, close, stamps)
+
+
+def test_baseline_gate_names_the_fixed_baseline_and_the_one_sided_p_when_there_is_no_edge():
+    rng = np.random.default_rng(9)
+    train_y = rng.standard_normal(500) * 0.01 - 0.002  # a falling training market
+    val_y = rng.standard_normal(200) * 0.01
+    test_y = rng.standard_normal(1000) * 0.01
+    oos = out_of_sample_block(rng.standard_normal(1000) * 0.01, test_y, train_y.mean(), reps=200)
+    parts = {"train": _part(train_y), "val": _part(val_y), "test": _part(test_y)}
+    gate = baseline_gate(np.zeros(200) + train_y.mean(), parts, oos)
+    assert gate["passed"] is False
+    reason = gate["reasons"][-1]
+    assert "training drift's sign (always down)" in reason
+    assert f"{100 * oos['edge_vs_fixed']:+.1f} points" in reason
+    assert f"one-sided p={oos['dm_vs_last_close']['pvalue_one_sided']:.2g}" in reason
