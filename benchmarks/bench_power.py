@@ -7,10 +7,10 @@ seed, ``generate_planted_ohlcv`` draws a market; then
   ``atb_strategies.training.family``) runs the walk-forward on it (``run_walk_forward``, local
   executor) and the run counts as "edge" when the pooled ``beats_baselines`` is true;
 * the **oracle** (the true conditional mean of the next return) is fed to the same statistics
-  (``out_of_sample_block``) on the test bars of the same folds, with the same per-fold
-  training drift: its rate of "edge" is the ceiling any model can reach. At phi = 0 the oracle
-  predicts a zero return, exactly last close, and never claims an edge: the false-positive
-  rates that matter are the families'.
+  on the test bars of the same folds, with the same per-fold training drift
+  (``atb_strategies.evaluation.oracle``): its rate of "edge" is the ceiling any model can
+  reach. At phi = 0 the oracle predicts a zero return, exactly last close, and never claims an
+  edge: the false-positive rates that matter are the families'.
 
 Printed: a table (family, noise, phi, runs, detect rate, how often the edge CI and the one-sided
 Diebold-Mariano test held alone, oracle rate, ratio), the false-positive
@@ -45,54 +45,13 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.data.planted import NOISES, RULES, generate_planted_ohlcv
-from atb_strategies.evaluation.folds import make_folds
+from atb_strategies.evaluation.oracle import oracle_oos
 from atb_strategies.evaluation.walkforward import WalkForwardConfig, run_walk_forward
 from atb_strategies.exceptions import AtbError
-from atb_strategies.stats import out_of_sample_block
-from atb_strategies.training.evaluate import bootstrap_block
 from atb_strategies.training.family import FAMILIES, model_family
 
 ORACLE = "oracle"
 PHIS = (0.0, 0.02, 0.05, 0.1, 0.2)
-
-
-def oracle_record(
-    candles: pd.DataFrame, true_mean: pd.Series, config: WalkForwardConfig
-) -> dict[str, Any]:
-    """The oracle's ``oos`` block over the walk-forward's test bars (decision bars of every
-    fold, the newer fold where test periods overlap), with each fold's training drift (mean
-    next-bar log return over its training part, validation excluded, as the models'
-    ``drift``)."""
-    folds = make_folds(
-        len(candles),
-        train_bars=config.train_bars,
-        test_bars=config.test_bars,
-        step=config.step,
-        embargo=config.resolved_embargo(),
-        expanding=config.expanding,
-        val_fraction=config.val_fraction,
-        horizon=config.horizon,
-        max_folds=config.max_folds,
-    )
-    h = config.horizon
-    log_close = np.log(candles["close"].to_numpy())
-    target = np.full(len(log_close), np.nan)
-    target[:-h] = log_close[h:] - log_close[:-h]
-    owner = np.full(len(candles), -1)
-    drift = np.full(len(candles), np.nan)
-    for fold in folds:
-        owner[fold.test_start : fold.test_end] = fold.number
-        train = target[fold.train_start : fold.val_start - h]
-        drift[fold.test_start : fold.test_end] = np.nanmean(train)
-    bars = np.flatnonzero(owner >= 0)
-    return out_of_sample_block(
-        true_mean.to_numpy()[bars],
-        target[bars],
-        drift[bars],
-        horizon=h,
-        block=bootstrap_block(config.timeframe, h),
-        reps=config.bootstrap_reps,
-    )
 
 
 def _row(family: str, noise: str, phi: float, seed: int, oos: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +84,7 @@ def run_point(
     candles, true_mean = generate_planted_ohlcv(
         args.bars, phi=phi, rule=args.rule, noise=noise, seed=seed
     )
-    rows = [_row(ORACLE, noise, phi, seed, oracle_record(candles, true_mean, base))]
+    rows = [_row(ORACLE, noise, phi, seed, oracle_oos(candles, true_mean, base))]
     for family in families:
         registry = Path(tempfile.mkdtemp(prefix="bench-power-"))
         config = replace(base, architecture=family, registry=registry)
