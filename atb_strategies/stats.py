@@ -82,9 +82,13 @@ def fixed_baseline(actual_return: np.ndarray, drift: float | np.ndarray) -> floa
     return direction_accuracy(fixed_direction(drift, len(actual)), actual)
 
 
-def _edge_of(hits: np.ndarray, ups: np.ndarray) -> float:
+def _edge_over_majority(hits: np.ndarray, ups: np.ndarray) -> np.ndarray:
     up = float(np.mean(ups))
-    return float(np.mean(hits)) - max(up, 1.0 - up)
+    return np.array([float(np.mean(hits)) - max(up, 1.0 - up)])
+
+
+def _mean(values: np.ndarray) -> np.ndarray:
+    return np.array([float(np.mean(values))])
 
 
 #: Name of the interval method in the ``oos`` block (``edge_ci95_method``).
@@ -122,13 +126,12 @@ def edge_ci(
     if drift is None:
         ups = (actual[moved] > 0).astype(np.float64)
         bootstrap = CircularBlockBootstrap(length, hits, ups, seed=seed)
-        func = lambda h, u: np.array([_edge_of(h, u)])  # noqa: E731
+        ci = bootstrap.conf_int(_edge_over_majority, reps=reps, method=method, size=size)
     else:
         fixed = fixed_direction(drift, len(actual))[moved]
         diff = hits - (fixed == np.sign(actual[moved])).astype(np.float64)
         bootstrap = CircularBlockBootstrap(length, diff, seed=seed)
-        func = lambda d: np.array([np.mean(d)])  # noqa: E731
-    ci = bootstrap.conf_int(func, reps=reps, method=method, size=size)
+        ci = bootstrap.conf_int(_mean, reps=reps, method=method, size=size)
     return float(ci[0, 0]), float(ci[1, 0])
 
 
