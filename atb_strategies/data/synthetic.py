@@ -67,6 +67,29 @@ def generate_ohlcv(
         sigma[t] = np.sqrt(var)
         prev = sigma[t] * shocks[t]
         returns[t] = drift[t] + prev
+    frame = candles_from_returns(returns, sigma, rng, timeframe, start, start_price, decimals=2)
+    frame.attrs["timeframe"] = timeframe
+    frame.attrs["source"] = f"synthetic(seed={seed})"
+    return frame
+
+
+def candles_from_returns(
+    returns: np.ndarray,
+    sigma: np.ndarray,
+    rng: np.random.Generator,
+    timeframe: str,
+    start: str,
+    start_price: float,
+    *,
+    decimals: int | None = None,
+) -> pd.DataFrame:
+    """OHLCV candles whose close-to-close log returns are ``returns``: each bar opens at the
+    previous close, its wicks reach beyond the body by half-normal multiples of the bar's
+    volatility ``sigma``, and volume rises with the absolute return. ``high >= max(open,
+    close)`` and ``low <= min(open, close)`` hold on every bar (also after rounding to
+    ``decimals``)."""
+    bars = len(returns)
+    step = timeframe_to_timedelta(timeframe)
     close = start_price * np.exp(np.cumsum(returns))
     open_ = np.concatenate(([start_price], close[:-1]))
     wick_up = np.abs(rng.normal(0.0, 0.6, bars)) * sigma
@@ -76,18 +99,10 @@ def generate_ohlcv(
     base_volume = 1_000.0 * np.sqrt(step / pd.Timedelta(hours=1))
     volume = base_volume * np.exp(rng.normal(0.0, 0.3, bars)) * (1 + 40 * np.abs(returns))
     index = pd.date_range(start, periods=bars, freq=step, name="timestamp")
-    frame = pd.DataFrame(
-        {
-            "open": open_.round(2),
-            "high": high.round(2),
-            "low": low.round(2),
-            "close": close.round(2),
-            "volume": volume.round(5),
-        },
-        index=index,
-    )
+    columns = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
+    if decimals is not None:
+        columns = {k: v.round(decimals if k != "volume" else 5) for k, v in columns.items()}
+    frame = pd.DataFrame(columns, index=index)
     frame["high"] = frame[["open", "high", "close"]].max(axis=1)
     frame["low"] = frame[["open", "low", "close"]].min(axis=1)
-    frame.attrs["timeframe"] = timeframe
-    frame.attrs["source"] = f"synthetic(seed={seed})"
     return frame

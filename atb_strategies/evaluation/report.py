@@ -2,9 +2,12 @@
 
 ``summary.json`` keys: ``walk_forward_id``, ``config``, ``embargo_bars``, ``data_sha256``,
 ``folds`` (count), ``failed_folds``, ``oos`` (pooled: ``direction_accuracy``,
-``majority_baseline``, ``edge``, ``edge_ci95``, ``dm_vs_last_close``, ``dm_vs_drift``,
+``majority_baseline``, ``edge``, ``edge_ci95``, ``fixed_baseline``, ``edge_vs_fixed``,
+``edge_vs_fixed_ci95``, ``edge_ci95_method``, ``dm_vs_last_close``, ``dm_vs_drift``,
 ``seed_spread``, ``beats_baselines``, ``errors``), ``per_fold`` and, when the point-in-time
-backtest ran, ``backtest`` (the strategy and its baselines).
+backtest ran, ``backtest`` (the strategy and its baselines). ``beats_baselines`` reads
+``edge_vs_fixed_ci95`` (the baseline fixed before the test) and the one-sided
+``dm_vs_last_close.pvalue_one_sided``; ``edge`` over the majority is reported beside it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def fold_table(result: WalkForwardResult) -> pd.DataFrame:
         oos = r.metrics.get("oos") or {}
         dm = oos.get("dm_vs_last_close") or {}
         ci = oos.get("edge_ci95") or [math.nan, math.nan]
+        fixed_ci = oos.get("edge_vs_fixed_ci95") or [math.nan, math.nan]
         preds = r.predictions
         rows.append(
             {
@@ -44,8 +48,13 @@ def fold_table(result: WalkForwardResult) -> pd.DataFrame:
                 "edge": oos.get("edge"),
                 "edge_ci_low": ci[0],
                 "edge_ci_high": ci[1],
+                "fixed_baseline": oos.get("fixed_baseline"),
+                "edge_vs_fixed": oos.get("edge_vs_fixed"),
+                "edge_vs_fixed_ci_low": fixed_ci[0],
+                "edge_vs_fixed_ci_high": fixed_ci[1],
                 "dm_vs_last_close": dm.get("stat"),
                 "dm_pvalue": dm.get("pvalue"),
+                "dm_pvalue_one_sided": dm.get("pvalue_one_sided"),
                 "gate_passed": (r.metrics.get("gate") or {}).get("passed"),
                 "error": r.error,
             }
@@ -173,6 +182,7 @@ def plot_walk_forward(
     )
     ax.axhline(0, color="black", linewidth=0.6)
     lo, hi = result.oos["edge_ci95"]
+    flo, fhi = result.oos.get("edge_vs_fixed_ci95", [math.nan, math.nan])
     ax.set_ylabel("edge, points")
     ax.legend(loc="upper left", fontsize=8)
     for a in axes:
@@ -186,7 +196,10 @@ def plot_walk_forward(
         + f"walk-forward {result.walk_forward_id}: {len(result.folds)} folds, "
         f"direction {100 * o['direction_accuracy']:.1f} % vs majority "
         f"{100 * o['majority_baseline']:.1f} %, edge {100 * o['edge']:+.1f} points "
-        f"(95 % CI {100 * lo:+.1f}..{100 * hi:+.1f}); "
+        f"(95 % CI {100 * lo:+.1f}..{100 * hi:+.1f}); vs the training drift's sign "
+        f"{100 * o.get('fixed_baseline', math.nan):.1f} %, edge "
+        f"{100 * o.get('edge_vs_fixed', math.nan):+.1f} points (95 % CI {100 * flo:+.1f}.."
+        f"{100 * fhi:+.1f});\n"
         f"{'beats' if o['beats_baselines'] else 'does not beat'} the baselines",
         fontsize=10,
     )

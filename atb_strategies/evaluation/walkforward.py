@@ -73,9 +73,13 @@ class WalkForwardConfig:
         """The embargo in bars (the default covers a sample's window, warm-up and target)."""
         if self.embargo is not None:
             return self.embargo
+        return self.horizon + self.sample_bars()
+
+    def sample_bars(self) -> int:
+        """Bars one sample's window and feature warm-up span (the recipe's ``min_bars``)."""
         recipe = recipe_for(self.model_type)
         specs = tuple(FeatureSpec(f.name, f.source, f.transforms) for f in recipe)
-        return self.horizon + FeatureSchema(self.sequence_length, specs).min_bars
+        return FeatureSchema(self.sequence_length, specs).min_bars
 
 
 @dataclass
@@ -199,6 +203,7 @@ def pooled_oos(
         "seed_spread": {
             "direction_accuracy": seed_spread([b["direction_accuracy"] for b in per_seed.values()]),
             "edge": seed_spread([b["edge"] for b in per_seed.values()]),
+            "edge_vs_fixed": seed_spread([b["edge_vs_fixed"] for b in per_seed.values()]),
         },
     }
 

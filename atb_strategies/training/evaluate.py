@@ -77,7 +77,9 @@ def baseline_gate(
     val_predictions: np.ndarray, parts: dict[str, Part], oos: dict[str, Any]
 ) -> dict[str, Any]:
     """Whether ``latest`` may move to this model: its validation MSE is below the constant
-    (train-mean) predictor's AND it beats the baselines on the test part (``beats_baselines``).
+    (train-mean) predictor's AND it beats the baselines on the test part (``beats_baselines``:
+    the edge over the sign of the training drift has a CI above 0 and a one-sided 5 %
+    Diebold-Mariano test says its errors are smaller than last close's).
 
     Returns ``{"passed", "reasons", "validation"}``; ``reasons`` says, in words, what failed.
     """
@@ -91,12 +93,14 @@ def baseline_gate(
             f"{mse_constant:.4g}"
         )
     if not oos["beats_baselines"]:
-        lo, hi = oos["edge_ci95"]
+        lo, hi = oos["edge_vs_fixed_ci95"]
         dm = oos["dm_vs_last_close"]
+        direction = "always up" if oos["fixed_baseline_up_share"] >= 0.5 else "always down"
         reasons.append(
-            f"no edge on the test part: direction edge {100 * oos['edge']:+.1f} points over the "
-            f"majority, 95 % CI [{100 * lo:+.1f}, {100 * hi:+.1f}]; Diebold-Mariano vs last close "
-            f"{dm['stat']:+.2f} (p={dm['pvalue']:.2g})"
+            f"no edge on the test part: direction edge {100 * oos['edge_vs_fixed']:+.1f} points "
+            f"over the training drift's sign ({direction}), 95 % CI [{100 * lo:+.1f}, "
+            f"{100 * hi:+.1f}]; Diebold-Mariano vs last close {dm['stat']:+.2f} (one-sided "
+            f"p={dm.get('pvalue_one_sided', float('nan')):.2g})"
         )
     return {
         "passed": not reasons,

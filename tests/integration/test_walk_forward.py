@@ -13,8 +13,10 @@ from click.testing import CliRunner
 
 from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.cli.main import cli
+from atb_strategies.evaluation.oracle import oracle_oos, oracle_samples
 from atb_strategies.evaluation.report import write_report
 from atb_strategies.evaluation.walkforward import WalkForwardConfig, run_walk_forward
+from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.registry.layout import RegistryLayout
 
 pytestmark = pytest.mark.slow
@@ -94,6 +96,30 @@ def test_walk_forward_on_noise_does_not_beat_the_baselines(noise_run):
     assert oos["beats_baselines"] is False
     assert oos["samples"] == len(result.predictions)
     assert oos["edge_ci95"][0] < 0
+    assert oos["edge_vs_fixed_ci95"][0] < 0  # the gate's interval: the baseline fixed in training
+    drifts = result.predictions.groupby("fold")["drift"].first()
+    assert oos["fixed_baseline_up_share"] == pytest.approx(
+        np.mean(result.predictions["drift"] >= 0)
+    )
+    assert len(drifts) == len(result.folds)  # each fold brings its own training drift
+
+
+def test_oracle_is_scored_on_the_walk_forwards_test_bars_with_each_folds_training_drift(
+    noise_run,
+):
+    market, _, result = noise_run
+    perfect = np.log(market["close"].shift(-1) / market["close"]).fillna(0.0)
+    rows = oracle_samples(market, perfect, result.config)
+    preds = result.predictions
+    assert rows.index.equals(preds.index)
+    np.testing.assert_array_equal(rows["fold"], preds["fold"])
+    np.testing.assert_allclose(rows["actual"], preds["actual"], rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(rows["drift"], preds["drift"], rtol=1e-9)
+    oos = oracle_oos(market, perfect, result.config)  # the future itself: the perfect oracle
+    assert oos["samples"] == len(preds) and oos["direction_accuracy"] == 1.0
+    assert oos["beats_baselines"] is True
+    with pytest.raises(ConfigurationError, match="'true_mean'"):
+        oracle_samples(market, perfect.iloc[1:], result.config)
 
 
 def test_walk_forward_report_writes_folds_predictions_summary_and_chart(noise_run, tmp_path):
@@ -112,8 +138,14 @@ def test_walk_forward_report_writes_folds_predictions_summary_and_chart(noise_ru
         "dm_vs_drift",
         "seed_spread",
         "beats_baselines",
+        "fixed_baseline",
+        "edge_vs_fixed",
+        "edge_vs_fixed_ci95",
+        "edge_ci95_method",
     ):
         assert key in summary["oos"]
+    assert "pvalue_one_sided" in summary["oos"]["dm_vs_last_close"]
+    assert {"fixed_baseline", "edge_vs_fixed", "dm_pvalue_one_sided"} <= set(folds.columns)
     assert paths["chart"].stat().st_size > 10_000
 
 
@@ -131,6 +163,8 @@ def test_walk_forward_on_a_predictable_market_beats_baselines_and_promotes_last(
     result = run_walk_forward(market, config, executor="serial")
     assert result.oos["beats_baselines"] is True
     assert result.oos["edge_ci95"][0] > 0
+    assert result.oos["edge_vs_fixed_ci95"][0] > 0
+    assert result.oos["dm_vs_last_close"]["pvalue_one_sided"] < 0.05
     last = next(r for r in result.results if r.fold.number == result.folds[-1].number)
     assert result.promoted == last.version
     assert RegistryLayout(tmp_path / "models").read_latest("BTCUSDT", "basic") == last.version
