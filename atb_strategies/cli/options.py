@@ -303,14 +303,19 @@ def guard_params(
     return params
 
 
+# The names of training.family.FAMILIES and training.recipes.FEATURE_SETS, spelled out so that
+# `atb --help` does not import the training stack (tests/unit/test_cli_startup.py); a unit test
+# (test_cli_choices_match_the_training_registries) keeps them equal.
+ARCHITECTURES = ("mlp", "gru", "ridge", "lightgbm", "mlp_ensemble", "auto")
+RECIPES = ("price", "lags")
+
+
 def architecture_option(f: Any) -> Any:
     """``--architecture`` of ``atb train model`` and ``atb train walk-forward``: a registered
     model family (``training.family.FAMILIES``)."""
-    from atb_strategies.training.family import FAMILIES
-
     return click.option(
         "--architecture",
-        type=click.Choice(list(FAMILIES)),
+        type=click.Choice(ARCHITECTURES),
         default="mlp",
         show_default=True,
         help="Model family; auto picks family and regularisation on the validation part.",
@@ -319,11 +324,9 @@ def architecture_option(f: Any) -> Any:
 
 def recipe_option(f: Any) -> Any:
     """``--recipe``: the feature set (``training.recipes.FEATURE_SETS``); default per family."""
-    from atb_strategies.training.recipes import FEATURE_SETS
-
     return click.option(
         "--recipe",
-        type=click.Choice(list(FEATURE_SETS)),
+        type=click.Choice(RECIPES),
         default=None,
         help="Features: price (window-normalised) or lags (lagged returns, volatility, volume); "
         "default lags for ridge/lightgbm/auto, price for mlp/gru.",

@@ -409,8 +409,8 @@ def _always_bad(bad: list[float]) -> bytes:
 
 
 def _nan_certificate(directory: Path) -> None:
-    """A certificate that recorded NaN outputs: ``verify_certificate`` compares and NaN equals
-    nothing, so only the finiteness check can refuse it."""
+    """A certificate that recorded NaN outputs: the certificate's own checks refuse it before it
+    runs (bundle/safe reading), so the promoted version never serves."""
     windows = np.zeros((2, SEQ, len(FEATURES)), dtype=np.float32)
     (directory / CERTIFICATE_FILE).write_bytes(certificate_bytes(windows, np.full((2, 1), NAN)))
 
@@ -418,7 +418,7 @@ def _nan_certificate(directory: Path) -> None:
 @pytest.mark.parametrize(
     ("bad", "certificate", "words"),
     [
-        ([NAN], True, "parity-certificate windows give no prediction"),
+        ([NAN], True, "it holds NaN or infinite values"),
         ([NAN], False, "first prediction on the bars seen is none"),
         ([700.0], False, "implausible"),
     ],

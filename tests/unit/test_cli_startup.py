@@ -51,3 +51,12 @@ def test_atb_help_loads_no_heavy_library(args):
 def test_probe_sees_a_heavy_import():
     # the check above can fail: importing the live runner does load them
     assert set(loaded_after("import atb_strategies.live.runner")) >= {"backtrader", "ccxt"}
+
+
+def test_cli_choices_match_the_training_registries() -> None:
+    from atb_strategies.cli.options import ARCHITECTURES, RECIPES
+    from atb_strategies.training.family import FAMILIES
+    from atb_strategies.training.recipes import FEATURE_SETS
+
+    assert list(ARCHITECTURES) == list(FAMILIES)
+    assert list(RECIPES) == list(FEATURE_SETS)
