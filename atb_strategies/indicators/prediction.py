@@ -230,6 +230,7 @@ class MlPrediction(bt.Indicator):
             self._asof.append(not own)
         self._streams: list = []
         self._prev_ns: int | None = None
+        self._bar_ns: int | None = None  # streaming: the bar size in ns
         self._last_gap = -(10**9)  # streaming: index of the newest bar that follows a gap
         self._batch: dict[str, np.ndarray] | None = None
         self._mode: str | None = None
@@ -560,7 +561,10 @@ class MlPrediction(bt.Indicator):
             self._drift_psi = [None] * len(self.bundles)
         dt = float(self.data.datetime[0])
         now = _to_ns(np.array([dt]))
-        if self._prev_ns is not None:
+        if self._bar_ns is None:
+            self._bar_ns = int(timeframe_to_timedelta(self.bundle.timeframe).value)
+        # the next bar one bar later (nearly always) needs no gap search
+        if self._prev_ns is not None and int(now[0]) - self._prev_ns != self._bar_ns:
             followed_gap = len(self._gaps(now, self._prev_ns)) > 0
             if followed_gap and self.p.gap_policy == "skip":
                 self._last_gap = len(self.data) - 1
