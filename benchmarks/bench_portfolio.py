@@ -17,7 +17,8 @@ shared: compare ratios from one run, never absolute times.
 A second table isolates the part batching changes, the model work per bar: one
 ``OnnxRunner.predict`` on one window against one ``predict_batch`` on N windows (what the
 batcher runs), alternating bar by bar. ``--registry ../shared/reference-bundles/models`` runs
-both on the reference LSTM, whose single call is about 60x slower than the shipped model's.
+both on the reference LSTM, whose single call costs far more than the shipped model's
+(there the model work dominates the bar).
 
 Usage: ``python3 benchmarks/bench_portfolio.py [--symbols 20] [--bars 200] [--repeat 3]``.
 """
