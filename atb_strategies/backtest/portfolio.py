@@ -37,6 +37,7 @@ from atb_strategies.backtest.runner import (
     ProgressBar,
     _check_enough_candles,
     _prediction_coverage,
+    _strategy_bundle,
     in_sample_split,
     summarize,
 )
@@ -186,8 +187,6 @@ def _trim(
 ) -> pd.DataFrame:
     """The candles of ``symbol`` to feed: up to ``last``, and before ``begin`` only the rows
     its model reads (as ``run_backtest`` does for one symbol)."""
-    from atb_strategies.backtest.runner import _strategy_bundle
-
     if last is not None:
         candles = candles.loc[:last]
     bundle = _strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=params)

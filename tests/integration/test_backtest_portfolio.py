@@ -211,3 +211,25 @@ def test_cli_one_symbol_in_symbols_is_the_single_symbol_backtest(registry, tmp_p
     assert one.returncode == ref.returncode == 0, one.stderr + ref.stderr
     assert one.stdout.replace("a/", "b/").replace("a\\", "b\\") == ref.stdout
     assert "Per symbol" not in ref.stdout
+
+
+def test_a_traded_period_applies_to_every_symbol(registry):
+    frames = _frames()
+    result = run_portfolio_backtest(
+        frames,
+        MlBasic,
+        timeframe="1h",
+        registry=str(registry),
+        long_threshold=0.0,
+        start="2024-01-10",
+        end="2024-01-25",
+    )
+    s = result.summary
+    assert (s["start"], s["end"]) == ("2024-01-10 00:00:00", "2024-01-25 23:00:00")
+    for block in s["symbols"].values():
+        assert block["bars"] == s["bars"] == 16 * 24
+        assert block["bars_without_prediction"] == 0  # the warm-up came before the start
+    # bar times are close times: the first possible entry fills at the second bar's close
+    assert min(t["opened"] for t in result.trades) > "2024-01-10T00:00:00"
+    total = sum(b["pnl"] for b in s["symbols"].values())
+    assert total == pytest.approx(s["end_value"] - s["start_value"], abs=1e-6)
