@@ -143,25 +143,33 @@ def test_one_onnx_call_per_bar_with_the_numbers_of_one_call_per_feed(
     assert batcher.calls == calls and batcher.windows == windows
 
 
-def test_a_lone_window_and_a_batch_of_many_agree_on_the_shipped_lstm(session_calls):
-    """The shipped LSTM (ONNX ``Loop`` nodes) is where batch-1 kernels differ: three feeds on
-    its model, batched streaming equals one call per feed and the preloaded batch."""
-    bundle = shared_registry(str(REPO_MODELS)).select_bundle("BTCUSDT", "basic", "1h", None)
+@pytest.mark.parametrize(
+    "which", ["shipped", pytest.param("reference", marks=pytest.mark.realdata)]
+)
+def test_a_lone_window_and_a_batch_of_many_agree_on_real_models(which, session_calls, request):
+    """Three feeds on the shipped model (an MLP) or on the reference project's LSTM (ONNX
+    ``Loop`` nodes, where batch-1 kernels differ by up to 1.8e-7): batched streaming equals
+    one call per feed and the preloaded batch, from a lone window (one feed started) on."""
+    if which == "reference":
+        models = request.getfixturevalue("shared_dir") / "reference-bundles" / "models"
+    else:
+        models = REPO_MODELS
+    bundle = shared_registry(str(models)).select_bundle("BTCUSDT", "basic", "1h", None)
     n = bundle.pipeline.min_bars + 40
     feeds = {
         "X": synthetic_candles(n, seed=11),
-        "Y": synthetic_candles(n, seed=12).iloc[15:],  # later: a lone window at first
+        "Y": synthetic_candles(n, seed=12).iloc[15:],  # later: X alone at first
         "Z": synthetic_candles(n, seed=13),
     }
-    models = dict.fromkeys(feeds, "BTCUSDT")
-    preloaded, _, _ = _run(feeds, models, REPO_MODELS, preload=True)
+    names = dict.fromkeys(feeds, "BTCUSDT")
+    preloaded, _, _ = _run(feeds, names, models, preload=True)
     session_calls.clear()
-    batched, stamps, _ = _run(feeds, models, REPO_MODELS, preload=False)
+    batched, stamps, _ = _run(feeds, names, models, preload=False)
     calls = len(session_calls)
-    single, _, _ = _run(feeds, models, REPO_MODELS, preload=False, batch_feeds=False)
+    single, _, _ = _run(feeds, names, models, preload=False, batch_feeds=False)
     _assert_same(batched, single)
     _assert_same(batched, preloaded)
-    expected, windows = _expected_calls(batched, stamps, models)
+    expected, windows = _expected_calls(batched, stamps, names)
     assert calls == expected < windows
 
 
