@@ -183,6 +183,36 @@ def _no_prediction_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_symbols(summary: dict[str, Any]) -> str:
+    """The per-symbol block of a several-symbol backtest (``summary["symbols"]``): one row per
+    symbol (model, trades, win rate, P&L and its share of the start value, exposure, bars
+    without prediction, in-sample bars of its model), then each model's in-sample warning."""
+    blocks = summary.get("symbols") or {}
+    if not blocks:
+        return ""
+    currency = summary.get("account_currency") or ""
+    lines = [
+        "  Per symbol (P&L net of fees, realised and open; the symbols' P&L add up to the book's):",
+        f"  {'':<4}{'symbol':<12}{'trades':>7}{'win %':>7}{'P&L ' + currency:>14}{'of start':>10}"
+        f"{'exposure':>10}{'no pred.':>10}{'in-sample':>11}  model",
+    ]
+    warnings = []
+    for sym, b in blocks.items():
+        win = f"{100 * b['win_rate']:.1f}" if b.get("win_rate") is not None else "n/a"
+        guard = b.get("in_sample") or {}
+        seen = guard.get("in_sample_bars")
+        lines.append(
+            f"  {'':<4}{sym:<12}{b['trades']:>7}{win:>7}{b['pnl']:>+14,.2f}"
+            f"{100 * b['return_contribution']:>+9.2f}%{100 * b['exposure']:>9.1f}%"
+            f"{b.get('bars_without_prediction') or 0:>10,}"
+            f"{'n/a' if seen is None else f'{seen:,}':>11}  {b.get('model_key') or ''}"
+        )
+        if guard.get("warning"):
+            known = guard.get("training_period") is not None
+            warnings.append(f"{'WARNING' if known else '  note'}: {sym}: {guard['warning']}")
+    return "\n".join(lines + warnings)
+
+
 def write_trades(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
     """``trades.csv``/``trades.json`` (closed trades) and ``orders.csv`` (executions)."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +14,7 @@ from atb_strategies.cli.options import (
     money_options,
     registry_option,
 )
+from atb_strategies.cli.sweep import _data_files, _named, _symbols
 from atb_strategies.config import GAP_POLICIES
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
@@ -20,13 +22,20 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
 @click.command("backtest")
 @click.argument("strategy", type=click.Choice(strategy_names()))
 @click.option("--symbol", default="BTCUSDT", show_default=True)
+@click.option(
+    "--symbols",
+    default=None,
+    help="Several markets in one account: A,B (with --data A=FILE ... or --synthetic).",
+)
 @click.option("--timeframe", default="1h", show_default=True)
 @click.option(
     "--data",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Candles (CSV, parquet or feather).",
+    multiple=True,
+    help="Candles (CSV, parquet or feather); with several symbols SYMBOL=FILE, repeated.",
 )
-@click.option("--synthetic", is_flag=True, help="Use the seeded synthetic market instead.")
+@click.option(
+    "--synthetic", is_flag=True, help="Use the seeded synthetic market instead (seed+i per symbol)."
+)
 @backtest_options
 @click.option("--model-version", default=None, help="Registry version (default: latest).")
 @money_options
@@ -59,8 +68,9 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
 def backtest(
     strategy: str,
     symbol: str,
+    symbols: str | None,
     timeframe: str,
-    data: Path | None,
+    data: tuple[str, ...],
     synthetic: bool,
     bars: int,
     seed: int,
@@ -96,6 +106,14 @@ def backtest(
     from atb_strategies.sweep.thresholds import threshold_warnings
 
     check_dates(start_date, end_date)
+    if symbols or any(_named(d) for d in data) or len(data) > 1:
+        names = _symbols(symbol, symbols, data)
+        files = _data_files(data, names)
+        if len(names) > 1:
+            _backtest_symbols(names, files, dict(locals()))
+            return
+        symbol, data = names[0], tuple(str(f) for f in files.values())
+    data = _one_file(data)
     cls = get_strategy(strategy)
     mtype = model_type or cls.params.model_type
     frame = load_candles(
@@ -172,4 +190,140 @@ def backtest(
         title=f"{strategy} {symbol} {timeframe} - {model_key}",
     )
     click.echo(f"chart:  {chart}")
+    click.echo(f"trades: {paths['trades_csv']} and {paths['trades_json']}")
+
+
+def _one_file(data: tuple[str, ...]) -> Path | None:
+    """The one ``--data FILE`` of a single-symbol backtest, checked as click checks a path."""
+    if not data:
+        return None
+    ctx = click.get_current_context()
+    param = next(p for p in ctx.command.params if p.name == "data")
+    path = click.Path(path_type=Path, dir_okay=False, exists=True).convert(data[0], param, ctx)
+    return Path(path)
+
+
+def _backtest_symbols(names: list[str], files: dict[str, Path], o: dict[str, Any]) -> None:
+    """``--symbols``: one account over every symbol (``backtest.portfolio``); the book's
+    summary and a block per symbol, trades.csv with a symbol column, ``summary.json`` with
+    ``symbols``, the book's chart and ``chart_<SYMBOL>.png`` per symbol."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from atb_strategies.backtest.portfolio import check_symbols, run_portfolio_backtest
+    from atb_strategies.backtest.report import (
+        format_summary,
+        format_symbols,
+        plot_backtest,
+        write_trades,
+    )
+    from atb_strategies.backtest.runner import first_unseen_bar
+    from atb_strategies.cli.options import check_dates_in_data
+    from atb_strategies.data.sources import load_candles
+    from atb_strategies.strategies.guards import format_guard_report, guard_report
+    from atb_strategies.sweep.thresholds import threshold_warnings
+
+    strategy, timeframe = o["strategy"], o["timeframe"]
+    cls = get_strategy(strategy)
+    mtype = o["model_type"] or cls.params.model_type
+    params: dict[str, Any] = {
+        "model_type": mtype,
+        "version": o["model_version"],
+        "gap_policy": o["gap_policy"],
+        "allow_shorts": o["allow_shorts"],
+    }
+    if o["registry_path"] is not None:
+        params["registry"] = str(o["registry_path"])
+    if o["long_threshold"] is not None:
+        params["long_threshold"] = o["long_threshold"]
+    params.update(
+        guard_params(
+            o["max_model_age"],
+            o["age_action"],
+            o["drift_action"],
+            o["drift_window"],
+            o["drift_threshold"],
+        )
+    )
+    what = "--symbols" if o["symbols"] else "--data"
+    currency = check_symbols(names, cls, timeframe=timeframe, params=params, what=what)
+    frames = {}
+    for i, name in enumerate(names):
+        frames[name] = load_candles(
+            files.get(name),
+            o["synthetic"],
+            timeframe,
+            o["bars"],
+            o["seed"] + i,
+            sentiment=o["sentiment"],
+            synthetic_sentiment=o["synthetic_sentiment"],
+            need_sentiment=mtype == "sentiment",
+        )
+    start_date, end_date = o["start_date"], o["end_date"]
+    for frame in frames.values():
+        check_dates_in_data(frame, start_date, end_date)
+    if o["oos_only"]:  # the first bar that no symbol's model saw
+        start_date = max(
+            pd.Timestamp(first_unseen_bar(cls, n, timeframe, params, start_date)) for n in names
+        ).isoformat()
+        for frame in frames.values():
+            check_dates_in_data(frame, start_date, end_date, ("--oos-only start", "--end-date"))
+    result = run_portfolio_backtest(
+        frames,
+        cls,
+        timeframe=timeframe,
+        cash=o["cash"],
+        commission=o["commission"],
+        progress=not o["no_progress"],
+        start=start_date,
+        end=end_date,
+        slippage_bps=o["slippage_bps"],
+        **params,
+    )
+    title = f"{strategy} on {','.join(names)} {timeframe} (one account)"
+    text = format_summary(result.summary, title).split("\n")
+    sources = "; ".join(f"{n}: {f.attrs.get('source', 'dataframe')}" for n, f in frames.items())
+    text[1:1] = [
+        f"  {'Account currency':<22} {currency or 'unknown (the quote of the symbols)'}",
+        f"  {'Data':<22} {sources}",
+        f"  {'Buy & hold':<22} an equal-weight basket of the symbols",
+    ]
+    click.echo("\n".join(text))
+    click.echo(format_symbols(result.summary))
+    guards = guard_report(result.strategy.decisions, result.strategy.guards)
+    if guards:
+        result.summary["guards"] = guards
+    for line in format_guard_report(guards):
+        click.echo(line)
+
+    def spell(name: str, value: float) -> str:
+        if name == "long_threshold":
+            given = o["long_threshold"] is not None
+            return f"--long-threshold {value:g}" + ("" if given else " (the default)")
+        return f"{name} {value:g} (the strategy's default)"
+
+    returns = [
+        r.predictions["predicted_return"]
+        for r in result.symbols.values()
+        if r.predictions is not None
+    ]
+    if returns:
+        for warning in threshold_warnings(pd.concat(returns), cls, params, spell=spell):
+            click.echo(f"warning: {warning}")
+    out = o["out_dir"] or Path("out") / f"backtest_{strategy}_{'_'.join(names)}"
+    paths = write_trades(result, out)
+    # the book's chart: the basket as its price, no order markers (their prices are a symbol's)
+    chart = plot_backtest(replace(result, orders=[]), result.basket, out / "chart.png", title=title)
+    click.echo(f"chart:  {chart}")
+    for name, sub in result.symbols.items():
+        key = sub.summary.get("model_key")
+        path = plot_backtest(
+            sub,
+            frames[name],
+            out / f"chart_{name}.png",
+            predictions=sub.predictions["predicted_price"] if sub.predictions is not None else None,
+            title=f"{strategy} {name} {timeframe} in the book of {','.join(names)} - {key}",
+        )
+        click.echo(f"chart:  {path}")
     click.echo(f"trades: {paths['trades_csv']} and {paths['trades_json']}")

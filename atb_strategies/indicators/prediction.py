@@ -13,7 +13,9 @@ Two paths, proven equal by the tests:
   batched ONNX run, in ``once()`` (``runonce=True``) or on the first bar (``runonce=False``);
   ``next()`` then reads arrays;
 * **streaming** when it is not (live feeds, ``preload=False``, ``exactbars``): each bar updates a
-  ``FeatureStream`` and runs the model once.
+  ``FeatureStream`` and runs the model once; the streaming indicators of one strategy that serve
+  the same model share one ONNX call per bar (``batch_feeds``; see
+  ``atb_strategies.indicators.batching``), with the same numbers.
 
 Either way the value at bar ``t`` uses bars ``<= t`` only.
 
@@ -59,6 +61,7 @@ from atb_strategies.features.candles import (
     timeframe_to_timedelta,
 )
 from atb_strategies.features.pipeline import PriceContext
+from atb_strategies.indicators.batching import PredictionRow, batcher_for, row_of
 from atb_strategies.indicators.drift_score import DriftScore, drift_score_for
 from atb_strategies.indicators.follow import (
     HISTORY_ROWS,
@@ -136,6 +139,11 @@ class MlPrediction(bt.Indicator):
     sequence_length : int or None
         With hot reload: refuse a promoted version whose window has another length (the
         strategy's own guard, ``MlStrategy(sequence_length=...)``, checked at start).
+    batch_feeds : bool
+        Streaming: run this feed's window in one ONNX call per bar with the other
+        ``MlPrediction`` indicators of the same strategy that serve the same model (default
+        True; identical numbers, see ``atb_strategies.indicators.batching``). False runs one
+        call per feed.
     """
 
     lines = (
@@ -159,6 +167,7 @@ class MlPrediction(bt.Indicator):
         ("drift_window", None),
         ("drift_threshold", None),
         ("sequence_length", None),
+        ("batch_feeds", True),
     )
     # cerebro.plot(): only the predicted return (about 0.001) on this subplot, with a zero line
     # and the model key in the legend (_plotlabel). The confidence (0..1) would flatten it on a
@@ -221,6 +230,7 @@ class MlPrediction(bt.Indicator):
             self._asof.append(not own)
         self._streams: list = []
         self._prev_ns: int | None = None
+        self._bar_ns: int | None = None  # streaming: the bar size in ns
         self._last_gap = -(10**9)  # streaming: index of the newest bar that follows a gap
         self._batch: dict[str, np.ndarray] | None = None
         self._mode: str | None = None
@@ -232,6 +242,8 @@ class MlPrediction(bt.Indicator):
         self._monitors: list = []
         self._drift_psi: list = []
         self._history: collections.deque = collections.deque(maxlen=HISTORY_ROWS)
+        self._served = 0  # streaming: len(data) at the last bar whose lines were written
+        self._batcher = batcher_for(self) if self.p.batch_feeds else None
 
     # ------------------------------------------------------------------ helpers
 
@@ -549,7 +561,10 @@ class MlPrediction(bt.Indicator):
             self._drift_psi = [None] * len(self.bundles)
         dt = float(self.data.datetime[0])
         now = _to_ns(np.array([dt]))
-        if self._prev_ns is not None:
+        if self._bar_ns is None:
+            self._bar_ns = int(timeframe_to_timedelta(self.bundle.timeframe).value)
+        # the next bar one bar later (nearly always) needs no gap search
+        if self._prev_ns is not None and int(now[0]) - self._prev_ns != self._bar_ns:
             followed_gap = len(self._gaps(now, self._prev_ns)) > 0
             if followed_gap and self.p.gap_policy == "skip":
                 self._last_gap = len(self.data) - 1
@@ -589,15 +604,35 @@ class MlPrediction(bt.Indicator):
         self._bars_done = n
         return True
 
-    def prenext(self) -> None:
+    def _stream_mode(self) -> bool:
+        """True on the streaming path, False on the preloaded (batch) one; decided on the
+        feed's first bar."""
         if self._mode is None:
             self._mode = "batch" if self._preloaded() else "stream"
-        if self._mode == "stream" and self._new_bar():
+        return self._mode == "stream"
+
+    def _advance(self) -> None:
+        """Streaming: take the feed's new bar into the features, once per bar (the indicator
+        itself or the strategy's batcher, whichever comes first)."""
+        if self._new_bar():
             self._stream_bar()
 
+    def _runnable_version(self) -> int | None:
+        """Streaming, at the current bar (already advanced): the version whose model must run,
+        or None when the bar gets no model call (no version yet, warm-up, a gap)."""
+        v = int(self._version_of(_to_ns(np.array([float(self.data.datetime[0])])))[0])
+        if v < 0 or not self._streams[v].ready:
+            return None
+        if self._last_gap > len(self.data) - self.bundles[v].pipeline.min_bars:
+            return None
+        return v
+
+    def prenext(self) -> None:
+        if self._stream_mode():
+            self._advance()
+
     def nextstart(self) -> None:
-        if self._mode is None:
-            self._mode = "batch" if self._preloaded() else "stream"
+        self._stream_mode()
         self.next()
 
     def next(self) -> None:
@@ -608,9 +643,10 @@ class MlPrediction(bt.Indicator):
             for name, values in self._batch.items():
                 getattr(self.lines, name)[0] = values[i]
             return
-        if not self._new_bar():
-            return
-        self._stream_bar()
+        self._advance()
+        if self._served == len(self.data):
+            return  # called again without a new bar of this feed (another feed moved)
+        self._served = len(self.data)
         nan = float("nan")
         v = int(self._version_of(_to_ns(np.array([float(self.data.datetime[0])])))[0])
         if v < 0:  # asof: no version was available yet at this bar
@@ -625,23 +661,29 @@ class MlPrediction(bt.Indicator):
             for name in self.lines.getlinealiases():
                 getattr(self.lines, name)[0] = nan
             return
-        ctx: PriceContext = stream.context()
-        pred = bundle.runner.predict(stream.window().astype(np.float32), ctx)
+        row = self._predict_row(v)
         self.lines.version_index[0] = v
-        self.lines.predicted_price[0] = pred.price if pred.price is not None else nan
-        self.lines.predicted_return[0] = (
-            pred.predicted_return if pred.predicted_return is not None else nan
-        )
-        self.lines.confidence[0] = pred.confidence
-        self.lines.direction[0] = pred.direction if pred.ok else nan
-        if not pred.ok:  # a rejected output (inference.decode): counted like a gap
+        self.lines.predicted_price[0] = row.price
+        self.lines.predicted_return[0] = row.predicted_return
+        self.lines.confidence[0] = row.confidence
+        self.lines.direction[0] = row.direction if row.no_prediction is None else nan
+        if row.no_prediction is not None:  # a rejected output (inference.decode): like a gap
             close = int(_to_ns(np.array([float(self.data.datetime[0])]))[0])
-            self.rejected_bars.append((pd.Timestamp(close), str(pred.no_prediction)))
-            self._rejected_at[close] = str(pred.no_prediction)
+            self.rejected_bars.append((pd.Timestamp(close), str(row.no_prediction)))
+            self._rejected_at[close] = str(row.no_prediction)
         plan = self._drift_plans[v]
         if plan is not None and self._drift_psi[v] is not None:
             score, column = plan.scores(self._drift_psi[v])
             self.lines.drift[0], self.lines.drift_column[0] = score[0], column[0]
+
+    def _predict_row(self, v: int) -> PredictionRow:
+        """Version ``v``'s prediction at the current bar: from the strategy's batch of this bar
+        (one call for every feed on the model), else one call of its own."""
+        if self._batcher is not None:
+            return self._batcher.take(self)
+        stream = self._streams[v]
+        ctx: PriceContext = stream.context()
+        return row_of(self.bundles[v].runner.predict(stream.window().astype(np.float32), ctx))
 
     def once(self, start: int, end: int) -> None:
         # backtrader calls once() twice: via oncestart(minperiod - 1, minperiod) for the first
