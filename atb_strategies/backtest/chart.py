@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from atb_strategies.backtest.chart_data import ERROR_WINDOW, ChartData, chart_data
+from atb_strategies.backtest.chart_data import (
+    ERROR_WINDOW,
+    ChartData,
+    chart_data,
+    prediction_limits,
+    threshold_label,
+)
 from atb_strategies.backtest.runner import BacktestResult
 
 if TYPE_CHECKING:
@@ -256,14 +262,13 @@ def _prediction_panel(ax: Axes, data: ChartData) -> None:
     )
     ax.plot(data.index, ret.to_numpy(), color=PREDICTED, lw=0.6, label="predicted return")
     styles = {"long": ("tab:green", "--"), "short": ("tab:red", "--"), "exit": ("0.3", ":")}
+    limits = prediction_limits(data)
     for label, level in data.thresholds.items():
         color, ls = styles.get(label.split()[0], ("0.3", ":"))
-        ax.axhline(level, color=color, lw=1.2, ls=ls, label=label, zorder=5)
-    values = np.abs(ret.dropna().to_numpy())
-    if len(values):  # the bulk of the predictions, not one outlier, sets the scale
-        top = max(np.quantile(values, 0.999), *(abs(v) for v in data.thresholds.values()), 1e-6)
-        top += float(np.nanmedian(band.to_numpy())) if band.notna().any() else 0.0
-        ax.set_ylim(-1.15 * top, 1.15 * top)
+        shown = min(max(level, limits[0]), limits[1])  # off the scale: at the edge
+        text = threshold_label(label, level, limits)
+        ax.axhline(shown, color=color, lw=1.2, ls=ls, label=text, zorder=5)
+    ax.set_ylim(*limits)
     ax.set_ylabel("predicted\nreturn %")
     ax.legend(loc="upper left", fontsize=8, ncols=4, framealpha=0.85)
     ax.set_title(

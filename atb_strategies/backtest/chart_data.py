@@ -92,6 +92,24 @@ def strategy_thresholds(result: BacktestResult) -> dict[str, float]:
     return out
 
 
+def prediction_limits(data: ChartData) -> tuple[float, float]:
+    """Y limits (%) of the prediction panel: the bulk of the predicted returns (99.9 % of them)
+    and their error band, not one outlier nor a threshold far outside the predictions."""
+    values = np.abs(data.predicted_return.dropna().to_numpy())
+    if not len(values):
+        return -1.0, 1.0
+    top = float(np.quantile(values, 0.999))
+    if data.error_band.notna().any():
+        top += float(np.nanmedian(data.error_band.to_numpy()))
+    top = 1.15 * max(top, 1e-6)
+    return -top, top
+
+
+def threshold_label(label: str, level: float, limits: tuple[float, float]) -> str:
+    """``label``, saying so when ``level`` is outside ``limits`` (drawn at the edge)."""
+    return label if limits[0] <= level <= limits[1] else f"{label} (off the scale)"
+
+
 def held_return(prices: pd.Series, fraction: float) -> pd.Series:
     """Return in % of buying ``fraction`` of the capital's worth at the first price and keeping
     the rest in cash: ``fraction * (price / first - 1)``, never below -100 % for a fraction in

@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.backtest.chart import STATE_COLORS, chart_title, timeline_rows
-from atb_strategies.backtest.chart_data import ERROR_WINDOW, ChartData, chart_data
+from atb_strategies.backtest.chart_data import (
+    ERROR_WINDOW,
+    ChartData,
+    chart_data,
+    prediction_limits,
+    threshold_label,
+)
 from atb_strategies.backtest.runner import BacktestResult
 
 if TYPE_CHECKING:
@@ -297,12 +303,14 @@ def _order_markers(fig: Figure, data: ChartData, visible: bool) -> None:
 
 
 def _prediction(data: ChartData, bars: Any, price: Figure) -> Figure:
-    from bokeh.models import Span
+    from bokeh.models import Range1d, Span
 
+    limits = prediction_limits(data)
     fig = _figure(
         220,
         "predicted return %",
         price.x_range,
+        y_range=Range1d(*limits),
         title=f"predicted return over the next {data.horizon} bar(s), with its error band",
     )
     fig.varea("time", "ret_lo", "ret_hi", source=bars, color=PREDICTED, alpha=0.25)
@@ -316,10 +324,12 @@ def _prediction(data: ChartData, bars: Any, price: Figure) -> Figure:
     colors = {"long": "green", "short": "red"}
     for label, level in data.thresholds.items():
         color = colors.get(label.split()[0], "gray")
+        shown = min(max(level, limits[0]), limits[1])  # off the scale: at the edge
         fig.add_layout(
-            Span(location=level, dimension="width", line_color=color, line_dash="dashed")
+            Span(location=shown, dimension="width", line_color=color, line_dash="dashed")
         )
-        fig.line([data.index[0]], [level], color=color, line_dash="dashed", legend_label=label)
+        text = threshold_label(label, level, limits)  # a legend entry for the span:
+        fig.line([data.index[0]], [shown], color=color, line_dash="dashed", legend_label=text)
     _legend(fig)
     return fig
 
@@ -367,7 +377,7 @@ def _timeline(data: ChartData, rows: dict[str, list[str]], price: Figure) -> Fig
 
     names = list(rows)[::-1]
     fig = _figure(
-        40 + 28 * len(names), "", price.x_range, y_range=names, title="states (bars by open time)"
+        80 + 30 * len(names), "", price.x_range, y_range=names, title="states (bars by open time)"
     )
     spare = iter(_SPARE)
     edges = data.index.append(pd.DatetimeIndex([data.index[-1] + data.bar]))

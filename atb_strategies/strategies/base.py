@@ -666,7 +666,7 @@ class MlStrategy(bt.Strategy):
             "symbol": getattr(data, "_name", ""),
             "model_key": info.get("model_key"),
             "opened": bt.num2date(trade.dtopen).isoformat(),
-            "closed": bt.num2date(trade.dtclose).isoformat(),
+            "closed": bt.num2date(trade.dtclose).isoformat() if trade.dtclose else None,
             "bars": trade.barlen,
             "size": size,
             "entry_price": trade.price,
