@@ -133,6 +133,8 @@ class BacktestResult:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     strategy: Any = None
     cerebro: Any = None
+    #: trades still open after the last bar, marked to its close (``exit_reason`` "end_of_data")
+    open_trades: list[dict[str, Any]] = field(default_factory=list)
 
 
 def value_metrics(values: pd.Series, timeframe: str) -> dict[str, Any]:
@@ -477,6 +479,7 @@ def run_backtest(
         gaps=gaps,
         strategy=strat,
         cerebro=cerebro,
+        open_trades=list(getattr(strat, "open_trade_records", list)()),
     )
 
 

@@ -62,6 +62,11 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     default=None,
     help="Report directory (default: out/backtest_<strategy>_<symbol>).",
 )
+@click.option(
+    "--markers/--no-markers",
+    default=None,
+    help="Entry and exit markers on the chart (default: only when there are at most 60 trades).",
+)
 @click.option("--no-progress", is_flag=True)
 @guard_options
 @registry_option
@@ -89,6 +94,7 @@ def backtest(
     allow_shorts: bool,
     gap_policy: str,
     out_dir: Path | None,
+    markers: bool | None,
     no_progress: bool,
     max_model_age: str | None,
     age_action: str,
@@ -97,7 +103,8 @@ def backtest(
     drift_threshold: float | None,
     registry_path: Path | None,
 ) -> None:
-    """Backtest STRATEGY and write a summary, a chart PNG and the trades (CSV and JSON)."""
+    """Backtest STRATEGY and write a summary, a chart PNG, an interactive report.html and the
+    trades (CSV and JSON)."""
     from atb_strategies.backtest.report import format_summary, plot_backtest, write_trades
     from atb_strategies.backtest.runner import first_unseen_bar, run_backtest
     from atb_strategies.cli.options import check_dates, check_dates_in_data
@@ -180,6 +187,7 @@ def backtest(
         for warning in threshold_warnings(returns, cls, params, spell=spell):
             click.echo(f"warning: {warning}")
     paths = write_trades(result, out)
+    title = f"{strategy} {symbol} {timeframe} - {model_key}"
     chart = plot_backtest(
         result,
         frame,
@@ -187,9 +195,17 @@ def backtest(
         predictions=result.predictions["predicted_price"]
         if result.predictions is not None
         else None,
-        title=f"{strategy} {symbol} {timeframe} - {model_key}",
+        title=title,
+        markers=markers,
     )
     click.echo(f"chart:  {chart}")
+    try:
+        from atb_strategies.backtest.html_report import write_html_report
+    except ImportError as exc:  # bokeh is a dependency; an older install may lack it
+        click.echo(f"report: report.html skipped ({exc}); pip install bokeh to get it")
+    else:
+        page = write_html_report(result, frame, out / "report.html", title=title, markers=markers)
+        click.echo(f"report: {page} (interactive, works offline)")
     click.echo(f"trades: {paths['trades_csv']} and {paths['trades_json']}")
 
 

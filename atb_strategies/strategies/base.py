@@ -290,6 +290,9 @@ class MlStrategy(bt.Strategy):
             self.confidences[data] = MlConfidence(pred)
         self.decisions: list[dict[str, Any]] = []
         self.trade_records: list[dict[str, Any]] = []
+        #: per feed: the fill price and reason of the last order that reduced its position
+        self._exit_fill: dict[Any, tuple[float, str]] = {}
+        self._exit_why: dict[Any, str] = {}  # per feed: why the pending "exit" order was sent
         traded = list(self.predictions)
         self._legs: dict[Any, list[bt.Order]] = {d: [] for d in traded}
         self._entry_info: dict[Any, dict[str, Any]] = {}
@@ -593,6 +596,7 @@ class MlStrategy(bt.Strategy):
             position = self.getposition(data).size
             pending = self._pending[data] is not None
             action = self.action_for(position, pending, signal, ret)
+            signalled = action
             if guard in ("no_entries", "flatten") and action.startswith("enter_"):
                 action = "hold"
             if guard == "flatten" and position and not pending:
@@ -600,6 +604,7 @@ class MlStrategy(bt.Strategy):
             if action.startswith("enter_"):
                 self._enter(data, 1 if signal == "long" else -1, self._info(data, signal))
             elif action == "exit":
+                self._exit_why[data] = "signal" if signalled == "exit" else "guard_flatten"
                 self._exit(data, self._info(data, signal))
             if p.record_decisions or p.log_decisions:
                 decision = {
@@ -653,25 +658,58 @@ class MlStrategy(bt.Strategy):
             "take_profit",
         ):
             self._legs[data] = []
+        if order.status == order.Completed and order.info.get("role") != "entry":
+            role = order.info.get("role") or "exit"
+            why = self._exit_why.pop(data, "signal") if role == "exit" else role
+            self._exit_fill[data] = (float(order.executed.price), why)
 
     def notify_trade(self, trade: bt.Trade) -> None:
         if not trade.isclosed:
             return
+        exit_price, why = self._exit_fill.pop(trade.data, (None, None))
+        self.trade_records.append(self._trade_record(trade, exit_price, why))
+
+    def _trade_record(
+        self, trade: bt.Trade, exit_price: float | None, exit_reason: str | None
+    ) -> dict[str, Any]:
+        """One row of ``trade_records``: ``exit_reason`` is ``"signal"`` (the model's exit),
+        ``"guard_flatten"``, ``"stop_loss"``, ``"take_profit"``, ``"kill_switch_flatten"`` or
+        ``"end_of_data"`` (``open_trade_records``)."""
         data = trade.data
         info = self._entry_info.get(data, {})
-        self.trade_records.append(
-            {
-                "symbol": getattr(data, "_name", ""),
-                "model_key": info.get("model_key"),
-                "opened": bt.num2date(trade.dtopen).isoformat(),
-                "closed": bt.num2date(trade.dtclose).isoformat(),
-                "bars": trade.barlen,
-                "size": info.get("size"),
-                "entry_price": trade.price,
-                "pnl": trade.pnl,
-                "pnl_net": trade.pnlcomm,
-                "commission": trade.commission,
-                "entry_predicted_return": info.get("predicted_return"),
-                "entry_confidence": info.get("confidence"),
-            }
-        )
+        size = info.get("size")
+        if exit_price is None and size:  # closed by an order not seen here: from the P&L
+            exit_price = float(trade.price) + float(trade.pnl) / float(size)
+        return {
+            "symbol": getattr(data, "_name", ""),
+            "model_key": info.get("model_key"),
+            "opened": bt.num2date(trade.dtopen).isoformat(),
+            "closed": bt.num2date(trade.dtclose).isoformat() if trade.dtclose else None,
+            "bars": trade.barlen,
+            "size": size,
+            "entry_price": trade.price,
+            "exit_price": exit_price,
+            "exit_reason": exit_reason,
+            "pnl": trade.pnl,
+            "pnl_net": trade.pnlcomm,
+            "commission": trade.commission,
+            "entry_predicted_return": info.get("predicted_return"),
+            "entry_confidence": info.get("confidence"),
+        }
+
+    def open_trade_records(self) -> list[dict[str, Any]]:
+        """The trades still open now, as ``trade_records`` rows closed at the last bar's close
+        (``exit_reason`` ``"end_of_data"``; P&L marked to that close, no exit fee)."""
+        rows = []
+        for data in self.predictions:
+            trades = self._trades[data][0]
+            if not trades or not trades[-1].isopen or not self.getposition(data).size:
+                continue
+            trade, close = trades[-1], float(data.close[0])
+            row = self._trade_record(trade, close, "end_of_data")
+            row["closed"] = bt.num2date(data.datetime[0]).isoformat()
+            row["bars"] = len(data) - trade.baropen
+            row["pnl"] = float(trade.size) * (close - float(trade.price))
+            row["pnl_net"] = row["pnl"] - float(trade.commission)
+            rows.append(row)
+        return rows

@@ -83,8 +83,8 @@ def test_in_sample_guard_splits_a_backtest_over_the_training_period(market):
     assert "inside the training period" in guard["warning"]
     assert "WARNING:" in format_summary(result.summary)
     fig = backtest_figure(result, real_like)
-    labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert "in-sample" in labels
+    labels = fig.axes[-1].get_legend_handles_labels()[1]
+    assert f"in-sample ({guard['in_sample_bars']:,} bars)" in labels
 
 
 def test_atb_backtest_with_oos_only_starts_at_the_first_unseen_bar(tmp_path):

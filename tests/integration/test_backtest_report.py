@@ -1,8 +1,6 @@
-"""Backtest charts a trader can read: ``backtest_figure``/``plot_backtest`` and backtrader's own
-``cerebro.plot()`` of the ML indicators.
-
-The figures are checked for structure (axes, line labels and order, title, legend, shading);
-``plot_backtest`` is also rendered to PNG.
+"""Backtest reports a trader can read: the printed summary, backtrader's own ``cerebro.plot()``
+of the ML indicators, and the chart on the real candles (the chart's panels are tested in
+``test_backtest_charts.py``).
 """
 
 from __future__ import annotations
@@ -13,9 +11,9 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import PathCollection, PolyCollection
+from matplotlib.collections import PathCollection
 
-from atb_strategies.backtest.report import backtest_figure, format_summary, plot_backtest
+from atb_strategies.backtest.report import backtest_figure, format_summary
 from atb_strategies.backtest.runner import BacktestResult, run_backtest
 from atb_strategies.data.feeds import make_feed
 from atb_strategies.strategies.ml_basic import MlBasic
@@ -55,113 +53,6 @@ def _labels(ax) -> list[str]:
 def _legend(ax) -> list[str]:
     legend = ax.get_legend()
     return [t.get_text() for t in legend.get_texts()] if legend else []
-
-
-def test_backtest_figure_with_many_trades_shades_position_instead_of_markers(busy, candles):
-    assert len(busy.trades) > 100
-    fig = _figure(busy, candles)
-
-    price = fig.axes[0]
-    assert not [c for c in price.collections if isinstance(c, PathCollection)]  # no markers
-    (long,) = [c for c in price.collections if c.get_label() == "long position"]
-    assert isinstance(long, PolyCollection)
-    # one rectangle per run of bars in a position, together as long as the exposure
-    exposed = busy.equity["long"].to_numpy()
-    runs = int(np.count_nonzero(np.diff(np.concatenate(([0], exposed.astype(int)))) == 1))
-    assert len(long.get_paths()) == runs
-    widths = sum(np.ptp(path.vertices[:, 0]) for path in long.get_paths())
-    index = busy.equity.index
-    held = (index[1:].append(index[-1:] + pd.Timedelta("1h")) - index)[exposed]  # to next bar
-    assert widths == pytest.approx(held.sum() / pd.Timedelta("1D"), rel=1e-9)
-    assert "long position" in _legend(price) and "entry" not in _legend(price)
-    assert f"{len(busy.trades):,} closed trades, open position shaded" in price.get_title("left")
-
-
-def test_backtest_figure_with_few_trades_keeps_entry_and_exit_markers(busy, candles):
-    fig = _figure(busy, candles, max_markers=10_000)
-
-    price = fig.axes[0]
-    markers = {c.get_label(): c for c in price.collections if isinstance(c, PathCollection)}
-    entries = [o for o in busy.orders if o["role"] == "entry"]
-    assert len(markers["entry"].get_offsets()) == len(entries)
-    assert len(markers["exit"].get_offsets()) == len(busy.orders) - len(entries)
-    assert {"entry", "exit"} <= set(_legend(price))
-
-
-def test_backtest_figure_draws_close_over_the_prediction(busy, candles):
-    fig = _figure(busy, candles)
-
-    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
-    close, predicted = lines["close"], lines["predicted close (made a bar before)"]
-    assert close.get_zorder() > predicted.get_zorder()
-    assert _legend(fig.axes[0])[:2] == ["close", "predicted close (made a bar before)"]
-    # each prediction is drawn at the bar it predicts, next to that bar's close
-    made_at = busy.predictions["predicted_price"].dropna().index[0]
-    x = pd.DatetimeIndex(pd.to_datetime(predicted.get_xdata()))
-    y = np.asarray(predicted.get_ydata(), dtype=float)
-    target = made_at + pd.Timedelta("1h")
-    assert y[x.get_loc(target)] == busy.predictions.loc[made_at, "predicted_price"]
-
-
-def test_backtest_figure_puts_strategy_and_buy_and_hold_in_percent_with_aligned_zero(busy, candles):
-    fig = _figure(busy, candles)
-
-    ret = fig.axes[1]
-    (strategy,) = [line for line in ret.get_lines() if line.get_label() == "strategy"]
-    value = busy.equity["value"]
-    np.testing.assert_allclose(strategy.get_ydata(), (value / value.iloc[0] - 1) * 100)
-    assert "%" in ret.get_ylabel()
-    hold_axes = [ax for ax in fig.axes if "buy & hold" in [x.get_label() for x in ax.get_lines()]]
-    (hold_ax,) = hold_axes
-    (hold,) = [line for line in hold_ax.get_lines() if line.get_label() == "buy & hold"]
-    closes = candles["close"]
-    np.testing.assert_allclose(hold.get_ydata(), (closes / closes.iloc[0] - 1) * 100)
-    assert _legend(ret) == ["strategy", "buy & hold"]
-    if hold_ax is not ret:  # its own scale: 0 % at the same height on both axes
-        assert "%" in hold_ax.get_ylabel()
-        heights = [-lo / (hi - lo) for lo, hi in (ret.get_ylim(), hold_ax.get_ylim())]
-        assert heights[0] == pytest.approx(heights[1], abs=1e-9)
-
-
-def test_backtest_figure_with_gap_shades_bars_without_prediction_in_every_panel(busy, candles):
-    fig = _figure(busy, candles)
-
-    price, ret, drawdown = fig.axes[:3]
-    for ax in (price, ret, drawdown):
-        (gap,) = [c for c in ax.collections if c.get_label() == "no prediction (gap)"]
-        (warm,) = [c for c in ax.collections if c.get_label() == "no prediction (warm-up)"]
-        (span,) = gap.get_paths()  # the bars after the gap, one run
-        gap_bars = busy.summary["no_prediction"]["gap"]["bars"]
-        assert np.ptp(span.vertices[:, 0]) == pytest.approx(gap_bars / 24, rel=1e-6)
-        assert len(warm.get_paths()) == 1
-    assert "no prediction (gap)" in _legend(price)
-    assert "no prediction on" in price.get_title("left") and "rows span a gap" in price.get_title(
-        "left"
-    )
-
-
-def test_backtest_figure_title_names_strategy_model_and_period(busy, candles):
-    fig = _figure(busy, candles)
-
-    title = fig.get_suptitle()
-    key = busy.summary["model_key"]
-    assert title.splitlines()[0] == "MlBasic on BTCUSDT 1h"
-    assert f"model {key}" in title
-    assert f"{candles.index[0]:%Y-%m-%d %H:%M} to {candles.index[-1]:%Y-%m-%d %H:%M}" in title
-    assert f"({len(candles):,} bars)" in title
-    # a title of the caller's own comes first; the model is not repeated when it names it
-    mine = _figure(busy, candles, title=f"My run - {key}").get_suptitle()
-    assert mine.startswith(f"My run - {key}\n") and mine.count(key) == 1
-
-
-def test_plot_backtest_writes_a_png_chart(busy, candles, tmp_path):
-    path = plot_backtest(
-        busy, candles, tmp_path / "deep" / "chart.png", busy.predictions["predicted_price"]
-    )
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert (width, height) == (1540, 990)
 
 
 def test_format_summary_without_gaps_prints_zero_bars_without_prediction(registry):
@@ -252,9 +143,8 @@ def test_backtest_report_with_real_btcusdt_candles_explains_the_gap_and_shades_p
         "no prediction: its rows span a gap in the candles"
     }
     fig = _figure(result, candles)
-    price = fig.axes[0]
+    price, timeline = fig.axes[0], fig.axes[-1]
     assert not [c for c in price.collections if isinstance(c, PathCollection)]
-    assert {"long position", "no prediction (gap)", "no prediction (warm-up)"} <= set(
-        _legend(price)
-    )
+    shown = {text.split(" (")[0] for text in _legend(timeline)}
+    assert {"long position", "no prediction", "in-sample"} <= shown
     fig.savefig(tmp_path / "chart.png", dpi=60)

@@ -74,17 +74,18 @@ def test_model_age_with_bad_params_raises_one_line(market, params, match):
 
 
 def test_the_backtest_chart_shades_the_bars_where_a_guard_fired(market):
-    from atb_strategies.backtest.report import _guard_mask, backtest_figure
+    from atb_strategies.backtest.chart_data import chart_data
+    from atb_strategies.backtest.report import backtest_figure
 
     guarded = _run(market, max_model_age="30d", age_action="no_entries")
     index = guarded.equity.index
-    mask = _guard_mask(guarded, index)
+    mask = chart_data(guarded, market).states["model-age guard fired"]
     limit = SEEN_UNTIL + pd.Timedelta(days=30)
     # from the first bar past the limit (open time = decision time - 1h) to the end
     assert mask.any() and not mask[index < limit - pd.Timedelta(hours=1)].any()
     assert mask[index > limit].all()
     fig = backtest_figure(guarded, market)
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert "a guard fired" in labels
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert f"model-age guard fired ({int(mask.sum()):,} bars)" in labels
     plain = backtest_figure(_run(market), market)
-    assert "a guard fired" not in [t.get_text() for t in plain.axes[0].get_legend().get_texts()]
+    assert not [t for t in plain.axes[-1].get_legend().get_texts() if "guard" in t.get_text()]

@@ -1,0 +1,144 @@
+"""``report.html`` in a real browser: Debian's headless Chromium, driven by Selenium through the
+system's ``chromedriver`` (no browser download), loads the page from disk with networking off,
+and the bokeh plots must render (canvases, the title, no JavaScript error) and answer hover.
+
+Skipped, with the reason, when Selenium, ``chromium`` or ``chromedriver`` is missing
+(``apt-get install chromium chromium-driver``; Selenium is in the ``test`` extra).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from atb_strategies.backtest.html_report import write_html_report
+from atb_strategies.backtest.runner import run_backtest
+from atb_strategies.strategies.ml_basic import MlBasic
+from tests.conftest import BundleFactory, synthetic_candles
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)"),
+    pytest.mark.skipif(
+        DRIVER is None, reason="no chromedriver on PATH (apt-get install chromium-driver)"
+    ),
+]
+
+#: Every element, also inside bokeh's shadow roots.
+_WALK = """
+function all(root, out) {
+  for (const el of root.querySelectorAll('*')) {
+    out.push(el);
+    if (el.shadowRoot) all(el.shadowRoot, out);
+  }
+  return out;
+}
+"""
+_IDLE = """
+const done = arguments[arguments.length - 1];
+const doc = Bokeh.documents[0];
+if (doc.is_idle) { done(true); } else { doc.idle.connect(() => done(true)); }
+"""
+_TOOLTIP = (
+    _WALK
+    + """
+const rows = {};
+for (const el of all(document, [])) {
+  if (el.classList && el.classList.contains('bk-tooltip-row-label')) {
+    const value = el.nextElementSibling;
+    rows[el.textContent.replace(/:\\s*$/, '')] = value ? value.textContent : '';
+  }
+}
+return Object.keys(rows).length ? rows : null;
+"""
+)
+
+
+@pytest.fixture
+def report(make_bundle: BundleFactory, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    make_bundle()
+    candles = synthetic_candles(900)
+    result = run_backtest(
+        candles,
+        MlBasic,
+        symbol="BTCUSDT",
+        timeframe="1h",
+        registry=str(tmp_path / "models"),
+        long_threshold=-1.0,
+    )
+    path = write_html_report(result, candles, tmp_path / "report.html", title="Browser check")
+    return path, candles
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1500,1700",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def test_report_html_renders_in_chromium_and_answers_hover(report, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path, candles = report
+    browser.get(path.as_uri())
+    WebDriverWait(browser, 60).until(
+        lambda d: d.execute_script("return !!(window.Bokeh && Bokeh.documents.length)")
+    )
+    assert browser.execute_async_script(_IDLE) is True  # every plot has rendered
+
+    assert browser.title == "Browser check"
+    canvases = browser.execute_script(
+        _WALK + "return all(document, []).filter(e => e.tagName == 'CANVAS' && e.width > 500)"
+        ".map(e => e.getBoundingClientRect().height);"
+    )
+    assert len(canvases) >= 6 and min(canvases) > 0  # price, prediction, returns, ..., states
+    texts = browser.execute_script(
+        _WALK + "return all(document, []).map(e => e.tagName == 'H2' ? e.textContent : '')"
+        ".filter(Boolean);"
+    )
+    assert texts == ["Browser check"]
+
+    price = browser.execute_script(
+        _WALK + "return all(document, []).find(e => e.tagName == 'CANVAS' && "
+        "e.getBoundingClientRect().height > 300);"
+    )
+    ActionChains(browser).move_to_element_with_offset(price, 150, 20).perform()
+    rows = WebDriverWait(browser, 30).until(lambda d: d.execute_script(_TOOLTIP))
+    assert {"bar (open)", "close", "predicted close", "decision", "orders"} <= set(rows)
+    hovered = pd.Timestamp(rows["bar (open)"])
+    assert candles.index[0] <= hovered <= candles.index[-1]
+    close = float(candles.loc[hovered, "close"])
+    assert float(rows["close"].replace(",", "")) == pytest.approx(close, abs=0.006)
+
+    shot = tmp_path / "report.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
