@@ -29,7 +29,6 @@ from tests.conftest import loopback_exchange
 from tests.integration.test_live_cli import (
     HOUR,
     NOW_ROW,
-    advance_after_backfill,
     exchange_config,
     run_atb,
 )
@@ -312,6 +311,7 @@ def test_atb_live_trip_then_emptied_journal_never_trades_again_until_cleared(hou
     """The issue's sequence with real sessions: trip (exit 3), `: > journal`, restart."""
     crashed = hourly.copy()
     crashed.iloc[NOW_ROW + 2 :, :4] *= 0.7
+    crashed.iloc[NOW_ROW + 4 :, :4] *= 0.7  # held through a second fall (see test_live_cli)
     start = int(crashed.index[NOW_ROW].value // 1_000_000) + HOUR // 2
     journal = tmp_path / "journal.sqlite"
     args = ["--live", "--i-understand-the-risks", "--max-bars", "6", "--backfill-bars", "300"]
@@ -319,17 +319,13 @@ def test_atb_live_trip_then_emptied_journal_never_trades_again_until_cleared(hou
     args += ["--max-drawdown", "0.0001", "--registry", str(REGISTRY)]  # any loss trips
     args += ["--log-file", str(tmp_path / "live.log")]
     balances = {"USDT": 10_000, "BTC": 0}
-    with loopback_exchange(crashed, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+    with loopback_exchange(crashed, start_time_ms=start, lockstep=True, balances=balances) as srv:
         config = exchange_config(srv, tmp_path / "exchange.json")
-        watcher = advance_after_backfill(srv, 6)
-        try:
-            done = run_atb(*args, cwd=tmp_path, config=config)
-        finally:
-            watcher.done.set()
+        done = run_atb(*args, cwd=tmp_path, config=config)
     assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-2000:]
 
     journal.write_bytes(b"")  # : > journal.sqlite
-    with loopback_exchange(hourly, start_time_ms=start, clock_speed=0.0, balances=balances) as srv:
+    with loopback_exchange(hourly, start_time_ms=start, lockstep=True, balances=balances) as srv:
         config = exchange_config(srv, tmp_path / "exchange.json")
         emptied = run_atb(*args, cwd=tmp_path, config=config)
         journal.unlink()
