@@ -297,6 +297,7 @@ def run_portfolio_backtest(
         equity=equity,
         orders=analysis["orders"],
         trades=trades,
+        open_trades=list(getattr(strat, "open_trade_records", list)()),
         decisions=list(getattr(strat, "decisions", [])),
         strategy=strat,
         cerebro=cerebro,

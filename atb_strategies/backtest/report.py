@@ -7,6 +7,7 @@ here) and the interactive HTML report ``backtest.html_report``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,17 @@ def format_symbols(summary: dict[str, Any]) -> str:
     return "\n".join(lines + warnings)
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) as ``None``, for strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_trades(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
     """``trades.csv``/``trades.json`` (closed trades, with their exit price and reason, then any
     trade still open at the end, marked to the last close with ``exit_reason`` "end_of_data"),
@@ -211,7 +223,8 @@ def write_trades(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
     ]
     rows = [*result.trades, *result.open_trades]  # the open ones: exit_reason "end_of_data"
     pd.DataFrame(rows, columns=columns).to_csv(paths["trades_csv"], index=False)
-    paths["trades_json"].write_text(json.dumps(rows, indent=2) + "\n")
+    # strict JSON: a value with no number (a direction model's predicted return) is null
+    paths["trades_json"].write_text(json.dumps(_json_safe(rows), indent=2) + "\n")
     pd.DataFrame(result.orders).to_csv(paths["orders_csv"], index=False)
     paths["summary_json"].write_text(json.dumps(result.summary, indent=2) + "\n")
     return paths

@@ -87,6 +87,12 @@ def model(
     from atb_strategies.training.trainer import TrainingConfig, train_model
 
     check_dates(start_date, end_date)
+    if target == "direction" and calibrate is False:
+        raise click.BadParameter(
+            "a direction classifier always calibrates its probabilities (a temperature fitted "
+            "on the validation part); drop --no-calibrate.",
+            param_hint="--no-calibrate",
+        )
     if target == "direction" and architecture not in CLASSIFIERS:
         raise click.BadParameter(
             f"{architecture!r} cannot be trained and exported for --target direction (class "

@@ -122,8 +122,14 @@ def _decode(
         distribution = ((p >= -tol) & (p <= 1.0 + tol)).all(axis=1) & (
             np.abs(p.sum(axis=1) - 1.0) <= tol
         )
-        top = np.argmax(np.where(np.isfinite(p), p, -np.inf), axis=1)
+        ranked = np.where(np.isfinite(p), p, -np.inf)
+        top = np.argmax(ranked, axis=1)
         dirs = np.array([CLASS_DIRECTIONS[c] for c in spec.classes], dtype=np.int64)[top]
+        if p.shape[1] > 1:
+            # a tie between the two most likely classes (a no-skill classifier's 50/50) says
+            # nothing: direction 0, never argmax's first class
+            second = np.sort(ranked, axis=1)[:, -2]
+            dirs = np.where(ranked[np.arange(n), top] - second <= PROBABILITY_TOLERANCE, 0, dirs)
         conf = np.clip(p[np.arange(n), top], 0.0, 1.0)
         ret = nan.copy()
         reason = _reject(finite, distribution, (nan, ret, conf), dirs)

@@ -76,6 +76,12 @@ class TrainingConfig:
                     f"The {name!r} parameter of TrainingConfig must be {what}. "
                     f"Got {getattr(self, name)!r} instead."
                 )
+        if self.target == "direction" and self.calibrate is False:
+            raise ConfigurationError(
+                "The 'calibrate' parameter of TrainingConfig cannot be False for "
+                "target='direction': a direction classifier always calibrates its probabilities "
+                "(a temperature fitted on the validation part). Leave calibrate unset."
+            )
 
 
 @dataclass
