@@ -15,6 +15,7 @@ follows ``latest`` and reloads it between bars when it moves (``atb models promo
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,27 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
 _OPTIONS = [
     click.option("--symbol", default="BTCUSDT", show_default=True),
     click.option("--timeframe", default="1h", show_default=True),
-    click.option("--exchange", "exchange_id", default="binance", show_default=True),
+    click.option(
+        "--exchange",
+        "exchange_id",
+        default="binance",
+        show_default=True,
+        help="A ccxt id, or loopback: the offline demo exchange (no keys, no network).",
+    ),
+    click.option(
+        "--demo-data",
+        "demo_data",
+        multiple=True,
+        metavar="SYMBOL=FILE",
+        help="--exchange loopback: serve these candles for SYMBOL (default: synthetic ones).",
+    ),
+    click.option(
+        "--demo-clock",
+        type=click.Choice(["fast", "lockstep"]),
+        default="fast",
+        show_default=True,
+        help="--exchange loopback: one candle per second, or one per wait of the feed.",
+    ),
     click.option("--paper", is_flag=True, help="Simulated fills on live candles (no keys)."),
     click.option(
         "--live", "real", is_flag=True, help="Real orders (needs --i-understand-the-risks)."
@@ -165,6 +186,8 @@ def run_live(
     symbol: str,
     timeframe: str,
     exchange_id: str,
+    demo_data: tuple[str, ...],
+    demo_clock: str,
     paper: bool,
     real: bool,
     risks: bool,
@@ -205,6 +228,16 @@ def run_live(
 
     if paper == real:
         raise ConfigurationError("Choose exactly one of --paper or --live.")
+    demo = exchange_id == "loopback"
+    if not demo and demo_data:
+        raise ConfigurationError("--demo-data is for --exchange loopback (the demo exchange).")
+    if demo and sandbox:
+        raise ConfigurationError("--exchange loopback is a demo already: drop --sandbox.")
+    demo_files: dict[str, Path] = {}
+    if demo:
+        from atb_strategies.testing.demo import parse_demo_data
+
+        demo_files = parse_demo_data(demo_data)
     if real and not risks:
         raise ConfigurationError(
             "Real orders need --live --i-understand-the-risks. Try --paper first."
@@ -284,59 +317,85 @@ def run_live(
     # the model must reproduce its parity certificate here before anything connects
     certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
     log_to_file(log_file)
-    store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
-    kill = KillSwitch(
-        max_daily_loss,
-        max_drawdown,
-        max_order_notional,
-        max_orders_per_minute,
-        flatten=not no_flatten,
-    )
-    mode = "PAPER" if paper else "LIVE (real orders)"
-    click.echo(
-        f"{mode}: {strategy} {symbol} {timeframe} on {exchange_id}"
-        + (" sandbox" if sandbox else "")
-    )
-    click.echo(f"log: {log_file}")
-    click.echo(certificate)
-    if not paper:
-        click.echo(f"journal: {journal}")
-    else:
-        click.echo(f"model audit: {journal} (model switches; no orders on paper)")
-    cerebro = build_live_cerebro(
-        get_strategy(strategy),
-        store=store,
-        symbol=symbol,
-        timeframe=timeframe,
-        paper=paper,
-        cash=cash,
-        journal=journal,
-        backfill_bars=backfill_bars,
-        max_bars=max_bars,
-        kill_switch=None if paper else kill,
-        broker_options=None if paper else {"clear_kill_switch": clear_kill_switch},
-        on_stop=on_stop,
-        feed_options=feed_options,
-        echo=click.echo,
-        shadow_csv=shadow_csv,
-        **params,
-    )
-    strat = run_until_stopped(cerebro)[0]
-    code, why = stop_reason(cerebro, max_bars)
-    click.echo(
-        f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
-        f"{len(strat.trade_records)}"
-    )
-    if strat.shadow is not None and strat.shadow.rows:
-        log = cerebro.runstrats[0][0].analyzers.shadow
-        rows = read_shadow_csv(log.path, session=log.session)  # this session's books
-        chart = plot_books(rows, log.path.with_suffix(".png"), f"{strategy} {symbol} {timeframe}")
-        click.echo(f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):")
-        click.echo(format_comparison(compare_books(rows, timeframe)))
-        if chart is not None:
-            click.echo(f"chart: {chart}")
-    if EXIT_CODES[code]:
-        sys.exit(EXIT_CODES[code])
+    with contextlib.ExitStack() as stack:
+        if demo:
+            from atb_strategies.testing.demo import demo_client, demo_exchange
+
+            server = demo_exchange(
+                [symbol],
+                timeframe,
+                backfill_bars=backfill_bars,
+                clock=demo_clock,
+                data=demo_files,
+                cash=cash,
+            )
+            stack.callback(server.stop)
+            # the demo's fake keys for real orders; keys in the environment are never read
+            store = CcxtStore(exchange=demo_client(server, with_keys=real))
+            feed_options.update(poll_grace=0.0, qcheck=0.05, clock_check=0.05)
+            click.echo(
+                f"demo exchange (loopback) at {server.url}: {', '.join(server.symbols)}, "
+                f"market clock {server.clock.now():%Y-%m-%d %H:%M} UTC ({demo_clock}); "
+                "synthetic or given candles, fake keys, no network"
+            )
+        else:
+            store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
+        kill = KillSwitch(
+            max_daily_loss,
+            max_drawdown,
+            max_order_notional,
+            max_orders_per_minute,
+            flatten=not no_flatten,
+        )
+        mode = "PAPER" if paper else "LIVE (real orders)"
+        click.echo(
+            f"{mode}: {strategy} {symbol} {timeframe} on {exchange_id}"
+            + (" sandbox" if sandbox else "")
+        )
+        click.echo(f"log: {log_file}")
+        click.echo(certificate)
+        if not paper:
+            click.echo(f"journal: {journal}")
+        else:
+            click.echo(f"model audit: {journal} (model switches; no orders on paper)")
+        cerebro = build_live_cerebro(
+            get_strategy(strategy),
+            store=store,
+            symbol=symbol,
+            timeframe=timeframe,
+            paper=paper,
+            cash=cash,
+            journal=journal,
+            backfill_bars=backfill_bars,
+            max_bars=max_bars,
+            kill_switch=None if paper else kill,
+            broker_options=None if paper else {"clear_kill_switch": clear_kill_switch},
+            on_stop=on_stop,
+            feed_options=feed_options,
+            echo=click.echo,
+            shadow_csv=shadow_csv,
+            **params,
+        )
+        strat = run_until_stopped(cerebro)[0]
+        code, why = stop_reason(cerebro, max_bars)
+        click.echo(
+            f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
+            f"{len(strat.trade_records)}"
+        )
+        if strat.shadow is not None and strat.shadow.rows:
+            log = cerebro.runstrats[0][0].analyzers.shadow
+            rows = read_shadow_csv(log.path, session=log.session)  # this session's books
+            chart = plot_books(
+                rows, log.path.with_suffix(".png"), f"{strategy} {symbol} {timeframe}"
+            )
+            click.echo(
+                f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):"
+            )
+            click.echo(format_comparison(compare_books(rows, timeframe)))
+            if chart is not None:
+                click.echo(f"chart: {chart}")
+        if EXIT_CODES[code]:
+            sys.exit(EXIT_CODES[code])
 
 
 class _LiveGroup(click.Group):
