@@ -31,10 +31,23 @@ from atb_strategies.cli.options import (
     registry_option,
 )
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.live.portfolio import describe
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 _OPTIONS = [
     click.option("--symbol", default="BTCUSDT", show_default=True),
+    click.option(
+        "--symbols",
+        default=None,
+        metavar="A,B,...",
+        help="A portfolio: several symbols in one session and account (replaces --symbol).",
+    ),
+    click.option(
+        "--symbols-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="The portfolio's symbols, one a line.",
+    ),
     click.option("--timeframe", default="1h", show_default=True),
     click.option(
         "--exchange",
@@ -184,6 +197,8 @@ def _live_options(f: Any) -> Any:
 def run_live(
     strategy: str,
     symbol: str,
+    symbols: str | None,
+    symbols_file: Path | None,
     timeframe: str,
     exchange_id: str,
     demo_data: tuple[str, ...],
@@ -228,16 +243,6 @@ def run_live(
 
     if paper == real:
         raise ConfigurationError("Choose exactly one of --paper or --live.")
-    demo = exchange_id == "loopback"
-    if not demo and demo_data:
-        raise ConfigurationError("--demo-data is for --exchange loopback (the demo exchange).")
-    if demo and sandbox:
-        raise ConfigurationError("--exchange loopback is a demo already: drop --sandbox.")
-    demo_files: dict[str, Path] = {}
-    if demo:
-        from atb_strategies.testing.demo import parse_demo_data
-
-        demo_files = parse_demo_data(demo_data)
     if real and not risks:
         raise ConfigurationError(
             "Real orders need --live --i-understand-the-risks. Try --paper first."
@@ -248,6 +253,17 @@ def run_live(
         check_journal(journal, new_journal=new_journal)
     else:
         refuse_if_killed(journal, clear_kill_switch, new_journal=new_journal)
+    demo = exchange_id == "loopback"
+    if not demo and demo_data:
+        raise ConfigurationError("--demo-data is for --exchange loopback (the demo exchange).")
+    if demo and sandbox:
+        raise ConfigurationError("--exchange loopback is a demo already: drop --sandbox.")
+    demo_files: dict[str, Path] = {}
+    if demo:
+        from atb_strategies.testing.demo import parse_demo_data
+
+        demo_files = parse_demo_data(demo_data)
+    names = _session_symbols(symbol, symbols, symbols_file, timeframe, exchange_id, demo)
     from atb_strategies.live.broker import KillSwitch
     from atb_strategies.live.runner import (
         EXIT_CODES,
@@ -279,9 +295,10 @@ def run_live(
         params["shadows"] = list(shadows)
         # every challenger is selected (and validated) before anything connects
         for spec in parse_shadows(params["shadows"], get_strategy(strategy).params.model_type):
-            shared_registry(registry_path).select_bundle(
-                symbol, spec.model_type, timeframe, spec.version
-            )
+            for name in names:
+                shared_registry(registry_path).select_bundle(
+                    name, spec.model_type, timeframe, spec.version
+                )
     params.update(
         guard_params(max_model_age, age_action, drift_action, drift_window, drift_threshold)
     )
@@ -308,6 +325,10 @@ def run_live(
             "https://api.alternative.me (the public Fear & Greed index), --sentiment CSV or "
             "--synthetic-sentiment (a demo)."
         )
+    if sources and len(names) > 1:
+        raise ConfigurationError(
+            f"{strategy} with several symbols is not supported yet: run one session per symbol."
+        )
     if sources:
         from atb_strategies.sentiment import build_sentiment_poller
 
@@ -315,14 +336,16 @@ def run_live(
             csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
         )
     # the model must reproduce its parity certificate here before anything connects
-    certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
+    certificate = "\n".join(
+        check_certificate(get_strategy(strategy), name, timeframe, params) for name in names
+    )
     log_to_file(log_file)
     with contextlib.ExitStack() as stack:
         if demo:
             from atb_strategies.testing.demo import demo_client, demo_exchange
 
             server = demo_exchange(
-                [symbol],
+                names,
                 timeframe,
                 backfill_bars=backfill_bars,
                 clock=demo_clock,
@@ -349,7 +372,7 @@ def run_live(
         )
         mode = "PAPER" if paper else "LIVE (real orders)"
         click.echo(
-            f"{mode}: {strategy} {symbol} {timeframe} on {exchange_id}"
+            f"{mode}: {strategy} {describe(names)} {timeframe} on {exchange_id}"
             + (" sandbox" if sandbox else "")
         )
         click.echo(f"log: {log_file}")
@@ -361,7 +384,7 @@ def run_live(
         cerebro = build_live_cerebro(
             get_strategy(strategy),
             store=store,
-            symbol=symbol,
+            symbol=names if len(names) > 1 else names[0],
             timeframe=timeframe,
             paper=paper,
             cash=cash,
@@ -386,7 +409,7 @@ def run_live(
             log = cerebro.runstrats[0][0].analyzers.shadow
             rows = read_shadow_csv(log.path, session=log.session)  # this session's books
             chart = plot_books(
-                rows, log.path.with_suffix(".png"), f"{strategy} {symbol} {timeframe}"
+                rows, log.path.with_suffix(".png"), f"{strategy} {' '.join(names)} {timeframe}"
             )
             click.echo(
                 f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):"
@@ -396,6 +419,40 @@ def run_live(
                 click.echo(f"chart: {chart}")
         if EXIT_CODES[code]:
             sys.exit(EXIT_CODES[code])
+
+
+def _session_symbols(
+    symbol: str,
+    symbols: str | None,
+    symbols_file: Path | None,
+    timeframe: str,
+    exchange_id: str,
+    demo: bool,
+) -> list[str]:
+    """The session's symbols (``--symbol`` or the portfolio), checked before connecting: no
+    duplicates, one quote currency, no more than the exchange's rate limit serves."""
+    from atb_strategies.live.portfolio import session_symbols
+
+    if symbols is None and symbols_file is None:
+        return session_symbols(symbol, None, None)
+    import ccxt
+
+    venue = "binance" if demo else exchange_id
+    if venue not in ccxt.exchanges:
+        raise ConfigurationError(
+            f"--exchange {exchange_id!r} is not a ccxt exchange id (e.g. binance, kraken) "
+            "or loopback."
+        )
+    client = getattr(ccxt, venue)()
+    try:
+        seconds = client.parse_timeframe(timeframe)
+    except Exception:  # ccxt raises a bare error for an unknown unit
+        raise ConfigurationError(
+            f"--timeframe {timeframe!r} is not a candle size (1m, 15m, 1h, 4h, 1d...)."
+        ) from None
+    return session_symbols(
+        symbol, symbols, symbols_file, timeframe_s=seconds, rate_limit_ms=client.rateLimit
+    )
 
 
 class _LiveGroup(click.Group):

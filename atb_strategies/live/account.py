@@ -114,7 +114,7 @@ class Account:
         """The quote balance plus every position (of ``datas``, if given) at its last close."""
         value = self.balances.get(self.quote() or "", self.cash)
         for data, pos in self.positions.items():
-            if datas is not None and data not in datas:
+            if datas is not None and not any(d is data for d in datas):  # feeds overload ==
                 continue
             if pos.size and len(data):
                 value += pos.size * float(data.close[0])

@@ -21,29 +21,17 @@ import pandas as pd
 from atb_strategies.data.loaders import load_ohlcv
 from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.live.portfolio import split_symbol
 from atb_strategies.testing.binance import BinanceServer, interval_to_ms
 
 __all__ = ["DEMO_CLOCKS", "demo_client", "demo_exchange", "parse_demo_data"]
 
 #: Market clocks of the demo: one candle per wall second, or one per wait of the client.
 DEMO_CLOCKS = ("fast", "lockstep")
-#: Quote assets the demo recognises at the end of a symbol.
-_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "BTC", "ETH", "EUR")
 #: A plausible first price per base asset (others start at 100).
 _PRICES = {"BTC": 30_000.0, "ETH": 2_000.0, "SOL": 100.0, "BNB": 300.0, "XRP": 0.5}
 #: Candles served after the start of the session (a fast clock runs out after them).
 _LIVE_CANDLES = 2_000
-
-
-def split_symbol(symbol: str) -> tuple[str, str]:
-    """``("BTC", "USDT")`` for ``"BTCUSDT"``; ConfigurationError when no known quote ends it."""
-    for quote in _QUOTES:
-        if symbol.endswith(quote) and len(symbol) > len(quote):
-            return symbol[: -len(quote)], quote
-    raise ConfigurationError(
-        f"--exchange loopback cannot tell the quote asset of {symbol!r}: use a symbol that ends "
-        f"in {', '.join(_QUOTES)} (e.g. BTCUSDT)."
-    )
 
 
 def parse_demo_data(specs: Sequence[str]) -> dict[str, Path]:

@@ -119,18 +119,23 @@ def test_server_with_three_symbols_refuses_an_unserved_symbol():
             client.close()
 
 
-def test_lockstep_with_two_symbols_steps_only_once_every_symbol_read_is_up_to_date():
+def test_lockstep_with_three_symbols_steps_only_once_every_symbol_is_up_to_date():
     _, context = _three_symbols(lockstep=True)
     with context as server:
         client = ccxt.binance(server.ccxt_config(with_keys=False))
         try:
             start = server.clock.now_ms
-            for symbol in ("BTC/USDT", "ETH/USDT"):
+            for symbol in ("BTC/USDT", "ETH/USDT"):  # SOL's feed has not started yet
                 client.fetch_ohlcv(symbol, "1h", limit=5)
+            for _ in range(3):
+                client.fetch_time()
+            assert server.clock.now_ms == start
+            client.fetch_ohlcv("SOL/USDT", "1h", limit=5)
             client.fetch_time()  # the client waits
             client.fetch_time()  # the next candle closes
             assert server.clock.now_ms == start + HOUR
-            client.fetch_ohlcv("BTC/USDT", "1h", limit=5)  # ETH's feed has not caught up
+            for symbol in ("BTC/USDT", "SOL/USDT"):  # ETH's feed has not caught up
+                client.fetch_ohlcv(symbol, "1h", limit=5)
             for _ in range(3):
                 client.fetch_time()
             assert server.clock.now_ms == start + HOUR
@@ -184,7 +189,7 @@ def test_demo_exchange_with_a_file_serves_its_candles_and_synthetic_ones_for_the
     [
         (["BTCUSDT", "ETHBTC"], {}, "quoted in BTC, USDT"),
         (["BTCUSDT"], {"ETHUSDT": Path("x.csv")}, "--demo-data names ETHUSDT"),
-        (["BTC"], {}, "cannot tell the quote asset of 'BTC'"),
+        (["BTC"], {}, "quote currency of 'BTC'"),
     ],
 )
 def test_demo_exchange_with_bad_input_says_what_to_do(symbols, data, message):

@@ -15,13 +15,16 @@ and a client that stops reading candles stops the market.
 Any other clock change (a test's ``advance``/``set_time``, a fault's ``advance_ms``) disarms
 the pending step: the client has not seen the candles that closed meanwhile.
 
-With several symbols (one feed each), the step is armed only once every symbol whose candles
-the client has read is up to date, so a slower feed is never stepped past.
+With several symbols (one feed each), the step is armed only once every watched symbol is up
+to date: every symbol the server serves (:meth:`Lockstep.watch`) and any other whose candles the
+client read, so a feed that has not even started is never stepped past. A client of a
+several-symbol server in lockstep must therefore read every symbol's candles.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 from atb_strategies.testing.binance.candles import next_close
 from atb_strategies.testing.binance.clock import MarketClock
@@ -58,6 +61,11 @@ class Lockstep:
         self.enabled = enabled
         self.steps = 0
         clock.subscribe(self._on_clock_change)
+
+    def watch(self, symbols: Iterable[str]) -> None:
+        """Step only once the client is up to date on each of ``symbols`` (too)."""
+        with self._lock:
+            self._watched.update(symbols)
 
     def read_candles(self, symbol: str) -> None:
         """Record that a client reads ``symbol``'s candles: it must be up to date before a step."""

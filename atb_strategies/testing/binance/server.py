@@ -87,7 +87,8 @@ class BinanceServer:
         More symbols of the same quote asset and their candles (same timeframe), e.g.
         ``{"ETHUSDT": frame}``: one account (shared balances, one order and trade id sequence),
         the same fees and filters; a request's ``symbol`` picks the market, and symbol-less
-        ``exchangeInfo`` and ``openOrders`` answer for all.
+        ``exchangeInfo`` and ``openOrders`` answer for all. In lockstep the clock steps only
+        once the client is up to date on every symbol's candles.
     timeframe : str, optional
         Base interval of ``candles``; inferred from the smallest index step when omitted.
     api_key, secret : str
@@ -261,6 +262,7 @@ class BinanceServer:
             peer.peers = endpoints.peers  # one list: every market's routes answer for all
             endpoints.peers.append(peer)
             self._by_symbol[other] = (engine, peer.routes())
+        self.lockstep.watch(self._by_symbol)  # a step waits for the client to read them all
         self.clock.subscribe(self._on_clock_change)
 
     # ------------------------------------------------------------------------- lifecycle
