@@ -136,6 +136,20 @@ _OPTIONS = [
         help="Clear a kill-switch trip recorded in the journal by an earlier session, then trade.",
     ),
     click.option("--max-order-notional", type=click.FloatRange(min=0, min_open=True), default=None),
+    click.option(
+        "--max-gross-exposure",
+        type=LIMIT,
+        default="off",
+        show_default=True,
+        help="Refuse entries beyond this fraction of the value in all positions together.",
+    ),
+    click.option(
+        "--max-symbol-share",
+        type=LIMIT,
+        default="off",
+        show_default=True,
+        help="Refuse entries beyond this fraction of the value in one symbol.",
+    ),
     click.option("--max-orders-per-minute", type=POSITIVE_INT, default=10, show_default=True),
     click.option("--no-flatten", is_flag=True, help="Kill switch cancels but does not flatten."),
     click.option(
@@ -222,6 +236,8 @@ def run_live(
     new_journal: bool,
     clear_kill_switch: bool,
     max_order_notional: float | None,
+    max_gross_exposure: float | None,
+    max_symbol_share: float | None,
     max_orders_per_minute: int,
     no_flatten: bool,
     on_stop: str,
@@ -369,6 +385,8 @@ def run_live(
             max_order_notional,
             max_orders_per_minute,
             flatten=not no_flatten,
+            max_gross_exposure=max_gross_exposure,
+            max_symbol_share=max_symbol_share,
         )
         mode = "PAPER" if paper else "LIVE (real orders)"
         click.echo(

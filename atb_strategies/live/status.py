@@ -175,7 +175,7 @@ class LiveStatus(bt.Analyzer):
         newest = {d._name: bt.num2date(d.datetime[0]) for d in datas if len(d)}
         for when in sorted(self._pending):
             lines = self._pending[when]
-            missing = [d._name for d in datas if d._name not in newest or newest[d._name] < when]
+            missing = [d._name for d in datas if d._name not in lines]
             moved_on = any(t > when for t in newest.values())
             if missing and not (final or moved_on):
                 break  # wait for the late feed (at most until another feed closes a bar)
@@ -183,8 +183,8 @@ class LiveStatus(bt.Analyzer):
             for name in (d._name for d in datas):
                 if name in lines:
                     self.p.echo(lines[name])
-            for name in missing:
-                self.p.echo(f"{when:%Y-%m-%d %H:%M} {name} late: no bar closing then yet")
+            for name in [] if final else missing:  # at the end, feeds stop at their own pace
+                self.p.echo(f"{when:%Y-%m-%d %H:%M} {name} late: no live bar closing then")
             if len(datas) > 1:
                 self.p.echo(self._book_line(datas, when))
 

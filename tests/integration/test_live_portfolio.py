@@ -107,10 +107,12 @@ def _session(
         echo=lines.append,
         feed_options=FEED_OPTIONS,
         registry=str(registry),
-        long_threshold=-1.0,  # every symbol enters on its first live bar
-        exit_threshold=10.0,  # and holds
-        position_size=0.2,
-        **params,
+        **{
+            "long_threshold": -1.0,  # every symbol enters on its first live bar
+            "exit_threshold": 10.0,  # and holds
+            "position_size": 0.2,
+            **params,
+        },
     )
     strat = run_until_stopped(cerebro)[0]
     return cerebro, strat
@@ -171,6 +173,54 @@ def test_portfolio_status_prints_one_block_per_bar_with_a_book_line(registry, tm
             assert f"model={symbol}/basic@" in line and " exposure=" in line
     # the first bar is every symbol's entry: each line shows its own feed's decision
     assert all("action=enter_long" in line for line in blocks[0][:3])
+
+
+def test_portfolio_status_line_of_each_symbol_shows_that_symbol_s_own_decision(registry, tmp_path):
+    lines: list[str] = []
+    with _server(_frames()) as server:
+        _, strat = _session(
+            server, registry, tmp_path / "j.sqlite", lines, max_bars=3, long_threshold=0.001
+        )
+    decided = {(d["symbol"], d["bar"][:16].replace("T", " ")): d for d in strat.decisions}
+    shown = [line for line in lines if re.match(rf"^{TIME} \S+ close=", line)]
+    assert len(shown) == 9
+    for line in shown:
+        name = line[17:].split(" ", 1)[0]
+        decision = decided[(name, line[:16])]
+        assert f" signal={decision['signal']} action={decision['action']} " in line
+    # on some bar the symbols decided differently: a line showing another feed's decision
+    # (the last one the strategy made) would fail above
+    bars = {bar for _, bar in decided}
+    assert any(
+        len({(d["signal"], d["action"]) for (_, b), d in decided.items() if b == bar}) > 1
+        for bar in bars
+    )
+
+
+def test_portfolio_with_a_missing_candle_on_one_symbol_does_not_stall_the_others(
+    registry, tmp_path
+):
+    frames = _frames()
+    gap = frames["ETHUSDT"].index[NOW_ROW + 1]  # ETH's second live candle never comes
+    frames["ETHUSDT"] = frames["ETHUSDT"].drop(index=gap)
+    lines: list[str] = []
+    with _server(frames) as server:
+        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=3)
+    status = [line for line in lines if re.match(rf"^{TIME} ", line)]
+    closing = (gap + pd.Timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+    block = [line for line in status if line.startswith(closing)]
+    # the others' bar is shown with ETH said late, and trading went on for every symbol
+    assert [line[17:].split(" ", 1)[0] for line in block] == [
+        "BTCUSDT",
+        "SOLUSDT",
+        "ETHUSDT",
+        "BOOK",
+    ]
+    assert block[2] == f"{closing} ETHUSDT late: no live bar closing then"
+    later = [line for line in status if line[:16] > closing and " ETHUSDT close=" in line]
+    assert later, status  # ETH's next candle is taken when it comes
+    for symbol in ("BTCUSDT", "SOLUSDT"):
+        assert len([line for line in status if f" {symbol} close=" in line]) == 3
 
 
 def test_portfolio_with_a_lost_order_response_on_one_symbol_places_that_order_once(
@@ -239,6 +289,33 @@ def test_portfolio_kill_switch_with_no_flatten_keeps_every_position(registry, tm
     assert {json.loads(r["info"])["role"] for r in _journal_orders(journal)} == {"entry"}
     for data in cerebro.datas:  # each position kept, as the exchange holds it
         assert strat.getposition(data).size == pytest.approx(float(balances[data._name][0]))
+
+
+def test_portfolio_with_max_gross_exposure_refuses_the_entry_beyond_it(registry, tmp_path):
+    limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_gross_exposure=0.3)
+    with _server(_frames()) as server:
+        cerebro, strat = _session(
+            server, registry, tmp_path / "j", [], max_bars=1, kill_switch=limits
+        )
+        orders = {s: server.orders(s) for s in SYMBOLS}
+    notional = {s: sum(float(o["cummulativeQuoteQty"]) for o in orders[s]) for s in SYMBOLS}
+    # BTC (~4 % of the value, sized by its confidence) and ETH (20 %) fit in 30 %; SOL's 20 %
+    # more would not, so it is refused before it is sent
+    assert [len(orders[s]) for s in SYMBOLS] == [1, 1, 0]
+    assert 1_000 < notional["BTCUSDT"] + notional["ETHUSDT"] < 3_000  # + SOL's ~2,000 > 3,000
+    sol = next(d for d in cerebro.datas if d._name == "SOLUSDT")
+    assert strat.getposition(sol).size == 0 and not cerebro.broker.killed
+
+
+def test_portfolio_with_max_symbol_share_refuses_every_entry_beyond_it(registry, tmp_path):
+    limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_symbol_share=0.1)
+    with _server(_frames()) as server:
+        _session(server, registry, tmp_path / "j.sqlite", [], max_bars=1, kill_switch=limits)
+        orders = server.orders()
+    # ETH and SOL entries are 20 % of the value each, over the 10 % a symbol may have; BTC's
+    # (sized down by its low confidence) is under it
+    assert [o["symbol"] for o in orders] == ["BTCUSDT"]
+    assert float(orders[0]["cummulativeQuoteQty"]) < 1_000
 
 
 def test_portfolio_restart_mid_session_recovers_every_symbol(registry, tmp_path):
