@@ -25,7 +25,10 @@ __all__ = [
 ]
 
 #: Quote assets recognised at the end of a venue symbol, longest match first.
-QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "EUR", "TRY", "BTC", "ETH", "BNB")
+QUOTES = (
+    "FDUSD", "USDT", "USDC", "BUSD", "DAI", "USD", "EUR", "GBP", "JPY", "AUD", "BRL",
+    "TRY", "KRW", "BTC", "ETH", "BNB",
+)  # fmt: skip
 #: Requests one symbol costs per bar at most: candles, a ticker, an order, its status, its
 #: trades and a share of the balance refreshes.
 REQUESTS_PER_SYMBOL_BAR = 6

@@ -356,6 +356,13 @@ def test_session_symbols_with_bad_lists_say_what_is_wrong(symbols, message):
         session_symbols("BTCUSDT", symbols, None)
 
 
+def test_session_symbols_split_the_quote_currency_by_the_longest_match():
+    assert session_symbols("X", "BTCUSDT,ETHUSDT", None) == ["BTCUSDT", "ETHUSDT"]
+    assert session_symbols("X", "XBTUSD,ETH/USD", None) == ["XBTUSD", "ETH/USD"]
+    with pytest.raises(ConfigurationError, match=r"mixes quote currencies \(USD, USDT\)"):
+        session_symbols("X", "BTCUSD,ETHUSDT", None)
+
+
 def test_session_symbols_from_a_file_with_comments(tmp_path):
     path = tmp_path / "symbols.txt"
     path.write_text("# my book\nbtcusdt\nETHUSDT, SOLUSDT  # alts\n\n")
