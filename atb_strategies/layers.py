@@ -2,8 +2,9 @@
 
 ``tests/unit/test_layers.py`` parses every import (including those inside functions) and fails
 when one points up. The *faces* may import anything and nothing in the layers imports them:
-``atb_strategies/__init__.py`` (the public API by role), ``prediction/`` (the seed project's
-import paths) and ``testing/`` (the loopback exchange used by tests and demos).
+``atb_strategies/__init__.py`` (the public API by role) and ``prediction/`` (the seed project's
+import paths). ``testing/`` (the loopback exchange) is the layer just below ``cli``: tests use
+it, and so does ``atb live --exchange loopback`` (the offline demo exchange).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("evaluation",),
     ("live",),
+    ("testing",),
     ("cli",),
 )
 
-FACES: tuple[str, ...] = ("__init__", "prediction", "testing")
+FACES: tuple[str, ...] = ("__init__", "prediction")
 
 
 def layer_of(top: str) -> int:

@@ -15,6 +15,7 @@ follows ``latest`` and reloads it between bars when it moves (``atb models promo
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,45 @@ from atb_strategies.cli.options import (
     registry_option,
 )
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.live.portfolio import describe
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 _OPTIONS = [
     click.option("--symbol", default="BTCUSDT", show_default=True),
+    click.option(
+        "--symbols",
+        default=None,
+        metavar="A,B,...",
+        help="A portfolio: several symbols in one session and account (replaces --symbol).",
+    ),
+    click.option(
+        "--symbols-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="The portfolio's symbols, one a line.",
+    ),
     click.option("--timeframe", default="1h", show_default=True),
-    click.option("--exchange", "exchange_id", default="binance", show_default=True),
+    click.option(
+        "--exchange",
+        "exchange_id",
+        default="binance",
+        show_default=True,
+        help="A ccxt id, or loopback: the offline demo exchange (no keys, no network).",
+    ),
+    click.option(
+        "--demo-data",
+        "demo_data",
+        multiple=True,
+        metavar="SYMBOL=FILE",
+        help="--exchange loopback: serve these candles for SYMBOL (default: synthetic ones).",
+    ),
+    click.option(
+        "--demo-clock",
+        type=click.Choice(["fast", "lockstep"]),
+        default="fast",
+        show_default=True,
+        help="--exchange loopback: one candle per second, or one per wait of the feed.",
+    ),
     click.option("--paper", is_flag=True, help="Simulated fills on live candles (no keys)."),
     click.option(
         "--live", "real", is_flag=True, help="Real orders (needs --i-understand-the-risks)."
@@ -102,6 +136,20 @@ _OPTIONS = [
         help="Clear a kill-switch trip recorded in the journal by an earlier session, then trade.",
     ),
     click.option("--max-order-notional", type=click.FloatRange(min=0, min_open=True), default=None),
+    click.option(
+        "--max-gross-exposure",
+        type=LIMIT,
+        default="off",
+        show_default=True,
+        help="Refuse entries beyond this fraction of the value in all positions together.",
+    ),
+    click.option(
+        "--max-symbol-share",
+        type=LIMIT,
+        default="off",
+        show_default=True,
+        help="Refuse entries beyond this fraction of the value in one symbol.",
+    ),
     click.option("--max-orders-per-minute", type=POSITIVE_INT, default=10, show_default=True),
     click.option("--no-flatten", is_flag=True, help="Kill switch cancels but does not flatten."),
     click.option(
@@ -163,8 +211,12 @@ def _live_options(f: Any) -> Any:
 def run_live(
     strategy: str,
     symbol: str,
+    symbols: str | None,
+    symbols_file: Path | None,
     timeframe: str,
     exchange_id: str,
+    demo_data: tuple[str, ...],
+    demo_clock: str,
     paper: bool,
     real: bool,
     risks: bool,
@@ -184,6 +236,8 @@ def run_live(
     new_journal: bool,
     clear_kill_switch: bool,
     max_order_notional: float | None,
+    max_gross_exposure: float | None,
+    max_symbol_share: float | None,
     max_orders_per_minute: int,
     no_flatten: bool,
     on_stop: str,
@@ -215,6 +269,17 @@ def run_live(
         check_journal(journal, new_journal=new_journal)
     else:
         refuse_if_killed(journal, clear_kill_switch, new_journal=new_journal)
+    demo = exchange_id == "loopback"
+    if not demo and demo_data:
+        raise ConfigurationError("--demo-data is for --exchange loopback (the demo exchange).")
+    if demo and sandbox:
+        raise ConfigurationError("--exchange loopback is a demo already: drop --sandbox.")
+    demo_files: dict[str, Path] = {}
+    if demo:
+        from atb_strategies.testing.demo import parse_demo_data
+
+        demo_files = parse_demo_data(demo_data)
+    names = _session_symbols(symbol, symbols, symbols_file, timeframe, exchange_id, demo)
     from atb_strategies.live.broker import KillSwitch
     from atb_strategies.live.runner import (
         EXIT_CODES,
@@ -246,9 +311,10 @@ def run_live(
         params["shadows"] = list(shadows)
         # every challenger is selected (and validated) before anything connects
         for spec in parse_shadows(params["shadows"], get_strategy(strategy).params.model_type):
-            shared_registry(registry_path).select_bundle(
-                symbol, spec.model_type, timeframe, spec.version
-            )
+            for name in names:
+                shared_registry(registry_path).select_bundle(
+                    name, spec.model_type, timeframe, spec.version
+                )
     params.update(
         guard_params(max_model_age, age_action, drift_action, drift_window, drift_threshold)
     )
@@ -275,6 +341,10 @@ def run_live(
             "https://api.alternative.me (the public Fear & Greed index), --sentiment CSV or "
             "--synthetic-sentiment (a demo)."
         )
+    if sources and len(names) > 1:
+        raise ConfigurationError(
+            f"{strategy} with several symbols is not supported yet: run one session per symbol."
+        )
     if sources:
         from atb_strategies.sentiment import build_sentiment_poller
 
@@ -282,61 +352,125 @@ def run_live(
             csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
         )
     # the model must reproduce its parity certificate here before anything connects
-    certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
+    certificate = "\n".join(
+        check_certificate(get_strategy(strategy), name, timeframe, params) for name in names
+    )
     log_to_file(log_file)
-    store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
-    kill = KillSwitch(
-        max_daily_loss,
-        max_drawdown,
-        max_order_notional,
-        max_orders_per_minute,
-        flatten=not no_flatten,
+    with contextlib.ExitStack() as stack:
+        if demo:
+            from atb_strategies.testing.demo import demo_client, demo_exchange
+
+            server = demo_exchange(
+                names,
+                timeframe,
+                backfill_bars=backfill_bars,
+                clock=demo_clock,
+                data=demo_files,
+                cash=cash,
+            )
+            stack.callback(server.stop)
+            # the demo's fake keys for real orders; keys in the environment are never read
+            store = CcxtStore(exchange=demo_client(server, with_keys=real))
+            feed_options.update(poll_grace=0.0, qcheck=0.05, clock_check=0.05)
+            click.echo(
+                f"demo exchange (loopback) at {server.url}: {', '.join(server.symbols)}, "
+                f"market clock {server.clock.now():%Y-%m-%d %H:%M} UTC ({demo_clock}); "
+                "synthetic or given candles, fake keys, no network"
+            )
+        else:
+            store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
+        kill = KillSwitch(
+            max_daily_loss,
+            max_drawdown,
+            max_order_notional,
+            max_orders_per_minute,
+            flatten=not no_flatten,
+            max_gross_exposure=max_gross_exposure,
+            max_symbol_share=max_symbol_share,
+        )
+        mode = "PAPER" if paper else "LIVE (real orders)"
+        click.echo(
+            f"{mode}: {strategy} {describe(names)} {timeframe} on {exchange_id}"
+            + (" sandbox" if sandbox else "")
+        )
+        click.echo(f"log: {log_file}")
+        click.echo(certificate)
+        if not paper:
+            click.echo(f"journal: {journal}")
+        else:
+            click.echo(f"model audit: {journal} (model switches; no orders on paper)")
+        cerebro = build_live_cerebro(
+            get_strategy(strategy),
+            store=store,
+            symbol=names if len(names) > 1 else names[0],
+            timeframe=timeframe,
+            paper=paper,
+            cash=cash,
+            journal=journal,
+            backfill_bars=backfill_bars,
+            max_bars=max_bars,
+            kill_switch=None if paper else kill,
+            broker_options=None if paper else {"clear_kill_switch": clear_kill_switch},
+            on_stop=on_stop,
+            feed_options=feed_options,
+            echo=click.echo,
+            shadow_csv=shadow_csv,
+            **params,
+        )
+        strat = run_until_stopped(cerebro)[0]
+        code, why = stop_reason(cerebro, max_bars)
+        click.echo(
+            f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
+            f"{len(strat.trade_records)}"
+        )
+        if strat.shadow is not None and strat.shadow.rows:
+            log = cerebro.runstrats[0][0].analyzers.shadow
+            rows = read_shadow_csv(log.path, session=log.session)  # this session's books
+            chart = plot_books(
+                rows, log.path.with_suffix(".png"), f"{strategy} {' '.join(names)} {timeframe}"
+            )
+            click.echo(
+                f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):"
+            )
+            click.echo(format_comparison(compare_books(rows, timeframe)))
+            if chart is not None:
+                click.echo(f"chart: {chart}")
+        if EXIT_CODES[code]:
+            sys.exit(EXIT_CODES[code])
+
+
+def _session_symbols(
+    symbol: str,
+    symbols: str | None,
+    symbols_file: Path | None,
+    timeframe: str,
+    exchange_id: str,
+    demo: bool,
+) -> list[str]:
+    """The session's symbols (``--symbol`` or the portfolio), checked before connecting: no
+    duplicates, one quote currency, no more than the exchange's rate limit serves."""
+    from atb_strategies.live.portfolio import session_symbols
+
+    if symbols is None and symbols_file is None:
+        return session_symbols(symbol, None, None)
+    import ccxt
+
+    venue = "binance" if demo else exchange_id
+    if venue not in ccxt.exchanges:
+        raise ConfigurationError(
+            f"--exchange {exchange_id!r} is not a ccxt exchange id (e.g. binance, kraken) "
+            "or loopback."
+        )
+    client = getattr(ccxt, venue)()
+    try:
+        seconds = client.parse_timeframe(timeframe)
+    except Exception:  # ccxt raises a bare error for an unknown unit
+        raise ConfigurationError(
+            f"--timeframe {timeframe!r} is not a candle size (1m, 15m, 1h, 4h, 1d...)."
+        ) from None
+    return session_symbols(
+        symbol, symbols, symbols_file, timeframe_s=seconds, rate_limit_ms=client.rateLimit
     )
-    mode = "PAPER" if paper else "LIVE (real orders)"
-    click.echo(
-        f"{mode}: {strategy} {symbol} {timeframe} on {exchange_id}"
-        + (" sandbox" if sandbox else "")
-    )
-    click.echo(f"log: {log_file}")
-    click.echo(certificate)
-    if not paper:
-        click.echo(f"journal: {journal}")
-    else:
-        click.echo(f"model audit: {journal} (model switches; no orders on paper)")
-    cerebro = build_live_cerebro(
-        get_strategy(strategy),
-        store=store,
-        symbol=symbol,
-        timeframe=timeframe,
-        paper=paper,
-        cash=cash,
-        journal=journal,
-        backfill_bars=backfill_bars,
-        max_bars=max_bars,
-        kill_switch=None if paper else kill,
-        broker_options=None if paper else {"clear_kill_switch": clear_kill_switch},
-        on_stop=on_stop,
-        feed_options=feed_options,
-        echo=click.echo,
-        shadow_csv=shadow_csv,
-        **params,
-    )
-    strat = run_until_stopped(cerebro)[0]
-    code, why = stop_reason(cerebro, max_bars)
-    click.echo(
-        f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
-        f"{len(strat.trade_records)}"
-    )
-    if strat.shadow is not None and strat.shadow.rows:
-        log = cerebro.runstrats[0][0].analyzers.shadow
-        rows = read_shadow_csv(log.path, session=log.session)  # this session's books
-        chart = plot_books(rows, log.path.with_suffix(".png"), f"{strategy} {symbol} {timeframe}")
-        click.echo(f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):")
-        click.echo(format_comparison(compare_books(rows, timeframe)))
-        if chart is not None:
-            click.echo(f"chart: {chart}")
-    if EXIT_CODES[code]:
-        sys.exit(EXIT_CODES[code])
 
 
 class _LiveGroup(click.Group):

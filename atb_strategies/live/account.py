@@ -114,11 +114,21 @@ class Account:
         """The quote balance plus every position (of ``datas``, if given) at its last close."""
         value = self.balances.get(self.quote() or "", self.cash)
         for data, pos in self.positions.items():
-            if datas is not None and data not in datas:
+            if datas is not None and not any(d is data for d in datas):  # feeds overload ==
                 continue
             if pos.size and len(data):
                 value += pos.size * float(data.close[0])
         return value
+
+    def exposure(self, data: Any) -> tuple[float, float, float]:
+        """``(exposure of data, gross exposure, value)``: position values at their last close."""
+        values = [
+            (d, abs(p.size) * float(d.close[0]))
+            for d, p in self.positions.items()
+            if p.size and len(d)
+        ]
+        mine = sum(v for d, v in values if d is data)
+        return mine, sum(v for _, v in values), self.value()
 
     def seed_position(self, data: Any) -> None:
         """Seed the position of ``data`` from the free balance of its base asset."""

@@ -138,7 +138,8 @@ class OrderEmulator:
         amount, problem = broker.rules.check_amount(market, raw_amount, price)
         if problem is None:
             reduces = broker.account.reduces_position(order, amount)
-            problem = broker.risk.refusal(amount, price, reduces=reduces, counting=False)
+            book = broker.account.exposure(order.data) if broker.risk.limits else None
+            problem = broker.risk.refusal(amount, price, reduces=reduces, counting=False, book=book)
         if problem is not None:
             broker.reject(order, f"{problem} (checked when the order was placed, at its price)")
             return True

@@ -131,7 +131,8 @@ class ExchangeSync:
         ):
             self._resize(order, amount)
         reduces = broker.account.reduces_position(order, amount)
-        refused = broker.risk.refusal(amount, price, reduces=reduces)
+        book = broker.account.exposure(order.data) if broker.risk.limits else None
+        refused = broker.risk.refusal(amount, price, reduces=reduces, book=book)
         if refused:
             broker.reject(order, refused)
             return None

@@ -34,6 +34,9 @@ class KillSwitch:
     positions at market when a loss limit trips. ``max_order_notional`` and
     ``max_orders_per_minute`` cap new risk: orders that only reduce the position (exits,
     stop-losses, take-profits) are exempt, so a protective order is never blocked by them.
+    The portfolio limits ``max_gross_exposure`` (every position's value plus the order's, as a
+    fraction of the account's value) and ``max_symbol_share`` (the order's symbol alone) refuse
+    new risk the same way.
     """
 
     max_daily_loss: float | None = 0.05
@@ -41,6 +44,8 @@ class KillSwitch:
     max_order_notional: float | None = None
     max_orders_per_minute: int | None = 10
     flatten: bool = True
+    max_gross_exposure: float | None = None
+    max_symbol_share: float | None = None
 
 
 class RiskGuard:
@@ -73,7 +78,13 @@ class RiskGuard:
         self._day_start_value: float | None = None
 
     def refusal(
-        self, amount: float, price: float, *, reduces: bool, counting: bool = True
+        self,
+        amount: float,
+        price: float,
+        *,
+        reduces: bool,
+        counting: bool = True,
+        book: tuple[float, float, float] | None = None,
     ) -> str | None:
         """Why the limits refuse an order of ``amount`` at ``price``, or None.
 
@@ -88,6 +99,9 @@ class RiskGuard:
             needed.
         counting : bool
             False checks without reading the per-minute count (for held orders, sent later).
+        book : tuple of float, optional
+            ``(symbol exposure, gross exposure, value)`` of the account now, for the portfolio
+            limits; None skips them.
         """
         ks = self.limits
         if self.flattening:
@@ -109,6 +123,9 @@ class RiskGuard:
                 f"notional {amount * price:.2f} exceeds max_order_notional "
                 f"{ks.max_order_notional:.2f}"
             )
+        portfolio = _portfolio_refusal(ks, amount * price, book)
+        if portfolio is not None:
+            return portfolio
         now = time.monotonic()
         while self._order_times and now - self._order_times[0] > 60:
             self._order_times.popleft()
@@ -166,6 +183,28 @@ class RiskGuard:
                 f"(value {value:.2f}, day start {start:.2f})"
             )
         return reason
+
+
+def _portfolio_refusal(
+    ks: KillSwitch, notional: float, book: tuple[float, float, float] | None
+) -> str | None:
+    """Why an order of ``notional`` breaks a portfolio limit given ``book``, or None."""
+    if book is None:
+        return None
+    mine, gross, value = book
+    if not math.isfinite(value) or value <= 0:
+        return None
+    if ks.max_gross_exposure is not None and gross + notional > ks.max_gross_exposure * value:
+        return (
+            f"gross exposure {gross + notional:.2f} would exceed max_gross_exposure "
+            f"{_pct(ks.max_gross_exposure)} of the value {value:.2f}"
+        )
+    if ks.max_symbol_share is not None and mine + notional > ks.max_symbol_share * value:
+        return (
+            f"the symbol's exposure {mine + notional:.2f} would exceed max_symbol_share "
+            f"{_pct(ks.max_symbol_share)} of the value {value:.2f}"
+        )
+    return None
 
 
 def _pct(fraction: float) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def build_live_cerebro(
     strategy: type[bt.Strategy],
     *,
     store: CcxtStore,
-    symbol: str,
+    symbol: str | Sequence[str],
     timeframe: str,
     paper: bool,
     cash: float,
@@ -69,7 +70,7 @@ def build_live_cerebro(
     shadow_csv: Path | None = None,
     **strategy_params: Any,
 ) -> bt.Cerebro:
-    """A cerebro wired for live or paper trading of ``symbol`` on ``store``.
+    """A cerebro wired for live or paper trading of ``symbol`` (one or several) on ``store``.
 
     Parameters
     ----------
@@ -77,8 +78,11 @@ def build_live_cerebro(
         The strategy class (``MlBasic``, ``MlSentiment`` or a subclass).
     store : CcxtStore
         The exchange connection; it supplies the feed and, for real orders, the broker.
-    symbol, timeframe : str
-        The market (``"BTCUSDT"``) and candle size (``"1h"``).
+    symbol : str or sequence of str
+        The market (``"BTCUSDT"``), or several: a portfolio session, one feed (each with its
+        own model window and bundle) per symbol, one broker, account, journal and kill switch.
+    timeframe : str
+        The candle size (``"1h"``).
     paper : bool
         True: ``PaperBroker`` with ``cash``. False: the store's ``CcxtBroker`` (real orders).
     cash : float
@@ -111,14 +115,15 @@ def build_live_cerebro(
         Ready for :func:`run_until_stopped`; its ``LiveStatus`` analyzer is named ``status``.
     """
     cerebro = bt.Cerebro(quicknotify=True, stdstats=False)
-    data = store.getdata(
-        dataname=symbol,
-        bar=timeframe,
-        backfill_bars=backfill_bars,
-        max_live_bars=max_bars,
-        **(feed_options or {}),
-    )
-    cerebro.adddata(data, name=data._name)
+    for name in [symbol] if isinstance(symbol, str) else list(symbol):
+        data = store.getdata(
+            dataname=name,
+            bar=timeframe,
+            backfill_bars=backfill_bars,
+            max_live_bars=max_bars,
+            **(feed_options or {}),
+        )
+        cerebro.adddata(data, name=data._name)
     cerebro.addstore(store)
     if paper:
         broker = PaperBroker(store=store, **(broker_options or {}))

@@ -1,9 +1,11 @@
-"""``LiveStatus``: one status line per live bar of a running live or paper session, and the
+"""``LiveStatus``: one status line per live bar of a running live or paper session (with several
+symbols, a block per bar: a line per symbol that closed a bar and a ``BOOK`` line), and the
 announcement of every model change (hot reload of ``latest``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import backtrader as bt
 
@@ -33,7 +35,10 @@ class LiveStatus(bt.Analyzer):
     drifted), the guards firing on the bar's decision (``guard=drift``; the reason is announced
     when they start), and on a live sentiment feed the sentiment value and its age (``sent=``,
     ``age=``). A guard that starts firing (or changes reason) and its end are announced once:
-    a line and a store notification (``GUARD`` with the reason, ``GUARD_CLEARED``). A model
+    a line and a store notification (``GUARD`` with the reason, ``GUARD_CLEARED``), per
+    symbol: each feed's line and guards read that feed's own last decision. With several feeds
+    (a portfolio session) each bar prints a block: the line of every feed that closed a live
+    bar, then one ``BOOK`` line (value, P&L, cash, gross exposure, positions). A model
     event of a prediction (``MlPrediction.model_events``: ``latest``
     moved and the new version now serves, or it was refused) is announced once, whatever the
     feed's state: a status line, a store notification (``notify_store("MODEL_SWITCH" |
@@ -62,8 +67,11 @@ class LiveStatus(bt.Analyzer):
         self._mode = "paper" if getattr(broker, "journal", None) is None else "live"
         self._announced: dict[int, int] = {}
         self._guard: dict[int, tuple[str, ...]] = {}
+        self._shown: dict[int, int] = {}  # len(data) at its last status line, per feed
+        self._pending: dict[Any, dict[str, str]] = {}  # held lines per bar close time
 
     def stop(self) -> None:
+        self._flush(list(getattr(self.strategy, "predictions", {})), final=True)
         if self._own_journal and self.journal is not None:
             self.journal.close()
 
@@ -103,33 +111,93 @@ class LiveStatus(bt.Analyzer):
         for store in self.strategy.env.stores:
             store.put_notification(message, payload)
 
+    def _last_decision(self, data: bt.AbstractDataBase) -> dict:
+        """The strategy's decision on ``data``'s current bar ({} when it made none)."""
+        name = getattr(data, "_name", "")
+        bar = bt.num2date(data.datetime[0]).isoformat()
+        for decision in reversed(self.strategy.decisions):
+            if decision.get("bar", "") < bar:
+                break  # older bars: this feed made no decision on its current bar
+            if decision.get("symbol", name) == name and decision.get("bar") == bar:
+                return decision
+        return {}
+
     def next(self) -> None:
         """Announce model events and guards, then emit one line per live data feed the strategy
-        predicts on."""
+        predicts on that closed a new bar; with several feeds, the lines of one close time are
+        held until every feed has that bar (or is a bar late) and go out as one block."""
         strat = self.strategy
-        for data, pred in getattr(strat, "predictions", {}).items():
+        predictions = getattr(strat, "predictions", {})
+        for data, pred in predictions.items():
             self._announce(pred)
             if data.islive() and data._laststatus != data.LIVE:
                 continue
-            ret = float(pred.predicted_return[0])
-            last = strat.decisions[-1] if strat.decisions else {}
-            reason = last.get("reason")
-            self._guards(
-                data, reason if reason and not reason.startswith("no prediction") else None
-            )
-            drift = float(pred.drift[0])
-            value = strat.broker.getvalue()
-            if self.start_value is None:
-                self.start_value = value
-            self.p.echo(
-                f"{bt.num2date(data.datetime[0]):%Y-%m-%d %H:%M} {data._name} "
-                f"close={float(data.close[0]):.2f} pred={float(pred.predicted_price[0]):.2f} "
-                f"ret={ret:+.4%} conf={float(pred.confidence[0]):.2f} "
-                f"signal={last.get('signal', '-')} action={last.get('action', '-')} "
-                f"pos={strat.getposition(data).size:.6g} value={value:.2f} "
-                f"pnl={value - self.start_value:+.2f}"
-                + (f" drift={drift:.2f}" if drift == drift else "")
-                + _guard_tag(last.get("reason"))
-                + _sentiment(data)
-                + f" model={pred.model_key}"
-            )
+            if self._shown.get(id(data)) == len(data):
+                continue  # no new bar of this feed (another feed moved)
+            self._shown[id(data)] = len(data)
+            line = self._line(data, pred, portfolio=len(predictions) > 1)
+            when = bt.num2date(data.datetime[0])
+            self._pending.setdefault(when, {})[data._name] = line
+        self._flush(list(predictions), final=False)
+
+    def _line(self, data: bt.AbstractDataBase, pred: bt.Indicator, portfolio: bool) -> str:
+        """The status line of ``data``'s current bar (announcing its guards on the way)."""
+        strat = self.strategy
+        ret = float(pred.predicted_return[0])
+        last = self._last_decision(data)
+        reason = last.get("reason")
+        self._guards(data, reason if reason and not reason.startswith("no prediction") else None)
+        drift = float(pred.drift[0])
+        value = strat.broker.getvalue()
+        if self.start_value is None:
+            self.start_value = value
+        position = strat.getposition(data).size
+        money = (
+            f"exposure={position * float(data.close[0]):.2f}"
+            if portfolio
+            else f"value={value:.2f} pnl={value - self.start_value:+.2f}"
+        )
+        return (
+            f"{bt.num2date(data.datetime[0]):%Y-%m-%d %H:%M} {data._name} "
+            f"close={float(data.close[0]):.2f} pred={float(pred.predicted_price[0]):.2f} "
+            f"ret={ret:+.4%} conf={float(pred.confidence[0]):.2f} "
+            f"signal={last.get('signal', '-')} action={last.get('action', '-')} "
+            f"pos={position:.6g} {money}"
+            + (f" drift={drift:.2f}" if drift == drift else "")
+            + _guard_tag(last.get("reason"))
+            + _sentiment(data)
+            + f" model={pred.model_key}"
+        )
+
+    def _flush(self, datas: list, final: bool) -> None:
+        """Emit the held blocks whose bar every feed has (or that a feed is a bar late for, or
+        all of them at the end), oldest first: the lines, a late note, the ``BOOK`` line."""
+        newest = {d._name: bt.num2date(d.datetime[0]) for d in datas if len(d)}
+        for when in sorted(self._pending):
+            lines = self._pending[when]
+            missing = [d._name for d in datas if d._name not in lines]
+            moved_on = any(t > when for t in newest.values())
+            if missing and not (final or moved_on):
+                break  # wait for the late feed (at most until another feed closes a bar)
+            del self._pending[when]
+            for name in (d._name for d in datas):
+                if name in lines:
+                    self.p.echo(lines[name])
+            for name in [] if final else missing:  # at the end, feeds stop at their own pace
+                self.p.echo(f"{when:%Y-%m-%d %H:%M} {name} late: no live bar closing then")
+            if len(datas) > 1:
+                self.p.echo(self._book_line(datas, when))
+
+    def _book_line(self, datas: list, when: object) -> str:
+        """``TIME BOOK value=... pnl=... cash=... gross=... BTCUSDT=0.01 ETHUSDT=0``."""
+        broker = self.strategy.broker
+        value = broker.getvalue()
+        if self.start_value is None:
+            self.start_value = value
+        sizes = {d._name: self.strategy.getposition(d).size for d in datas}
+        gross = sum(abs(sizes[d._name]) * float(d.close[0]) for d in datas if len(d))
+        held = " ".join(f"{name}={size:.6g}" for name, size in sizes.items())
+        return (
+            f"{when:%Y-%m-%d %H:%M} BOOK value={value:.2f} pnl={value - self.start_value:+.2f} "
+            f"cash={broker.getcash():.2f} gross={gross:.2f} {held}"
+        )

@@ -215,7 +215,8 @@ class CcxtStore(bt.Store, metaclass=_MetaStore):
         self.load_markets()
         if broker is not None:
             self.broker = broker
-        if data is not None and data not in self.datas:
+        # by identity: backtrader's feeds overload ==, so ``in`` breaks with a second feed
+        if data is not None and not any(d is data for d in self.datas):
             self.datas.append(data)
             if self.broker is not None and hasattr(self.broker, "data_started"):
                 self.broker.data_started(data)

@@ -339,6 +339,7 @@ class MlStrategy(bt.Strategy):
     def _info(self, data: bt.AbstractDataBase, signal: str) -> dict[str, Any]:
         pred = self.predictions[data]
         return {
+            "symbol": getattr(data, "_name", ""),
             "model_key": pred.model_key,
             "bar": bt.num2date(data.datetime[0]).isoformat(),
             "close": float(data.close[0]),

@@ -11,7 +11,7 @@ the real exchange.
 What is implemented
 -------------------
 Public endpoints (no key):
-    ``GET /api/v3/ping``, ``/time``, ``/exchangeInfo`` (one symbol, realistic filters),
+    ``GET /api/v3/ping``, ``/time``, ``/exchangeInfo`` (every symbol, realistic filters),
     ``/klines`` (``symbol, interval, limit, startTime, endTime``), ``/ticker/price``,
     ``/ticker/24hr``.
 Signed endpoints (``X-MBX-APIKEY`` header plus HMAC-SHA256 ``signature`` over the query
@@ -74,8 +74,8 @@ Not implemented
 Order books and public trades (``depth``, ``trades``, ``aggTrades``, ``bookTicker``,
 ``avgPrice``), OCO/order lists, cancel-replace, SOR, ``sapi``/futures/margin endpoints,
 websockets, iceberg and trailing orders, self-trade prevention, per-account rate-limit
-accounting (weights are reported in headers but never enforced), monthly (``1M``) candles and
-multiple symbols.
+accounting (weights are reported in headers but never enforced), monthly (``1M``) candles, and
+markets in more than one quote asset (``markets=`` adds symbols of the same quote).
 
 Modules
 -------

@@ -74,6 +74,9 @@ class Endpoints:
         self.market, self.book, self.clock = market, book, clock
         self.engine, self.faults, self.sync = engine, faults, sync
         self.lockstep = lockstep
+        #: The endpoints of every symbol the server serves, this one first (symbol-less routes
+        #: such as ``exchangeInfo`` and ``openOrders`` answer for all of them).
+        self.peers: list[Endpoints] = [self]
 
     def routes(self) -> dict[tuple[str, str], tuple[Handler, bool]]:
         """``{(method, path): (handler, signed)}`` of every implemented endpoint."""
@@ -111,7 +114,11 @@ class Endpoints:
 
     def exchange_info(self, request: Request) -> dict[str, Any]:
         """``GET /api/v3/exchangeInfo`` (optionally ``symbol`` or ``symbols``)."""
-        self.market.check_symbol(request.params, required=False)
+        served = {peer.market.symbol: peer.market for peer in self.peers}
+        wanted = list(served)
+        if request.params.get("symbol"):
+            self.market.check_symbol(request.params)  # the server routed it to its market
+            wanted = [self.market.symbol]
         symbols = request.params.get("symbols")
         if symbols:
             try:
@@ -120,7 +127,7 @@ class Endpoints:
                 raise BinanceApiError(
                     -1100, "Illegal characters found in parameter 'symbols'."
                 ) from None
-            if wanted != [self.market.symbol]:
+            if not isinstance(wanted, list) or not wanted or not set(wanted) <= set(served):
                 raise BinanceApiError(-1121, "Invalid symbol.")
         return {
             "timezone": "UTC",
@@ -141,7 +148,7 @@ class Endpoints:
                 },
             ],
             "exchangeFilters": [],
-            "symbols": [self.market.symbol_info()],
+            "symbols": [served[symbol].symbol_info() for symbol in wanted],
         }
 
     def klines(self, request: Request) -> list[list[Any]]:
@@ -317,10 +324,16 @@ class Endpoints:
         return cancel_json(order, self.market.symbol, request.params.get("newClientOrderId"))
 
     def open_orders(self, request: Request) -> list[dict[str, Any]]:
-        """``GET /api/v3/openOrders``."""
+        """``GET /api/v3/openOrders`` (of every symbol without ``symbol``)."""
         self.market.check_symbol(request.params, required=False)
-        symbol = self.market.symbol
-        return [order_json(o, symbol) for o in self.engine.orders if o.is_open and _visible(o)]
+        peers = [self] if request.params.get("symbol") else self.peers
+        found = [
+            (o, peer.market.symbol)
+            for peer in peers
+            for o in peer.engine.orders
+            if o.is_open and _visible(o)
+        ]
+        return [order_json(o, symbol) for o, symbol in sorted(found, key=lambda x: x[0].order_id)]
 
     def delete_open_orders(self, request: Request) -> list[dict[str, Any]]:
         """``DELETE /api/v3/openOrders``: cancel every open order."""

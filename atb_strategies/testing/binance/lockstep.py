@@ -14,11 +14,17 @@ and a client that stops reading candles stops the market.
 
 Any other clock change (a test's ``advance``/``set_time``, a fault's ``advance_ms``) disarms
 the pending step: the client has not seen the candles that closed meanwhile.
+
+With several symbols (one feed each), the step is armed only once every watched symbol is up
+to date: every symbol the server serves (:meth:`Lockstep.watch`) and any other whose candles the
+client read, so a feed that has not even started is never stepped past. A client of a
+several-symbol server in lockstep must therefore read every symbol's candles.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 from atb_strategies.testing.binance.candles import next_close
 from atb_strategies.testing.binance.clock import MarketClock
@@ -50,21 +56,39 @@ class Lockstep:
         self._armed: int | None = None
         self._told_to_wait = False
         self._stepping = False
+        self._watched: set[str] = set()
+        self._up_to_date: dict[str, int] = {}
         self.enabled = enabled
         self.steps = 0
         clock.subscribe(self._on_clock_change)
+
+    def watch(self, symbols: Iterable[str]) -> None:
+        """Step only once the client is up to date on each of ``symbols`` (too)."""
+        with self._lock:
+            self._watched.update(symbols)
+
+    def read_candles(self, symbol: str) -> None:
+        """Record that a client reads ``symbol``'s candles: it must be up to date before a step."""
+        with self._lock:
+            self._watched.add(symbol)
 
     @property
     def armed(self) -> int | None:
         """Interval (ms) whose next close the clock moves to at the next time request, if any."""
         return self._armed
 
-    def saw_every_closed_candle(self, interval_ms: int) -> None:
-        """Record that a client was just shown every closed ``interval_ms`` candle."""
+    def saw_every_closed_candle(self, interval_ms: int, symbol: str = "") -> None:
+        """Record that a client was just shown every closed ``interval_ms`` candle of
+        ``symbol``; the step is armed once every symbol read so far is up to date."""
         if not self.enabled:
             return
         with self._lock:
-            self._armed = interval_ms if self._armed is None else min(self._armed, interval_ms)
+            seen = self._up_to_date.get(symbol)
+            self._up_to_date[symbol] = interval_ms if seen is None else min(seen, interval_ms)
+            if any(s not in self._up_to_date for s in self._watched):
+                return  # another symbol's feed has not caught up with the clock yet
+            interval = min(self._up_to_date.values())
+            self._armed = interval if self._armed is None else min(self._armed, interval)
             self._told_to_wait = False
 
     def on_time_request(self) -> None:
@@ -91,5 +115,6 @@ class Lockstep:
         self.steps += 1
 
     def _on_clock_change(self) -> None:
+        self._up_to_date.clear()  # candles closed: nobody has seen them yet
         if not self._stepping:
             self._armed, self._told_to_wait = None, False

@@ -16,6 +16,7 @@ The engine does no locking: its owner serialises every call.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -33,7 +34,7 @@ from atb_strategies.testing.binance.protocol import (
     to_tick,
 )
 
-__all__ = ["MatchingEngine", "touch"]
+__all__ = ["IdSource", "MatchingEngine", "touch"]
 
 
 def touch(p0: float, p1: float, level: float, below: bool) -> float | None:
@@ -62,6 +63,14 @@ def touch(p0: float, p1: float, level: float, below: bool) -> float | None:
     return (level - p0) / (p1 - p0) if p1 >= level else None
 
 
+@dataclass
+class IdSource:
+    """The last order and trade ids given out; shared by the engines of one account."""
+
+    order: int = 1000
+    trade: int = 500
+
+
 class MatchingEngine:
     """Balances, orders and trades of the single account, matched against the candle path.
 
@@ -75,6 +84,9 @@ class MatchingEngine:
         The market clock.
     balances : mapping of str to Decimal
         Initial free balances (base and quote start at zero when absent).
+    share_with : MatchingEngine, optional
+        The engine of another symbol of the same account: its balances and id sequence are
+        used (``balances`` is then ignored).
 
     Attributes
     ----------
@@ -92,15 +104,22 @@ class MatchingEngine:
         book: CandleBook,
         clock: MarketClock,
         balances: Mapping[str, Decimal],
+        *,
+        share_with: MatchingEngine | None = None,
     ) -> None:
         self.market, self.book, self.clock = market, book, clock
-        self.free: dict[str, Decimal] = {market.base: ZERO, market.quote: ZERO}
-        self.free.update(balances)
-        self.locked: dict[str, Decimal] = dict.fromkeys(self.free, ZERO)
+        if share_with is None:
+            self.free: dict[str, Decimal] = {market.base: ZERO, market.quote: ZERO}
+            self.free.update(balances)
+            self.locked: dict[str, Decimal] = dict.fromkeys(self.free, ZERO)
+            self.ids = IdSource()
+        else:  # another symbol of the same account: one set of balances, one id sequence
+            self.free, self.locked, self.ids = share_with.free, share_with.locked, share_with.ids
+            for asset in (market.base, market.quote):
+                self.free.setdefault(asset, ZERO)
+                self.locked.setdefault(asset, ZERO)
         self.orders: list[Order] = []
         self.trades: list[dict[str, Any]] = []
-        self._next_order_id = 1000
-        self._next_trade_id = 500
         self._cursor = clock.now_ms
 
     # -------------------------------------------------------------------------- prices
@@ -188,8 +207,8 @@ class MatchingEngine:
         else:
             order.reserve_price = order.price if order.price else order.stop_price
         self._reserve(order)
-        self._next_order_id += 1
-        order.order_id = self._next_order_id
+        self.ids.order += 1
+        order.order_id = self.ids.order
         order.hidden_reads = hide_reads
         if order.time_in_force == "GTC":  # IOC/FOK fill at once or never
             order.partial_fraction = partial_fraction
@@ -316,10 +335,10 @@ class MatchingEngine:
             self._move(market.base, -qty)
             self._move(market.quote, cost)
         self._move(fee_asset, -commission)
-        self._next_trade_id += 1
+        self.ids.trade += 1
         trade = {
             "symbol": market.symbol,
-            "id": self._next_trade_id,
+            "id": self.ids.trade,
             "orderId": order.order_id,
             "orderListId": -1,
             "price": fmt(price),

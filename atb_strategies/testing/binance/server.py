@@ -9,6 +9,7 @@ after resting orders are matched up to the market clock, all under one lock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import threading
@@ -71,7 +72,7 @@ class _MarketField:
 
 
 class BinanceServer:
-    """A stateful loopback Binance spot REST server for one symbol.
+    """A stateful loopback Binance spot REST server for one symbol, or several (``markets``).
 
     Parameters
     ----------
@@ -81,7 +82,13 @@ class BinanceServer:
         :func:`synthetic_candles` (2880 one-minute candles from 2024-01-01) with the clock at
         2024-01-02 00:00:30.
     symbol, base, quote : str
-        The single market served, e.g. ``"BTCUSDT"`` = ``"BTC"`` + ``"USDT"``.
+        The (first) market served, e.g. ``"BTCUSDT"`` = ``"BTC"`` + ``"USDT"``.
+    markets : mapping of str to pandas.DataFrame, optional
+        More symbols of the same quote asset and their candles (same timeframe), e.g.
+        ``{"ETHUSDT": frame}``: one account (shared balances, one order and trade id sequence),
+        the same fees and filters; a request's ``symbol`` picks the market, and symbol-less
+        ``exchangeInfo`` and ``openOrders`` answer for all. In lockstep the clock steps only
+        once the client is up to date on every symbol's candles.
     timeframe : str, optional
         Base interval of ``candles``; inferred from the smallest index step when omitted.
     api_key, secret : str
@@ -170,6 +177,7 @@ class BinanceServer:
         max_qty: str = "9000",
         min_notional: str = "5",
         strict_timestamps: bool = False,
+        markets: Mapping[str, pd.DataFrame] | None = None,
     ) -> None:
         if fee_asset not in ("quote", "base", "received"):
             raise ValueError(
@@ -236,6 +244,25 @@ class BinanceServer:
             self.lockstep,
         )
         self._routes: dict[tuple[str, str], tuple[Handler, bool]] = endpoints.routes()
+        self._by_symbol: dict[str, tuple[MatchingEngine, dict[tuple[str, str], Any]]] = {
+            symbol: (self._engine, self._routes)
+        }
+        for other, frame in (markets or {}).items():
+            if other in self._by_symbol or not other.endswith(quote) or other == quote:
+                raise ValueError(
+                    f"markets must be other symbols quoted in {quote!r}. Got {other!r}."
+                )
+            spec = dataclasses.replace(self._market, symbol=other, base=other[: -len(quote)])
+            book = CandleBook(frame, timeframe)
+            if book.tf != self._book.tf:
+                raise ValueError(f"markets[{other!r}] candles have another timeframe.")
+            book.tick = self._book.tick
+            engine = MatchingEngine(spec, book, self.clock, {}, share_with=self._engine)
+            peer = Endpoints(spec, book, self.clock, engine, self.faults, self._sync, self.lockstep)
+            peer.peers = endpoints.peers  # one list: every market's routes answer for all
+            endpoints.peers.append(peer)
+            self._by_symbol[other] = (engine, peer.routes())
+        self.lockstep.watch(self._by_symbol)  # a step waits for the client to read them all
         self.clock.subscribe(self._on_clock_change)
 
     # ------------------------------------------------------------------------- lifecycle
@@ -365,7 +392,7 @@ class BinanceServer:
     def balance(self, asset: str) -> tuple[Decimal, Decimal]:
         """``(free, locked)`` of ``asset`` after matching up to the current clock."""
         with self._lock:
-            self._engine.match()
+            self._match_all()
             return self._engine.free.get(asset, ZERO), self._engine.locked.get(asset, ZERO)
 
     def set_balance(self, asset: str, free: float | str | Decimal) -> None:
@@ -373,27 +400,49 @@ class BinanceServer:
         with self._lock:
             self._engine.set_balance(asset, q8(dec(free)))
 
-    def orders(self) -> list[dict[str, Any]]:
-        """Every order as Binance's ``GET /api/v3/order`` JSON, oldest first."""
-        with self._lock:
-            self._engine.match()
-            return [order_json(o, self.symbol) for o in self._engine.orders]
+    @property
+    def symbols(self) -> list[str]:
+        """Every symbol served, the first (``symbol``) first."""
+        return list(self._by_symbol)
 
-    def trades(self) -> list[dict[str, Any]]:
-        """Every fill as Binance's ``GET /api/v3/myTrades`` JSON, oldest first."""
+    def orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Every order (of ``symbol``, or of all) as ``GET /api/v3/order`` JSON, oldest first."""
         with self._lock:
-            self._engine.match()
-            return [dict(t) for t in self._engine.trades]
+            self._match_all()
+            found = [
+                (o, name)
+                for name, (engine, _) in self._by_symbol.items()
+                if symbol in (None, name)
+                for o in engine.orders
+            ]
+            return [order_json(o, name) for o, name in sorted(found, key=lambda x: x[0].order_id)]
 
-    def current_price(self) -> Decimal | None:
-        """Last traded price at the current clock, rounded to the tick (None before data)."""
-        return self._engine.current_price()
+    def trades(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Every fill (of ``symbol``, or of all) as ``myTrades`` JSON, oldest first."""
+        with self._lock:
+            self._match_all()
+            found = [
+                dict(t)
+                for name, (engine, _) in self._by_symbol.items()
+                if symbol in (None, name)
+                for t in engine.trades
+            ]
+            return sorted(found, key=lambda t: t["id"])
+
+    def current_price(self, symbol: str | None = None) -> Decimal | None:
+        """Last traded price of ``symbol`` (default the first) at the current clock, rounded
+        to the tick (None before data)."""
+        return self._by_symbol[symbol or self.symbol][0].current_price()
 
     # ------------------------------------------------------------------------ HTTP plumbing
 
+    def _match_all(self) -> None:
+        for engine, _ in self._by_symbol.values():
+            engine.match()
+
     def _on_clock_change(self) -> None:
         with self._lock:
-            self._engine.match()
+            self._match_all()
 
     def _serve(self, handler: _Handler, method: str) -> None:
         split = urlsplit(handler.path)
@@ -425,13 +474,18 @@ class BinanceServer:
             status, body, headers = self._dispatch(request)
             if fault is not None and fault.kind == "timeout":
                 self._stopping.wait(float(fault.options.get("delay", 2.0)))
+        symbol = params.get("symbol") or self.symbol
+        if split.path == "/api/v3/klines" and symbol in self._by_symbol:
+            self.lockstep.read_candles(symbol)
         if fault is None and status == 200 and request.shown_interval is not None:
-            self.lockstep.saw_every_closed_candle(request.shown_interval)
+            self.lockstep.saw_every_closed_candle(request.shown_interval, symbol)
         record.status = status
         self._send(handler, status, body, headers)
 
     def _dispatch(self, request: Request) -> tuple[int, str, dict[str, str]]:
-        route = self._routes.get((request.method, request.path))
+        symbol = request.params.get("symbol")
+        routes = self._by_symbol[symbol][1] if symbol in self._by_symbol else self._routes
+        route = routes.get((request.method, request.path))
         try:
             if route is None:
                 raise BinanceApiError(-1020, "This operation is not supported.", 404)
@@ -446,7 +500,7 @@ class BinanceServer:
                         sync=self._sync,
                         strict=self.strict_timestamps,
                     )
-                self._engine.match()
+                self._match_all()
                 payload = func(request)
             return 200, json.dumps(payload, separators=(",", ":")), {}
         except BinanceApiError as e:

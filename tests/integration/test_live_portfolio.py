@@ -1,0 +1,458 @@
+"""Portfolio sessions (issue 20 items 1, 4 and 7): one live session trading three symbols from
+one account against the loopback exchange, in lockstep (the market clock steps only once every
+feed has read its candles, never with wall time).
+
+Each symbol has its own feed, window and bundle (``make_bundle`` per symbol); one broker, one
+journal, one kill switch. What is checked against the exchange's own state: orders per symbol,
+a lost order response on one symbol, the kill switch across the book, a restart mid-session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from atb_strategies.cli.main import cli
+from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.live.broker import KillSwitch
+from atb_strategies.live.journal import Journal
+from atb_strategies.live.portfolio import max_symbols, session_symbols
+from atb_strategies.live.runner import build_live_cerebro, run_until_stopped
+from atb_strategies.live.store import CcxtStore
+from atb_strategies.strategies.ml_basic import MlBasic
+from tests.conftest import loopback_exchange
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+BASES = {"BTCUSDT": "BTC", "ETHUSDT": "ETH", "SOLUSDT": "SOL"}
+PRICES = {"BTCUSDT": 30_000.0, "ETHUSDT": 2_000.0, "SOLUSDT": 100.0}
+NOW_ROW = 120
+BACKFILL = 60
+HOUR = 3_600_000
+FEED_OPTIONS = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}
+TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}"
+
+
+def _frames(crash_from: int | None = None) -> dict[str, pd.DataFrame]:
+    frames = {}
+    for seed, symbol in enumerate(SYMBOLS, start=11):
+        frame = generate_ohlcv(200, seed=seed, start_price=PRICES[symbol])
+        if crash_from is not None:  # every price of every symbol falls 40 %
+            cols = [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]
+            frame.iloc[crash_from:, cols] *= 0.6
+        frames[symbol] = frame
+    return frames
+
+
+def _server(frames: dict[str, pd.DataFrame], **kwargs: Any) -> Any:
+    first = frames[SYMBOLS[0]]
+    start = int(first.index[NOW_ROW].value // 1_000_000) + HOUR // 2
+    balances = {"USDT": 10_000, **dict.fromkeys(BASES.values(), 0)}
+    return loopback_exchange(
+        first,
+        markets={s: frames[s] for s in SYMBOLS[1:]},
+        start_time_ms=start,
+        lockstep=True,
+        balances=balances,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def registry(make_bundle, tmp_path: Path) -> Path:
+    for seed, symbol in enumerate(SYMBOLS):
+        make_bundle(symbol=symbol, seed=seed)
+    return tmp_path / "models"
+
+
+def _session(
+    server: Any,
+    registry: Path,
+    journal: Path,
+    lines: list[str],
+    *,
+    max_bars: int,
+    kill_switch: KillSwitch | None = None,
+    on_stop: str = "keep",
+    timeout_ms: int = 10_000,
+    **params: Any,
+) -> tuple[Any, Any]:
+    store = CcxtStore(
+        exchange="binance",
+        config=server.ccxt_config(rate_limit_ms=1, timeout_ms=timeout_ms),
+        retry_delay=0.01,
+    )
+    cerebro = build_live_cerebro(
+        MlBasic,
+        store=store,
+        symbol=SYMBOLS,
+        timeframe="1h",
+        paper=False,
+        cash=0.0,
+        journal=journal,
+        backfill_bars=BACKFILL,
+        max_bars=max_bars,
+        kill_switch=kill_switch or KillSwitch(max_daily_loss=None, max_drawdown=None),
+        on_stop=on_stop,
+        echo=lines.append,
+        feed_options=FEED_OPTIONS,
+        registry=str(registry),
+        **{
+            "long_threshold": -1.0,  # every symbol enters on its first live bar
+            "exit_threshold": 10.0,  # and holds
+            "position_size": 0.2,
+            **params,
+        },
+    )
+    strat = run_until_stopped(cerebro)[0]
+    return cerebro, strat
+
+
+def _journal_orders(path: Path) -> list[dict[str, Any]]:
+    journal = Journal(path)
+    try:
+        return journal.orders()
+    finally:
+        journal.close()
+
+
+def _venue(symbol: str) -> str:
+    return symbol.replace("/", "").split(":")[0]
+
+
+# ------------------------------------------------------------------ one session, three symbols
+
+
+def test_portfolio_with_three_symbols_orders_equal_exchange_state_per_symbol(registry, tmp_path):
+    lines: list[str] = []
+    journal = tmp_path / "journal.sqlite"
+    with _server(_frames()) as server:
+        cerebro, strat = _session(server, registry, journal, lines, max_bars=3)
+        balances = {s: server.balance(BASES[s]) for s in SYMBOLS}
+        exchange = {s: server.orders(s) for s in SYMBOLS}
+    rows = _journal_orders(journal)
+    for symbol in SYMBOLS:
+        placed = exchange[symbol]
+        assert placed and (placed[0]["side"], placed[0]["status"]) == ("BUY", "FILLED")
+        mine = [r for r in rows if _venue(r["symbol"]) == symbol]
+        assert sorted(r["client_id"] for r in mine) == sorted(o["clientOrderId"] for o in placed)
+        data = next(d for d in cerebro.datas if d._name == symbol)
+        # the broker's position of each symbol is the exchange's free balance of its coin
+        assert strat.getposition(data).size == pytest.approx(float(balances[symbol][0]))
+        assert balances[symbol][0] > 0
+    # one model per symbol, each its own bundle
+    assert {d._name: p.model_key.split("/")[0] for d, p in strat.predictions.items()} == {
+        s: s for s in SYMBOLS
+    }
+
+
+def test_portfolio_status_prints_one_block_per_bar_with_a_book_line(registry, tmp_path):
+    lines: list[str] = []
+    with _server(_frames()) as server:
+        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=3)
+    status = [line for line in lines if re.match(rf"^{TIME} ", line)]
+    blocks = [status[i : i + 4] for i in range(0, len(status), 4)]
+    assert len(status) == 12 and len(blocks) == 3  # 3 bars x (3 symbols + the book)
+    for block in blocks:
+        stamps = {line[:16] for line in block}
+        assert len(stamps) == 1, block  # one close time per block: the feeds are aligned
+        names = [line[17:].split(" ", 1)[0] for line in block]
+        assert names == [*SYMBOLS, "BOOK"]
+        assert re.search(r" BOOK value=\S+ pnl=\S+ cash=\S+ gross=\S+ BTCUSDT=\S+", block[3])
+        for line, symbol in zip(block, SYMBOLS, strict=False):
+            assert f"model={symbol}/basic@" in line and " exposure=" in line
+    # the first bar is every symbol's entry: each line shows its own feed's decision
+    assert all("action=enter_long" in line for line in blocks[0][:3])
+
+
+def test_portfolio_status_line_of_each_symbol_shows_that_symbol_s_own_decision(registry, tmp_path):
+    lines: list[str] = []
+    with _server(_frames()) as server:
+        _, strat = _session(
+            server, registry, tmp_path / "j.sqlite", lines, max_bars=3, long_threshold=0.001
+        )
+    decided = {(d["symbol"], d["bar"][:16].replace("T", " ")): d for d in strat.decisions}
+    shown = [line for line in lines if re.match(rf"^{TIME} \S+ close=", line)]
+    assert len(shown) == 9
+    for line in shown:
+        name = line[17:].split(" ", 1)[0]
+        decision = decided[(name, line[:16])]
+        assert f" signal={decision['signal']} action={decision['action']} " in line
+    # on some bar the symbols decided differently: a line showing another feed's decision
+    # (the last one the strategy made) would fail above
+    bars = {bar for _, bar in decided}
+    assert any(
+        len({(d["signal"], d["action"]) for (_, b), d in decided.items() if b == bar}) > 1
+        for bar in bars
+    )
+
+
+def test_portfolio_with_a_missing_candle_on_one_symbol_does_not_stall_the_others(
+    registry, tmp_path
+):
+    frames = _frames()
+    gap = frames["ETHUSDT"].index[NOW_ROW + 1]  # ETH's second live candle never comes
+    frames["ETHUSDT"] = frames["ETHUSDT"].drop(index=gap)
+    lines: list[str] = []
+    with _server(frames) as server:
+        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=3)
+    status = [line for line in lines if re.match(rf"^{TIME} ", line)]
+    closing = (gap + pd.Timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+    block = [line for line in status if line.startswith(closing)]
+    # the others' bar is shown with ETH said late, and trading went on for every symbol
+    assert [line[17:].split(" ", 1)[0] for line in block] == [
+        "BTCUSDT",
+        "SOLUSDT",
+        "ETHUSDT",
+        "BOOK",
+    ]
+    assert block[2] == f"{closing} ETHUSDT late: no live bar closing then"
+    later = [line for line in status if line[:16] > closing and " ETHUSDT close=" in line]
+    assert later, status  # ETH's next candle is taken when it comes
+    for symbol in ("BTCUSDT", "SOLUSDT"):
+        assert len([line for line in status if f" {symbol} close=" in line]) == 3
+
+
+def test_portfolio_with_a_lost_order_response_on_one_symbol_places_that_order_once(
+    registry, tmp_path
+):
+    lines: list[str] = []
+    with _server(_frames()) as server:
+        server.faults.queue("/api/v3/order", "timeout", method="POST", delay=1.0)
+        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=2, timeout_ms=400)
+        posts = [
+            r.params.get("symbol")
+            for r in server.requests
+            if (r.path, r.method) == ("/api/v3/order", "POST")
+        ]
+        orders = {s: server.orders(s) for s in SYMBOLS}
+    # the lost response was resolved by its client id: one BUY per symbol, none sent twice
+    assert sorted(posts) == sorted(SYMBOLS)
+    for symbol in SYMBOLS:
+        assert [(o["side"], o["status"]) for o in orders[symbol]] == [("BUY", "FILLED")]
+
+
+def test_portfolio_kill_switch_flattens_every_position_of_the_book(registry, tmp_path):
+    lines: list[str] = []
+    journal = tmp_path / "j.sqlite"
+    with _server(_frames(crash_from=NOW_ROW + 2)) as server:
+        cerebro, strat = _session(
+            server,
+            registry,
+            journal,
+            lines,
+            max_bars=6,
+            kill_switch=KillSwitch(max_daily_loss=None, max_drawdown=0.05),
+            stop_loss=0.5,  # the stop-losses stay below the 40 % fall: the switch acts alone
+        )
+        balances = {s: server.balance(BASES[s]) for s in SYMBOLS}
+        orders = {s: server.orders(s) for s in SYMBOLS}
+    assert cerebro.broker.killed
+    roles = {(_venue(r["symbol"]), json.loads(r["info"])["role"]) for r in _journal_orders(journal)}
+    for symbol in SYMBOLS:
+        sides = [(o["side"], o["status"]) for o in orders[symbol]]
+        assert sides == [("BUY", "FILLED"), ("SELL", "FILLED")], sides
+        assert (symbol, "kill_switch_flatten") in roles
+        assert balances[symbol] == (Decimal(0), Decimal(0))
+        data = next(d for d in cerebro.datas if d._name == symbol)
+        assert strat.getposition(data).size == 0
+
+
+def test_portfolio_kill_switch_with_no_flatten_keeps_every_position(registry, tmp_path):
+    lines: list[str] = []
+    journal = tmp_path / "j.sqlite"
+    with _server(_frames(crash_from=NOW_ROW + 2)) as server:
+        cerebro, strat = _session(
+            server,
+            registry,
+            journal,
+            lines,
+            max_bars=6,
+            kill_switch=KillSwitch(max_daily_loss=None, max_drawdown=0.05, flatten=False),
+            stop_loss=0.5,
+        )
+        balances = {s: server.balance(BASES[s]) for s in SYMBOLS}
+        sells = [o for s in SYMBOLS for o in server.orders(s) if o["side"] == "SELL"]
+    assert cerebro.broker.risk.killed
+    assert sells == []
+    assert all(free > 0 for free, _ in balances.values())
+    assert {json.loads(r["info"])["role"] for r in _journal_orders(journal)} == {"entry"}
+    for data in cerebro.datas:  # each position kept, as the exchange holds it
+        assert strat.getposition(data).size == pytest.approx(float(balances[data._name][0]))
+
+
+def test_portfolio_with_max_gross_exposure_refuses_the_entry_beyond_it(registry, tmp_path):
+    limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_gross_exposure=0.3)
+    with _server(_frames()) as server:
+        cerebro, strat = _session(
+            server, registry, tmp_path / "j", [], max_bars=1, kill_switch=limits
+        )
+        orders = {s: server.orders(s) for s in SYMBOLS}
+    notional = {s: sum(float(o["cummulativeQuoteQty"]) for o in orders[s]) for s in SYMBOLS}
+    # BTC (~4 % of the value, sized by its confidence) and ETH (20 %) fit in 30 %; SOL's 20 %
+    # more would not, so it is refused before it is sent
+    assert [len(orders[s]) for s in SYMBOLS] == [1, 1, 0]
+    assert 1_000 < notional["BTCUSDT"] + notional["ETHUSDT"] < 3_000  # + SOL's ~2,000 > 3,000
+    sol = next(d for d in cerebro.datas if d._name == "SOLUSDT")
+    assert strat.getposition(sol).size == 0 and not cerebro.broker.killed
+
+
+def test_portfolio_with_max_symbol_share_refuses_every_entry_beyond_it(registry, tmp_path):
+    limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_symbol_share=0.1)
+    with _server(_frames()) as server:
+        _session(server, registry, tmp_path / "j.sqlite", [], max_bars=1, kill_switch=limits)
+        orders = server.orders()
+    # ETH and SOL entries are 20 % of the value each, over the 10 % a symbol may have; BTC's
+    # (sized down by its low confidence) is under it
+    assert [o["symbol"] for o in orders] == ["BTCUSDT"]
+    assert float(orders[0]["cummulativeQuoteQty"]) < 1_000
+
+
+def test_portfolio_restart_mid_session_recovers_every_symbol(registry, tmp_path):
+    journal = tmp_path / "j.sqlite"
+    with _server(_frames()) as server:
+        _session(server, registry, journal, [], max_bars=2)
+        held = {s: server.balance(BASES[s])[0] for s in SYMBOLS}
+        buys_before = {s: len(server.orders(s)) for s in SYMBOLS}
+        lines: list[str] = []
+        cerebro, strat = _session(server, registry, journal, lines, max_bars=2)
+        buys_after = {s: [o for o in server.orders(s) if o["side"] == "BUY"] for s in SYMBOLS}
+        balances = {s: server.balance(BASES[s]) for s in SYMBOLS}
+    for symbol in SYMBOLS:
+        assert held[symbol] > 0
+        data = next(d for d in cerebro.datas if d._name == symbol)
+        # seeded per asset from the account; the holding is adopted, not bought again
+        assert len(buys_after[symbol]) == buys_before[symbol] == 1
+        assert strat.getposition(data).size == pytest.approx(float(balances[symbol][0]))
+    rows = _journal_orders(journal)
+    assert {_venue(r["symbol"]) for r in rows} == set(SYMBOLS)
+    assert all(r["state"] == "closed" for r in rows)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("symbols", "message"),
+    [
+        ("BTCUSDT,ETHUSDT,BTCUSDT", "lists BTCUSDT more than once"),
+        ("BTCUSDT,ETHBTC", "here USDT (that of BTCUSDT); ETHBTC would need another"),
+        ("BTCUSDT,,ETHUSDT", "names separated by commas"),
+        ("BTCUSDT,DOGE", "quote currency of 'DOGE'"),
+    ],
+)
+def test_session_symbols_with_bad_lists_say_what_is_wrong(symbols, message):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        session_symbols("BTCUSDT", symbols, None)
+
+
+def test_session_symbols_split_the_quote_currency_by_the_longest_match():
+    assert session_symbols("X", "BTCUSDT,ETHUSDT", None) == ["BTCUSDT", "ETHUSDT"]
+    assert session_symbols("X", "XBTUSD,ETH/USD", None) == ["XBTUSD", "ETH/USD"]
+    with pytest.raises(ConfigurationError, match=r"mixes quote currencies \(USD, USDT\)"):
+        session_symbols("X", "BTCUSD,ETHUSDT", None)
+
+
+def test_session_symbols_from_a_file_with_comments(tmp_path):
+    path = tmp_path / "symbols.txt"
+    path.write_text("# my book\nbtcusdt\nETHUSDT, SOLUSDT  # alts\n\n")
+    assert session_symbols("XRPUSDT", None, path) == SYMBOLS
+    path.write_text("# nothing\n")
+    with pytest.raises(ConfigurationError, match="lists no symbol"):
+        session_symbols("XRPUSDT", None, path)
+
+
+def test_session_symbols_beyond_the_rate_limit_are_refused_with_the_numbers():
+    allowed = max_symbols(60, 50)  # one-minute bars, one request per 50 ms
+    assert allowed == int(0.5 * 60_000 / 50 / 6)
+    names = ",".join(f"C{i}USDT" for i in range(allowed + 1))
+    with pytest.raises(ConfigurationError, match=f"lists {allowed + 1} symbols.*at most {allowed}"):
+        session_symbols("BTCUSDT", names, None, timeframe_s=60, rate_limit_ms=50)
+    assert len(session_symbols("BTCUSDT", names, None, timeframe_s=3600, rate_limit_ms=50)) == (
+        allowed + 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--symbols", "BTCUSDT,ETHUSDT,ETHUSDT"), "lists ETHUSDT more than once"),
+        (("--symbols", "BTCUSDT,ETHEUR"), "mixes quote currencies (EUR, USDT)"),
+        (("--symbols", "BTCUSDT,ETHUSDT", "--timeframe", "1s"), "at most"),
+        (("--symbols", "BTCUSDT,SOLUSDT"), "SOLUSDT"),  # no model for SOLUSDT in models/
+    ],
+)
+def test_atb_live_with_bad_symbols_prints_one_error_line(tmp_path, args, message):
+    registry = Path(__file__).resolve().parents[2] / "models"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "live",
+            "ml_basic",
+            "--exchange",
+            "loopback",
+            "--paper",
+            "--journal",
+            str(tmp_path / "j.sqlite"),
+            "--log-file",
+            str(tmp_path / "live.log"),
+            "--registry",
+            str(registry),
+            *args,
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], result.output
+    assert "demo exchange (loopback) at" not in result.output  # refused before connecting
+
+
+@pytest.mark.slow
+def test_atb_live_with_symbols_on_the_demo_exchange_prints_a_block_per_bar(registry, tmp_path):
+    symbols_file = tmp_path / "book.txt"
+    symbols_file.write_text("\n".join(SYMBOLS) + "\n")
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("atb")),
+            "live",
+            "ml_basic",
+            "--symbols-file",
+            str(symbols_file),
+            "--exchange",
+            "loopback",
+            "--demo-clock",
+            "lockstep",
+            "--paper",
+            "--max-bars",
+            "2",
+            "--backfill-bars",
+            "100",
+            "--registry",
+            str(registry),
+        ],
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            "MPLBACKEND": "Agg",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,  # a guard against a hang only
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"PAPER: ml_basic {', '.join(SYMBOLS)} (3 symbols) 1h on loopback" in done.stdout
+    status = [line for line in done.stdout.splitlines() if re.match(rf"^{TIME} \S+ ", line)]
+    names = [line[17:].split(" ", 1)[0] for line in status]
+    assert names == [*SYMBOLS, "BOOK"] * 2
+    assert len({line[:16] for line in status[:4]}) == 1
