@@ -33,8 +33,8 @@ import numpy as np
 
 from atb_strategies.exceptions import AtbError
 from atb_strategies.inference.bundle import ModelBundle
-from atb_strategies.inference.certificate import CERTIFICATE_FILE
-from atb_strategies.inference.decode import REJECTED_OUTPUT_REASONS
+from atb_strategies.inference.certificate import CertificateCheck
+from atb_strategies.inference.decode import REJECTED_OUTPUT_REASONS, decode
 from atb_strategies.registry.shared import shared_registry
 
 log = logging.getLogger(__name__)
@@ -110,28 +110,27 @@ class LatestFollower:
         self.refused[version] = reason
 
 
-def output_problem(bundle: ModelBundle, stream: Any) -> str | None:
+def output_problem(
+    bundle: ModelBundle, stream: Any, check: CertificateCheck | None = None
+) -> str | None:
     """Why a promoted version's outputs are no predictions, or None when they are.
 
-    Checks the windows of its parity certificate (``verify_certificate`` compares outputs with
-    the recorded ones, and NaN equals nothing, so a model recorded as NaN would pass it) and its
-    first prediction from ``stream`` (a ready ``FeatureStream`` warmed with the rows seen), with
-    the rule every prediction path uses (``inference.decode``).
+    Judges, with the rule every prediction path uses (``inference.decode``), the outputs this
+    machine gave for its parity certificate's windows (``check``, from ``verify_certificate``:
+    outputs that reproduce the recorded ones may still be implausible) and its first prediction
+    from ``stream`` (a ready ``FeatureStream`` warmed with the rows seen).
     """
-    path = bundle.directory / CERTIFICATE_FILE
-    if path.is_file():
-        with np.load(path) as data:
-            inputs = np.ascontiguousarray(data["inputs"], dtype=np.float32)
-        if len(inputs):
-            batch = bundle.runner.predict_batch(inputs)
-            bad = np.flatnonzero(batch.rejected)
-            if len(bad):
-                i = int(bad[0])
-                why = REJECTED_OUTPUT_REASONS[str(batch.no_prediction[i])]
-                return (
-                    f"{len(bad)} of the {len(inputs)} parity-certificate windows give no "
-                    f"prediction ({why}: window {i} gives {_raw_text(batch.raw[i])})"
-                )
+    if check is not None and check.outputs is not None and len(check.outputs):
+        runner = bundle.runner
+        d = decode(runner.output_spec, check.outputs, None, runner.direction_threshold)
+        bad = np.flatnonzero(np.array([r is not None for r in d.reason], dtype=bool))
+        if len(bad):
+            i = int(bad[0])
+            why = REJECTED_OUTPUT_REASONS[str(d.reason[i])]
+            return (
+                f"{len(bad)} of the {len(check.outputs)} parity-certificate windows give no "
+                f"prediction ({why}: window {i} gives {_raw_text(check.outputs[i])})"
+            )
     pred = bundle.runner.predict(stream.window().astype(np.float32), stream.context())
     if pred.no_prediction is not None:
         why = REJECTED_OUTPUT_REASONS[pred.no_prediction]

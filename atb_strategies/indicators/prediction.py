@@ -359,7 +359,7 @@ class MlPrediction(bt.Indicator):
                     f"serving model {list(old.pipeline.columns)}; restart the session to change "
                     "inputs"
                 )
-            verify_certificate(bundle)
+            check = verify_certificate(bundle)
             plan = self._drift_plan(bundle)
             monitor = plan.monitor() if plan is not None else None
             psi = None
@@ -368,7 +368,7 @@ class MlPrediction(bt.Indicator):
                 stream.update(row, label=at)
                 if monitor is not None:
                     psi = monitor.update(stream.last_series_row())
-            problem = output_problem(bundle, stream) if stream.ready else None
+            problem = output_problem(bundle, stream, check) if stream.ready else None
         except Exception as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             if not isinstance(e, RegistryError | CandleDataError | OSError):

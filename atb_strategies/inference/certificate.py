@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,9 @@ class CertificateCheck:
     path: Path | None
     windows: int
     max_abs_diff: float
+    #: The raw outputs this machine gave for the certificate's windows (None without one), so
+    #: a caller can judge them (hot reload decodes them) without running the model again.
+    outputs: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def present(self) -> bool:
@@ -111,7 +114,7 @@ def verify_certificate(bundle: ModelBundle) -> CertificateCheck:
             f"with; check the onnxruntime version or retrain. Certificate: {path}",
             path=path,
         )
-    return CertificateCheck(path, len(inputs), float(diff.max()))
+    return CertificateCheck(path, len(inputs), float(diff.max()), outputs=got)
 
 
 def _read(path: Path, bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, float]:
