@@ -13,6 +13,7 @@ from atb_strategies.cli.options import (
     money_options,
     registry_option,
 )
+from atb_strategies.cli.outputs import check_out, force_option, output_dir
 from atb_strategies.config import GAP_POLICIES
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
@@ -51,9 +52,12 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Report directory (default: out/backtest_<strategy>_<symbol>).",
+    help="Report directory [a new out/backtest_<strategy>_<symbol>/<UTC stamp>/; "
+    "out/backtest_<strategy>_<symbol>/latest links to the newest]. An existing, non-empty "
+    "DIR needs --force.",
 )
-@click.option("--no-progress", is_flag=True)
+@force_option("backtest")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 @guard_options
 @registry_option
 def backtest(
@@ -79,6 +83,7 @@ def backtest(
     allow_shorts: bool,
     gap_policy: str,
     out_dir: Path | None,
+    force: bool,
     no_progress: bool,
     max_model_age: str | None,
     age_action: str,
@@ -96,6 +101,8 @@ def backtest(
     from atb_strategies.sweep.thresholds import threshold_warnings
 
     check_dates(start_date, end_date)
+    if out_dir is not None:  # refused before any work; made when the report is written
+        check_out(out_dir, "backtest", force=force)
     cls = get_strategy(strategy)
     mtype = model_type or cls.params.model_type
     frame = load_candles(
@@ -140,7 +147,6 @@ def backtest(
         baselines=not no_baselines,
         **params,
     )
-    out = out_dir or Path("out") / f"backtest_{strategy}_{symbol}"
     model_key = result.strategy.predictions[result.strategy.datas[0]].model_key
     text = format_summary(result.summary, f"{strategy} on {symbol} {timeframe}").split("\n")
     text[1:1] = [f"  {'Model':<22} {model_key}", f"  {'Data':<22} {source}"]
@@ -161,6 +167,7 @@ def backtest(
         returns = result.predictions["predicted_return"]
         for warning in threshold_warnings(returns, cls, params, spell=spell):
             click.echo(f"warning: {warning}")
+    out = output_dir(out_dir, f"backtest_{strategy}_{symbol}", "backtest", force=force)
     paths = write_trades(result, out)
     chart = plot_backtest(
         result,

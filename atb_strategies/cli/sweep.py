@@ -16,6 +16,7 @@ from atb_strategies.cli.options import (
     money_options,
     registry_option,
 )
+from atb_strategies.cli.outputs import check_out, force_option, output_dir
 from atb_strategies.strategies.registry import strategy_names
 from atb_strategies.sweep.metrics import RANK_METRICS
 
@@ -115,10 +116,16 @@ def _data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Output directory [out/sweep_<strategy>].",
+    help="Output directory [a new out/sweep_<strategy>_<symbols>/<UTC stamp>/; "
+    "out/sweep_<strategy>_<symbols>/latest links to the newest]. An existing, non-empty DIR "
+    "needs --force or --resume.",
 )
+@force_option("sweep")
 @click.option(
-    "--resume", is_flag=True, help="Skip cells already finished in --out (failed ones run again)."
+    "--resume",
+    is_flag=True,
+    help="Skip cells already finished in --out, or without --out in the latest run of this "
+    "sweep (failed ones run again).",
 )
 @click.option(
     "--rank-by", type=click.Choice(list(RANK_METRICS)), default="sharpe", show_default=True
@@ -159,6 +166,7 @@ def sweep(
     workers: int | None,
     ray_address: str | None,
     out_dir: Path | None,
+    force: bool,
     resume: bool,
     rank_by: str,
     top: int,
@@ -184,6 +192,7 @@ def sweep(
     from atb_strategies.sweep.runner import run_sweep
     from atb_strategies.sweep.walkforward import format_walk_forward
 
+    check_out(out_dir, "sweep", force=force, resume=resume)
     folds = _walk_forward(walk_forward, train_bars, test_bars, rank_by)
     cls = get_strategy(strategy)
     names = _symbols(symbol, symbols, data)
@@ -209,7 +218,8 @@ def sweep(
             synthetic_sentiment=synthetic_sentiment,
             need_sentiment=mtype == "sentiment",
         )
-    out = out_dir or Path("out") / f"sweep_{strategy}"
+    default = f"sweep_{strategy}_{'-'.join(names)}"
+    out = output_dir(out_dir, default, "sweep", force=force, resume=resume)
     results = run_sweep(
         strategy,
         frames,

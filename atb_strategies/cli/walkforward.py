@@ -16,6 +16,7 @@ from atb_strategies.cli.options import (
     slippage_option,
     training_data_options,
 )
+from atb_strategies.cli.outputs import check_out, force_option, output_dir
 
 
 def _seeds(value: str) -> tuple[int, ...]:
@@ -75,9 +76,12 @@ def _seeds(value: str) -> tuple[int, ...]:
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Report directory [out/walkforward_<symbol>_<type>].",
+    help="Report directory [a new out/walkforward_<symbol>_<type>/<UTC stamp>/; "
+    "out/walkforward_<symbol>_<type>/latest links to the newest]. An existing, non-empty DIR "
+    "needs --force.",
 )
-@click.option("--no-progress", is_flag=True)
+@force_option("walk-forward")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 @registry_option
 def walk_forward(
     symbol: str,
@@ -115,6 +119,7 @@ def walk_forward(
     commission: float,
     slippage_bps: float,
     out_dir: Path | None,
+    force: bool,
     no_progress: bool,
     registry_path: Path | None,
 ) -> None:
@@ -134,6 +139,7 @@ def walk_forward(
     from atb_strategies.features.candles import validate_candles
 
     check_dates(start_date, end_date)
+    check_out(out_dir, "walk-forward", force=force)  # before the folds train
     frame = load_candles(
         data,
         synthetic,
@@ -203,7 +209,7 @@ def walk_forward(
             slippage_bps=slippage_bps,
             long_threshold=long_threshold,
         )
-    out = out_dir or Path("out") / f"walkforward_{symbol}_{model_type}"
+    out = output_dir(out_dir, f"walkforward_{symbol}_{model_type}", "walk-forward", force=force)
     paths = write_report(
         result,
         out,
