@@ -159,3 +159,54 @@ def point_latest(family: Path, name: str) -> Path:
     tmp.symlink_to(name, target_is_directory=True)
     os.replace(tmp, link)
     return link
+
+
+def training_registry(registry_path: Path | None) -> tuple[Path, str | None]:
+    """Where ``atb train model`` and ``atb train walk-forward`` register new versions, and a
+    note to print when the user named none.
+
+    ``--registry``, ``$ATB_MODEL_REGISTRY_PATH`` or the config file's ``model_registry_path``
+    win, as everywhere. Named by none of them, training never writes into the models shipped
+    beside the package: it uses ``./models`` of the working directory (made on first
+    registration), and refuses when that folder *is* the shipped one (run from a source
+    checkout), naming ``--registry``.
+
+    Raises
+    ------
+    click.BadParameter
+        The working directory's ``./models`` is the shipped registry.
+    """
+    from atb_strategies.cli.options import load_config
+    from atb_strategies.config import SHIPPED_MODELS
+
+    configured = load_config(registry_path).model_registry_path
+    if registry_path is not None or os.environ.get("ATB_MODEL_REGISTRY_PATH") or _in_config():
+        return Path(configured), None
+    local = Path("models")
+    if local.resolve() == SHIPPED_MODELS.resolve():
+        raise click.BadParameter(
+            f"without --registry, training would write into the models shipped with "
+            f"atb-strategies ({SHIPPED_MODELS}); pass --registry DIR for your models "
+            "(--registry models to add to the shipped ones on purpose) or set "
+            "ATB_MODEL_REGISTRY_PATH.",
+            param_hint="--registry",
+        )
+    return local.resolve(), (
+        f"registry: {local.resolve()} (./models here; choose another with --registry or "
+        "ATB_MODEL_REGISTRY_PATH)"
+    )
+
+
+def _in_config() -> bool:
+    """Whether the config file in use (``$ATB_CONFIG_FILE`` or ``./atb.toml``) names the
+    registry."""
+    import tomllib
+
+    name = os.environ.get("ATB_CONFIG_FILE") or ("atb.toml" if Path("atb.toml").is_file() else "")
+    if not name:
+        return False
+    try:
+        table = tomllib.loads(Path(name).read_text(encoding="utf-8")).get("prediction", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # load_config has already said what is wrong with it
+    return isinstance(table, dict) and "model_registry_path" in table

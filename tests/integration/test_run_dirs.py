@@ -207,3 +207,54 @@ def test_sweep_without_out_stamps_each_run_and_resume_continues_latest(
     runs = sorted(p for p in family.iterdir() if not p.is_symlink())
     assert len(runs) == 2 and (run / "results.csv").is_file()
     assert (family / LATEST).resolve() == runs[-1].resolve() != run.resolve()
+
+
+# ------------------------------------------------------------------------- atb train model
+
+
+@pytest.fixture
+def no_configured_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("ATB_MODEL_REGISTRY_PATH", "ATB_CONFIG_FILE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def _versions(root: Path) -> list[Path]:
+    return sorted(root.rglob("metadata.json")) if root.is_dir() else []
+
+
+@pytest.mark.usefixtures("no_configured_registry")
+def test_train_model_in_the_source_checkout_without_registry_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from atb_strategies.config import SHIPPED_MODELS
+
+    if (SHIPPED_MODELS.parent / "atb.toml").exists():
+        pytest.skip("the checkout has an atb.toml that may name a registry")
+    monkeypatch.chdir(SHIPPED_MODELS.parent)
+    before = _versions(SHIPPED_MODELS)
+    args = ["train", "model", "BTCUSDT", "--synthetic", "--bars", "3000", "--epochs", "1"]
+
+    refused = CliRunner().invoke(cli, args)
+
+    assert refused.exit_code == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Invalid value for --registry: ")
+    assert str(SHIPPED_MODELS) in lines[0] and "ATB_MODEL_REGISTRY_PATH" in lines[0]
+    assert _versions(SHIPPED_MODELS) == before
+
+
+@pytest.mark.usefixtures("no_configured_registry")
+def test_train_model_without_registry_elsewhere_writes_to_local_models_and_says_so(
+    workdir: Path,
+) -> None:
+    args = ["train", "model", "BTCUSDT", "--synthetic", "--bars", "3000", "--sequence-length"]
+    args += ["24", "--epochs", "1", "--no-backtest", "--no-promote"]
+
+    done = CliRunner().invoke(cli, args)
+
+    assert done.exit_code == 0, done.output
+    local = workdir / "models"
+    assert f"registry: {local} (./models here" in done.stderr
+    (written,) = _versions(local)
+    assert f"at {written.parent}" in done.stdout.splitlines()[0]
+    assert done.stdout.strip().splitlines()[-1].startswith("verdict: ")
