@@ -20,8 +20,8 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 @click.command("backtest")
 @click.argument("strategy", type=click.Choice(strategy_names()))
-@click.option("--symbol", default="BTCUSDT", show_default=True)
-@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--symbol", default="BTCUSDT", show_default=True, help="The market's model symbol.")
+@click.option("--timeframe", default="1h", show_default=True, help="Candle size of the model.")
 @click.option(
     "--data",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -38,7 +38,9 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     help="Start at the model's first unseen bar (after its training and validation period).",
 )
 @click.option("--long-threshold", type=float, default=None, help="Override the entry threshold.")
-@click.option("--allow-shorts", is_flag=True)
+@click.option(
+    "--allow-shorts", is_flag=True, help="Also sell short on predicted falls (default: long only)."
+)
 @click.option(
     "--gap-policy",
     type=click.Choice(GAP_POLICIES),

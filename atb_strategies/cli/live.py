@@ -33,22 +33,44 @@ from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 _OPTIONS = [
-    click.option("--symbol", default="BTCUSDT", show_default=True),
-    click.option("--timeframe", default="1h", show_default=True),
-    click.option("--exchange", "exchange_id", default="binance", show_default=True),
+    click.option("--symbol", default="BTCUSDT", show_default=True, help="The market traded."),
+    click.option("--timeframe", default="1h", show_default=True, help="Candle size."),
+    click.option(
+        "--exchange", "exchange_id", default="binance", show_default=True, help="ccxt exchange id."
+    ),
     click.option("--paper", is_flag=True, help="Simulated fills on live candles (no keys)."),
     click.option(
         "--live", "real", is_flag=True, help="Real orders (needs --i-understand-the-risks)."
     ),
-    click.option("--i-understand-the-risks", "risks", is_flag=True),
+    click.option(
+        "--i-understand-the-risks", "risks", is_flag=True, help="Confirms --live (real money)."
+    ),
     click.option("--sandbox", is_flag=True, help="Use the exchange's test network."),
     click.option(
         "--cash", type=CASH, default=10_000.0, show_default=True, help="Paper starting cash."
     ),
-    click.option("--model-version", default=None),
-    click.option("--long-threshold", type=float, default=None),
-    click.option("--position-size", type=click.FloatRange(0, 1, min_open=True), default=None),
-    click.option("--backfill-bars", type=POSITIVE_INT, default=500, show_default=True),
+    click.option(
+        "--model-version", default=None, help="Pin a registry version [follow latest, reloaded]."
+    ),
+    click.option(
+        "--long-threshold",
+        type=float,
+        default=None,
+        help="Predicted return above which to buy [the strategy's default, 0.002].",
+    ),
+    click.option(
+        "--position-size",
+        type=click.FloatRange(0, 1, min_open=True),
+        default=None,
+        help="Fraction of the portfolio value per trade at confidence 1 [0.1].",
+    ),
+    click.option(
+        "--backfill-bars",
+        type=POSITIVE_INT,
+        default=500,
+        show_default=True,
+        help="Closed candles loaded before going live (they warm the model up).",
+    ),
     click.option("--max-bars", type=POSITIVE_INT, default=None, help="Stop after N live bars."),
     click.option(
         "--poll-grace",
@@ -69,12 +91,14 @@ _OPTIONS = [
         type=click.Path(path_type=Path, dir_okay=False),
         default=Path("out/live/journal.sqlite"),
         show_default=True,
+        help="SQLite journal of orders and fills (paper: model switches only).",
     ),
     click.option(
         "--log-file",
         type=click.Path(path_type=Path, dir_okay=False),
         default=Path("out/live/atb-live.log"),
         show_default=True,
+        help="Appended: the log records and every line shown on the terminal.",
     ),
     click.option(
         "--max-daily-loss",
@@ -101,8 +125,19 @@ _OPTIONS = [
         is_flag=True,
         help="Clear a kill-switch trip recorded in the journal by an earlier session, then trade.",
     ),
-    click.option("--max-order-notional", type=click.FloatRange(min=0, min_open=True), default=None),
-    click.option("--max-orders-per-minute", type=POSITIVE_INT, default=10, show_default=True),
+    click.option(
+        "--max-order-notional",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Refuse a new order worth more than this (quote currency) [no cap].",
+    ),
+    click.option(
+        "--max-orders-per-minute",
+        type=POSITIVE_INT,
+        default=10,
+        show_default=True,
+        help="Refuse new orders past this rate (exits are exempt).",
+    ),
     click.option("--no-flatten", is_flag=True, help="Kill switch cancels but does not flatten."),
     click.option(
         "--on-stop",
