@@ -75,9 +75,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, isolated: Path) -> Trained
     registry = tmp_path_factory.mktemp("cli") / "registry"
     assert ATB.is_file(), f"console script not installed at {ATB}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATB_")}
+    args = [*SMALL, "--epochs", "2", "--json", "--registry", str(registry)]
     console = subprocess.run(
-        [str(ATB), "train", "model", SYMBOL, *SMALL, "--epochs", "2", "--json"]
-        + ["--registry", str(registry)],
+        [str(ATB), "train", "model", SYMBOL, *args],
         capture_output=True,
         text=True,
         env=env,
