@@ -15,6 +15,7 @@ follows ``latest`` and reloads it between bars when it moves (``atb models promo
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -318,7 +319,7 @@ def run_live(
         )
     # the model must reproduce its parity certificate here before anything connects
     certificate = check_certificate(get_strategy(strategy), symbol, timeframe, params)
-    log_to_file(log_file)
+    echo = _echo_to_log(log_to_file(log_file))  # the log file gets every terminal line
     store = CcxtStore(exchange=exchange_id, sandbox=sandbox)
     kill = KillSwitch(
         max_daily_loss,
@@ -328,16 +329,16 @@ def run_live(
         flatten=not no_flatten,
     )
     mode = "PAPER" if paper else "LIVE (real orders)"
-    click.echo(
+    echo(
         f"{mode}: {strategy} {symbol} {timeframe} on {exchange_id}"
         + (" sandbox" if sandbox else "")
     )
-    click.echo(f"log: {log_file}")
-    click.echo(certificate)
+    echo(f"log: {log_file}")
+    echo(certificate)
     if not paper:
-        click.echo(f"journal: {journal}")
+        echo(f"journal: {journal}")
     else:
-        click.echo(f"model audit: {journal} (model switches; no orders on paper)")
+        echo(f"model audit: {journal} (model switches; no orders on paper)")
     cerebro = build_live_cerebro(
         get_strategy(strategy),
         store=store,
@@ -352,13 +353,13 @@ def run_live(
         broker_options=None if paper else {"clear_kill_switch": clear_kill_switch},
         on_stop=on_stop,
         feed_options=feed_options,
-        echo=click.echo,
+        echo=echo,
         shadow_csv=shadow_csv,
         **params,
     )
     strat = run_until_stopped(cerebro)[0]
     code, why = stop_reason(cerebro, max_bars)
-    click.echo(
+    echo(
         f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
         f"{len(strat.trade_records)}"
     )
@@ -366,12 +367,30 @@ def run_live(
         log = cerebro.runstrats[0][0].analyzers.shadow
         rows = read_shadow_csv(log.path, session=log.session)  # this session's books
         chart = plot_books(rows, log.path.with_suffix(".png"), f"{strategy} {symbol} {timeframe}")
-        click.echo(f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):")
-        click.echo(format_comparison(compare_books(rows, timeframe)))
+        echo(f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):")
+        echo(format_comparison(compare_books(rows, timeframe)))
         if chart is not None:
-            click.echo(f"chart: {chart}")
+            echo(f"chart: {chart}")
     if EXIT_CODES[code]:
         sys.exit(EXIT_CODES[code])
+
+
+def _echo_to_log(handler: logging.Handler) -> Any:
+    """An ``echo`` that prints a line and also writes it to ``handler`` (the ``--log-file``),
+    through a logger of its own, so the terminal does not show it twice."""
+    terminal = logging.getLogger("atb_strategies.terminal")
+    terminal.setLevel(logging.INFO)
+    terminal.propagate = False
+    for old in list(terminal.handlers):  # an earlier session of this process
+        terminal.removeHandler(old)
+    terminal.addHandler(handler)
+
+    def echo(message: Any = "") -> None:
+        click.echo(message)
+        for line in str(message).splitlines():
+            terminal.info(line)
+
+    return echo
 
 
 class _LiveGroup(click.Group):
