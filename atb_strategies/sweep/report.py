@@ -9,6 +9,7 @@ order to place the cells.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -265,7 +266,17 @@ def heatmap_figure(
         else:
             ax.set_yticks([])
         for (r, c), v in np.ndenumerate(matrix):
-            ax.text(c, r, _format(rank_by, v), ha="center", va="center", fontsize=8)
+            red, green, blue, _ = cmap(norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on dark cells
+            ax.text(
+                c,
+                r,
+                _format(rank_by, v),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
         if outline is not None:
             r, c = outline
             ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2.5))
@@ -274,11 +285,18 @@ def heatmap_figure(
         title += [f"{name}={grid[name][k]}" for name, k in zip(rest, key[1:], strict=True)]
         ax.set_title(", ".join(t.strip() for t in title), fontsize=9)
     if image is not None:
-        fig.colorbar(image, ax=fig.axes, label=f"{rank_by}: {reading}", shrink=0.9)
+        bar = fig.colorbar(image, ax=fig.axes, label=f"{rank_by}: {reading}", shrink=0.9)
+        if rank_by in _PERCENT:  # the same unit as the cells' labels
+            from matplotlib.ticker import PercentFormatter
+
+            bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     note = f" (first {len(shown)} of {len(panels)} panels)" if len(shown) < len(panels) else ""
     title = f"Sweep: {rank_by} per cell, the best outlined{note}"
     in_sample = in_sample_note(results)
-    fig.suptitle(title + (f"\n{in_sample}" if in_sample else ""), fontsize=11)
+    if in_sample:  # wrapped to the figure's width
+        width = max(30, int(fig.get_figwidth() * 11))
+        title += "\n" + textwrap.fill(in_sample, width)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -335,5 +353,5 @@ def in_sample_note(results: pd.DataFrame) -> str | None:
     of = f" of {int(total)}" if total and not pd.isna(total) else ""
     return (
         f"in-sample: {int(bars.iloc[worst])}{of} bars inside the model's training period "
-        f"({int((bars > 0).sum())} of {len(results)} cells): expect less out of sample"
+        f"({int((bars > 0).sum())} of {len(results)} cells)"
     )

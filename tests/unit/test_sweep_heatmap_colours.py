@@ -69,5 +69,5 @@ def test_an_in_sample_ranking_is_noted_on_the_chart() -> None:
     assert note is not None and note.startswith("in-sample: 300 of 1000 bars")
     assert "(1 of 2 cells)" in note
     fig = heatmap_figure(frame, {"a": [1, 2]}, "sharpe")
-    assert note in fig._suptitle.get_text()
+    assert note in " ".join(fig._suptitle.get_text().split())
     assert in_sample_note(_results([1.0, 2.0], a=[1, 2])) is None
