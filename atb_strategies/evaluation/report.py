@@ -199,12 +199,12 @@ def plot_walk_forward(
                 f"fold {number}",
                 (start, 1.0),
                 xycoords=("data", "axes fraction"),
-                xytext=(2, -2),
+                xytext=(0, 2),
                 textcoords="offset points",
                 fontsize=7,
                 color="0.35",
-                va="top",
-                rotation=90,
+                ha="center",
+                va="bottom",
             )
     ax.legend(loc="upper left", fontsize=8)
     o = result.oos
