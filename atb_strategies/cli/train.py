@@ -171,7 +171,32 @@ def model(
         click.echo(verdict, err=True)
         return
     click.echo(registered)
+    summary = _test_summary(result.metrics)
+    if summary:
+        click.echo(summary)
     click.echo(verdict)
+
+
+def _test_summary(metrics: dict[str, Any]) -> str | None:
+    """One line of the test part's figures (``--json`` has them all), or None."""
+    test = metrics.get("test") or {}
+    model, last = test.get("model") or {}, test.get("baseline_last_close") or {}
+    parts = []
+    if model.get("directional_accuracy") is not None and test.get("share_of_up_moves"):
+        up = test["share_of_up_moves"]
+        parts.append(
+            f"direction {100 * model['directional_accuracy']:.1f} % vs majority "
+            f"{100 * max(up, 1 - up):.1f} %"
+        )
+    if model.get("rmse") is not None and last.get("rmse") is not None:
+        parts.append(f"RMSE {model['rmse']:.4g} vs last close {last['rmse']:.4g}")
+    bt = metrics.get("backtest") or {}
+    if bt.get("total_return") is not None and bt.get("buy_and_hold_return") is not None:
+        parts.append(
+            f"quick backtest {100 * bt['total_return']:+.2f} % vs buy-and-hold "
+            f"{100 * bt['buy_and_hold_return']:+.2f} %"
+        )
+    return f"test part ({test.get('samples', '?')} samples): " + "; ".join(parts) if parts else None
 
 
 def _verdict(result: Any, no_promote: bool) -> str:

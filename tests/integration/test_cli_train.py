@@ -393,7 +393,9 @@ def test_atb_train_model_with_no_edge_says_latest_did_not_move_in_one_line(tmp_p
     lines = [x for x in result.stdout.splitlines() if x.startswith("verdict: baseline gate FAILED")]
     assert len(lines) == 1
     assert "latest not moved" in lines[0] and "--force-promote" in lines[0]
-    assert result.stdout.splitlines() == [result.stdout.splitlines()[0], lines[0]]  # no JSON
+    shown = result.stdout.splitlines()  # registered, the test part's figures, the verdict
+    assert len(shown) == 3 and shown[1].startswith("test part (") and shown[-1] == lines[0]
+    assert "direction " in shown[1] and "RMSE " in shown[1]
     assert not (registry / SYMBOL / "basic" / "latest").exists()
     version = REGISTERED.match(result.stdout.splitlines()[0]).group(3)
     promoted = run("models", "promote", SYMBOL, "basic", version, "--registry", str(registry))
