@@ -14,6 +14,7 @@ from atb_strategies.cli.options import (
     money_options,
     registry_option,
 )
+from atb_strategies.cli.outputs import check_out, force_option, output_dir
 from atb_strategies.cli.sweep import _data_files, _named, _symbols
 from atb_strategies.config import GAP_POLICIES
 from atb_strategies.strategies.registry import get_strategy, strategy_names
@@ -21,13 +22,13 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 @click.command("backtest")
 @click.argument("strategy", type=click.Choice(strategy_names()))
-@click.option("--symbol", default="BTCUSDT", show_default=True)
+@click.option("--symbol", default="BTCUSDT", show_default=True, help="The market's model symbol.")
 @click.option(
     "--symbols",
     default=None,
     help="Several markets in one account: A,B (with --data A=FILE ... or --synthetic).",
 )
-@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--timeframe", default="1h", show_default=True, help="Candle size of the model.")
 @click.option(
     "--data",
     multiple=True,
@@ -46,7 +47,9 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     help="Start at the model's first unseen bar (after its training and validation period).",
 )
 @click.option("--long-threshold", type=float, default=None, help="Override the entry threshold.")
-@click.option("--allow-shorts", is_flag=True)
+@click.option(
+    "--allow-shorts", is_flag=True, help="Also sell short on predicted falls (default: long only)."
+)
 @click.option(
     "--gap-policy",
     type=click.Choice(GAP_POLICIES),
@@ -60,14 +63,17 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Report directory (default: out/backtest_<strategy>_<symbol>).",
+    help="Report directory [a new out/backtest_<strategy>_<symbol>/<UTC stamp>/; "
+    "out/backtest_<strategy>_<symbol>/latest links to the newest]. An existing, non-empty "
+    "DIR needs --force.",
 )
 @click.option(
     "--markers/--no-markers",
     default=None,
     help="Entry and exit markers on the chart (default: only when there are at most 60 trades).",
 )
-@click.option("--no-progress", is_flag=True)
+@force_option("backtest")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 @guard_options
 @registry_option
 def backtest(
@@ -95,6 +101,7 @@ def backtest(
     gap_policy: str,
     out_dir: Path | None,
     markers: bool | None,
+    force: bool,
     no_progress: bool,
     max_model_age: str | None,
     age_action: str,
@@ -113,6 +120,8 @@ def backtest(
     from atb_strategies.sweep.thresholds import threshold_warnings
 
     check_dates(start_date, end_date)
+    if out_dir is not None:  # refused before any work; made when the report is written
+        check_out(out_dir, "backtest", force=force)
     if symbols or any(_named(d) for d in data) or len(data) > 1:
         names = _symbols(symbol, symbols, data)
         files = _data_files(data, names)
@@ -165,7 +174,6 @@ def backtest(
         baselines=not no_baselines,
         **params,
     )
-    out = out_dir or Path("out") / f"backtest_{strategy}_{symbol}"
     model_key = result.strategy.predictions[result.strategy.datas[0]].model_key
     text = format_summary(result.summary, f"{strategy} on {symbol} {timeframe}").split("\n")
     text[1:1] = [f"  {'Model':<22} {model_key}", f"  {'Data':<22} {source}"]
@@ -186,6 +194,7 @@ def backtest(
         returns = result.predictions["predicted_return"]
         for warning in threshold_warnings(returns, cls, params, spell=spell):
             click.echo(f"warning: {warning}")
+    out = output_dir(out_dir, f"backtest_{strategy}_{symbol}", "backtest", force=force)
     paths = write_trades(result, out)
     title = f"{strategy} {symbol} {timeframe} - {model_key}"
     chart = plot_backtest(
@@ -327,7 +336,9 @@ def _backtest_symbols(names: list[str], files: dict[str, Path], o: dict[str, Any
     if returns:
         for warning in threshold_warnings(pd.concat(returns), cls, params, spell=spell):
             click.echo(f"warning: {warning}")
-    out = o["out_dir"] or Path("out") / f"backtest_{strategy}_{'_'.join(names)}"
+    out = output_dir(
+        o["out_dir"], f"backtest_{strategy}_{'_'.join(names)}", "backtest", force=o["force"]
+    )
     paths = write_trades(result, out)
     # the book's chart: the basket as its price, no order markers (their prices are a symbol's)
     chart = plot_backtest(replace(result, orders=[]), result.basket, out / "chart.png", title=title)

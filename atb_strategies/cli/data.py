@@ -16,14 +16,16 @@ def data() -> None:
 
 @data.command("download")
 @click.argument("symbol")
-@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--timeframe", default="1h", show_default=True, help="Candle size.")
 @click.option("--start-date", type=DATE, required=True, help="First candle (UTC date or time).")
 @click.option(
     "--end-date", type=DATE, default=None, help="Last candle; a date includes its whole day."
 )
-@click.option("--exchange", "exchange_id", default="binance", show_default=True)
+@click.option(
+    "--exchange", "exchange_id", default="binance", show_default=True, help="ccxt exchange id."
+)
 @data_dir_option
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 def download(
     symbol: str,
     timeframe: str,

@@ -16,6 +16,7 @@ follows ``latest`` and reloads it between bars when it moves (``atb models promo
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from atb_strategies.live.portfolio import describe
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
 _OPTIONS = [
-    click.option("--symbol", default="BTCUSDT", show_default=True),
+    click.option("--symbol", default="BTCUSDT", show_default=True, help="The market traded."),
     click.option(
         "--symbols",
         default=None,
@@ -48,7 +49,7 @@ _OPTIONS = [
         default=None,
         help="The portfolio's symbols, one a line.",
     ),
-    click.option("--timeframe", default="1h", show_default=True),
+    click.option("--timeframe", default="1h", show_default=True, help="Candle size."),
     click.option(
         "--exchange",
         "exchange_id",
@@ -74,15 +75,35 @@ _OPTIONS = [
     click.option(
         "--live", "real", is_flag=True, help="Real orders (needs --i-understand-the-risks)."
     ),
-    click.option("--i-understand-the-risks", "risks", is_flag=True),
+    click.option(
+        "--i-understand-the-risks", "risks", is_flag=True, help="Confirms --live (real money)."
+    ),
     click.option("--sandbox", is_flag=True, help="Use the exchange's test network."),
     click.option(
         "--cash", type=CASH, default=10_000.0, show_default=True, help="Paper starting cash."
     ),
-    click.option("--model-version", default=None),
-    click.option("--long-threshold", type=float, default=None),
-    click.option("--position-size", type=click.FloatRange(0, 1, min_open=True), default=None),
-    click.option("--backfill-bars", type=POSITIVE_INT, default=500, show_default=True),
+    click.option(
+        "--model-version", default=None, help="Pin a registry version [follow latest, reloaded]."
+    ),
+    click.option(
+        "--long-threshold",
+        type=float,
+        default=None,
+        help="Predicted return above which to buy [the strategy's default, 0.002].",
+    ),
+    click.option(
+        "--position-size",
+        type=click.FloatRange(0, 1, min_open=True),
+        default=None,
+        help="Fraction of the portfolio value per trade at confidence 1 [0.1].",
+    ),
+    click.option(
+        "--backfill-bars",
+        type=POSITIVE_INT,
+        default=500,
+        show_default=True,
+        help="Closed candles loaded before going live (they warm the model up).",
+    ),
     click.option("--max-bars", type=POSITIVE_INT, default=None, help="Stop after N live bars."),
     click.option(
         "--poll-grace",
@@ -103,12 +124,14 @@ _OPTIONS = [
         type=click.Path(path_type=Path, dir_okay=False),
         default=Path("out/live/journal.sqlite"),
         show_default=True,
+        help="SQLite journal of orders and fills (paper: model switches only).",
     ),
     click.option(
         "--log-file",
         type=click.Path(path_type=Path, dir_okay=False),
         default=Path("out/live/atb-live.log"),
         show_default=True,
+        help="Appended: the log records and every line shown on the terminal.",
     ),
     click.option(
         "--max-daily-loss",
@@ -135,7 +158,12 @@ _OPTIONS = [
         is_flag=True,
         help="Clear a kill-switch trip recorded in the journal by an earlier session, then trade.",
     ),
-    click.option("--max-order-notional", type=click.FloatRange(min=0, min_open=True), default=None),
+    click.option(
+        "--max-order-notional",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Refuse a new order worth more than this (quote currency) [no cap].",
+    ),
     click.option(
         "--max-gross-exposure",
         type=LIMIT,
@@ -150,7 +178,13 @@ _OPTIONS = [
         show_default=True,
         help="Refuse entries beyond this fraction of the value in one symbol.",
     ),
-    click.option("--max-orders-per-minute", type=POSITIVE_INT, default=10, show_default=True),
+    click.option(
+        "--max-orders-per-minute",
+        type=POSITIVE_INT,
+        default=10,
+        show_default=True,
+        help="Refuse new orders past this rate (exits are exempt).",
+    ),
     click.option("--no-flatten", is_flag=True, help="Kill switch cancels but does not flatten."),
     click.option(
         "--on-stop",
@@ -355,7 +389,7 @@ def run_live(
     certificate = "\n".join(
         check_certificate(get_strategy(strategy), name, timeframe, params) for name in names
     )
-    log_to_file(log_file)
+    echo = _echo_to_log(log_to_file(log_file))  # the log file gets every terminal line
     with contextlib.ExitStack() as stack:
         if demo:
             from atb_strategies.testing.demo import demo_client, demo_exchange
@@ -372,7 +406,7 @@ def run_live(
             # the demo's fake keys for real orders; keys in the environment are never read
             store = CcxtStore(exchange=demo_client(server, with_keys=real))
             feed_options.update(poll_grace=0.0, qcheck=0.05, clock_check=0.05)
-            click.echo(
+            echo(
                 f"demo exchange (loopback) at {server.url}: {', '.join(server.symbols)}, "
                 f"market clock {server.clock.now():%Y-%m-%d %H:%M} UTC ({demo_clock}); "
                 "synthetic or given candles, fake keys, no network"
@@ -389,16 +423,16 @@ def run_live(
             max_symbol_share=max_symbol_share,
         )
         mode = "PAPER" if paper else "LIVE (real orders)"
-        click.echo(
+        echo(
             f"{mode}: {strategy} {describe(names)} {timeframe} on {exchange_id}"
             + (" sandbox" if sandbox else "")
         )
-        click.echo(f"log: {log_file}")
-        click.echo(certificate)
+        echo(f"log: {log_file}")
+        echo(certificate)
         if not paper:
-            click.echo(f"journal: {journal}")
+            echo(f"journal: {journal}")
         else:
-            click.echo(f"model audit: {journal} (model switches; no orders on paper)")
+            echo(f"model audit: {journal} (model switches; no orders on paper)")
         cerebro = build_live_cerebro(
             get_strategy(strategy),
             store=store,
@@ -413,13 +447,13 @@ def run_live(
             broker_options=None if paper else {"clear_kill_switch": clear_kill_switch},
             on_stop=on_stop,
             feed_options=feed_options,
-            echo=click.echo,
+            echo=echo,
             shadow_csv=shadow_csv,
             **params,
         )
         strat = run_until_stopped(cerebro)[0]
         code, why = stop_reason(cerebro, max_bars)
-        click.echo(
+        echo(
             f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
             f"{len(strat.trade_records)}"
         )
@@ -429,12 +463,10 @@ def run_live(
             chart = plot_books(
                 rows, log.path.with_suffix(".png"), f"{strategy} {' '.join(names)} {timeframe}"
             )
-            click.echo(
-                f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):"
-            )
-            click.echo(format_comparison(compare_books(rows, timeframe)))
+            echo(f"shadow books ({log.path}; again with `atb live report {log.path.parent}`):")
+            echo(format_comparison(compare_books(rows, timeframe)))
             if chart is not None:
-                click.echo(f"chart: {chart}")
+                echo(f"chart: {chart}")
         if EXIT_CODES[code]:
             sys.exit(EXIT_CODES[code])
 
@@ -471,6 +503,24 @@ def _session_symbols(
     return session_symbols(
         symbol, symbols, symbols_file, timeframe_s=seconds, rate_limit_ms=client.rateLimit
     )
+
+
+def _echo_to_log(handler: logging.Handler) -> Any:
+    """An ``echo`` that prints a line and also writes it to ``handler`` (the ``--log-file``),
+    through a logger of its own, so the terminal does not show it twice."""
+    terminal = logging.getLogger("atb_strategies.terminal")
+    terminal.setLevel(logging.INFO)
+    terminal.propagate = False
+    for old in list(terminal.handlers):  # an earlier session of this process
+        terminal.removeHandler(old)
+    terminal.addHandler(handler)
+
+    def echo(message: Any = "") -> None:
+        click.echo(message)
+        for line in str(message).splitlines():
+            terminal.info(line)
+
+    return echo
 
 
 class _LiveGroup(click.Group):

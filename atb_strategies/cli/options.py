@@ -146,6 +146,7 @@ def training_data_options(f: Any) -> Any:
             type=click.Choice(["basic", "sentiment"]),
             default="basic",
             show_default=True,
+            help="basic: candles only; sentiment: candles and a sentiment index.",
         ),
         click.option(
             "--data",
@@ -160,7 +161,13 @@ def training_data_options(f: Any) -> Any:
             is_flag=True,
             help="Without --data: fetch missing candles from --exchange into the cache first.",
         ),
-        click.option("--exchange", "exchange_id", default="binance", show_default=True),
+        click.option(
+            "--exchange",
+            "exchange_id",
+            default="binance",
+            show_default=True,
+            help="ccxt exchange id for --download.",
+        ),
         data_dir_option,
         click.option(
             "--bars", type=POSITIVE_INT, default=18000, show_default=True, help="Synthetic bars."
@@ -203,7 +210,9 @@ period_options = [
 model_type_option = click.option(
     "--model-type", default=None, help="Registry model type (default per strategy)."
 )
-cash_option = click.option("--cash", type=CASH, default=10_000.0, show_default=True)
+cash_option = click.option(
+    "--cash", type=CASH, default=10_000.0, show_default=True, help="Starting cash (quote currency)."
+)
 commission_option = click.option(
     "--commission", type=COMMISSION, default=0.001, show_default=True, help="Fraction per trade."
 )

@@ -16,10 +16,26 @@ from atb_strategies.cli.options import (
     money_options,
     registry_option,
 )
+from atb_strategies.cli.outputs import check_out, force_option, output_dir
 from atb_strategies.strategies.registry import strategy_names
 from atb_strategies.sweep.metrics import RANK_METRICS
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class GridOption(click.Option):
+    """``--grid``: its help lists each strategy's parameter names, read when the help is shown
+    (the strategy classes load backtrader, which a bare ``atb`` does not)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from atb_strategies.strategies.registry import get_strategy
+
+        names = "; ".join(
+            f"{name}: {', '.join(get_strategy(name).params._getkeys())}"
+            for name in strategy_names()
+        )
+        record = super().get_help_record(ctx)
+        return None if record is None else (record[0], f"{record[1]} Parameters of {names}.")
 
 
 def _symbols(symbol: str, symbols: str | None, data: tuple[str, ...]) -> list[str]:
@@ -79,7 +95,7 @@ def _data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
 @click.argument("strategy", type=click.Choice(strategy_names()))
 @click.option("--symbol", default="BTCUSDT", show_default=True, help="The market (one symbol).")
 @click.option("--symbols", default=None, help="Several markets: A,B (with --data A=FILE ...).")
-@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--timeframe", default="1h", show_default=True, help="Candle size of the model.")
 @click.option(
     "--data",
     multiple=True,
@@ -99,10 +115,15 @@ def _data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
     "grid_options",
     multiple=True,
     metavar="NAME=V1,V2,...",
+    cls=GridOption,
     help="A strategy param and its values (int, float, true/false, none or text); repeatable.",
 )
 @click.option(
-    "--executor", type=click.Choice(["local", "ray", "serial"]), default="local", show_default=True
+    "--executor",
+    type=click.Choice(["local", "ray", "serial"]),
+    default="local",
+    show_default=True,
+    help="Where cells run: local = a process per core, ray = a Ray cluster, serial = here.",
 )
 @click.option("--workers", type=POSITIVE_INT, default=None, help="Parallel cells [every core].")
 @click.option(
@@ -115,13 +136,23 @@ def _data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Output directory [out/sweep_<strategy>].",
+    help="Output directory [a new out/sweep_<strategy>_<symbols>/<UTC stamp>/; "
+    "out/sweep_<strategy>_<symbols>/latest links to the newest]. An existing, non-empty DIR "
+    "needs --force or --resume.",
+)
+@force_option("sweep")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Skip cells already finished in --out, or without --out in the latest run of this "
+    "sweep (failed ones run again).",
 )
 @click.option(
-    "--resume", is_flag=True, help="Skip cells already finished in --out (failed ones run again)."
-)
-@click.option(
-    "--rank-by", type=click.Choice(list(RANK_METRICS)), default="sharpe", show_default=True
+    "--rank-by",
+    type=click.Choice(list(RANK_METRICS)),
+    default="sharpe",
+    show_default=True,
+    help="The metric cells are ranked by (and the heatmap shows).",
 )
 @click.option("--top", type=POSITIVE_INT, default=10, show_default=True, help="Cells printed.")
 @click.option(
@@ -134,7 +165,7 @@ def _data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
 @click.option(
     "--test-bars", type=POSITIVE_INT, default=None, help="Walk-forward test bars (and step)."
 )
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 @registry_option
 def sweep(
     strategy: str,
@@ -159,6 +190,7 @@ def sweep(
     workers: int | None,
     ray_address: str | None,
     out_dir: Path | None,
+    force: bool,
     resume: bool,
     rank_by: str,
     top: int,
@@ -184,6 +216,7 @@ def sweep(
     from atb_strategies.sweep.runner import run_sweep
     from atb_strategies.sweep.walkforward import format_walk_forward
 
+    check_out(out_dir, "sweep", force=force, resume=resume)
     folds = _walk_forward(walk_forward, train_bars, test_bars, rank_by)
     cls = get_strategy(strategy)
     names = _symbols(symbol, symbols, data)
@@ -209,7 +242,8 @@ def sweep(
             synthetic_sentiment=synthetic_sentiment,
             need_sentiment=mtype == "sentiment",
         )
-    out = out_dir or Path("out") / f"sweep_{strategy}"
+    default = f"sweep_{strategy}_{'-'.join(names)}"
+    out = output_dir(out_dir, default, "sweep", force=force, resume=resume)
     results = run_sweep(
         strategy,
         frames,

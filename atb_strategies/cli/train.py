@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
 from atb_strategies.cli.options import (
     POSITIVE_INT,
     architecture_option,
-    load_config,
     recipe_option,
     registry_option,
     training_data_options,
 )
+from atb_strategies.cli.outputs import training_registry
 
 
 @click.group()
@@ -41,10 +42,24 @@ def train() -> None:
     help="Shrink predictions toward the train mean by their slope on the validation part "
     "[off for mlp/gru, on for the other families].",
 )
-@click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
-@click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
-@click.option("--epochs", type=POSITIVE_INT, default=30, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--sequence-length",
+    type=POSITIVE_INT,
+    default=120,
+    show_default=True,
+    help="Bars in each input window.",
+)
+@click.option(
+    "--horizon", type=POSITIVE_INT, default=1, show_default=True, help="Bars ahead predicted."
+)
+@click.option(
+    "--epochs",
+    type=POSITIVE_INT,
+    default=30,
+    show_default=True,
+    help="Most training passes (mlp, gru; early stopping may end sooner).",
+)
+@click.option("--seed", default=0, show_default=True, help="Training (and synthetic data) seed.")
 @click.option("--no-promote", is_flag=True, help="Register without moving latest.")
 @click.option(
     "--force-promote",
@@ -52,6 +67,12 @@ def train() -> None:
     help="Move latest even if the model fails the baseline gate (no edge over naive baselines).",
 )
 @click.option("--no-backtest", is_flag=True, help="Skip the quick test-period backtest.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the metrics as one JSON document on stdout (the other lines go to stderr).",
+)
 @registry_option
 def model(
     symbol: str,
@@ -78,6 +99,7 @@ def model(
     no_promote: bool,
     force_promote: bool,
     no_backtest: bool,
+    as_json: bool,
     registry_path: Path | None,
 ) -> None:
     """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
@@ -100,7 +122,9 @@ def model(
             param_hint="--architecture",
         )
 
-    registry = load_config(registry_path).model_registry_path
+    registry, note = training_registry(registry_path)
+    if note:
+        click.echo(note, err=True)
     frame = load_candles(
         data,
         synthetic,
@@ -143,38 +167,81 @@ def model(
         backtest=not no_backtest,
     )
     result = train_model(replace(config, data_source=source), frame)
-    test = result.metrics["test"]
-    click.echo(
-        f"registered {symbol}/{model_type}@{result.version} at {result.path}"
-        + (" (latest)" if result.promoted else "")
+    registered = f"registered {symbol}/{model_type}@{result.version} at {result.path}" + (
+        " (latest)" if result.promoted else ""
     )
+    verdict = _verdict(result, no_promote)
+    if as_json:
+        click.echo(registered, err=True)
+        click.echo(json.dumps(_metrics(result, verdict), indent=2))
+        click.echo(verdict, err=True)
+        return
+    click.echo(registered)
+    summary = _test_summary(result.metrics)
+    if summary:
+        click.echo(summary)
+    click.echo(verdict)
+
+
+def _test_summary(metrics: dict[str, Any]) -> str | None:
+    """One line of the test part's figures (``--json`` has them all), or None."""
+    test = metrics.get("test") or {}
+    model, last = test.get("model") or {}, test.get("baseline_last_close") or {}
+    parts = []
+    if model.get("directional_accuracy") is not None and test.get("share_of_up_moves"):
+        up = test["share_of_up_moves"]
+        parts.append(
+            f"direction {100 * model['directional_accuracy']:.1f} % vs majority "
+            f"{100 * max(up, 1 - up):.1f} %"
+        )
+    if model.get("rmse") is not None and last.get("rmse") is not None:
+        parts.append(f"RMSE {model['rmse']:.4g} vs last close {last['rmse']:.4g}")
+    bt = metrics.get("backtest") or {}
+    if bt.get("total_return") is not None and bt.get("buy_and_hold_return") is not None:
+        parts.append(
+            f"quick backtest {100 * bt['total_return']:+.2f} % vs buy-and-hold "
+            f"{100 * bt['buy_and_hold_return']:+.2f} %"
+        )
+    return f"test part ({test.get('samples', '?')} samples): " + "; ".join(parts) if parts else None
+
+
+def _verdict(result: Any, no_promote: bool) -> str:
+    """The one-line verdict ``atb train model`` ends with: the baseline gate and latest."""
     gate = result.metrics.get("gate", {"passed": True, "reasons": []})
-    if not gate["passed"]:
-        verdict = (
-            "latest moved anyway (--force-promote)"
+    if gate["passed"]:
+        where = (
+            f"latest -> {result.version}"
             if result.promoted
-            else ("latest not moved" if not no_promote else "latest not moved (--no-promote)")
+            else "latest not moved" + (" (--no-promote)" if no_promote else "")
         )
-        click.echo(
-            f"baseline gate FAILED, {verdict}: {'; '.join(gate['reasons'])}"
-            + ("" if result.promoted or no_promote else ". Pass --force-promote to move it."),
-            err=True,
-        )
-    click.echo(
-        json.dumps(
-            {
-                "test": test,
-                "oos": result.metrics.get("oos"),
-                "validation": result.metrics.get("validation"),
-                "model_family": result.metrics.get("model_family"),
-                "calibration": result.metrics.get("calibration"),
-                "model_selection": result.metrics.get("model_selection"),
-                "export_parity": result.metrics["export_parity_max_abs_diff"],
-                "backtest": result.metrics.get("backtest"),
-            },
-            indent=2,
-        )
+        return f"verdict: passed the baseline gate, {where}"
+    moved = (
+        "latest moved anyway (--force-promote)"
+        if result.promoted
+        else ("latest not moved" if not no_promote else "latest not moved (--no-promote)")
     )
+    return f"verdict: baseline gate FAILED, {moved}: {'; '.join(gate['reasons'])}" + (
+        "" if result.promoted or no_promote else ". Pass --force-promote to move it."
+    )
+
+
+def _metrics(result: Any, verdict: str) -> dict[str, Any]:
+    """What ``--json`` prints: the version, where it is, the verdict and the metrics."""
+    m = result.metrics
+    return {
+        "version": result.version,
+        "path": str(result.path),
+        "promoted": result.promoted,
+        "verdict": verdict.removeprefix("verdict: "),
+        "test": m["test"],
+        "oos": m.get("oos"),
+        "validation": m.get("validation"),
+        "model_family": m.get("model_family"),
+        "calibration": m.get("calibration"),
+        "model_selection": m.get("model_selection"),
+        "export_parity": m["export_parity_max_abs_diff"],
+        "backtest": m.get("backtest"),
+    }
 
 
 def _add_walk_forward() -> None:

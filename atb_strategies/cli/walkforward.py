@@ -11,10 +11,15 @@ from atb_strategies.cli.options import (
     POSITIVE_INT,
     architecture_option,
     commission_option,
-    load_config,
     registry_option,
     slippage_option,
     training_data_options,
+)
+from atb_strategies.cli.outputs import (
+    check_out,
+    force_option,
+    output_dir,
+    training_registry,
 )
 
 
@@ -50,16 +55,40 @@ def _seeds(value: str) -> tuple[int, ...]:
 @click.option("--seeds", default="1", show_default=True, help="A count (0..N-1) or a list: 0,5,9.")
 @click.option("--seed", default=0, show_default=True, help="Synthetic market seed.")
 @architecture_option
-@click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
-@click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
-@click.option("--epochs", type=POSITIVE_INT, default=30, show_default=True)
+@click.option(
+    "--sequence-length",
+    type=POSITIVE_INT,
+    default=120,
+    show_default=True,
+    help="Bars in each input window.",
+)
+@click.option(
+    "--horizon", type=POSITIVE_INT, default=1, show_default=True, help="Bars ahead predicted."
+)
+@click.option(
+    "--epochs",
+    type=POSITIVE_INT,
+    default=30,
+    show_default=True,
+    help="Most training passes per fold (mlp, gru).",
+)
 @click.option("--promote-last", is_flag=True, help="Move latest to the last fold if it passes.")
 @click.option(
-    "--executor", type=click.Choice(["local", "ray", "serial"]), default="local", show_default=True
+    "--executor",
+    type=click.Choice(["local", "ray", "serial"]),
+    default="local",
+    show_default=True,
+    help="Where folds train: local = a process per core, ray = a Ray cluster, serial = here.",
 )
 @click.option("--workers", type=POSITIVE_INT, default=None, help="Parallel folds [every core].")
 @click.option("--ray-address", default=None, help="An existing Ray cluster ('auto' for local).")
-@click.option("--bootstrap-reps", type=click.IntRange(min=100), default=1000, show_default=True)
+@click.option(
+    "--bootstrap-reps",
+    type=click.IntRange(min=100),
+    default=1000,
+    show_default=True,
+    help="Block-bootstrap resamples for the edge's 95 % CI.",
+)
 @click.option("--no-backtest", is_flag=True, help="Skip the point-in-time (asof) backtest.")
 @click.option(
     "--long-threshold",
@@ -75,9 +104,12 @@ def _seeds(value: str) -> tuple[int, ...]:
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Report directory [out/walkforward_<symbol>_<type>].",
+    help="Report directory [a new out/walkforward_<symbol>_<type>/<UTC stamp>/; "
+    "out/walkforward_<symbol>_<type>/latest links to the newest]. An existing, non-empty DIR "
+    "needs --force.",
 )
-@click.option("--no-progress", is_flag=True)
+@force_option("walk-forward")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 @registry_option
 def walk_forward(
     symbol: str,
@@ -115,6 +147,7 @@ def walk_forward(
     commission: float,
     slippage_bps: float,
     out_dir: Path | None,
+    force: bool,
     no_progress: bool,
     registry_path: Path | None,
 ) -> None:
@@ -134,6 +167,10 @@ def walk_forward(
     from atb_strategies.features.candles import validate_candles
 
     check_dates(start_date, end_date)
+    check_out(out_dir, "walk-forward", force=force)  # before the folds train
+    registry, note = training_registry(registry_path)
+    if note:
+        click.echo(note, err=True)
     frame = load_candles(
         data,
         synthetic,
@@ -170,7 +207,7 @@ def walk_forward(
         sequence_length=sequence_length,
         horizon=horizon,
         epochs=epochs,
-        registry=Path(load_config(registry_path).model_registry_path),
+        registry=Path(registry),
         promote_last=promote_last,
         bootstrap_reps=bootstrap_reps,
         data_source=source,
@@ -203,7 +240,7 @@ def walk_forward(
             slippage_bps=slippage_bps,
             long_threshold=long_threshold,
         )
-    out = out_dir or Path("out") / f"walkforward_{symbol}_{model_type}"
+    out = output_dir(out_dir, f"walkforward_{symbol}_{model_type}", "walk-forward", force=force)
     paths = write_report(
         result,
         out,

@@ -129,8 +129,10 @@ def plot_walk_forward(
     equity: pd.DataFrame | None = None,
     title: str = "",
 ) -> Path:
-    """Stitched out-of-sample equity (when given) against baselines, fold boundaries, and the
-    rolling direction edge with its band."""
+    """Stitched out-of-sample equity (when given) against baselines, and the rolling direction
+    edge with its 95 % band; each fold's first test bar is a dashed line labelled with the fold
+    number. Buy & hold at 100 % has its own right axis with its 0 at the height of the left
+    axis' 0; the rolling window is named in days (hourly bars: whole days)."""
     from matplotlib.figure import Figure
 
     first_seed = result.oos.get("seed", 0)
@@ -161,17 +163,18 @@ def plot_walk_forward(
                 linestyle="--",
             )
             twin.set_ylabel("buy & hold, 100 % invested: return % (right)", color="0.4")
-            handles, labels = handles + line, [*labels, f"{full} (right axis)"]
+            _align_zeros(ax, twin)
+            handles, labels = handles + line, [*labels, f"{full} (right axis; 0 as left)"]
         ax.legend(handles, labels, loc="upper left", fontsize=8)
     ax = axes[-1]
-    window = max(48, min(720, len(preds) // 6 or 48))
+    window, name = _rolling_window(preds.index)
     edge = rolling_edge(preds, window)
     ax.plot(
         edge.index,
         100 * edge["edge"],
         color="purple",
         linewidth=1.0,
-        label=f"direction edge over majority, trailing {window} bars",
+        label=f"direction edge over the majority baseline, {name}",
     )
     ax.fill_between(
         edge.index,
@@ -179,17 +182,41 @@ def plot_walk_forward(
         100 * (edge["edge"] + edge["band"]),
         color="purple",
         alpha=0.15,
+        label=f"95 % CI of that edge (normal approximation over {window} bars)",
     )
     ax.axhline(0, color="black", linewidth=0.6)
     lo, hi = result.oos["edge_ci95"]
     flo, fhi = result.oos.get("edge_vs_fixed_ci95", [math.nan, math.nan])
-    ax.set_ylabel("edge, points")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylabel("edge, percentage points")
+    starts = [
+        (fold.number, idx[0])
+        for fold in result.folds
+        if len(idx := preds.index[preds["fold"] == fold.number])
+    ]
+    every = max(1, math.ceil(len(starts) / 24))  # at most ~24 labels
     for a in axes:
-        for fold in result.folds:
-            start = preds.index[preds["fold"] == fold.number]
-            if len(start):
-                a.axvline(start[0], color="grey", linewidth=0.6, linestyle="--")
+        for k, (_, start) in enumerate(starts):
+            a.axvline(
+                start,
+                color="grey",
+                linewidth=0.6,
+                linestyle="--",
+                label="a fold's first test bar" if a is ax and k == 0 else None,
+            )
+    for k, (number, start) in enumerate(starts):
+        if k % every == 0:
+            axes[0].annotate(
+                f"fold {number}",
+                (start, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, 2),
+                textcoords="offset points",
+                fontsize=7,
+                color="0.35",
+                ha="center",
+                va="bottom",
+            )
+    ax.legend(loc="upper left", fontsize=8)
     o = result.oos
     fig.suptitle(
         (title + "\n" if title else "")
@@ -206,3 +233,35 @@ def plot_walk_forward(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
+
+
+def _rolling_window(index: pd.Index) -> tuple[int, str]:
+    """The rolling edge's window in bars (a sixth of the samples, 48..720) and its name:
+    whole days when a day holds several bars ("rolling 12-day window"), else bars."""
+    window = max(48, min(720, len(index) // 6 or 48))
+    step = pd.Series(index).diff().median() if len(index) > 1 else None
+    per_day = 0
+    if isinstance(step, pd.Timedelta) and step > pd.Timedelta(0):
+        per_day = round(pd.Timedelta(days=1) / step)
+    if per_day > 1:
+        window = max(per_day, window // per_day * per_day)
+        return window, f"rolling {window // per_day}-day window"
+    return window, f"rolling {window}-bar window"
+
+
+def _align_zeros(left: Any, right: Any) -> None:
+    """Stretch the two y axes' limits (never cut) so that 0 is at the same height on both."""
+    lims = [list(a.get_ylim()) for a in (left, right)]
+    for lim in lims:
+        lim[0], lim[1] = min(lim[0], 0.0), max(lim[1], 0.0)
+    fractions = [-lo / (hi - lo) if hi > lo else 0.0 for lo, hi in lims]
+    inner = [x for x in fractions if 0 < x < 1]
+    f = max(inner) if inner else 0.5
+    if len(set(fractions)) == 1 and fractions[0] in (0.0, 1.0):
+        f = fractions[0]  # both all above (or all below) 0: already level
+    for a, (lo, hi), own in zip((left, right), lims, fractions, strict=True):
+        if own < f:
+            lo = -f * hi / (1 - f)
+        elif own > f:
+            hi = -lo * (1 - f) / f
+        a.set_ylim(lo, hi)

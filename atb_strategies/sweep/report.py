@@ -9,6 +9,7 @@ order to place the cells.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,9 +205,13 @@ def heatmap_figure(
     Two varying params: one heatmap (first param down, second across); one param: a single
     row; more params, several symbols or versions: small multiples, one panel per combination
     of the others (at most 36 panels drawn), on one colour scale. Failed cells are grey; the
-    best cell is outlined.
+    best cell is outlined. Colours say good or bad, not rank (``colour_scale``): returns and
+    Sharpe-like ratios diverge from 0 (green gains, red losses, equally strong for equal
+    size), the win rate from 50 %; drawdown and fees run from 0 (white, best) to red; trades
+    and exposure are neither good nor bad (a plain sequential map). The colour bar is labelled
+    with that reading, and a ranking on bars the model was trained on carries an
+    "in-sample" note.
     """
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -229,7 +234,6 @@ def heatmap_figure(
     panels = list(dict.fromkeys(panel_of))
     shown = panels[:_MAX_PANELS]
     finite = values[np.isfinite(values)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     best_at = -1
     if len(finite):
         best_at = int(np.nanargmax(values) if RANK_METRICS[rank_by] else np.nanargmin(values))
@@ -241,9 +245,7 @@ def heatmap_figure(
         figsize=(cols * max(3.6, 0.9 * nx + 1.8), rows * max(2.6, 0.55 * ny + 1.6) + 0.4),
         layout="constrained",
     )
-    cmap = colormaps["RdYlGn" if RANK_METRICS[rank_by] else "RdYlGn_r"].with_extremes(
-        bad="lightgrey"
-    )
+    cmap, norm, reading = colour_scale(rank_by, finite)
     image = None
     for p, key in enumerate(shown):
         matrix = np.full((ny, nx), np.nan)
@@ -255,9 +257,7 @@ def heatmap_figure(
             if i == best_at:
                 outline = (r, c)
         ax = fig.add_subplot(rows, cols, p + 1)
-        image = ax.imshow(
-            np.ma.masked_invalid(matrix), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto"
-        )
+        image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, norm=norm, aspect="auto")
         ax.set_xticks(range(nx), [str(v) for v in grid[x_name]])
         ax.set_xlabel(x_name)
         if y_name:
@@ -266,7 +266,17 @@ def heatmap_figure(
         else:
             ax.set_yticks([])
         for (r, c), v in np.ndenumerate(matrix):
-            ax.text(c, r, _format(rank_by, v), ha="center", va="center", fontsize=8)
+            red, green, blue, _ = cmap(norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on dark cells
+            ax.text(
+                c,
+                r,
+                _format(rank_by, v),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
         if outline is not None:
             r, c = outline
             ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2.5))
@@ -275,7 +285,73 @@ def heatmap_figure(
         title += [f"{name}={grid[name][k]}" for name, k in zip(rest, key[1:], strict=True)]
         ax.set_title(", ".join(t.strip() for t in title), fontsize=9)
     if image is not None:
-        fig.colorbar(image, ax=fig.axes, label=rank_by, shrink=0.9)
+        bar = fig.colorbar(image, ax=fig.axes, label=f"{rank_by}: {reading}", shrink=0.9)
+        if rank_by in _PERCENT:  # the same unit as the cells' labels
+            from matplotlib.ticker import PercentFormatter
+
+            bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     note = f" (first {len(shown)} of {len(panels)} panels)" if len(shown) < len(panels) else ""
-    fig.suptitle(f"Sweep: {rank_by} per cell, the best outlined{note}", fontsize=11)
+    title = f"Sweep: {rank_by} per cell, the best outlined{note}"
+    in_sample = in_sample_note(results)
+    if in_sample:  # wrapped to the figure's width
+        width = max(30, int(fig.get_figwidth() * 11))
+        title += "\n" + textwrap.fill(in_sample, width)
+    fig.suptitle(title, fontsize=10)
     return fig
+
+
+#: Metrics whose colours diverge from a neutral value (green above it, red below).
+_CENTRES = {"sharpe": 0.0, "sortino": 0.0, "total_return": 0.0, "cagr": 0.0, "win_rate": 0.5}
+#: Metrics that only cost: 0 is best.
+_COSTS = ("max_drawdown", "fees_paid")
+
+
+def colour_scale(rank_by: str, finite: np.ndarray) -> tuple[Any, Any, str]:
+    """The colormap, norm and colour-bar reading of ``rank_by`` over the values ``finite``.
+
+    A diverging metric gets limits symmetric about its centre (so -2 is as red as +2 is
+    green, and a loss is never green); a cost runs from 0 to its worst value; the others span
+    their values without a good or bad colour.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import CenteredNorm, Normalize
+
+    if rank_by in _CENTRES:
+        centre = _CENTRES[rank_by]
+        half = float(np.max(np.abs(finite - centre))) if len(finite) else 0.0
+        shown = f"{100 * centre:g} %" if rank_by in _PERCENT else f"{centre:g}"
+        return (
+            colormaps["RdYlGn"].with_extremes(bad="lightgrey"),
+            CenteredNorm(vcenter=centre, halfrange=half or 1.0),
+            f"green above {shown}, red below",
+        )
+    if rank_by in _COSTS:
+        worst = float(np.max(np.abs(finite))) if len(finite) else 0.0
+        return (
+            colormaps["Reds"].with_extremes(bad="lightgrey"),
+            Normalize(vmin=0.0, vmax=worst or 1.0),
+            "0 is best, redder is worse",
+        )
+    low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    return (
+        colormaps["viridis"].with_extremes(bad="lightgrey"),
+        Normalize(vmin=low, vmax=high if high > low else low + 1.0),
+        "colour shows size, not better or worse",
+    )
+
+
+def in_sample_note(results: pd.DataFrame) -> str | None:
+    """``in-sample: N of M bars ...`` when cells trade bars their model was trained on (the
+    most of any cell), else None."""
+    if "in_sample_bars" not in results:
+        return None
+    bars = pd.to_numeric(results["in_sample_bars"], errors="coerce")
+    if not (bars > 0).any():
+        return None
+    worst = int(np.nanargmax(bars.to_numpy(dtype=np.float64)))
+    total = pd.to_numeric(results["bars"], errors="coerce").iloc[worst] if "bars" in results else 0
+    of = f" of {int(total)}" if total and not pd.isna(total) else ""
+    return (
+        f"in-sample: {int(bars.iloc[worst])}{of} bars inside the model's training period "
+        f"({int((bars > 0).sum())} of {len(results)} cells)"
+    )

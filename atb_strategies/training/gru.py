@@ -3,7 +3,9 @@
 A one-layer GRU (hidden size 32) reads the ``(sequence_length, n_features)`` window; a linear
 head on the last hidden state predicts the standardised next log return. Training: Adam, MSE,
 mini-batches of 256 shuffled with a seeded generator, early stopping on the validation part
-(later in time than all training bars). Export: ``torch.onnx.export`` (TorchScript exporter,
+(later in time than all training bars); a line per epoch with the train and validation loss
+(``EarlyStopping``) and, on a terminal, a progress bar over each epoch's batches (an epoch
+on a long history takes minutes). Export: ``torch.onnx.export`` (TorchScript exporter,
 opset 17) of a wrapper that undoes the target scaling, so the ONNX output is the log return.
 
 Reproducibility: seeded ``torch``/numpy generators, deterministic algorithms, and a fixed
@@ -15,12 +17,14 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import multiprocessing
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from atb_strategies.training.early_stopping import EarlyStopping
 from atb_strategies.training.family import ModelFamily
@@ -67,9 +71,17 @@ class GruFamily(ModelFamily[FittedGru]):
     framework_file = "model.pt"
 
     def __init__(
-        self, hidden: int = 32, batch_size: int = 256, lr: float = 1e-3, threads: int = 2
+        self,
+        hidden: int = 32,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        threads: int = 2,
+        progress: bool | None = None,
     ) -> None:
+        """``progress``: the per-epoch batch bar; None = on a terminal, in the main process
+        only (fold workers stay quiet), True/False = always/never."""
         self.hidden = hidden
+        self.progress = progress
         self.batch_size = batch_size
         self.lr = lr
         self.threads = threads
@@ -106,13 +118,16 @@ class GruFamily(ModelFamily[FittedGru]):
             net.train()
             order = torch.randperm(len(xt), generator=gen)
             total = 0.0
-            for i in range(0, len(xt), self.batch_size):
-                idx = order[i : i + self.batch_size]
-                opt.zero_grad()
-                loss = loss_fn(net(xt[idx]), yt[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
+            with self._bar(epoch, epochs, len(xt)) as bar:
+                for i in range(0, len(xt), self.batch_size):
+                    idx = order[i : i + self.batch_size]
+                    opt.zero_grad()
+                    loss = loss_fn(net(xt[idx]), yt[idx])
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(idx)
+                    bar.update(len(idx))
+                    bar.set_postfix(loss=f"{total / min(len(xt), i + len(idx)):.4f}")
             net.eval()
             with torch.no_grad():
                 val_loss = float(loss_fn(net(xv), yv))
@@ -124,6 +139,22 @@ class GruFamily(ModelFamily[FittedGru]):
         net.load_state_dict(best)
         net.eval()
         return FittedGru(net, y_mean, y_std)
+
+    def _bar(self, epoch: int, epochs: int, samples: int) -> tqdm:
+        """The progress bar of one epoch (samples trained so far, running train loss)."""
+        if self.progress is None:  # a terminal (tqdm checks), in the main process
+            main = multiprocessing.current_process().name == "MainProcess"
+            disable: bool | None = None if main else True
+        else:
+            disable = not self.progress
+        return tqdm(
+            total=samples,
+            desc=f"gru epoch {epoch}/{epochs}",
+            unit="sample",
+            unit_scale=True,
+            leave=False,
+            disable=disable,
+        )
 
     def predict(self, fitted: FittedGru, X: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -53,10 +53,11 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
-def _registered(stdout: str) -> re.Match:
-    m = REGISTERED.match(stdout.splitlines()[0])
-    assert m is not None, stdout[:500]
-    return m
+def _registered(output: str) -> re.Match:
+    """The ``registered ...`` line (first on stdout; on stderr with ``--json``)."""
+    found = [m for m in map(REGISTERED.match, output.splitlines()) if m is not None]
+    assert len(found) == 1, output[:500]
+    return found[0]
 
 
 @dataclass
@@ -74,8 +75,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, isolated: Path) -> Trained
     registry = tmp_path_factory.mktemp("cli") / "registry"
     assert ATB.is_file(), f"console script not installed at {ATB}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATB_")}
+    args = [*SMALL, "--epochs", "2", "--json", "--registry", str(registry)]
     console = subprocess.run(
-        [str(ATB), "train", "model", SYMBOL, *SMALL, "--epochs", "2", "--registry", str(registry)],
+        [str(ATB), "train", "model", SYMBOL, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -83,13 +85,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, isolated: Path) -> Trained
         timeout=180,
     )
     assert console.returncode == 0, console.stderr[-3000:]
-    v1 = _registered(console.stdout).group(3)
+    v1 = _registered(console.stderr).group(3)
     no_promote = run(
         "train", "model", SYMBOL, *SMALL, "--epochs", "1", "--no-promote", "--no-backtest",
-        "--registry", str(registry),
+        "--json", "--registry", str(registry),
     )  # fmt: skip
     assert no_promote.exit_code == 0, no_promote.output
-    v2 = _registered(no_promote.stdout).group(3)
+    v2 = _registered(no_promote.stderr).group(3)
     return Trained(registry, v1, v2, console, no_promote)
 
 
@@ -111,14 +113,16 @@ def _latest(registry: Path, model_type: str = "basic") -> str | None:
 def test_atb_train_model_with_synthetic_data_registers_latest_and_prints_metrics(
     trained: Trained,
 ) -> None:
-    m = _registered(trained.console.stdout)
+    m = _registered(trained.console.stderr)
     assert (m.group(1), m.group(2), m.group(4)) == (SYMBOL, "basic", "1")
     path = Path(m.group(5))
     assert m.group(6) == " (latest)"
     assert path == trained.registry / SYMBOL / "basic" / trained.v1
     assert _latest(trained.registry) == trained.v1
 
-    body = json.loads(trained.console.stdout.split("\n", 1)[1])
+    body = json.loads(trained.console.stdout)  # --json: stdout is the JSON document only
+    assert (body["version"], body["path"], body["promoted"]) == (trained.v1, str(path), True)
+    assert trained.console.stderr.strip().splitlines()[-1] == f"verdict: {body['verdict']}"
     metrics = read_json(path / "metrics.json")
     assert body["test"] == metrics["test"]
     assert body["backtest"] == metrics["backtest"]
@@ -137,10 +141,10 @@ def test_atb_train_model_with_synthetic_data_registers_latest_and_prints_metrics
 def test_atb_train_model_with_no_promote_registers_without_moving_latest(
     trained: Trained,
 ) -> None:
-    m = _registered(trained.no_promote.stdout)
+    m = _registered(trained.no_promote.stderr)
     assert m.group(6) is None
     assert m.group(4) == "2"
-    body = json.loads(trained.no_promote.stdout.split("\n", 1)[1])
+    body = json.loads(trained.no_promote.stdout)
     assert body["backtest"] is None
     assert "backtest" not in read_json(Path(m.group(5)) / "metrics.json")
     assert _latest(trained.registry) == trained.v1
@@ -387,9 +391,12 @@ def test_atb_train_model_with_no_edge_says_latest_did_not_move_in_one_line(tmp_p
     args = ["--synthetic", "--bars", "3000", "--sequence-length", "24", "--epochs", "1"]
     result = run("train", "model", SYMBOL, *args, "--no-backtest", "--registry", str(registry))
     assert result.exit_code == 0, result.output
-    lines = [x for x in result.stderr.splitlines() if x.startswith("baseline gate FAILED")]
+    lines = [x for x in result.stdout.splitlines() if x.startswith("verdict: baseline gate FAILED")]
     assert len(lines) == 1
     assert "latest not moved" in lines[0] and "--force-promote" in lines[0]
+    shown = result.stdout.splitlines()  # registered, the test part's figures, the verdict
+    assert len(shown) == 3 and shown[1].startswith("test part (") and shown[-1] == lines[0]
+    assert "direction " in shown[1] and "RMSE " in shown[1]
     assert not (registry / SYMBOL / "basic" / "latest").exists()
     version = REGISTERED.match(result.stdout.splitlines()[0]).group(3)
     promoted = run("models", "promote", SYMBOL, "basic", version, "--registry", str(registry))

@@ -249,7 +249,7 @@ def test_backtest_cli_with_a_threshold_above_every_prediction_warns_in_flag_spel
 ):
     high = float(_predicted_returns(market, registry).max())
     args = ["backtest", "ml_basic", "--data", str(csv), "--registry", registry]
-    args += ["--no-baselines", "--no-progress", "--out", str(tmp_path / "bt")]
+    args += ["--no-baselines", "--no-progress", "--out", str(tmp_path / "bt"), "--force"]
     never = CliRunner().invoke(cli, [*args, "--long-threshold", "5"])
     assert never.exit_code == 0, never.output
     expected = f"warning: --long-threshold 5 is above every predicted return (max {high:.4g})"
