@@ -45,6 +45,7 @@ STATE_COLORS = {
     "in-sample": "tab:orange",
     "no prediction (gap)": "0.35",
     "no prediction (warm-up)": "0.7",
+    "no prediction (model output rejected)": "crimson",
     "model-age guard fired": "tab:purple",
     "drift guard fired": "tab:brown",
     "sentiment staleness fired": "tab:pink",
@@ -54,12 +55,22 @@ _SPARE = ("tab:olive", "tab:cyan", "navy", "gold")
 _ROWS = {
     "position": ("long position", "short position"),
     "in-sample": ("in-sample",),
-    "no prediction": ("no prediction (gap)", "no prediction (warm-up)"),
+    "no prediction": (
+        "no prediction (gap)",
+        "no prediction (warm-up)",
+        "no prediction (model output rejected)",
+    ),
 }
 PREDICTED = "tab:orange"
 #: Bars in the price panel's zoomed inset (long runs only).
 ZOOM_BARS = 168
-_SHORT_REASONS = {"warm_up": "warm-up", "gap": "rows span a gap", "model": "no predicted return"}
+_SHORT_REASONS = {
+    "warm_up": "warm-up",
+    "gap": "rows span a gap",
+    "non_finite_output": "NaN/inf model output",
+    "implausible_output": "implausible model output",
+    "model": "no predicted return",
+}
 
 
 def plot_backtest(

@@ -194,6 +194,9 @@ def _states(
         "in-sample": _in_sample_mask(result.summary, index),
         "no prediction (gap)": _reason_mask(result, index, "gap"),
         "no prediction (warm-up)": _reason_mask(result, index, "warm_up"),
+        # a model output that is no prediction (inference.decode): NaN/inf or implausible
+        "no prediction (model output rejected)": _reason_mask(result, index, "non_finite_output")
+        | _reason_mask(result, index, "implausible_output"),
     }
     for name, times in _guard_times(decisions).items():
         states[f"{name} fired"] = index.isin(times)
