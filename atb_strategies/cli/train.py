@@ -10,6 +10,8 @@ import click
 
 from atb_strategies.cli.options import (
     POSITIVE_INT,
+    adjusted_option,
+    calendar_option,
     load_config,
     registry_option,
     training_data_options,
@@ -24,6 +26,8 @@ def train() -> None:
 @train.command("model")
 @click.argument("symbol")
 @training_data_options
+@calendar_option
+@adjusted_option
 @click.option("--architecture", type=click.Choice(["mlp", "gru"]), default="mlp", show_default=True)
 @click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
 @click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
@@ -51,6 +55,8 @@ def model(
     bars: int,
     sentiment: Path | None,
     synthetic_sentiment: bool,
+    calendar: str,
+    adjusted: bool,
     architecture: str,
     sequence_length: int,
     horizon: int,
@@ -64,10 +70,12 @@ def model(
     """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
     from atb_strategies.cli.options import check_dates, check_dates_in_data, resolved_timeframe
     from atb_strategies.data.sources import default_data_dir, load_candles
+    from atb_strategies.features.calendar import get_calendar
     from atb_strategies.training.trainer import TrainingConfig, train_model
 
     check_dates(start_date, end_date)
     registry = load_config(registry_path).model_registry_path
+    get_calendar(calendar)  # an unknown name or a missing extra fails before any work
     frame = load_candles(
         data,
         synthetic,
@@ -83,6 +91,8 @@ def model(
         download=download,
         start=start_date,
         end=end_date,
+        calendar=calendar,
+        adjusted=adjusted,
     )
     source = frame.attrs["source"]
     check_dates_in_data(frame, start_date, end_date)
@@ -105,6 +115,7 @@ def model(
         promote=not no_promote,
         force_promote=force_promote,
         backtest=not no_backtest,
+        calendar=calendar,
     )
     result = train_model(replace(config, data_source=source), frame)
     test = result.metrics["test"]
