@@ -317,18 +317,12 @@ def suggest_calendar(stamps: np.ndarray, timeframe: str, *, stamped: str = "open
     best = min(fits, key=lambda n: (fits[n], n != WEEKDAYS))
     kind = "nights, weekends and holidays" if tf < _DAY else "weekends and holidays"
     if best == WEEKDAYS:
-        rest = f", leaving {fits[best]} gap(s)" if fits[best] else ""
-        return (
-            f"the {plain} gaps are mostly weekends: pass --calendar weekdays "
-            f"(calendar='weekdays'){rest}"
-        )
+        rest = f", which leaves {fits[best]} gap(s)" if fits[best] else ""
+        return f"the {plain} gaps are mostly weekends: pass calendar='weekdays'{rest}"
     alt = ""
     if WEEKDAYS in fits:
-        alt = f" (or weekdays, which leaves {fits[WEEKDAYS]} holiday gap(s))"
-    return (
-        f"the {plain} gaps are the {kind} of {best}: pass --calendar {best}{alt} "
-        f"(calendar='{best}')"
-    )
+        alt = f" (or calendar='weekdays', which leaves {fits[WEEKDAYS]} holiday gap(s))"
+    return f"the {plain} gaps are the {kind} of {best}: pass calendar='{best}'{alt}"
 
 
 def silent_warmup_message(
@@ -349,11 +343,11 @@ def silent_warmup_message(
             f"in the feed under calendar {calendar!r}"
         )
         fix = (
-            f"{hint}, when training the model (the bundle records it)"
+            f"{hint} when training the model (atb train model --calendar; the bundle records it)"
             if hint
-            else "if the gaps are market closures, train with the market's calendar "
-            "(--calendar XNYS, or weekdays; the bundle records it), else fill the missing "
-            "candles"
+            else "if the gaps are market closures, train the model with the market's calendar "
+            "(atb train model --calendar XNYS, or weekdays; the bundle records it), else fill "
+            "the missing candles"
         ) + "; gap_policy='allow' treats the bars either side of a gap as consecutive"
     else:
         why = "the model returned no finite prediction"
