@@ -99,6 +99,8 @@ class TradingCalendar:
         timeframe``.
 
         ``stamped="close"``: the stamps are bar close times (backtrader's), open + timeframe.
+        Ordinals count from the first session loaded for the stamps' span, so they compare
+        within one call only (``bar_steps`` takes their differences).
         """
         stamps = np.asarray(stamps, dtype=np.int64)
         tf = _timeframe_ns(timeframe)
