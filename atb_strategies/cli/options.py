@@ -195,6 +195,12 @@ adjusted_option = click.option(
     is_flag=True,
     help="Use the file's Adj Close (Yahoo CSV), open/high/low scaled by the same ratio.",
 )
+data_tz_option = click.option(
+    "--data-tz",
+    "tz",
+    default=None,
+    help="Time zone of --data times without an offset (e.g. America/New_York) [UTC].",
+)
 
 
 # The options `atb backtest` and `atb sweep` share, defined once (same names, types, help).

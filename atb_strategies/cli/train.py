@@ -12,6 +12,7 @@ from atb_strategies.cli.options import (
     POSITIVE_INT,
     adjusted_option,
     calendar_option,
+    data_tz_option,
     load_config,
     registry_option,
     training_data_options,
@@ -28,6 +29,7 @@ def train() -> None:
 @training_data_options
 @calendar_option
 @adjusted_option
+@data_tz_option
 @click.option("--architecture", type=click.Choice(["mlp", "gru"]), default="mlp", show_default=True)
 @click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
 @click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
@@ -57,6 +59,7 @@ def model(
     synthetic_sentiment: bool,
     calendar: str,
     adjusted: bool,
+    tz: str | None,
     architecture: str,
     sequence_length: int,
     horizon: int,
@@ -93,6 +96,7 @@ def model(
         end=end_date,
         calendar=calendar,
         adjusted=adjusted,
+        tz=tz,
     )
     source = frame.attrs["source"]
     check_dates_in_data(frame, start_date, end_date)

@@ -25,6 +25,7 @@ import gzip
 import itertools
 import logging
 import re
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ import pandas as pd
 from atb_strategies.exceptions import CandleDataError
 from atb_strategies.features.calendar import ALWAYS_OPEN, get_calendar, suggest_calendar
 from atb_strategies.features.candles import (
+    _TIME_COLUMNS,
     OHLCV,
     find_gaps,
     timeframe_to_timedelta,
@@ -306,12 +308,14 @@ def load_ohlcv(
     columns: tuple[str, ...] = OHLCV,
     calendar: str | None = None,
     adjusted: bool = False,
+    tz: str | None = None,
 ) -> pd.DataFrame:
     """Load, validate and report candles from ``path``.
 
     ``calendar`` (``features.calendar``; default ``"24/7"``) counts the reported gaps in the
     market's trading time; ``adjusted`` uses a Yahoo file's ``Adj Close`` (see the module
-    docstring).
+    docstring); ``tz`` (``"America/New_York"``) reads times without an offset as local times of
+    that zone (session files often are), converted to UTC like every stamp here.
 
     Column names are lower-cased; CSV delimiters (``,``, ``;``, tab, ``|``) are detected;
     Decimal prices become float64. The candles' own timeframe is their median spacing; a given
@@ -335,6 +339,7 @@ def load_ohlcv(
         )
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     raw, close_note = _adjust_close(_join_date_time(raw), adjusted, what)
+    raw = _localize(raw, tz, what)
     probe = validate_candles(raw, columns=columns, gap_policy="allow", what=what)
     probe = _numeric_columns(probe, columns, what)
     own = infer_timeframe(probe.index, what=what) if timeframe is None or len(probe) > 2 else None
@@ -377,6 +382,36 @@ def _join_date_time(raw: pd.DataFrame) -> pd.DataFrame:
     )
     out = raw.drop(columns=["date", "time"])
     out.insert(0, "datetime", raw["date"].astype(str).str.strip() + " " + time)
+    return out
+
+
+def _localize(raw: pd.DataFrame, tz: str | None, what: str) -> pd.DataFrame:
+    """The time column read as local times of ``tz`` (None: as they are, UTC)."""
+    col = next((c for c in _TIME_COLUMNS if c in raw.columns), None)
+    if tz is None or col is None:
+        return raw
+    if pd.api.types.is_numeric_dtype(raw[col]):
+        raise CandleDataError(
+            f"{what}: column {col!r} holds epoch numbers, which are UTC already; drop tz={tz!r}."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # dateutil fallback notice
+            values = pd.to_datetime(raw[col])
+        if values.dt.tz is not None:
+            raise CandleDataError(
+                f"{what}: column {col!r} already carries UTC offsets; drop tz={tz!r}."
+            )
+        local = values.dt.tz_localize(tz, ambiguous="raise", nonexistent="raise")
+    except CandleDataError:
+        raise
+    except Exception as e:  # unknown zone, unreadable or DST-ambiguous times
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CandleDataError(
+            f"{what}: column {col!r} cannot be read as local times of tz={tz!r}: {first}"
+        ) from e
+    out = raw.copy()
+    out[col] = local
     return out
 
 

@@ -210,17 +210,24 @@ def test_prediction_engine_with_xnys_bundle_predicts_across_weekends(
     assert one.predicted_return == pytest.approx(series["predicted_return"].iloc[-1], rel=1e-6)
 
 
+@pytest.mark.parametrize("mode", [{}, {"preload": False}], ids=["runonce", "streaming"])
 def test_ml_prediction_with_24_7_bundle_on_closing_market_warns_once_naming_the_calendar(
-    make_bundle: BundleFactory, caplog: pytest.LogCaptureFixture
+    make_bundle: BundleFactory, caplog: pytest.LogCaptureFixture, mode: dict
 ) -> None:
     # a crypto-style (24/7) model served on daily stock bars: every window spans a weekend
     path = make_bundle(symbol="ORCL", timeframe="1d", version="2026-01-01_1d_v1")
     stock = daily_stock_candles("2019-01-01", "2020-12-31")
     with caplog.at_level(logging.WARNING):
-        values, pred = _predictions(make_feed(stock, timeframe="1d"), _registry(path))
+        values, pred = _predictions(make_feed(stock, timeframe="1d"), _registry(path), **mode)
     warnings = [r.getMessage() for r in caplog.records if "no prediction in the" in r.getMessage()]
     assert len(warnings) == 1
-    assert "calendar='XNYS'" in warnings[0]
+    min_bars = pred.bundle.pipeline.min_bars
+    assert f"no prediction in the {min_bars} bars after the warm-up" in warnings[0]
+    assert "skipped because their" in warnings[0]
+    if not mode:  # the batch path sees the whole feed and names the calendar that fits
+        assert "calendar='XNYS'" in warnings[0]
+    else:
+        assert "--calendar XNYS" in warnings[0]
     assert pred.silence_warning == warnings[0]
     assert pred.skipped_bars > 0 and not np.isfinite(values).any()
 
@@ -283,3 +290,30 @@ def test_cli_train_with_yahoo_csv_and_calendar_infers_timeframe_and_registers(
     meta = read_json(next((tmp_path / "b").glob("ORCL/basic/*/metadata.json")))
     assert meta["calendar"] == "XNYS" and meta["timeframe"] == "1d"
     assert json.loads(done.stdout[done.stdout.index("{") :])["test"]["samples"] >= 10
+
+
+def test_cli_train_with_local_date_time_session_file_and_data_tz_registers(
+    tmp_path: Path,
+) -> None:
+    frame = session_candles("2024-02-01", "2024-04-30")
+    local = frame.index.tz_localize("UTC").tz_convert("America/New_York")
+    table = frame.reset_index(drop=True)
+    table.insert(0, "Time", local.strftime("%H:%M:%S"))
+    table.insert(0, "Date", local.strftime("%Y-%m-%d"))
+    table["OpenInterest"] = 0
+    path = tmp_path / "session.txt"
+    table.to_csv(path, index=False)
+    common = ["train", "model", "ORCL", "--data", str(path), "--calendar", "XNYS"]
+    common += ["--sequence-length", str(SEQ), "--epochs", "2", "--force-promote", "--no-backtest"]
+
+    utc = _atb(*common, "--registry", str(tmp_path / "a"), cwd=tmp_path)
+    assert utc.returncode == 1
+    assert "outside the sessions of calendar 'XNYS'" in utc.stderr.splitlines()[-1]
+
+    done = _atb(
+        *common, "--data-tz", "America/New_York", "--registry", str(tmp_path / "b"), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    meta = read_json(next((tmp_path / "b").glob("ORCL/basic/*/metadata.json")))
+    assert meta["calendar"] == "XNYS" and meta["timeframe"] == "5m"
+    assert meta["training"]["data"]["gaps"] == 0

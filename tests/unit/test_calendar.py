@@ -347,6 +347,38 @@ def test_load_ohlcv_with_separate_date_and_time_columns_joins_them(tmp_path: Pat
     np.testing.assert_allclose(loaded["close"].to_numpy(), frame["close"].to_numpy())
 
 
+def test_load_ohlcv_with_local_session_times_and_tz_converts_to_utc_sessions(
+    tmp_path: Path,
+) -> None:
+    stamps = pd.DatetimeIndex(session_stamps("2024-03-07", "2024-03-13"))  # DST on 03-10
+    local = stamps.tz_localize("UTC").tz_convert("America/New_York")
+    frame = generate_ohlcv(len(stamps), timeframe="5m", seed=4, start_price=50.0)
+    table = frame.reset_index(drop=True)
+    table.insert(0, "Time", local.strftime("%H:%M:%S"))
+    table.insert(0, "Date", local.strftime("%Y-%m-%d"))
+    path = tmp_path / "local.csv"
+    table.to_csv(path, index=False)
+    assert set(table["Time"].str[:5]) >= {"09:30", "15:55"}
+
+    loaded = load_ohlcv(path, calendar="XNYS", tz="America/New_York")
+
+    assert list(loaded.index) == list(stamps)
+    assert loaded.attrs["report"].gaps == []
+    with pytest.raises(CandleDataError, match="outside the sessions of calendar 'XNYS'"):
+        load_ohlcv(path, calendar="XNYS")  # read as UTC, 09:30 is before the open
+    with pytest.raises(CandleDataError, match="tz='Mars/Olympus'"):
+        load_ohlcv(path, tz="Mars/Olympus")
+
+
+def test_load_ohlcv_with_tz_and_epoch_stamps_raises_naming_the_parameter(tmp_path: Path) -> None:
+    path = tmp_path / "epochs.csv"
+    frame = generate_ohlcv(30, seed=1)
+    frame.index = frame.index.as_unit("ms").asi8
+    frame.to_csv(path, index_label="timestamp")
+    with pytest.raises(CandleDataError, match="epoch numbers, which are UTC already; drop tz="):
+        load_ohlcv(path, tz="Europe/London")
+
+
 def test_load_ohlcv_with_hhmmss_time_column_reads_the_times(tmp_path: Path) -> None:
     path = tmp_path / "bars.csv"
     path.write_text(
