@@ -166,7 +166,8 @@ class TradingCalendar:
             raise CandleDataError(
                 f"{what}: {label(pos)} {where} calendar {self.name!r} (timestamps are UTC bar "
                 "open times). Drop bars outside the market's sessions, convert the times to "
-                "UTC, or train and serve with the feed's own calendar (--calendar / calendar=).",
+                "UTC (tz='America/New_York' reads local times), or train the model with the "
+                "feed's own calendar.",
                 row=pd.Timestamp(int(stamps[pos])),
             )
         if previous is not None and ordinal[0] < 0:

@@ -142,7 +142,11 @@ def apply_gap_policy(
         return
     if policy == "raise":
         pos = int(gaps[0])
-        since = timeframe_to_timedelta(timeframe) * int(missing[0] + 1)
+        since = (  # the time elapsed (with a calendar, closures included)
+            pd.Timedelta(int(stamps[pos] - stamps[pos - 1]))
+            if pos > 0
+            else timeframe_to_timedelta(timeframe) * int(missing[0] + 1)
+        )
         raise CandleDataError(
             f"{what}: gap before {label(pos)}: {since} "
             f"since the previous bar ({int(missing[0])} missing {timeframe} bar(s)). "

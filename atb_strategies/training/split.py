@@ -105,8 +105,8 @@ def split_samples(
                 + (
                     f"{hint}."
                     if hint
-                    else "fill the gaps or train on a longer period (or pass the market's "
-                    "--calendar if the gaps are closures)."
+                    else "fill the gaps or train on a longer period (if the gaps are a market's "
+                    "closures, pass its calendar, e.g. calendar='XNYS')."
                 )
             )
     for name, part in parts.items():

@@ -250,7 +250,10 @@ def test_validate_candles_with_xnys_raise_policy_passes_closures_and_names_a_mis
     frame = daily_frame("2023-01-01", "2023-12-31")
     out = validate_candles(frame, timeframe="1d", gap_policy="raise", calendar=get_calendar("XNYS"))
     assert len(out) == len(frame)
-    with pytest.raises(CandleDataError, match=r"gap before row 50 .*1 missing 1d bar"):
+    elapsed = frame.index[51] - frame.index[49]
+    with pytest.raises(
+        CandleDataError, match=rf"gap before row 50 .*: {elapsed} since .*1 missing"
+    ):
         validate_candles(
             frame.drop(frame.index[50]),
             timeframe="1d",
