@@ -317,3 +317,28 @@ def test_cli_train_with_local_date_time_session_file_and_data_tz_registers(
     meta = read_json(next((tmp_path / "b").glob("ORCL/basic/*/metadata.json")))
     assert meta["calendar"] == "XNYS" and meta["timeframe"] == "5m"
     assert meta["training"]["data"]["gaps"] == 0
+
+
+def test_run_backtest_with_xnys_bundle_counts_a_missing_friday_as_one_bar(
+    daily_model: Path, daily: pd.DataFrame
+) -> None:
+    from atb_strategies.backtest.runner import run_backtest
+    from atb_strategies.strategies.ml_basic import MlBasic
+
+    fridays = np.flatnonzero(daily.index.day_of_week == 4)
+    friday = int(fridays[fridays > len(daily) - 200][0])  # inside the traded period
+    result = run_backtest(
+        daily.drop(daily.index[friday]),
+        MlBasic,
+        symbol="ORCL",
+        timeframe="1d",
+        start=str(daily.index[len(daily) - 300].date()),
+        registry=str(_registry(daily_model)),
+        baselines=False,
+    )
+    gaps = result.summary["gaps"]
+    assert [(g["after"], g["resumes"], g["missing_bars"]) for g in gaps] == [
+        (str(daily.index[friday - 1]), str(daily.index[friday + 1]), 1)
+    ]
+    assert result.summary["no_prediction"]["gap"]["bars"] > 0
+    assert "warm_up" not in result.summary["no_prediction"]
