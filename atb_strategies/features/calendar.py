@@ -269,7 +269,8 @@ def get_calendar(name: str | None) -> TradingCalendar:
     if name == WEEKDAYS:
         return TradingCalendar(WEEKDAYS, _weekday_sessions)
     if name.startswith("csv:"):
-        return TradingCalendar(name, _csv_sessions(Path(name[4:])))
+        path = Path(name[4:]).expanduser().resolve()  # recorded absolute in the bundle
+        return TradingCalendar(f"csv:{path}", _csv_sessions(path))
     return TradingCalendar(name, _exchange_sessions(name))
 
 

@@ -342,3 +342,28 @@ def test_run_backtest_with_xnys_bundle_counts_a_missing_friday_as_one_bar(
     ]
     assert result.summary["no_prediction"]["gap"]["bars"] > 0
     assert "warm_up" not in result.summary["no_prediction"]
+
+
+def test_train_model_with_csv_sessions_of_102_bars_records_and_serves_them(
+    tmp_path: Path,
+) -> None:
+    days = pd.bdate_range("2024-01-01", "2024-03-29")
+    opens = days + pd.Timedelta(hours=8, minutes=30)
+    closes = opens + pd.Timedelta(minutes=5 * 102)
+    sessions = tmp_path / "sessions.csv"
+    pd.DataFrame({"open": opens, "close": closes}).to_csv(sessions, index=False)
+    stamps = np.concatenate(
+        [
+            pd.date_range(o, c, freq="5min", inclusive="left").as_unit("ns")
+            for o, c in zip(opens, closes, strict=True)
+        ]
+    )
+    frame = generate_ohlcv(len(stamps), timeframe="5m", seed=3, start_price=20.0)
+    frame.index = pd.DatetimeIndex(stamps, name="timestamp")
+    config = TrainingConfig(
+        symbol="ORCL", timeframe="5m", registry=tmp_path / "r", calendar=f"csv:{sessions}", **BASE
+    )
+    result = train_model(config, frame)
+    assert read_json(result.path / "metadata.json")["calendar"] == f"csv:{sessions.resolve()}"
+    values, pred = _predictions(make_feed(frame, timeframe="5m"), tmp_path / "r")
+    assert np.isfinite(values).mean() >= 0.98 and pred.gap_bars == []

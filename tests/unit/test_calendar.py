@@ -146,6 +146,7 @@ def test_csv_calendar_with_custom_sessions_counts_bars_inside_them(tmp_path: Pat
         "open,close\n2024-01-02 08:00,2024-01-02 10:00\n2024-01-03 08:00,2024-01-03 10:00\n"
     )
     cal = get_calendar(f"csv:{path}")
+    assert cal.name == f"csv:{path.resolve()}"
     stamps = (
         pd.DatetimeIndex(
             ["2024-01-02 08:00", "2024-01-02 09:00", "2024-01-03 08:00", "2024-01-03 09:00"]
