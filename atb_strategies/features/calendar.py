@@ -23,7 +23,7 @@ Calendars, by name (``--calendar`` / ``calendar=``; recorded in ``metadata.json`
 Bars inside a session: daily (``1d``) bars are one per session, stamped on the session's date;
 intraday bars are ``ceil(session length / timeframe)`` per session, stamped ``open + k *
 timeframe`` (UTC, as every stamp in this project). A bar outside every session is an error
-naming the bar. Lunch breaks are not modelled: bars missing in a break count as a gap.
+naming the bar. A lunch break (Hong Kong, Tokyo) is a closure too.
 
 Everything here is vectorised: one ``searchsorted`` over the stamps, no per-bar Python loop.
 """
@@ -59,7 +59,9 @@ def _timeframe_ns(timeframe: str) -> int:
 
 @dataclass(frozen=True)
 class Sessions:
-    """Sessions as sorted int64 nanosecond arrays (UTC): their dates (midnight), opens, closes."""
+    """Sessions as sorted int64 nanosecond arrays (UTC): the session dates (midnight; one per
+    session, for daily bars), and the opens and closes of the trading periods (intraday bars;
+    a session with a lunch break is two periods)."""
 
     dates: np.ndarray
     opens: np.ndarray
@@ -114,7 +116,7 @@ class TradingCalendar:
             if tf != _DAY:
                 raise ConfigurationError(
                     f"Calendar {self.name!r} counts intraday and 1d bars; got timeframe "
-                    f"{timeframe!r}. Use calendar '24/7' for weekly bars."
+                    f"{timeframe!r}. Use calendar='24/7' for weekly bars."
                 )
             # a daily bar is its session's date (stamped at midnight, or backtrader's session
             # end of that date: the nearest midnight of open time)
@@ -210,17 +212,26 @@ def _exchange_sessions(code: str) -> Callable[[int, int], Sessions]:
             raise ConfigurationError(
                 f"Calendar {code!r} cannot cover {first_year}..{last_year}: {e}"
             ) from e
-        return Sessions(
-            sched.index.as_unit("ns").asi8,
-            sched["open"].dt.tz_convert(None).astype("datetime64[ns]").to_numpy().view(np.int64),
-            sched["close"].dt.tz_convert(None).astype("datetime64[ns]").to_numpy().view(np.int64),
-        )
+        opens, closes = _utc_ns(sched["open"]), _utc_ns(sched["close"])
+        lunch = sched["break_start"].notna().to_numpy()
+        if lunch.any():  # morning and afternoon are two periods; the break is no gap
+            morning_close = np.where(lunch, _utc_ns(sched["break_start"]), closes)
+            opens = np.concatenate([opens, _utc_ns(sched["break_end"])[lunch]])
+            closes = np.concatenate([morning_close, closes[lunch]])
+            order = np.argsort(opens, kind="stable")
+            opens, closes = opens[order], closes[order]
+        return Sessions(sched.index.as_unit("ns").asi8, opens, closes)
 
     def sessions(lo: int, hi: int) -> Sessions:
         # whole years, so a stream of bars asks for the same few ranges (cached)
         return by_years(pd.Timestamp(lo).year, pd.Timestamp(hi).year)
 
     return sessions
+
+
+def _utc_ns(column: pd.Series) -> np.ndarray:
+    """A UTC datetime column as int64 nanoseconds (NaT as the int64 minimum)."""
+    return column.dt.tz_convert(None).astype("datetime64[ns]").to_numpy().view(np.int64)
 
 
 def _csv_sessions(path: Path) -> Callable[[int, int], Sessions]:

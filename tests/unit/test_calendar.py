@@ -88,6 +88,27 @@ def test_ordinals_with_xnys_5_minute_sessions_count_78_bars_a_day_and_early_clos
     assert per_day.max() == 78 and per_day.min() == 42  # 09:30-13:00 on 2024-11-29
 
 
+def test_ordinals_with_lunch_break_treat_the_break_as_a_closure() -> None:
+    sched = _schedule("2024-03-04", "2024-03-08", "XHKG")
+    assert sched["break_start"].notna().all()
+    periods = [(o, bs) for o, bs in zip(sched["open"], sched["break_start"], strict=True)]
+    periods += [(be, c) for be, c in zip(sched["break_end"], sched["close"], strict=True)]
+    stamps = np.sort(
+        np.concatenate(
+            [
+                pd.date_range(a, b, freq="5min", inclusive="left").tz_convert(None).asi8
+                for a, b in periods
+            ]
+        )
+    )
+    cal = get_calendar("XHKG")
+    np.testing.assert_array_equal(np.diff(cal.ordinals(stamps, "5m")), np.ones(len(stamps) - 1))
+    lunch = sched["break_start"].iloc[0].tz_convert(None) + pd.Timedelta(minutes=10)
+    assert cal.ordinals(np.array([lunch.value]), "5m")[0] == OUTSIDE
+    days = sched.index.as_unit("ns").asi8
+    np.testing.assert_array_equal(np.diff(cal.ordinals(days, "1d")), np.ones(len(days) - 1))
+
+
 def test_ordinals_with_backtrader_close_stamps_match_open_stamps() -> None:
     cal = get_calendar("XNYS")
     days = _schedule("2020-01-01", "2020-12-31").index.as_unit("ns").asi8
