@@ -318,6 +318,21 @@ def test_cli_train_with_local_date_time_session_file_and_data_tz_registers(
     assert meta["calendar"] == "XNYS" and meta["timeframe"] == "5m"
     assert meta["training"]["data"]["gaps"] == 0
 
+    backtest = ["backtest", "ml_basic", "--symbol", "ORCL", "--timeframe", "5m"]
+    backtest += ["--data", str(path), "--registry", str(tmp_path / "b"), "--no-baselines"]
+    backtest += ["--no-progress", "--out", str(tmp_path / "out")]
+    shifted = _atb(*backtest, cwd=tmp_path)
+    assert shifted.returncode == 1
+    assert "outside the sessions of calendar 'XNYS'" in shifted.stderr.splitlines()[-1]
+    ran = _atb(*backtest, "--data-tz", "America/New_York", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "No prediction" in line)
+    missing = int(lines[at].split()[2].replace(",", ""))  # "No prediction  N of M bars"
+    reasons = lines[at + 1 : next(i for i in range(at + 1, len(lines)) if "In-sample" in lines[i])]
+    assert [r.split(":")[0].strip() for r in reasons] == [str(missing)]  # one reason: warm-up
+    assert "warm-up" in reasons[0]
+
 
 def test_run_backtest_with_xnys_bundle_counts_a_missing_friday_as_one_bar(
     daily_model: Path, daily: pd.DataFrame
