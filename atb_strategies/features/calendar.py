@@ -167,7 +167,8 @@ class TradingCalendar:
             )
             raise CandleDataError(
                 f"{what}: {label(pos)} {where} calendar {self.name!r} (timestamps are UTC bar "
-                "open times). Drop bars outside the market's sessions, convert the times to "
+                f"{'close times, open + timeframe' if stamped == 'close' else 'open times'}). "
+                "Drop bars outside the market's sessions, convert the times to "
                 "UTC (tz='America/New_York' reads local times), or train the model with the "
                 "feed's own calendar.",
                 row=pd.Timestamp(int(stamps[pos])),
