@@ -382,3 +382,22 @@ def test_train_model_with_csv_sessions_of_102_bars_records_and_serves_them(
     assert read_json(result.path / "metadata.json")["calendar"] == f"csv:{sessions.resolve()}"
     values, pred = _predictions(make_feed(frame, timeframe="5m"), tmp_path / "r")
     assert np.isfinite(values).mean() >= 0.98 and pred.gap_bars == []
+
+
+def test_cli_walk_forward_with_xnys_calendar_trains_folds_and_predicts_every_asof_bar(
+    tmp_path: Path, daily: pd.DataFrame
+) -> None:
+    path = tmp_path / "orcl.csv"
+    daily.iloc[-1500:].to_csv(path, index_label="Date")
+    run = _atb(
+        *["train", "walk-forward", "ORCL", "--data", str(path), "--calendar", "XNYS"],
+        *["--train-bars", "900", "--test-bars", "150", "--max-folds", "2", "--seeds", "1"],
+        *["--epochs", "2", "--sequence-length", str(SEQ), "--workers", "1", "--no-progress"],
+        *["--registry", str(tmp_path / "wf")],
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    metas = [read_json(p) for p in (tmp_path / "wf").glob("ORCL/basic/*/metadata.json")]
+    assert len(metas) == 2 and {m["calendar"] for m in metas} == {"XNYS"}
+    line = next(x for x in run.stdout.splitlines() if "No prediction" in x)
+    assert line.split()[2] == "0", line  # the asof backtest predicted on every bar
