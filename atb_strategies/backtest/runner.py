@@ -310,14 +310,21 @@ def _prediction_coverage(
         hit = close_ns[at] == times
         codes[at[hit]] = np.array([why for _, why in rejected], dtype=object)[hit]
     reasons = pd.Series(codes[missing], index=opens[missing], name="no_prediction")
+    # bars missing in trading time: a closure of the model's calendar counts none
+    calendar = getattr(indicator, "calendar", None)
+    if len(gap_pos) and calendar is not None and not calendar.always_open:
+        ordinal = calendar.ordinals(close_ns, indicator.bundle.timeframe, stamped="close")
+        missing_bars = ordinal[gap_pos] - ordinal[gap_pos - 1] - 1
+    else:
+        missing_bars = np.array([int((opens[g] - opens[g - 1]) / bar) - 1 for g in gap_pos])
     gaps = [
         {
             "after": str(opens[g - 1]),
             "resumes": str(opens[g]),
-            "missing_bars": int((opens[g] - opens[g - 1]) / bar) - 1,
+            "missing_bars": int(m),
             "position": int(g),
         }
-        for g in gap_pos
+        for g, m in zip(gap_pos, missing_bars, strict=True)
     ]
     return reasons, gaps, opens
 

@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from atb_strategies.cli.options import (
+    adjusted_option,
     backtest_options,
+    data_tz_option,
     guard_options,
     guard_params,
     money_options,
@@ -37,6 +39,8 @@ from atb_strategies.strategies.registry import get_strategy, strategy_names
 @click.option(
     "--synthetic", is_flag=True, help="Use the seeded synthetic market instead (seed+i per symbol)."
 )
+@data_tz_option
+@adjusted_option
 @backtest_options
 @click.option("--model-version", default=None, help="Registry version (default: latest).")
 @money_options
@@ -83,6 +87,8 @@ def backtest(
     timeframe: str,
     data: tuple[str, ...],
     synthetic: bool,
+    tz: str | None,
+    adjusted: bool,
     bars: int,
     seed: int,
     sentiment: Path | None,
@@ -141,6 +147,8 @@ def backtest(
         sentiment=sentiment,
         synthetic_sentiment=synthetic_sentiment,
         need_sentiment=mtype == "sentiment",
+        adjusted=adjusted,
+        tz=tz,
     )
     source = frame.attrs["source"]
     check_dates_in_data(frame, start_date, end_date)

@@ -188,6 +188,28 @@ def training_data_options(f: Any) -> Any:
     return f
 
 
+# The market's trading calendar and a Yahoo file's close (`atb train model`): see
+# atb_strategies.features.calendar and data.loaders.
+calendar_option = click.option(
+    "--calendar",
+    default="24/7",
+    show_default=True,
+    help="Trading calendar: 24/7, weekdays, an exchange code (XNYS, XLON, CMES; needs "
+    "atb-strategies[calendar]) or csv:PATH of sessions. A closure is not a gap.",
+)
+adjusted_option = click.option(
+    "--adjusted",
+    is_flag=True,
+    help="Use the file's Adj Close (Yahoo CSV), open/high/low scaled by the same ratio.",
+)
+data_tz_option = click.option(
+    "--data-tz",
+    "tz",
+    default=None,
+    help="Time zone of --data times without an offset (e.g. America/New_York) [UTC].",
+)
+
+
 # The options `atb backtest` and `atb sweep` share, defined once (same names, types, help).
 bars_option = click.option(
     "--bars", type=POSITIVE_INT, default=6000, show_default=True, help="Synthetic bars."

@@ -11,7 +11,10 @@ import click
 
 from atb_strategies.cli.options import (
     POSITIVE_INT,
+    adjusted_option,
     architecture_option,
+    calendar_option,
+    data_tz_option,
     recipe_option,
     registry_option,
     training_data_options,
@@ -27,6 +30,9 @@ def train() -> None:
 @train.command("model")
 @click.argument("symbol")
 @training_data_options
+@calendar_option
+@adjusted_option
+@data_tz_option
 @architecture_option
 @recipe_option
 @click.option(
@@ -88,6 +94,9 @@ def model(
     bars: int,
     sentiment: Path | None,
     synthetic_sentiment: bool,
+    calendar: str,
+    adjusted: bool,
+    tz: str | None,
     architecture: str,
     recipe: str | None,
     target: str,
@@ -105,6 +114,7 @@ def model(
     """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
     from atb_strategies.cli.options import check_dates, check_dates_in_data, resolved_timeframe
     from atb_strategies.data.sources import default_data_dir, load_candles
+    from atb_strategies.features.calendar import get_calendar
     from atb_strategies.training.direction import CLASSIFIERS
     from atb_strategies.training.trainer import TrainingConfig, train_model
 
@@ -122,6 +132,7 @@ def model(
             param_hint="--architecture",
         )
 
+    get_calendar(calendar)  # an unknown name or a missing extra fails before any work
     registry, note = training_registry(registry_path)
     if note:
         click.echo(note, err=True)
@@ -140,6 +151,9 @@ def model(
         download=download,
         start=start_date,
         end=end_date,
+        calendar=calendar,
+        adjusted=adjusted,
+        tz=tz,
     )
     source = frame.attrs["source"]
     check_dates_in_data(frame, start_date, end_date)
@@ -165,6 +179,7 @@ def model(
         promote=not no_promote,
         force_promote=force_promote,
         backtest=not no_backtest,
+        calendar=calendar,
     )
     result = train_model(replace(config, data_source=source), frame)
     registered = f"registered {symbol}/{model_type}@{result.version} at {result.path}" + (

@@ -10,7 +10,9 @@ import click
 from atb_strategies.cli.options import (
     POSITIVE_INT,
     architecture_option,
+    calendar_option,
     commission_option,
+    data_tz_option,
     registry_option,
     slippage_option,
     training_data_options,
@@ -41,6 +43,8 @@ def _seeds(value: str) -> tuple[int, ...]:
 @click.command("walk-forward")
 @click.argument("symbol")
 @training_data_options
+@calendar_option
+@data_tz_option
 @click.option("--train-bars", type=POSITIVE_INT, required=True, help="Bars each fold trains on.")
 @click.option("--test-bars", type=POSITIVE_INT, required=True, help="Bars each fold is tested on.")
 @click.option("--step", type=POSITIVE_INT, default=None, help="Bars between folds [--test-bars].")
@@ -125,6 +129,8 @@ def walk_forward(
     bars: int,
     sentiment: Path | None,
     synthetic_sentiment: bool,
+    calendar: str,
+    tz: str | None,
     train_bars: int,
     test_bars: int,
     step: int | None,
@@ -164,6 +170,7 @@ def walk_forward(
         asof_backtest,
         run_walk_forward,
     )
+    from atb_strategies.features.calendar import get_calendar
     from atb_strategies.features.candles import validate_candles
 
     check_dates(start_date, end_date)
@@ -186,12 +193,20 @@ def walk_forward(
         download=download,
         start=start_date,
         end=end_date,
+        calendar=calendar,
+        tz=tz,
     )
     source = frame.attrs.get("source", "dataframe")
     check_dates_in_data(frame, start_date, end_date)
     timeframe = resolved_timeframe(timeframe, data, frame)
     frame = frame.loc[start_date:end_date] if (start_date or end_date) else frame
-    frame = validate_candles(frame, timeframe=timeframe, gap_policy="allow", what=source)
+    frame = validate_candles(
+        frame,
+        timeframe=timeframe,
+        gap_policy="allow",
+        what=source,
+        calendar=get_calendar(calendar),
+    )
     config = WalkForwardConfig(
         symbol=symbol,
         train_bars=train_bars,
@@ -211,6 +226,7 @@ def walk_forward(
         promote_last=promote_last,
         bootstrap_reps=bootstrap_reps,
         data_source=source,
+        calendar=calendar,
     )
     bars: list[tqdm] = []  # made when the first fold finishes, so an early error is alone
 

@@ -8,6 +8,13 @@ logged and kept in ``frame.attrs["report"]``.
 
 Timestamps are read as UTC and stored naive; by the convention of exchange data they are the
 candle's **open** time.
+
+The layouts backtrader users have are read as they are: separate ``Date`` and ``Time`` columns
+(backtrader's generic CSV, session files) are joined into one timestamp; a Yahoo CSV's
+``Adj Close`` is kept aside (``close`` stays the raw close) unless ``adjusted=True``, which
+scales open, high and low by the same ratio ``adj close / close`` and uses the adjusted close,
+as backtrader's ``YahooFinanceCSVData(adjclose=True)`` does (volume is left as it is). The load
+report says which close is used.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import gzip
 import itertools
 import logging
 import re
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +34,14 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.exceptions import CandleDataError
-from atb_strategies.features.candles import OHLCV, timeframe_to_timedelta, validate_candles
+from atb_strategies.features.calendar import ALWAYS_OPEN, get_calendar, suggest_calendar
+from atb_strategies.features.candles import (
+    _TIME_COLUMNS,
+    OHLCV,
+    find_gaps,
+    timeframe_to_timedelta,
+    validate_candles,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +65,10 @@ class CandleReport:
     last: pd.Timestamp | None
     gaps: list[Gap] = field(default_factory=list)
     zero_volume: list[pd.Timestamp] = field(default_factory=list)
+    #: The calendar the gaps were counted in (closures are no gaps).
+    calendar: str = ALWAYS_OPEN
+    #: No calendar given and the gaps look like closures: which ``--calendar`` fits, one line.
+    calendar_hint: str | None = None
 
     def lines(self) -> list[str]:
         """Human-readable findings, one per line; many gaps make one summary line."""
@@ -59,6 +78,8 @@ class CandleReport:
                 out.append(f"gap: {g.missing_bars} missing bar(s) between {g.after} and {g.before}")
         else:
             out.append(summarize_gaps(self.gaps, self.timeframe))
+        if self.calendar_hint:
+            out.append(self.calendar_hint)
         if self.zero_volume:
             shown = ", ".join(str(t) for t in self.zero_volume[:5])
             more = f" and {len(self.zero_volume) - 5} more" if len(self.zero_volume) > 5 else ""
@@ -79,18 +100,30 @@ def summarize_gaps(gaps: list[Gap], timeframe: str | None) -> str:
     line = (
         f"{len(gaps)} gaps, {missing} missing {timeframe or ''} bar(s) in all; the first: {first}"
     )
+    regular = _regular(gaps)
+    if regular is not None:
+        share, length, period = regular
+        line += (
+            f". Regular: {100 * share:.0f} % of them are {length} "
+            f"missing bar(s) recurring every {_span(period)} (like a market closed overnight or "
+            "at weekends)"
+        )
+    return line
+
+
+def _regular(gaps: list[Gap]) -> tuple[float, int, pd.Timedelta] | None:
+    """``(share, missing bars, period)`` when >= 80 % of the gaps are of one length recurring
+    at one interval (a market's closures), else None."""
+    if len(gaps) < 2:
+        return None
     lengths = pd.Series([g.missing_bars for g in gaps])
     every = pd.Series([b.after - a.after for a, b in itertools.pairwise(gaps)])
     length, share_length = lengths.mode()[0], float((lengths == lengths.mode()[0]).mean())
     period = every.mode()[0]
     share_period = float((every == period).mean())
     if share_length >= 0.8 and share_period >= 0.8:
-        line += (
-            f". Regular: {100 * min(share_length, share_period):.0f} % of them are {length} "
-            f"missing bar(s) recurring every {_span(period)} (like a market closed overnight or "
-            "at weekends)"
-        )
-    return line
+        return min(share_length, share_period), int(length), period
+    return None
 
 
 def _span(step: pd.Timedelta) -> str:
@@ -120,15 +153,23 @@ def infer_timeframe(index: pd.DatetimeIndex, *, what: str = "candles") -> str:
     raise CandleDataError(f"{what}: bar spacing {step} is not a whole number of minutes.")
 
 
-def inspect_candles(frame: pd.DataFrame, timeframe: str) -> CandleReport:
-    """Gaps and zero-volume bars of validated candles (indexed by time)."""
+def inspect_candles(
+    frame: pd.DataFrame, timeframe: str, *, calendar: str | None = None
+) -> CandleReport:
+    """Gaps and zero-volume bars of validated candles (indexed by time), gaps counted in the
+    trading time of ``calendar`` (default ``24/7``). Without a calendar, many gaps in a regular
+    pattern get a one-line hint naming the ``--calendar`` that fits (``suggest_calendar``)."""
     idx = frame.index.as_unit("ns")
-    tf = timeframe_to_timedelta(timeframe).value
+    cal = get_calendar(calendar)
     gaps = []
     if len(idx) > 1:
-        step = np.diff(idx.asi8)
-        for pos in np.flatnonzero(step > tf):
-            gaps.append(Gap(idx[pos], idx[pos + 1], int(step[pos] // tf) - 1))
+        after, missing = find_gaps(
+            idx.asi8, timeframe, what="candles", label=lambda i: str(idx[i]), calendar=cal
+        )
+        gaps = [Gap(idx[p - 1], idx[p], int(m)) for p, m in zip(after, missing, strict=True)]
+    hint = None
+    if cal.always_open and len(gaps) > _GAPS_LISTED and _regular(gaps) is not None:
+        hint = suggest_calendar(idx.asi8, timeframe)
     zero = list(frame.index[frame["volume"].to_numpy() == 0]) if "volume" in frame else []
     return CandleReport(
         len(frame),
@@ -137,6 +178,8 @@ def inspect_candles(frame: pd.DataFrame, timeframe: str) -> CandleReport:
         frame.index[-1] if len(frame) else None,
         gaps,
         zero,
+        cal.name,
+        hint,
     )
 
 
@@ -263,8 +306,16 @@ def load_ohlcv(
     *,
     timeframe: str | None = None,
     columns: tuple[str, ...] = OHLCV,
+    calendar: str | None = None,
+    adjusted: bool = False,
+    tz: str | None = None,
 ) -> pd.DataFrame:
     """Load, validate and report candles from ``path``.
+
+    ``calendar`` (``features.calendar``; default ``"24/7"``) counts the reported gaps in the
+    market's trading time; ``adjusted`` uses a Yahoo file's ``Adj Close`` (see the module
+    docstring); ``tz`` (``"America/New_York"``) reads times without an offset as local times of
+    that zone (session files often are), converted to UTC like every stamp here.
 
     Column names are lower-cased; CSV delimiters (``,``, ``;``, tab, ``|``) are detected;
     Decimal prices become float64. The candles' own timeframe is their median spacing; a given
@@ -287,6 +338,8 @@ def load_ohlcv(
             f"{what} has a header but no candles; expected one line (row) per candle."
         )
     raw.columns = [str(c).strip().lower() for c in raw.columns]
+    raw, close_note = _adjust_close(_join_date_time(raw), adjusted, what)
+    raw = _localize(raw, tz, what)
     probe = validate_candles(raw, columns=columns, gap_policy="allow", what=what)
     probe = _numeric_columns(probe, columns, what)
     own = infer_timeframe(probe.index, what=what) if timeframe is None or len(probe) > 2 else None
@@ -301,13 +354,94 @@ def load_ohlcv(
             f"pass timeframe={own!r} (for a {own} model) or resample the candles to {timeframe}."
         )
     tf = timeframe or own
-    frame = validate_candles(probe, columns=columns, timeframe=tf, gap_policy="allow", what=what)
-    report = inspect_candles(frame, tf)
+    cal = get_calendar(calendar)
+    frame = validate_candles(
+        probe, columns=columns, timeframe=tf, gap_policy="allow", what=what, calendar=cal
+    )
+    report = inspect_candles(frame, tf, calendar=cal.name)
     for line in report.lines():
         log.info("%s: %s", Path(path).name, line)
+    if close_note:
+        log.info("%s: %s", Path(path).name, close_note)
+    frame.attrs["close"] = close_note
     frame.attrs["timeframe"] = tf
     frame.attrs["report"] = report
     return frame
+
+
+def _join_date_time(raw: pd.DataFrame) -> pd.DataFrame:
+    """Separate ``date`` and ``time`` columns (and no ``timestamp``/``datetime``) joined into
+    one ``datetime`` column: ``2006-01-02`` + ``09:35:00`` (or ``093500``) -> one stamp."""
+    cols = set(raw.columns)
+    if not {"date", "time"} <= cols or cols & {"timestamp", "datetime", "open_time"}:
+        return raw
+    time = raw["time"].astype(str).str.strip()
+    digits = time.str.fullmatch(r"\d{3,6}")
+    time = time.where(
+        ~digits, time.str.zfill(6).str.replace(r"(\d\d)(\d\d)(\d\d)", r"\1:\2:\3", regex=True)
+    )
+    out = raw.drop(columns=["date", "time"])
+    out.insert(0, "datetime", raw["date"].astype(str).str.strip() + " " + time)
+    return out
+
+
+def _localize(raw: pd.DataFrame, tz: str | None, what: str) -> pd.DataFrame:
+    """The time column read as local times of ``tz`` (None: as they are, UTC)."""
+    col = next((c for c in _TIME_COLUMNS if c in raw.columns), None)
+    if tz is None or col is None:
+        return raw
+    if pd.api.types.is_numeric_dtype(raw[col]):
+        raise CandleDataError(
+            f"{what}: column {col!r} holds epoch numbers, which are UTC already; drop tz={tz!r}."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # dateutil fallback notice
+            values = pd.to_datetime(raw[col])
+        if values.dt.tz is not None:
+            raise CandleDataError(
+                f"{what}: column {col!r} already carries UTC offsets; drop tz={tz!r}."
+            )
+        local = values.dt.tz_localize(tz, ambiguous="raise", nonexistent="raise")
+    except CandleDataError:
+        raise
+    except Exception as e:  # unknown zone, unreadable or DST-ambiguous times
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CandleDataError(
+            f"{what}: column {col!r} cannot be read as local times of tz={tz!r}: {first}"
+        ) from e
+    out = raw.copy()
+    out[col] = local
+    return out
+
+
+def _adjust_close(raw: pd.DataFrame, adjusted: bool, what: str) -> tuple[pd.DataFrame, str | None]:
+    """The candles with the close asked for, and the line saying which close it is (None when
+    the file has no ``adj close``)."""
+    name = next((c for c in ("adj close", "adj_close", "adjclose") if c in raw.columns), None)
+    if name is None:
+        if adjusted:
+            raise CandleDataError(
+                f"{what} has no 'Adj Close' column, so adjusted=True (--adjusted) cannot be "
+                f"applied; its columns are {list(raw.columns)}. Drop --adjusted."
+            )
+        return raw, None
+    if not adjusted:
+        return raw.drop(columns=[name]), (
+            "close: the raw Close column ('Adj Close' is present and not used; pass "
+            "adjusted=True / --adjusted to use it)"
+        )
+    out = raw.drop(columns=[name])
+    adj = pd.to_numeric(raw[name], errors="coerce")
+    ratio = adj / pd.to_numeric(raw["close"], errors="coerce")
+    for col in ("open", "high", "low"):
+        if col in out.columns:
+            out[col] = pd.to_numeric(out[col], errors="coerce") * ratio
+    out["close"] = adj
+    return out, (
+        "close: the Adj Close column, open/high/low scaled by the same ratio adj close / close "
+        "(as backtrader's adjclose=True; volume unchanged)"
+    )
 
 
 def _share_spaced(index: pd.DatetimeIndex, timeframe: str) -> float:

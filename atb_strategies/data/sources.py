@@ -38,7 +38,14 @@ def _described(frame: pd.DataFrame, timeframe: str, source: str) -> pd.DataFrame
     return frame
 
 
-def candles_from_file(path: Path, timeframe: str | None) -> pd.DataFrame:
+def candles_from_file(
+    path: Path,
+    timeframe: str | None,
+    *,
+    calendar: str | None = None,
+    adjusted: bool = False,
+    tz: str | None = None,
+) -> pd.DataFrame:
     """Candles read from a CSV, parquet or feather file (see ``load_ohlcv``).
 
     Parameters
@@ -48,13 +55,16 @@ def candles_from_file(path: Path, timeframe: str | None) -> pd.DataFrame:
     timeframe : str or None
         The candle size, for example ``"1h"`` (candles of another spacing are refused); None
         means the file's own spacing.
+    calendar, adjusted, tz
+        As for ``load_ohlcv``: the market's trading calendar, whether to use a Yahoo file's
+        ``Adj Close``, and the time zone of times without an offset.
 
     Returns
     -------
     pandas.DataFrame
         ``attrs["source"]`` is the path, ``attrs["timeframe"]`` the candle size.
     """
-    frame = load_ohlcv(path, timeframe=timeframe)
+    frame = load_ohlcv(path, timeframe=timeframe, calendar=calendar, adjusted=adjusted, tz=tz)
     return _described(frame, frame.attrs["timeframe"], str(path))
 
 
@@ -160,6 +170,9 @@ def load_candles(
     sentiment: Path | None = None,
     synthetic_sentiment: bool = False,
     need_sentiment: bool = False,
+    calendar: str | None = None,
+    adjusted: bool = False,
+    tz: str | None = None,
 ) -> pd.DataFrame:
     """Candles from exactly one source: ``data``, ``synthetic``, or the cache under ``data_dir``,
     with a ``sentiment`` column when ``need_sentiment`` or a sentiment source is given
@@ -189,6 +202,8 @@ def load_candles(
         The download range; ``start`` is required with ``download``.
     sentiment, synthetic_sentiment, need_sentiment
         See ``attach_sentiment``.
+    calendar, adjusted, tz
+        For ``data``: see ``load_ohlcv``.
 
     Returns
     -------
@@ -204,7 +219,7 @@ def load_candles(
     if data is not None and synthetic:
         raise ConfigurationError("Give exactly one of data=PATH or synthetic=True.")
     if data is not None:
-        frame = candles_from_file(data, timeframe)
+        frame = candles_from_file(data, timeframe, calendar=calendar, adjusted=adjusted, tz=tz)
         timeframe = frame.attrs["timeframe"]
     else:
         timeframe = timeframe or "1h"

@@ -68,6 +68,8 @@ class WalkForwardConfig:
     promote_last: bool = False
     bootstrap_reps: int = 1000
     data_source: str = "dataframe"
+    #: The market's trading calendar (``--calendar``; ``features.calendar``).
+    calendar: str = "24/7"
 
     def resolved_embargo(self) -> int:
         """The embargo in bars (the default covers a sample's window, warm-up and target)."""
@@ -174,6 +176,7 @@ def _base_config(config: WalkForwardConfig) -> TrainingConfig:
         backtest=False,
         data_source=config.data_source,
         bootstrap_reps=max(200, config.bootstrap_reps // 4),  # per fold; pooled uses all
+        calendar=config.calendar,
     )
 
 

@@ -14,6 +14,10 @@ value is a ``ConfigurationError``). What a policy means for predictions:
 * ``"raise"``: a gap raises, naming the bar after it (the strict mode);
 * ``"warn"``: log each gap and treat the bars either side as consecutive;
 * ``"allow"``: the same, silently (choose it knowingly).
+
+A ``calendar`` (``features.calendar.TradingCalendar``; None = ``"24/7"``) says which bar times
+the market trades: with one, bars are consecutive in trading time, so a closure (night,
+weekend, holiday) is not a gap while a bar missing inside a session still is.
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ import logging
 import re
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from atb_strategies.exceptions import CandleDataError, ConfigurationError
+
+if TYPE_CHECKING:
+    from atb_strategies.features.calendar import TradingCalendar
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,8 @@ def find_gaps(
     what: str,
     label: Callable[[int], str],
     previous: int | None = None,
+    calendar: TradingCalendar | None = None,
+    stamped: str = "open",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positions of bars that follow a gap, and how many bars are missing before each.
 
@@ -81,15 +91,25 @@ def find_gaps(
         ``label(i)`` names bar ``i`` in messages (``"row 12 (2024-01-01 12:00:00)"``).
     previous : int, optional
         Time of the bar before ``stamps[0]`` (streaming), so the first step is checked too.
+    calendar : TradingCalendar, optional
+        The market's sessions: bars missing while it is closed are no gap (default ``24/7``).
+    stamped : {"open", "close"}
+        What the stamps are, for a calendar: bar open times, or close times (backtrader's).
 
     Raises
     ------
     CandleDataError
         A spacing that is not a whole number of bars (for example bars closer than the
-        timeframe), naming the bar.
+        timeframe), or a bar outside the calendar's sessions, naming the bar.
     """
     tf = timeframe_to_timedelta(timeframe).value
     stamps = np.asarray(stamps, dtype=np.int64)
+    if calendar is not None and not calendar.always_open:
+        bars = calendar.bar_steps(
+            stamps, timeframe, what=what, label=label, previous=previous, stamped=stamped
+        )
+        gaps = np.flatnonzero(bars > 1)
+        return gaps + (1 if previous is None else 0), bars[gaps] - 1
     if previous is None:
         step, offset = np.diff(stamps), 1
     else:
@@ -122,7 +142,11 @@ def apply_gap_policy(
         return
     if policy == "raise":
         pos = int(gaps[0])
-        since = timeframe_to_timedelta(timeframe) * int(missing[0] + 1)
+        since = (  # the time elapsed (with a calendar, closures included)
+            pd.Timedelta(int(stamps[pos] - stamps[pos - 1]))
+            if pos > 0
+            else timeframe_to_timedelta(timeframe) * int(missing[0] + 1)
+        )
         raise CandleDataError(
             f"{what}: gap before {label(pos)}: {since} "
             f"since the previous bar ({int(missing[0])} missing {timeframe} bar(s)). "
@@ -212,6 +236,7 @@ def validate_candles(
     min_rows: int | None = None,
     spacing_rows: int | None = None,
     what: str = "candles",
+    calendar: TradingCalendar | None = None,
 ) -> pd.DataFrame:
     """Check candles and return them indexed by a sorted, unique ``DatetimeIndex``.
 
@@ -233,6 +258,9 @@ def validate_candles(
     spacing_rows : int, optional
         Check the timeframe spacing and gaps over the newest ``spacing_rows`` rows only (the
         rows a model window and its warm-up see); default all rows.
+    calendar : TradingCalendar, optional
+        The market's sessions (default ``24/7``): a closure is not a gap; a bar outside the
+        sessions raises.
 
     Raises
     ------
@@ -281,7 +309,11 @@ def validate_candles(
         if timeframe is not None:
             first = 0 if spacing_rows is None else max(0, n - spacing_rows)
             gaps, missing = find_gaps(
-                stamps[first:], timeframe, what=what, label=lambda i: _row(index, i + first)
+                stamps[first:],
+                timeframe,
+                what=what,
+                label=lambda i: _row(index, i + first),
+                calendar=calendar,
             )
             apply_gap_policy(
                 gaps,
@@ -354,6 +386,7 @@ def candle_arrays(
     rows: int | None = None,
     spacing_rows: int | None = None,
     what: str = "candles",
+    calendar: TradingCalendar | None = None,
 ) -> dict[str, np.ndarray]:
     """Validate the newest ``rows`` rows of ``frame`` and return ``columns`` as float64 arrays.
 
@@ -369,7 +402,7 @@ def candle_arrays(
     ----------
     frame : DataFrame
         Candles, oldest first.
-    columns, timeframe, gap_policy, spacing_rows, what
+    columns, timeframe, gap_policy, spacing_rows, what, calendar
         As for ``validate_candles``.
     rows : int, optional
         Validate and return the newest ``rows`` rows only (default all).
@@ -385,7 +418,10 @@ def candle_arrays(
         As ``validate_candles``, naming the row and column at fault.
     """
     check_gap_policy(gap_policy, "validate_candles")
-    fast = _fast_arrays(frame, columns, timeframe, gap_policy, rows, spacing_rows)
+    closed = calendar is not None and not calendar.always_open
+    fast = (
+        None if closed else _fast_arrays(frame, columns, timeframe, gap_policy, rows, spacing_rows)
+    )
     if fast is not None:
         return fast
     used = frame if rows is None or not isinstance(frame, pd.DataFrame) else frame.iloc[-rows:]
@@ -396,6 +432,7 @@ def candle_arrays(
         gap_policy=gap_policy,
         spacing_rows=spacing_rows,
         what=what,
+        calendar=calendar,
     )
     return {c: out[c].to_numpy(dtype=np.float64) for c in columns}
 

@@ -53,6 +53,11 @@ from atb_strategies.exceptions import (
     FeatureSchemaError,
     RegistryError,
 )
+from atb_strategies.features.calendar import (
+    bundle_calendar,
+    silent_warmup_message,
+    suggest_calendar,
+)
 from atb_strategies.features.candles import (
     apply_gap_policy,
     check_gap_policy,
@@ -212,6 +217,13 @@ class MlPrediction(bt.Indicator):
             else (f"{self.bundle.symbol}/{self.bundle.model_type}@asof")
         )
         pipe = self.bundle.pipeline
+        #: The market's trading calendar, from the bundle (``metadata.json`` ``calendar``):
+        #: bars missing while it is closed are no gap.
+        self.calendar = bundle_calendar(self.bundle.metadata)
+        #: The warning given when no prediction was made in the first warm-up + window bars
+        #: after the warm-up (None when predictions came).
+        self.silence_warning: str | None = None
+        self._silent_bars = 0
         self.addminperiod(max(b.pipeline.min_bars for b in self.bundles))
         #: Bars at which no prediction was made because their rows span a gap ("skip").
         self.skipped_bars = 0
@@ -451,7 +463,15 @@ class MlPrediction(bt.Indicator):
             return f"the bar closing at {pd.Timestamp(int(stamps[i]))}"
 
         tf = self.bundle.timeframe
-        gaps, missing = find_gaps(stamps, tf, what=what, label=label, previous=previous)
+        gaps, missing = find_gaps(
+            stamps,
+            tf,
+            what=what,
+            label=label,
+            previous=previous,
+            calendar=self.calendar,
+            stamped="close",
+        )
         apply_gap_policy(
             gaps, missing, self.p.gap_policy, what=what, timeframe=tf, label=label, stamps=stamps
         )
@@ -500,7 +520,44 @@ class MlPrediction(bt.Indicator):
         self._set_rejected(pairs)
         if key is not None:
             prediction_cache.put(key, out, self.skipped_bars, tuple(pairs))
+        if self.schedule is None:
+            first = max(b.pipeline.min_bars for b in self.bundles) - 1
+            # direction is finite wherever a prediction was made (class models too)
+            head = out["direction"][first : first + self.bundle.pipeline.min_bars]
+            if len(head) == self.bundle.pipeline.min_bars and not np.isfinite(head).any():
+                self._warn_silent(len(head), int(np.isnan(head).sum()), _to_ns(stamps))
         return out
+
+    def _warn_silent(self, bars: int, skipped: int, stamps: np.ndarray | None = None) -> None:
+        """Warn once: no prediction in the first ``bars`` bars after the warm-up (``stamps``:
+        the feed's close times, to name the calendar that fits)."""
+        if self.silence_warning is not None:
+            return
+        hint = None
+        if stamps is not None and self.calendar.always_open:
+            hint = suggest_calendar(stamps, self.bundle.timeframe, stamped="close")
+        self.silence_warning = silent_warmup_message(
+            self.model_key,
+            bars=bars,
+            skipped=min(skipped, self.skipped_bars),
+            gaps=len(self.gap_bars),
+            calendar=self.calendar.name,
+            min_bars=self.bundle.pipeline.min_bars,
+            hint=hint,
+        )
+        log.warning("%s", self.silence_warning)
+
+    def _watch_silence(self, predicted: bool) -> None:
+        """Streaming: count the bars without a prediction since the warm-up, until one comes."""
+        if self._silent_bars < 0:
+            return
+        if predicted:
+            self._silent_bars = -1  # predictions came: never warn
+            return
+        self._silent_bars += 1
+        if self._silent_bars >= self.bundle.pipeline.min_bars and self.schedule is None:
+            self._warn_silent(self._silent_bars, self.skipped_bars)
+            self._silent_bars = -1
 
     def _predict_span(
         self,
@@ -660,6 +717,7 @@ class MlPrediction(bt.Indicator):
             self.skipped_bars += 1  # this bar's rows span a gap (only under "skip")
             for name in self.lines.getlinealiases():
                 getattr(self.lines, name)[0] = nan
+            self._watch_silence(False)
             return
         row = self._predict_row(v)
         self.lines.version_index[0] = v
@@ -671,6 +729,7 @@ class MlPrediction(bt.Indicator):
             close = int(_to_ns(np.array([float(self.data.datetime[0])]))[0])
             self.rejected_bars.append((pd.Timestamp(close), str(row.no_prediction)))
             self._rejected_at[close] = str(row.no_prediction)
+        self._watch_silence(row.no_prediction is None)
         plan = self._drift_plans[v]
         if plan is not None and self._drift_psi[v] is not None:
             score, column = plan.scores(self._drift_psi[v])

@@ -3,6 +3,8 @@ then the registry's selection, checked against the feed's bar size and columns."
 
 from __future__ import annotations
 
+import os
+
 import backtrader as bt
 
 from atb_strategies.data.feeds import feed_timeframe, labelled_daily_but_intraday
@@ -55,6 +57,12 @@ def select_for_feed(
                 "it with timeframe=bt.TimeFrame.Minutes, compression=60 for hourly candles (or use "
                 "atb_strategies.data.make_feed)."
             )
+        if symbol is None and _named_after_file(data):
+            hint += (
+                f" The feed has no name of its own: backtrader named it {sym!r} after its file. "
+                f"Pass symbol='ORCL' (the model's symbol) to {owner} or add the feed with "
+                "cerebro.adddata(feed, name='ORCL')."
+            )
         raise ModelNotFoundError(f"{owner}: {e}{hint}") from e
     if feed_tf is not None and timeframe_to_timedelta(feed_tf) != timeframe_to_timedelta(
         bundle.timeframe
@@ -80,3 +88,12 @@ def select_for_feed(
         ),
     )
     return bundle
+
+
+def _named_after_file(data: bt.AbstractDataBase) -> bool:
+    """Whether the feed's name is the one backtrader gives an unnamed CSV feed (its file's
+    stem), not one the user chose."""
+    dataname = getattr(getattr(data, "p", None), "dataname", None)
+    if not isinstance(dataname, str | os.PathLike) or getattr(data.p, "name", None):
+        return False
+    return getattr(data, "_name", "") == os.path.splitext(os.path.basename(str(dataname)))[0]

@@ -19,6 +19,7 @@ import pandas as pd
 
 from atb_strategies.config import PredictionConfig
 from atb_strategies.exceptions import CandleDataError, ConfigurationError
+from atb_strategies.features.calendar import bundle_calendar
 from atb_strategies.features.candles import (
     candle_arrays,
     check_gap_policy,
@@ -124,6 +125,7 @@ class PredictionEngine:
             gap_policy=gap_policy,
             spacing_rows=spacing_rows,
             what=f"candles for {bundle.key}",
+            calendar=bundle_calendar(bundle.metadata),
         )
 
     def predict(
@@ -167,6 +169,7 @@ class PredictionEngine:
             rows=pipe.history_bars,
             spacing_rows=pipe.min_bars,
             what=f"candles for {bundle.key}",
+            calendar=bundle_calendar(bundle.metadata),
         )
         batch = pipe.batch_windows(columns, start=len(columns[pipe.context_column]) - 1)
         window = batch.windows[-1].astype(np.float32)
@@ -201,7 +204,11 @@ class PredictionEngine:
         if self.gap_policy == "skip":
             stamps = frame.index.asi8
             gaps, _ = find_gaps(
-                stamps, bundle.timeframe, what=bundle.key, label=lambda i: str(frame.index[i])
+                stamps,
+                bundle.timeframe,
+                what=bundle.key,
+                label=lambda i: str(frame.index[i]),
+                calendar=bundle_calendar(bundle.metadata),
             )
             span = rows_span_gap(batch.end_index, gaps, bundle.pipeline.min_bars)
             for values in (preds.price, preds.predicted_return, preds.confidence):

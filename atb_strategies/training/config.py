@@ -55,6 +55,10 @@ class TrainingConfig:
     lineage: dict[str, Any] = field(default_factory=dict)
     #: Bootstrap resamples for the edge's confidence interval.
     bootstrap_reps: int = 1000
+    #: The market's trading calendar (``--calendar``; ``features.calendar``): ``"24/7"``,
+    #: ``"weekdays"``, an exchange code such as ``"XNYS"`` or ``"csv:PATH"``. Recorded in
+    #: the bundle; a closure is not a gap.
+    calendar: str = "24/7"
 
     @property
     def calibrated(self) -> bool:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from atb_strategies.data.loaders import CandleReport, inspect_candles
 from atb_strategies.data.periods import naive_utc, period_end
+from atb_strategies.features.calendar import get_calendar
 from atb_strategies.features.candles import validate_candles
 from atb_strategies.training.config import TrainingConfig
 from atb_strategies.training.logger import log
@@ -58,8 +59,9 @@ def prepare_candles(candles: pd.DataFrame, config: TrainingConfig, needed: list[
         timeframe=config.timeframe,
         gap_policy="allow",
         what=f"training candles for {config.symbol}",
+        calendar=get_calendar(config.calendar),
     )
-    report = inspect_candles(frame, config.timeframe)
+    report = inspect_candles(frame, config.timeframe, calendar=config.calendar)
     for line in report.lines():
         log.info("data: %s", line)
     columns = {c: frame[c].to_numpy(dtype=np.float64) for c in needed}

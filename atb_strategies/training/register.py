@@ -20,6 +20,7 @@ import numpy as np
 from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, InputSpec, OutputSpec
 from atb_strategies.bundle.jsonio import write_json
 from atb_strategies.bundle.loader import load_bundle_spec
+from atb_strategies.features.calendar import ALWAYS_OPEN, get_calendar
 from atb_strategies.features.drift import METADATA_KEY, DriftReference
 from atb_strategies.inference.bundle import ModelBundle
 from atb_strategies.inference.certificate import (
@@ -107,6 +108,9 @@ def bundle_metadata(
     }
     if candidate.drift is not None:
         raw[METADATA_KEY] = candidate.drift.to_dict()
+    calendar = get_calendar(config.calendar).name  # a csv: path made absolute
+    if calendar != ALWAYS_OPEN:  # absent means 24/7 (features.calendar)
+        raw["calendar"] = calendar
     return BundleMetadata(
         symbol=config.symbol,
         model_type=config.model_type,

@@ -13,7 +13,8 @@ import pandas as pd
 
 from atb_strategies.bundle.format import FeatureSchema
 from atb_strategies.exceptions import ConfigurationError
-from atb_strategies.features.candles import timeframe_to_timedelta
+from atb_strategies.features.calendar import get_calendar, suggest_calendar
+from atb_strategies.features.candles import find_gaps
 from atb_strategies.training.config import TrainingConfig
 from atb_strategies.training.dataset import BarSplit, Part, build_parts
 from atb_strategies.training.logger import log
@@ -42,11 +43,19 @@ def drop_gap_samples(
     schema: FeatureSchema,
     timeframe: str,
     horizon: int,
+    calendar: str | None = None,
 ) -> dict[str, Part]:
-    """Remove samples whose window, warm-up or target spans a gap in the candles."""
+    """Remove samples whose window, warm-up or target spans a gap in the candles (in trading
+    time: a closure of ``calendar`` is no gap)."""
     stamps = frame.index.as_unit("ns").asi8
-    step = timeframe_to_timedelta(timeframe).value
-    gap_after = np.flatnonzero(np.diff(stamps) > step)  # gap between bar g and g+1
+    after, _ = find_gaps(
+        stamps,
+        timeframe,
+        what="training candles",
+        label=lambda i: f"row {i} ({frame.index[i]})",
+        calendar=get_calendar(calendar),
+    )
+    gap_after = after - 1  # gap between bar g and g+1
     if len(gap_after) == 0:
         return parts
     out = {}
@@ -82,12 +91,23 @@ def split_samples(
         If a part has fewer than ``MIN_PART_SAMPLES`` samples.
     """
     parts = build_parts(frame, schema, split, config.horizon)
-    parts = drop_gap_samples(parts, frame, schema, config.timeframe, config.horizon)
+    parts = drop_gap_samples(
+        parts, frame, schema, config.timeframe, config.horizon, config.calendar
+    )
     for name, part in parts.items():
         if len(part) < MIN_PART_SAMPLES:
+            hint = None
+            if get_calendar(config.calendar).always_open:
+                hint = suggest_calendar(frame.index.as_unit("ns").asi8, config.timeframe)
             raise ConfigurationError(
                 f"The {name} part has {len(part)} samples left after dropping those that span "
-                "gaps in the candles; fill the gaps or train on a longer period."
+                "gaps in the candles; "
+                + (
+                    f"{hint}."
+                    if hint
+                    else "fill the gaps or train on a longer period (if the gaps are a market's "
+                    "closures, pass its calendar, e.g. calendar='XNYS')."
+                )
             )
     for name, part in parts.items():
         log.info("%s: %d samples, %s .. %s", name, len(part), part.stamps[0], part.stamps[-1])

@@ -145,5 +145,5 @@ def schema_shape(schema: FeatureSchema) -> tuple[int, int]:
 
 def train_from_file(config: TrainingConfig, path: Path | str) -> TrainingResult:
     """``train_model`` on candles loaded (and validated) from a CSV/parquet/feather file."""
-    frame = load_ohlcv(path, timeframe=config.timeframe)
+    frame = load_ohlcv(path, timeframe=config.timeframe, calendar=config.calendar)
     return train_model(replace(config, data_source=str(path)), frame)
