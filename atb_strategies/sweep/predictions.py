@@ -169,7 +169,8 @@ def compute_predictions(
 
 def _model_keys(cell: Any) -> tuple[str, list[tuple[str, str, str]]] | None:
     """``(registry root, [(symbol, model_type, version), ...])`` of the model files ``cell``
-    reads, or None when it reads none or its model cannot be selected here."""
+    reads (the root as resolved here), or None when it reads none or its model cannot be
+    selected here."""
     from atb_strategies.exceptions import AtbError
     from atb_strategies.strategies.registry import get_strategy
 
@@ -192,24 +193,25 @@ def _model_keys(cell: Any) -> tuple[str, list[tuple[str, str, str]]] | None:
 
 
 def ship_models(cells: Iterable[Any]) -> dict[str, dict[str, bytes]]:
-    """The files of every model version ``cells`` read, by registry root (``pack_versions``):
-    what ``run_shipped_cell`` serves them from on any machine."""
-    wanted: dict[str, list[tuple[str, str, str]]] = {}
+    """The files of every model version ``cells`` read (``pack_versions``), by the cells'
+    ``registry`` param as given (``str``): what ``run_shipped_cell`` serves them from on any
+    machine."""
+    wanted: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
     for cell in cells:
         found = _model_keys(cell)
         if found is not None:
-            wanted.setdefault(found[0], []).extend(found[1])
-    return {root: pack_versions(root, keys) for root, keys in wanted.items()}
+            given = str(cell.params.get("registry"))
+            wanted.setdefault(given, (found[0], []))[1].extend(found[1])
+    return {given: pack_versions(root, keys) for given, (root, keys) in wanted.items()}
 
 
 def shipped_cell(shared: Mapping[str, Any], cell: Any) -> Any:
     """``cell`` with its ``registry`` pointing at a private copy of the shipped models (written
     once per process), when they were shipped; else ``cell`` unchanged."""
-    models = shared.get("models") or {}
-    root = cell.params.get("registry")
-    if root is None or str(root) not in models:
+    files = (shared.get("models") or {}).get(str(cell.params.get("registry")))
+    if files is None:
         return cell
-    return replace(cell, params={**cell.params, "registry": str(materialised(models[str(root)]))})
+    return replace(cell, params={**cell.params, "registry": str(materialised(files))})
 
 
 def run_shipped_cell(shared: dict[str, Any], cell: Any) -> dict[str, Any]:
