@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -107,6 +108,7 @@ def main() -> None:
         print(f"load average at the end: {os.getloadavg()}")
     finally:
         cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
