@@ -12,7 +12,7 @@ replays them bar by bar. Folds never move ``latest``; ``promote_last`` moves it 
 fold's (first seed's) version if that version passed the baseline gate.
 
 Folds run through ``atb_strategies.executors`` (serial, every local core, or Ray), on machines
-that need share no file system with this one: a fold task gets the candles and its config as
+that need not share a file system with this one: a fold task gets the candles and its config as
 data, trains into a private temporary registry of its own and sends back the validated bundle's
 files as bytes with its metrics and predictions; this process then allocates the version id
 from its registry's ledger and registers the files atomically (``registry.writer.

@@ -12,6 +12,8 @@ import atb_strategies
 from atb_strategies import executors
 from atb_strategies.bundle.format import BundleMetadata, FeatureSchema, InputSpec, OutputSpec
 from atb_strategies.bundle.loader import load_bundle_spec
+from atb_strategies.evaluation.folds import make_folds
+from atb_strategies.evaluation.walkforward import FoldResult, WalkForwardConfig, _register_fold
 from atb_strategies.exceptions import ConfigurationError, RegistryError
 from atb_strategies.registry.layout import RegistryLayout
 from atb_strategies.registry.manage import allocate_version
@@ -108,6 +110,25 @@ def test_register_bundle_files_refuses_an_incomplete_bundle_and_leaves_nothing(t
     with pytest.raises(RegistryError, match="feature_schema.json"):
         register_bundle_files(tmp_path / "driver", files, version="2026-01-02_1h_v1")
     assert not (tmp_path / "driver" / "BTCUSDT").exists()
+
+
+def test_a_fold_sent_back_is_registered_by_the_driver_or_reported_without_a_version(tmp_path):
+    fold = make_folds(2000, train_bars=800, test_bars=200, embargo=50)[0]
+    config = WalkForwardConfig(symbol="BTCUSDT", train_bars=800, test_bars=200, registry=tmp_path)
+    files = read_bundle_files(_bundle(tmp_path / "worker"))
+    done = _register_fold(FoldResult(fold, 0, bundle=dict(files)), config)
+    assert done.error is None and done.bundle is None
+    assert RegistryLayout(tmp_path).versions("BTCUSDT", "basic") == [done.version]
+    meta = json.loads(
+        (RegistryLayout(tmp_path).version_dir("BTCUSDT", "basic", done.version))
+        .joinpath("metadata.json")
+        .read_text()
+    )
+    assert meta["training"]["config"]["registry"] == str(tmp_path)
+    broken = {k: v for k, v in files.items() if k != "model.onnx"}
+    failed = _register_fold(FoldResult(fold, 1, bundle=broken), config)
+    assert failed.version is None and "model" in failed.error
+    assert RegistryLayout(tmp_path).versions("BTCUSDT", "basic") == [done.version]
 
 
 def test_node_with_other_versions_is_refused_naming_both(monkeypatch):
