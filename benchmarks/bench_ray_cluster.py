@@ -62,7 +62,7 @@ def main() -> None:
         grid = {"long_threshold": [0.0, 0.002], "stop_loss": [0.01, 0.03]}
         versions = [None, V1] if args.cells == 8 else [V1]
         sweep = {"versions": versions, "params": {"registry": str(registry)}}
-        market = ar_market(400 + 176 + args.folds * 100 + 1, phi=0.3, seed=4)
+        market = ar_market(600 + 176 + args.folds * 100 + 1, phi=0.3, seed=4)
 
         def wf(executor: str, where: Path) -> None:
             config = _wf_config(where, max_folds=args.folds, epochs=args.epochs)

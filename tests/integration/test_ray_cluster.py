@@ -270,7 +270,7 @@ def test_sweep_on_the_cluster_equals_the_local_executor(cluster):
 def _wf_config(registry: Path, **changes) -> WalkForwardConfig:
     settings = {
         "symbol": "BTCUSDT",
-        "train_bars": 400,
+        "train_bars": 600,
         "test_bars": 100,
         "sequence_length": 8,
         "epochs": 1,
@@ -295,7 +295,7 @@ def _whole_versions(registry: Path) -> list[str]:
 
 
 def test_walk_forward_on_the_cluster_registers_every_fold_in_the_driver_registry(cluster, tmp_path):
-    market = ar_market(400 + 176 + 2 * 100 + 1, phi=0.3, seed=4)
+    market = ar_market(600 + 176 + 2 * 100 + 1, phi=0.3, seed=4)
     registry = cluster.hidden[0] / "wf"
     remote = run_walk_forward(
         market, _wf_config(registry), executor="ray", ray_address=cluster.address
@@ -326,7 +326,7 @@ def test_walk_forward_with_its_node_lost_mid_run_finishes_on_a_new_node(cluster,
     """The worker node is killed once the first fold is registered and a new one joins (as an
     autoscaler would): the lost folds are retried there, and the registry holds only whole
     versions."""
-    market = ar_market(400 + 176 + 3 * 100 + 1, phi=0.3, seed=5)
+    market = ar_market(600 + 176 + 3 * 100 + 1, phi=0.3, seed=5)
     registry = cluster.hidden[0] / "lost"
     killed: list[int] = []
 
