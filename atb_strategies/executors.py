@@ -15,9 +15,18 @@ on Ray it is ``ray.put`` into the object store once and every task gets the refe
   dies (killed, out of memory) breaks the pool; the tasks it took down run once more in a new
   pool, then are reported as failures, as on Ray.
 * ``"ray"``: Ray tasks (``pip install atb-strategies[distributed]``). ``ray_address=None``
-  starts a local Ray with ``workers`` CPUs and stops it afterwards; ``"auto"`` joins the
-  cluster ``ray start`` made on this machine; ``"ray://host:10001"`` a remote one. A task
-  whose worker dies is retried once by Ray (``max_retries=1``), then reported as a failure.
+  starts a new local Ray with ``workers`` CPUs (never joining a cluster that happens to run
+  on this machine) and stops it afterwards; ``"auto"`` joins the cluster ``ray start`` made on
+  this machine; ``"ray://host:10001"`` a remote one (Ray Client). A task whose worker dies is
+  retried once by Ray (``max_retries=1``), then reported as a failure. Nodes share nothing
+  with this process but Ray's object store: ``fn``, ``shared`` and the tasks travel as data,
+  and callers hand in data, not paths. The JSON of ``ATB_RAY_RUNTIME_ENV`` (e.g.
+  ``{"py_modules": ["/path/to/atb_strategies"]}``), when set, is the job's Ray runtime
+  environment, for nodes without atb-strategies installed. Every task first compares the
+  atb-strategies and onnxruntime versions of its node with this process's
+  (``node_versions``): a node with others is refused with one ``ConfigurationError`` naming
+  both. The bytes shipped (``shared`` once, the tasks, the results) are logged and kept in
+  ``last_transfer``.
 
 A task that raises does not stop the others: it yields ``TaskFailure`` with the error's type
 and message, one line.
@@ -34,10 +43,13 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures as cf
+import json
+import logging
 import multiprocessing
 import os
 import pickle
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -47,7 +59,14 @@ from typing import Any
 
 from atb_strategies.exceptions import ConfigurationError
 
+log = logging.getLogger(__name__)
+
 EXECUTORS = ("serial", "local", "ray")
+#: JSON of the Ray runtime environment of a run (``ray.init(runtime_env=...)``).
+RUNTIME_ENV_VAR = "ATB_RAY_RUNTIME_ENV"
+#: Bytes shipped by the last Ray run: ``shared`` (once), ``tasks``, ``results`` (pickled) and
+#: the number of ``tasks``.
+last_transfer: dict[str, int] = {}
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "ATB_ONNX_THREADS")
 
 
@@ -253,13 +272,80 @@ def _local(fn: Callable, shared: Any, tasks: list, workers: int) -> Iterator[tup
         todo = sorted(lost)
 
 
-def _ray_task(fn: Callable, shared: Any, task: Any) -> Any:
+@dataclass(frozen=True)
+class NodeRefused(TaskFailure):
+    """A task refused to run because its node's versions differ from the driver's."""
+
+
+def node_versions() -> dict[str, str]:
+    """The atb-strategies and onnxruntime versions of this process."""
+    import onnxruntime
+
+    package = sys.modules[__package__ or "atb_strategies"]
+    return {
+        "atb-strategies": str(getattr(package, "__version__", "unknown")),
+        "onnxruntime": str(onnxruntime.__version__),
+    }
+
+
+def _shown(versions: dict[str, str]) -> str:
+    return " and ".join(f"{name} {versions.get(name)}" for name in sorted(versions))
+
+
+def check_node_versions(expected: dict[str, str]) -> None:
+    """Refuse to run on a node whose versions differ from the driver's (``expected``).
+
+    Raises
+    ------
+    ConfigurationError
+        One line naming the node's versions and the driver's.
+    """
+    here = node_versions()
+    if here != expected:
+        raise ConfigurationError(
+            f"Ray node {socket.gethostname()} runs {_shown(here)} but the driver runs "
+            f"{_shown(expected)}; install the same versions on every node, or ship the "
+            f"package with a Ray runtime environment ({RUNTIME_ENV_VAR}, see the README "
+            "section 'Running on a cluster')."
+        )
+
+
+def _ray_task(fn: Callable, shared: Any, task: Any, expected: dict[str, str]) -> Any:
     for name in _THREAD_VARS:
         os.environ.setdefault(name, "1")
+    try:
+        check_node_versions(expected)
+    except ConfigurationError as e:
+        return NodeRefused(str(e))
     try:
         return fn(shared, task)
     except Exception as e:
         return TaskFailure.of(e)
+
+
+def _runtime_env() -> dict[str, Any] | None:
+    text = os.environ.get(RUNTIME_ENV_VAR)
+    if not text:
+        return None
+    try:
+        env = json.loads(text)
+    except ValueError as e:
+        raise ConfigurationError(
+            f"{RUNTIME_ENV_VAR} must hold a JSON object (a Ray runtime environment): {e}."
+        ) from None
+    if not isinstance(env, dict):
+        raise ConfigurationError(
+            f"{RUNTIME_ENV_VAR} must hold a JSON object (a Ray runtime environment), "
+            f"not {type(env).__name__}."
+        )
+    return env
+
+
+def _size(value: Any) -> int:
+    try:
+        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # measured only; Ray pickles with cloudpickle
+        return 0
 
 
 def _ray(
@@ -273,16 +359,29 @@ def _ray(
         ) from e
     started = False
     if not ray.is_initialized():
-        if address is None:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        env = _runtime_env()
+        if address is None:  # "local": a new instance, never a cluster found on this machine
+            ray.init(
+                address="local",
+                num_cpus=workers,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env=env,
+            )
         else:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, runtime_env=env)
         started = True
     pending: dict[Any, int] = {}
+    expected = node_versions()
+    stats = {"shared": _size(shared), "tasks": 0, "results": 0, "count": len(tasks)}
+    last_transfer.clear()
+    last_transfer.update(stats)
     try:
         remote = ray.remote(max_retries=1, num_cpus=1)(_ray_task)
         shared_ref = ray.put(shared)
-        pending = {remote.remote(fn, shared_ref, task): i for i, task in enumerate(tasks)}
+        for i, task in enumerate(tasks):
+            pending[remote.remote(fn, shared_ref, task, expected)] = i
+            last_transfer["tasks"] += _size(task)
         while pending:
             refs = list(pending)
             done, rest = ray.wait(refs, num_returns=1)
@@ -291,9 +390,20 @@ def _ray(
             for ref in done:
                 i = pending.pop(ref)
                 try:
-                    yield i, ray.get(ref)
+                    outcome = ray.get(ref)
                 except Exception as e:  # worker lost after its retry, or a Ray error
-                    yield i, TaskFailure.of(e)
+                    outcome = TaskFailure.of(e)
+                if isinstance(outcome, NodeRefused):
+                    raise ConfigurationError(outcome.error)
+                last_transfer["results"] += _size(outcome)
+                yield i, outcome
+        log.info(
+            "ray: shipped %d bytes once (shared), %d bytes of %d task(s), got %d bytes back",
+            last_transfer["shared"],
+            last_transfer["tasks"],
+            last_transfer["count"],
+            last_transfer["results"],
+        )
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)

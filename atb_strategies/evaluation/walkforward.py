@@ -11,14 +11,20 @@ records ``fold``, ``walk_forward_id``, ``train_start``, ``train_end``, ``test_st
 replays them bar by bar. Folds never move ``latest``; ``promote_last`` moves it to the last
 fold's (first seed's) version if that version passed the baseline gate.
 
-Folds run through ``atb_strategies.executors`` (serial, every local core, or Ray). Each fold
-registers atomically, so Ctrl-C leaves the finished folds registered and nothing half-written.
+Folds run through ``atb_strategies.executors`` (serial, every local core, or Ray), on machines
+that need not share a file system with this one: a fold task gets the candles and its config as
+data, trains into a private temporary registry of its own and sends back the validated bundle's
+files as bytes with its metrics and predictions; this process then allocates the version id
+from its registry's ledger and registers the files atomically (``registry.writer.
+register_bundle_files``). One path for every executor. Ctrl-C, a failed registration or a lost
+node leave the finished folds registered and nothing half-written, and ids never collide.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,7 +39,10 @@ from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.executors import TaskFailure, run_tasks
 from atb_strategies.features.schema import FeatureSchema, FeatureSpec
 from atb_strategies.registry.layout import RegistryLayout
-from atb_strategies.registry.manage import promote
+from atb_strategies.registry.manage import allocate_version, promote
+from atb_strategies.registry.shared import forget_registry
+from atb_strategies.registry.transfer import read_bundle_files
+from atb_strategies.registry.writer import register_bundle_files
 from atb_strategies.stats import out_of_sample_block, seed_spread
 from atb_strategies.training.config import TrainingConfig
 from atb_strategies.training.evaluate import bootstrap_block
@@ -86,7 +95,11 @@ class WalkForwardConfig:
 
 @dataclass
 class FoldResult:
-    """One trained (fold, seed): its version and test predictions, or why it failed."""
+    """One trained (fold, seed): its version and test predictions, or why it failed.
+
+    ``bundle`` is the trained bundle's files as a fold task returns them (``{name: bytes}``),
+    until this process registers them (then None and ``version`` set).
+    """
 
     fold: Fold
     seed: int
@@ -94,6 +107,7 @@ class FoldResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     predictions: pd.DataFrame | None = None
     error: str | None = None
+    bundle: dict[str, bytes] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -125,7 +139,12 @@ def data_digest(candles: pd.DataFrame) -> str:
 
 
 def _train_fold(shared: dict[str, Any], task: tuple[Fold, int]) -> FoldResult:
-    """Train one (fold, seed) in a worker: ``shared`` holds the candles and the base config."""
+    """Train one (fold, seed) in a worker: ``shared`` holds the candles and the base config.
+
+    The model is trained and registered into a private temporary registry (never a path of
+    the driver's) and comes back as the bundle's files; ``version`` stays None until the
+    driver registers them (``_register_fold``).
+    """
     from atb_strategies.training.trainer import train_model
 
     fold, seed = task
@@ -152,14 +171,47 @@ def _train_fold(shared: dict[str, Any], task: tuple[Fold, int]) -> FoldResult:
         split=(fold.val_start - rel, fold.train_end - rel, fold.test_start - rel),
         lineage=lineage,
     )
-    result = train_model(config, frame)
-    predictions = result.test_predictions.assign(
-        fold=fold.number, seed=seed, version=result.version
-    )
+    with tempfile.TemporaryDirectory(prefix="atb-fold-") as private:
+        try:
+            result = train_model(replace(config, registry=Path(private)), frame)
+            bundle = read_bundle_files(result.path)
+        finally:
+            forget_registry(private)
+    predictions = result.test_predictions.assign(fold=fold.number, seed=seed, version=None)
     keep = ("test", "oos", "validation", "gate", "test_period")
     return FoldResult(
-        fold, seed, result.version, {k: result.metrics.get(k) for k in keep}, predictions
+        fold, seed, None, {k: result.metrics.get(k) for k in keep}, predictions, bundle=bundle
     )
+
+
+def _register_fold(result: FoldResult, config: WalkForwardConfig) -> FoldResult:
+    """Register the bundle a fold task sent back into ``config.registry``: the version id is
+    allocated here from the registry's ledger, and the lineage names this registry, as when
+    the fold trains in place."""
+    files, result.bundle = result.bundle, None
+    if files is None:
+        return result
+    registry = Path(config.registry)
+
+    def lineage(meta: dict[str, Any]) -> None:
+        cfg = (meta.get("training") or {}).get("config")
+        if isinstance(cfg, dict):
+            cfg["registry"] = str(registry)
+
+    try:
+        version = allocate_version(
+            RegistryLayout(registry), config.symbol, config.model_type, config.timeframe
+        )
+        register_bundle_files(registry, files, version=version, update=lineage)
+    except Exception as e:
+        result.error = TaskFailure.of(e).error
+        result.predictions = None
+        return result
+    log.info("registered fold %d seed %d as %s", result.fold.number, result.seed, version)
+    result.version = version
+    if result.predictions is not None:
+        result.predictions = result.predictions.assign(version=version)
+    return result
 
 
 def _base_config(config: WalkForwardConfig) -> TrainingConfig:
@@ -278,7 +330,12 @@ def run_walk_forward(
         if isinstance(outcome, TaskFailure):
             fold, seed = tasks[i]
             outcome = FoldResult(fold, seed, error=outcome.error)
-            log.error("fold %d seed %d failed: %s", fold.number, seed, outcome.error)
+        else:
+            outcome = _register_fold(outcome, config)
+        if outcome.error is not None:
+            log.error(
+                "fold %d seed %d failed: %s", outcome.fold.number, outcome.seed, outcome.error
+            )
         results.append(outcome)
         if on_result is not None:
             on_result(outcome, len(tasks))

@@ -12,12 +12,14 @@ if asked, after the version is in place.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -175,3 +177,50 @@ def write_bundle(
             RegistryLayout(root), metadata.symbol, metadata.model_type, metadata.version
         )
     return final
+
+
+def register_bundle_files(
+    root: Path | str,
+    files: Mapping[str, bytes],
+    *,
+    version: str,
+    update: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Register a bundle that arrives as data (``{file name: bytes}``, e.g. trained on another
+    machine, ``registry.transfer.read_bundle_files``) as ``version`` of the registry at ``root``.
+
+    ``metadata.json``'s ``version`` is set to ``version`` (allocated by the caller from this
+    registry's ledger) and ``update``, if given, edits the metadata dict first; the model,
+    schema and every other file are staged, validated and renamed into place by
+    ``stage_bundle``, so a failure or Ctrl-C leaves no version. Returns the version directory.
+
+    Raises
+    ------
+    RegistryError
+        The files hold no ``metadata.json``, ``feature_schema.json`` or model, or the version
+        exists; ``BundleError`` if they do not make a valid bundle.
+    """
+    missing = [n for n in (METADATA_FILE, SCHEMA_FILE) if n not in files]
+    if missing:
+        raise RegistryError(f"The bundle to register has no {', '.join(missing)}.")
+    try:
+        meta = json.loads(files[METADATA_FILE])
+        schema_dict = json.loads(files[SCHEMA_FILE])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RegistryError(f"The bundle to register has unreadable JSON: {e}.") from e
+    if not isinstance(meta, dict) or not isinstance(schema_dict, dict):
+        raise RegistryError("The bundle to register has a metadata or schema that is no object.")
+    meta["version"] = version
+    if update is not None:
+        update(meta)
+    model_file = meta.get("model_file", MODEL_FILE)
+    if model_file not in files:
+        raise RegistryError(f"The bundle to register has no model file {model_file!r}.")
+    meta["model_sha256"] = hashlib.sha256(files[model_file]).hexdigest()
+    metadata = BundleMetadata.from_dict(meta)
+    schema = FeatureSchema.from_dict(schema_dict)
+    extra = {
+        n: data for n, data in files.items() if n not in (METADATA_FILE, SCHEMA_FILE, model_file)
+    }
+    with stage_bundle(root, metadata, schema, files[model_file], extra_files=extra) as staged:
+        return staged.commit()

@@ -11,11 +11,20 @@ itself (a cache miss): results never depend on this pass.
 
 ``resolve_model`` pins a sweep's version (``None``/``latest``) to the concrete version and the
 fingerprints of its model files, for the cells' hashes.
+
+Models travel as data, not paths: ``ship_models`` packs the files of every version the cells
+use (``registry.transfer``), once per run, into ``shared["models"]``; ``run_shipped_cell``
+(what every executor runs) writes them once per worker process into a private temporary
+registry and points the cell's ``registry`` there, so a worker on a machine without the
+driver's registry (a Ray node) serves the same model files. One code path for serial, local
+and Ray. A cell whose model could not be resolved here keeps its path (and fails with the
+reason).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import backtrader as bt
@@ -32,6 +41,7 @@ from atb_strategies.indicators.cache import (
 from atb_strategies.indicators.prediction import ASOF, MlPrediction
 from atb_strategies.registry.asof import asof_schedule
 from atb_strategies.registry.shared import shared_registry
+from atb_strategies.registry.transfer import materialised, pack_versions
 from atb_strategies.strategies.base import MlStrategy
 
 #: The ``MlStrategy`` params that reach ``MlPrediction`` (the rest cannot change predictions).
@@ -53,9 +63,8 @@ def prediction_params(strategy: type, params: Mapping[str, Any]) -> dict[str, An
 
 def pin_registry(strategy: type, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` with ``registry`` set to the absolute path of the registry an ``MlStrategy``
-    would use here (the configured one when not given), so workers started elsewhere (a Ray
-    node, another working directory) read the same registry path instead of their own
-    ``./models``."""
+    would use here (the configured one when not given): the registry ``ship_models`` packs the
+    cells' models from (workers never read it; they get the files)."""
     out = dict(params)
     if is_ml_strategy(strategy):
         out["registry"] = str(shared_registry(out.get("registry")).root.resolve())
@@ -156,3 +165,57 @@ def compute_predictions(
     with prediction_cache.active(), prediction_cache.recording() as keys:
         cerebro.run()
     return prediction_cache.export(keys)
+
+
+def _model_keys(cell: Any) -> tuple[str, list[tuple[str, str, str]]] | None:
+    """``(registry root, [(symbol, model_type, version), ...])`` of the model files ``cell``
+    reads (the root as resolved here), or None when it reads none or its model cannot be
+    selected here."""
+    from atb_strategies.exceptions import AtbError
+    from atb_strategies.strategies.registry import get_strategy
+
+    strategy = get_strategy(cell.strategy) if isinstance(cell.strategy, str) else cell.strategy
+    if not is_ml_strategy(strategy) or not cell.model:
+        return None
+    p = prediction_params(strategy, {**cell.params, "version": cell.version})
+    sym = p["symbol"] or cell.symbol
+    tf = p["timeframe"] or cell.settings["timeframe"]
+    try:
+        registry = shared_registry(p["registry"])
+        if cell.version == ASOF:
+            versions = list(asof_schedule(registry.layout, sym, p["model_type"], tf).versions)
+        else:
+            versions = [registry.select_bundle(sym, p["model_type"], tf, cell.version).version]
+    except AtbError:
+        return None
+    root = str(registry.layout.root.resolve())
+    return root, [(sym, p["model_type"], v) for v in versions]
+
+
+def ship_models(cells: Iterable[Any]) -> dict[str, dict[str, bytes]]:
+    """The files of every model version ``cells`` read (``pack_versions``), by the cells'
+    ``registry`` param as given (``str``): what ``run_shipped_cell`` serves them from on any
+    machine."""
+    wanted: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
+    for cell in cells:
+        found = _model_keys(cell)
+        if found is not None:
+            given = str(cell.params.get("registry"))
+            wanted.setdefault(given, (found[0], []))[1].extend(found[1])
+    return {given: pack_versions(root, keys) for given, (root, keys) in wanted.items()}
+
+
+def shipped_cell(shared: Mapping[str, Any], cell: Any) -> Any:
+    """``cell`` with its ``registry`` pointing at a private copy of the shipped models (written
+    once per process), when they were shipped; else ``cell`` unchanged."""
+    files = (shared.get("models") or {}).get(str(cell.params.get("registry")))
+    if files is None:
+        return cell
+    return replace(cell, params={**cell.params, "registry": str(materialised(files))})
+
+
+def run_shipped_cell(shared: dict[str, Any], cell: Any) -> dict[str, Any]:
+    """``cells.run_cell`` on ``shipped_cell(shared, cell)`` (what every executor runs)."""
+    from atb_strategies.sweep.cells import run_cell
+
+    return run_cell(shared, shipped_cell(shared, cell))

@@ -11,7 +11,8 @@
    ``serial`` reads them in this process). An entry threshold outside the range of the
    predicted returns (``thresholds``: never enters, or enters on every bar) is warned about
    now, before any cell runs.
-4. Run: ``executors.run_tasks(run_cell, ...)``; each cell is written atomically as it
+4. Run: ``executors.run_tasks(predictions.run_shipped_cell, ...)`` (the model files the cells
+   read travel as data too: ``predictions.ship_models``); each cell is written atomically as it
    finishes, a failing cell is recorded with its one-line error and the sweep goes on; Ctrl-C
    keeps every finished cell (run again with ``resume=True`` for the rest).
 5. Audit (``audit``): the overfitting statistics of the ranked cells (deflated Sharpe, PBO,
@@ -48,7 +49,7 @@ from atb_strategies.executors import (
     run_tasks,
 )
 from atb_strategies.sweep.audit import audit_sweep
-from atb_strategies.sweep.cells import Cell, candles_digest, plain, run_cell
+from atb_strategies.sweep.cells import Cell, candles_digest, plain
 from atb_strategies.sweep.grid import check_grid, check_grid_values, expand_grid
 from atb_strategies.sweep.metrics import METRICS, RANK_METRICS
 from atb_strategies.sweep.predictions import (
@@ -57,6 +58,8 @@ from atb_strategies.sweep.predictions import (
     pin_registry,
     prediction_params,
     resolve_model,
+    run_shipped_cell,
+    ship_models,
 )
 from atb_strategies.sweep.report import (
     check_rank_by,
@@ -425,7 +428,9 @@ def run_sweep(
     )
     if executor == "local" and n_workers > 1 and len(todo) > 1:
         check_main_guard()  # before the predictions: a script without the guard fails fast
-    shared: dict[str, Any] = {"candles": frames, "predictions": {}}
+    shared: dict[str, Any] = {"candles": frames, "predictions": {}, "models": {}}
+    if todo:  # the model files travel as data: no worker reads a path of this machine
+        shared["models"] = ship_models(cells[i] for i in todo)
     warnings: list[str] = []
     if share_predictions and todo:
         shared["predictions"], returns = _share_predictions(
@@ -438,7 +443,7 @@ def run_sweep(
     t0 = time.perf_counter()
     try:
         for k, outcome in run_tasks(
-            run_cell,
+            run_shipped_cell,
             [cells[i] for i in todo],
             shared=shared,
             executor=executor,
