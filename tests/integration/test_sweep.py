@@ -324,7 +324,7 @@ def test_run_tasks_local_with_a_lost_worker_reruns_its_tasks_once_in_a_new_pool(
 def ray_local():
     """A local Ray of 2 CPUs for this module's Ray tests, stopped after them."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
