@@ -1,6 +1,6 @@
-"""A finished sweep audited for luck: the overfitting statistics (``overfitting``) of its
-ranked cells and, when asked, walk-forward selection (``walkforward``), both from the cells'
-per-bar returns (``returns``).
+"""A finished sweep audited for luck: the overfitting statistics (``overfitting``) of all its
+finished cells (the number of trials) and, when asked, walk-forward selection
+(``walkforward``), both from the cells' per-bar returns (``returns``).
 
 ``audit_sweep`` adds two columns to the results (``dsr``: each cell's probabilistic Sharpe
 against the expected best of the sweep's trials; ``beats_benchmark``: StepM finds it better
@@ -64,6 +64,11 @@ def audit_sweep(
     out: dict[str, Any] = {"overfitting": None, "walk_forward": None}
     ranked = rank_cells(results, rank_by)
     names = [n for n in ranked["cell"] if n in records and records[n].get("returns")]
+    # every finished cell is a trial, ranked or not (a cell that never trades has no Sharpe
+    # to rank by, but it was tried): leaving it out would make the best cell look less lucky
+    names += [
+        n for n in results["cell"] if n not in names and n in records and records[n].get("returns")
+    ]
     if not names:
         out["overfitting"] = {"error": "no cell finished with per-bar returns"}
         return out

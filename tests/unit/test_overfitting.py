@@ -352,3 +352,23 @@ def test_walk_forward_refuses_folds_that_do_not_fit() -> None:
         )
     with pytest.raises(ConfigurationError, match="at least one fold"):
         walk_forward_selection(returns, [], "sharpe", in_sample_best="a", timeframe="1h")
+
+
+def test_audit_counts_a_cell_that_never_traded_as_a_trial() -> None:
+    """A cell with no Sharpe to rank by (it never traded) was still tried: the trial count,
+    and so the deflated Sharpe's expected maximum, include it."""
+    from atb_strategies.sweep.audit import audit_sweep
+
+    rng = np.random.default_rng(3)
+    n = 400
+    records, rows = {}, []
+    for k in range(4):
+        values = 100.0 * np.cumprod(1.0 + rng.normal(0.0, 0.01, n))
+        records[f"c{k}"] = {"symbol": "X", "returns": encode_returns(_equity(list(values)))}
+        rows.append({"cell": f"c{k}", "sharpe": float(k), "error": None})
+    records["idle"] = {"symbol": "X", "returns": encode_returns(_equity([100.0] * n))}
+    rows.append({"cell": "idle", "sharpe": None, "error": None})
+    close = pd.Series(np.linspace(10.0, 11.0, n), index=_equity([1.0] * n).index)
+    out = audit_sweep(pd.DataFrame(rows), records, {"X": close}, "sharpe", "1h")
+    assert out["overfitting"]["trials"] == 5
+    assert out["overfitting"]["best"] == "c3"
