@@ -96,8 +96,19 @@ def audit_sweep(
         check_walk_forward_metric(rank_by)
         try:
             out["walk_forward"] = walk_forward_selection(
-                matrix, walk_forward(len(matrix)), rank_by, in_sample_best=best, timeframe=timeframe
+                matrix,
+                walk_forward(len(matrix)),
+                rank_by,
+                in_sample_best=best,
+                timeframe=timeframe,
+                model_oos_from=_latest_oos_from(records, names),
             )
         except AtbError as e:  # e.g. no fold fits the bars: reported, the results are kept
             out["walk_forward"] = {"error": str(e)}
     return out
+
+
+def _latest_oos_from(records: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> Any:
+    """The latest first unseen bar of the cells' models (None when none is known)."""
+    stamps = [pd.Timestamp(records[n]["oos_from"]) for n in names if records[n].get("oos_from")]
+    return max(stamps) if stamps else None

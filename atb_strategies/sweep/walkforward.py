@@ -76,6 +76,7 @@ def walk_forward_selection(
     *,
     in_sample_best: str,
     timeframe: str,
+    model_oos_from: Any = None,
 ) -> dict[str, Any]:
     """Choose the best cell by ``rank_by`` on each fold's train bars, trade it on the fold's
     test bars, and stitch the test periods.
@@ -102,7 +103,9 @@ def walk_forward_selection(
         cell, its ``train_score`` and ``test_return``), ``changes`` (how often the chosen
         cell changed), ``out_of_sample`` (the stitched test bars: ``bars``,
         ``total_return``, ``sharpe``), ``in_sample_best`` (``cell`` and the same numbers over
-        the same bars) and ``note``.
+        the same bars), ``model_in_sample_bars`` (stitched test bars before
+        ``model_oos_from``, the latest first unseen bar of the cells' models: out of sample for
+        the parameter choice, not for the model) and ``note``.
     """
     from atb_strategies.features.candles import timeframe_to_timedelta
 
@@ -153,12 +156,23 @@ def walk_forward_selection(
         )
     per_year = pd.Timedelta(days=365) / timeframe_to_timedelta(timeframe)
     chosen = [row["chosen"] for row in rows]
+    model_in_sample = 0
+    if model_oos_from is not None and not pd.isna(model_oos_from):
+        first_unseen = pd.Timestamp(model_oos_from)
+        tested = np.concatenate([np.arange(f.test_start, f.test_end) for f in folds])
+        stamps = pd.DatetimeIndex(times[tested])
+        if stamps.tz is None and first_unseen.tz is not None:
+            first_unseen = first_unseen.tz_localize(None)
+        elif stamps.tz is not None and first_unseen.tz is None:
+            first_unseen = first_unseen.tz_localize(stamps.tz)
+        model_in_sample = int((stamps < first_unseen).sum())
     return {
         "rank_by": rank_by,
         "folds": rows,
         "changes": sum(a != b for a, b in itertools.pairwise(chosen)),
         "out_of_sample": _record(np.concatenate(stitched), per_year),
         "in_sample_best": {"cell": in_sample_best, **_record(np.concatenate(best_oos), per_year)},
+        "model_in_sample_bars": model_in_sample,
         "note": (
             "each cell's returns come from one backtest over the whole period: a position "
             "opened before a test period is still held in it"
@@ -180,4 +194,11 @@ def format_walk_forward(result: dict[str, Any]) -> str:
         f"train period, {result['changes']} change(s) of cell): out of sample "
         f"{numbers(oos)} over {oos['bars']} bars\n"
         f"In-sample best cell {best['cell']} over the same bars: {numbers(best)}"
+        + (
+            f"\nWARNING: {result['model_in_sample_bars']} of those bars are inside the "
+            "training or validation period of a cell's model: out of sample for the choice of "
+            "parameters, not for the model"
+            if result.get("model_in_sample_bars")
+            else ""
+        )
     )

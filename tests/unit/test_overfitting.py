@@ -342,6 +342,18 @@ def test_walk_forward_trades_each_folds_train_best_on_its_test_bars() -> None:
     assert best["total_return"] == pytest.approx(0.99 * 0.98 * 0.99 * 0.98 - 1)
     text = format_walk_forward(result)
     assert "2 folds" in text and "over 4 bars" in text and "In-sample best cell a" in text
+    assert result["model_in_sample_bars"] == 0 and "WARNING" not in text
+    # the models were trained up to bar 6: two of the four stitched test bars were seen
+    seen = walk_forward_selection(
+        returns,
+        folds,
+        "total_return",
+        in_sample_best="a",
+        timeframe="1h",
+        model_oos_from=index[6],
+    )
+    assert seen["model_in_sample_bars"] == 2
+    assert "WARNING: 2 of those bars are inside the training" in format_walk_forward(seen)
 
 
 def test_walk_forward_refuses_folds_that_do_not_fit() -> None:
