@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("evaluation",),
     ("live",),
+    ("dashboard",),
     ("cli",),
 )
 

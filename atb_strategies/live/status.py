@@ -7,6 +7,7 @@ from pathlib import Path
 
 import backtrader as bt
 
+from atb_strategies.live.bars_log import BarsLog
 from atb_strategies.live.journal import Journal
 from atb_strategies.strategies.guards import fired_guards
 
@@ -62,8 +63,11 @@ class LiveStatus(bt.Analyzer):
         self._mode = "paper" if getattr(broker, "journal", None) is None else "live"
         self._announced: dict[int, int] = {}
         self._guard: dict[int, tuple[str, ...]] = {}
+        self.bars = BarsLog.beside(self.journal.path) if self.journal is not None else None
 
     def stop(self) -> None:
+        if self.bars is not None:
+            self.bars.close()
         if self._own_journal and self.journal is not None:
             self.journal.close()
 
@@ -133,3 +137,5 @@ class LiveStatus(bt.Analyzer):
                 + _sentiment(data)
                 + f" model={pred.model_key}"
             )
+            if self.bars is not None:  # bars.jsonl beside the journal (atb dashboard reads it)
+                self.bars.bar(strat, data, pred, last, value, value - self.start_value)
