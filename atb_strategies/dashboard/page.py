@@ -11,7 +11,7 @@ from __future__ import annotations
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>atb dashboard</title>
+<title>atb dashboard</title><link rel="icon" href="data:,">
 <style>
 body{font:14px system-ui,sans-serif;margin:1em 2em;background:#fafafa;color:#222}
 h1{font-size:1.3em;margin:.2em 0} h2{font-size:1.1em;margin:.8em 0 .3em}
@@ -35,7 +35,7 @@ td,th{padding:.15em .6em;border-bottom:1px solid #eee;text-align:left}
 <div id="symbols"></div>
 <div id="account"><h2>Equity <span id="equity-value"></span></h2>
 <svg id="equity-chart" width="900" height="160"></svg>
-<h2>Open orders (journal)</h2><table id="open-orders"></table>
+<h2>Open orders on the exchange (journal)</h2><table id="open-orders"></table>
 <h2>Shadows</h2><table id="shadows"></table>
 <h2>Model events</h2><table id="model-events"></table></div>
 <template id="symbol-template"><section class="symbol">
@@ -74,15 +74,17 @@ function table(t, rows, cols) {
   const b = t.createTBody();
   for (const row of rows) { const r = b.insertRow();
     for (const c of cols) {
-      r.insertCell().textContent = row[c] === null || row[c] === undefined ? "-" : String(row[c]);
+      const v = row[c];
+      r.insertCell().textContent = v === null || v === undefined ? "-"
+        : typeof v === "number" ? String(+v.toPrecision(8)) : String(v);
     }
   }
 }
-function chart(svg, series, marks) {
+function chart(svg, series, marks, times) {
   // series: [{values: [number|null], color, dash}], x in slots 0..n-1; marks: [{slot, y, side}]
   svg.replaceChildren();
   const W = +svg.getAttribute("width"), H = +svg.getAttribute("height");
-  const L = 70, R = 10, T = 10, B = 22;
+  const L = 70, R = 50, T = 10, B = 22;
   const all = series.flatMap(s => s.values).concat(marks.map(m => m.y))
     .filter(v => v !== null && isFinite(v));
   const n = Math.max(...series.map(s => s.values.length), 2);
@@ -93,6 +95,11 @@ function chart(svg, series, marks) {
   for (const v of [lo, (lo + hi) / 2, hi]) {
     el("line", {x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#eee"}, svg);
     el("text", {x: 4, y: y(v) + 4, "font-size": 11, fill: "#666"}, svg).textContent = v.toFixed(2);
+  }
+  const ticks = times.length ? [0, Math.floor((times.length - 1) / 2), times.length - 1] : [];
+  for (const i of new Set(ticks)) {
+    el("text", {x: x(i), y: H - 6, "font-size": 11, fill: "#666", "text-anchor": "middle",
+      class: "time-label"}, svg).textContent = times[i].slice(0, 16).replace("T", " ");
   }
   for (const s of series) {
     const pts = s.values.map((v, i) => v === null ? null : x(i) + "," + y(v)).filter(p => p);
@@ -132,7 +139,7 @@ function renderSymbol(name, s) {
   }
   chart(sec.querySelector(".price-chart"), [
     {values: closes.concat([null]), color: "#1f5fbf", cls: "close-line"},
-    {values: preds, color: "#e08000", dash: "5,3", cls: "prediction-line"}], marks);
+    {values: preds, color: "#e08000", dash: "5,3", cls: "prediction-line"}], marks, times);
   table(sec.querySelector(".orders"), s.open_orders, ["side", "type", "amount", "price"]);
 }
 function render(st) {
@@ -140,13 +147,14 @@ function render(st) {
   text(document, "#bar-count", st.bars);
   const ks = document.getElementById("kill-switch");
   const trip = st.kill_switch;
-  ks.textContent = trip ? `TRIPPED ${trip.time} (${trip.reason})` : "armed, not tripped";
+  ks.textContent = trip ? `TRIPPED ${trip.time} (${trip.reason})` : "no trip recorded";
   ks.className = "badge " + (trip ? "tripped" : "ok");
   for (const [name, s] of Object.entries(st.symbols)) renderSymbol(name, s);
   const eq = st.equity.map(e => e.value);
   text(document, "#equity-value", eq.length ? fmt(eq[eq.length - 1], 2) : "-");
   const byId = id => document.getElementById(id);
-  chart(byId("equity-chart"), [{values: eq, color: "#444", cls: "equity-line"}], []);
+  const eqTimes = st.equity.map(e => e.time);
+  chart(byId("equity-chart"), [{values: eq, color: "#444", cls: "equity-line"}], [], eqTimes);
   table(byId("open-orders"), st.open_orders,
     ["symbol", "side", "type", "amount", "price", "state", "filled"]);
   table(byId("shadows"), st.shadows,

@@ -8,7 +8,7 @@ and the URL printed carries it. Starlette and uvicorn are the ``dashboard`` extr
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import ipaddress
 import secrets
 import threading
@@ -24,7 +24,12 @@ DEFAULT_BIND = "127.0.0.1:8765"
 
 def require_extra(flag: str) -> None:
     """Fail with one line when starlette or uvicorn is missing."""
-    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    missing = []
+    for name in ("starlette", "uvicorn"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise ConfigurationError(
             f"{flag} needs {' and '.join(missing)}: pip install 'atb-strategies[dashboard]'."

@@ -139,8 +139,19 @@ def read_shadows(path: Path) -> list[dict[str, Any]]:
     for row in rows:
         if row["session"] == session:
             last[(row["symbol"], row["model_key"])] = row
-    keep = ("time", "symbol", "role", "model_key", "signal", "position", "equity", "trades")
-    return [{k: row.get(k) for k in keep} for row in last.values()]
+    keep = ("time", "symbol", "role", "model_key", "signal", "trades")
+    return [
+        {k: row.get(k) for k in keep}
+        | {"position": _rounded(row.get("position"), 6), "equity": _rounded(row.get("equity"), 2)}
+        for row in last.values()
+    ]
+
+
+def _rounded(text: str | None, digits: int) -> float | None:
+    try:
+        return round(float(text or ""), digits)
+    except ValueError:
+        return None
 
 
 def session_state(path: Path | str) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def _order(order: bt.Order, data: bt.AbstractDataBase) -> dict[str, Any]:
         "side": "buy" if order.isbuy() else "sell",
         "type": order.getordername().lower(),
         "amount": abs(float(order.created.size)),
-        "price": _number(order.created.price) if order.created.price else None,
+        "price": None if order.exectype == bt.Order.Market else _number(order.created.price),
         "symbol": data._name,
     }
 
