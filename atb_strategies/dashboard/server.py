@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -82,8 +83,27 @@ def _server(session: Path, host: str, port: int, token: str | None, poll: float)
     from atb_strategies.dashboard.app import create_app
 
     app = create_app(session, token=token, poll_seconds=poll)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's warnings go through the process's own (redacting) handlers
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, log_config=None
+    )
     return uvicorn.Server(config)
+
+
+def _listen(host: str, port: int, bind: str, flag: str) -> socket.socket:
+    """The server's socket, bound here so that a taken or foreign address is one clear line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigurationError(
+            f"{flag} {bind}: the dashboard cannot listen there ({e.strerror or e}); choose "
+            "another HOST:PORT."
+        ) from None
+    return sock
 
 
 def _url(host: str, port: int, token: str | None) -> str:
@@ -104,19 +124,18 @@ def start_dashboard(
     require_extra(flag)
     host, port = parse_bind(bind, flag)
     token = resolve_token(host, token)
+    sock = _listen(host, port, bind, flag)
     server = _server(session, host, port, token, poll)
-    thread = threading.Thread(target=server.run, name="atb-dashboard", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="atb-dashboard", daemon=True
+    )
     thread.start()
-    while not server.started:  # uvicorn sets it once the socket listens
+    while not server.started:  # uvicorn sets it once it serves on the socket
         if not thread.is_alive():
-            raise ConfigurationError(
-                f"{flag} {bind}: the dashboard could not listen there (in use, or not an "
-                "address of this machine); choose another HOST:PORT."
-            )
+            sock.close()
+            raise ConfigurationError(f"{flag} {bind}: the dashboard did not start (see the log).")
         time.sleep(0.02)
-    if port == 0:
-        port = server.servers[0].sockets[0].getsockname()[1]
-    return Dashboard(server, thread, _url(host, port, token))
+    return Dashboard(server, thread, _url(host, sock.getsockname()[1], token))
 
 
 def serve_dashboard(
@@ -128,5 +147,7 @@ def serve_dashboard(
     try:
         while dashboard.thread is not None and dashboard.thread.is_alive():
             dashboard.thread.join(timeout=0.5)
+    except KeyboardInterrupt:  # the way to stop it: not an error
+        echo("dashboard stopped")
     finally:
         dashboard.stop()

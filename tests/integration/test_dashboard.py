@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -256,6 +257,43 @@ def test_atb_dashboard_bad_input_is_one_line(args, expected, copy, tmp_path):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+
+
+def test_a_taken_address_is_one_line(copy):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["dashboard", str(copy), "--bind", f"127.0.0.1:{port}"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: ConfigurationError: --bind 127.0.0.1:{port}: the dashboard cannot listen there "
+        "(Address already in use); choose another HOST:PORT."
+    ]
+
+
+def test_atb_dashboard_serves_until_ctrl_c(session):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = ["dashboard", str(session["dir"]), "--bind", "127.0.0.1:0"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "atb_strategies.cli.main", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            first = proc.stdout.readline()  # the process says where it listens, then serves
+            assert first.startswith("dashboard: http://127.0.0.1:"), proc.stderr.read()
+            url = first.split()[1]
+            code, body = get(url + "api/state")
+            assert code == 200 and json.loads(body)["bars"] == LIVE_BARS
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert out.strip() == "dashboard stopped"
 
 
 def test_without_the_extra_the_commands_name_it(copy):
