@@ -127,16 +127,9 @@ function renderSymbol(name, s) {
   text(sec, ".model-age", last.model_age_hours === null || last.model_age_hours === undefined
     ? "unknown" : (last.model_age_hours / 24).toFixed(1) + " days");
   text(sec, ".guards", (last.guards || []).length ? last.guards.join(", ") : "none firing");
-  const times = s.bars.map(b => b.time), slot = new Map(times.map((t, i) => [t.slice(0, 16), i]));
-  const closes = s.bars.map(b => b.close);
+  const times = s.bars.map(b => b.time), closes = s.bars.map(b => b.close);
   const preds = [null].concat(s.bars.map(b => b.prediction));
-  const marks = [];
-  for (const f of s.fills) {
-    const t = f.time || (f.timestamp ? new Date(f.timestamp).toISOString() : "");
-    let i = slot.get(String(t).slice(0, 16));
-    if (i === undefined) i = times.length - 1;
-    marks.push({slot: i, y: f.price, side: f.side});
-  }
+  const marks = s.fills.map(f => ({slot: f.slot, y: f.price, side: f.side}));
   chart(sec.querySelector(".price-chart"), [
     {values: closes.concat([null]), color: "#1f5fbf", cls: "close-line"},
     {values: preds, color: "#e08000", dash: "5,3", cls: "prediction-line"}], marks, times);

@@ -10,10 +10,12 @@ an order's raw exchange ``info``.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +156,33 @@ def _rounded(text: str | None, digits: int) -> float | None:
         return None
 
 
+def _plain(symbol: Any) -> str:
+    """``BTC/USDT`` (or ``BTC/USDT:USDT``) -> ``BTCUSDT``, the name of the session's feed."""
+    return str(symbol or "").split(":")[0].replace("/", "")
+
+
+def _iso_ms(ms: Any) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _place_fills(sym: dict[str, Any]) -> None:
+    """Keep the last ``MAX_BARS`` bars and give each fill its bar (``slot``): the first bar
+    stamped at or after it (bars carry their close time); fills older than the window go."""
+    dropped = len(sym["bars"]) > MAX_BARS
+    sym["bars"] = sym["bars"][-MAX_BARS:]
+    times = [str(b["time"])[:19] for b in sym["bars"]]
+    placed = []
+    for fill in sym["fills"]:
+        when = str(fill.get("time") or "")[:19]
+        slot = bisect.bisect_left(times, when) if when else len(times) - 1
+        if dropped and slot == 0 and when < times[0]:
+            continue
+        placed.append({**fill, "slot": min(slot, len(times) - 1)})
+    sym["fills"] = placed
+
+
 def session_state(path: Path | str) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON-ready data.
 
@@ -176,11 +205,12 @@ def session_state(path: Path | str) -> dict[str, Any]:
         sym["fills"].extend(bar.get("fills") or [])
         sym["open_orders"] = list(bar.get("open_orders") or [])
         sym["last"] = {k: v for k, v in bar.items() if k not in ("fills", "open_orders")}
-    for fill in journal["fills"]:  # a live broker's fills are in its journal
-        if fill.get("symbol") in symbols:
-            symbols[fill["symbol"]]["fills"].append(fill)
+    for fill in journal["fills"]:  # a live broker's fills are in its journal (BTC/USDT)
+        name = _plain(fill.get("symbol"))
+        if name in symbols:
+            symbols[name]["fills"].append({**fill, "time": _iso_ms(fill.get("timestamp"))})
     for sym in symbols.values():
-        sym["bars"] = sym["bars"][-MAX_BARS:]
+        _place_fills(sym)
     equity: dict[str, float] = {}
     for bar in bars:  # the account's value at each bar time (the last symbol's report wins)
         if bar.get("value") is not None:

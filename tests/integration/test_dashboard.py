@@ -89,6 +89,33 @@ def session(hourly: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> d
     return {"dir": folder, "status": status}
 
 
+@pytest.fixture(scope="module")
+def live_dir(hourly: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real-orders session (the loopback exchange fills them): its fills are in the journal."""
+    folder = tmp_path_factory.mktemp("live")
+    with _server(hourly) as server:
+        store = CcxtStore(exchange="binance", config=server.ccxt_config(rate_limit_ms=1))
+        cerebro = build_live_cerebro(
+            MlBasic,
+            store=store,
+            symbol="BTCUSDT",
+            timeframe="1h",
+            paper=False,
+            cash=10_000.0,
+            journal=folder / "journal.sqlite",
+            backfill_bars=300,
+            max_bars=LIVE_BARS,
+            kill_switch=None,
+            on_stop="cancel",
+            echo=lambda line: None,
+            feed_options=FEED_OPTIONS,
+            registry=str(REGISTRY),
+            long_threshold=-1.0,
+        )
+        run_until_stopped(cerebro)
+    return folder
+
+
 @pytest.fixture
 def copy(session: dict[str, Any], tmp_path: Path) -> Path:
     """A copy of the session folder that a test may change."""
@@ -179,6 +206,23 @@ def test_api_state_shows_the_session(session, board):
     assert set(books) == {btc["last"]["model"], f"BTCUSDT/basic@{SHADOW}"}
     assert books[btc["last"]["model"]]["equity"] == pytest.approx(rows[-1]["value"], abs=0.01)
     assert "api_key" not in body.lower() and "secret" not in body.lower()
+
+
+def test_state_of_a_real_orders_session_takes_the_fills_from_the_journal(live_dir):
+    journal = Journal(live_dir / "journal.sqlite")
+    fills = journal.fills()
+    journal.close()
+    assert fills  # the session traded
+    state = session_state(live_dir / "journal.sqlite")  # the journal names the session too
+    btc = state["symbols"]["BTCUSDT"]
+    assert sorted(f["trade_id"] for f in btc["fills"]) == sorted(f["trade_id"] for f in fills)
+    times = [b["time"] for b in btc["bars"]]
+    for fill in btc["fills"]:  # each on the first bar stamped at or after it
+        assert times[fill["slot"]] >= fill["time"]
+        assert fill["slot"] == 0 or times[fill["slot"] - 1] < fill["time"]
+    rows = read_bars(live_dir / BARS_FILE)
+    assert all(not r["fills"] for r in rows)  # a live broker's fills are not in bars.jsonl
+    assert btc["last"]["position"] == rows[-1]["position"]
 
 
 def test_api_state_shows_a_recorded_kill_switch_trip(copy, board):
