@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,14 +17,30 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from atb_strategies.dashboard.page import render_page
-from atb_strategies.dashboard.state import session_state
+from atb_strategies.dashboard.state import session_files, session_state
 from atb_strategies.exceptions import AtbError
+from atb_strategies.live.journal_state import marker_path
 
 
 def _presented(request: Request) -> str:
     auth = request.headers.get("authorization", "")
     bearer = auth[7:] if auth.lower().startswith("bearer ") else ""
     return request.query_params.get("token") or request.headers.get("x-atb-token") or bearer or ""
+
+
+def _signature(session: Path | str) -> tuple[Any, ...]:
+    """Size and modification time of every file the state is read from (None: missing)."""
+    files = session_files(session)
+    wal = files.journal.with_name(files.journal.name + "-wal")
+    out = []
+    for path in (files.bars, files.journal, wal, marker_path(files.journal), files.shadow):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size))
+    return tuple(out)
 
 
 def create_app(session: Path | str, token: str | None = None, poll_seconds: float = 2.0):
@@ -49,14 +66,19 @@ def create_app(session: Path | str, token: str | None = None, poll_seconds: floa
             return denied()
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
-    async def state(request: Request) -> Response:
+    cache: dict[str, Any] = {}
+
+    def state(request: Request) -> Response:  # sync: Starlette runs it off the event loop
         if not allowed(request):
             return denied()
         try:
-            data = session_state(session)
+            signature = _signature(session)
+            if cache.get("signature") != signature:  # read again only when a file changed
+                cache.update(signature=signature, data=session_state(session))
         except AtbError as e:
+            cache.clear()
             return PlainTextResponse(" ".join(str(e).split()), 500)
-        return JSONResponse(data, headers={"Cache-Control": "no-store"})
+        return JSONResponse(cache["data"], headers={"Cache-Control": "no-store"})
 
     return Starlette(
         routes=[Route("/", index, methods=["GET"]), Route("/api/state", state, methods=["GET"])]

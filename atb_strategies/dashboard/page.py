@@ -155,11 +155,13 @@ function render(st) {
   table(byId("model-events"), st.model_events,
     ["bar", "symbol", "kind", "from_key", "to_key", "reason"]);
 }
+let lastState = null;
 async function poll() {
   try {
     const r = await fetch("api/state", {headers: token ? {"X-Atb-Token": token} : {}});
     if (!r.ok) throw new Error(r.status + " " + (await r.text()));
-    render(await r.json());
+    const raw = await r.text();
+    if (raw !== lastState) { render(JSON.parse(raw)); lastState = raw; }  // redraw on change
     text(document, "#status", "updated " + new Date().toISOString().slice(11, 19) + " UTC");
   } catch (e) { text(document, "#status", "error: " + e.message); }
   setTimeout(poll, POLL_MS);

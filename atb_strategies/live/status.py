@@ -63,11 +63,11 @@ class LiveStatus(bt.Analyzer):
         self._mode = "paper" if getattr(broker, "journal", None) is None else "live"
         self._announced: dict[int, int] = {}
         self._guard: dict[int, tuple[str, ...]] = {}
-        self.bars = BarsLog.beside(self.journal.path) if self.journal is not None else None
+        self._bars_log = BarsLog.beside(self.journal.path) if self.journal is not None else None
 
     def stop(self) -> None:
-        if self.bars is not None:
-            self.bars.close()
+        if self._bars_log is not None:
+            self._bars_log.close()
         if self._own_journal and self.journal is not None:
             self.journal.close()
 
@@ -137,5 +137,5 @@ class LiveStatus(bt.Analyzer):
                 + _sentiment(data)
                 + f" model={pred.model_key}"
             )
-            if self.bars is not None:  # bars.jsonl beside the journal (atb dashboard reads it)
-                self.bars.bar(strat, data, pred, last, value, value - self.start_value)
+            if self._bars_log is not None:  # bars.jsonl beside the journal (atb dashboard reads it)
+                self._bars_log.bar(strat, data, pred, last, value, value - self.start_value)

@@ -439,9 +439,13 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
-def _points(driver: Any, css: str) -> int:
-    line = driver.find_element("css selector", css)
-    return len(line.get_attribute("points").split())
+def _points(wait: Any, css: str, n: int) -> bool:
+    """Wait until the SVG polyline ``css`` has ``n`` points (charts are redrawn on change)."""
+
+    def count(driver: Any) -> bool:
+        return len(driver.find_element("css selector", css).get_attribute("points").split()) == n
+
+    return bool(wait.until(count))
 
 
 @pytest.mark.slow
@@ -451,12 +455,15 @@ def test_the_page_shows_the_session_and_updates_when_a_bar_arrives(
     from selenium.webdriver.support.ui import WebDriverWait
 
     rows = read_bars(copy / BARS_FILE)
-    wait = WebDriverWait(browser, 60)  # a bound against a hang, not a pace
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    # a bound against a hang, not a pace; an element redrawn while read is read again
+    wait = WebDriverWait(browser, 60, ignored_exceptions=[StaleElementReferenceException])
     browser.get(board.url)
     wait.until(lambda d: d.find_element("id", "bar-count").text == str(LIVE_BARS))
     symbol = browser.find_element("css selector", 'section.symbol[data-symbol="BTCUSDT"]')
-    assert _points(browser, "section.symbol .close-line") == LIVE_BARS
-    assert _points(browser, "section.symbol .prediction-line") == LIVE_BARS
+    assert _points(wait, "section.symbol .close-line", LIVE_BARS)
+    assert _points(wait, "section.symbol .prediction-line", LIVE_BARS)
     fills = sum(len(r["fills"]) for r in rows)
     assert len(symbol.find_elements("css selector", ".fill-mark")) == fills > 0
     last = rows[-1]
@@ -465,7 +472,7 @@ def test_the_page_shows_the_session_and_updates_when_a_bar_arrives(
     assert symbol.find_element("css selector", ".model").text == last["model"]
     assert symbol.find_element("css selector", ".guards").text == "none firing"
     assert browser.find_element("id", "equity-value").text == f"{last['value']:.2f}"
-    assert _points(browser, "#equity-chart .equity-line") == LIVE_BARS
+    assert _points(wait, "#equity-chart .equity-line", LIVE_BARS)
     assert browser.find_element("id", "kill-switch").text == "no trip recorded"
     assert SHADOW in browser.find_element("id", "shadows").text
     before = browser.find_element("id", "last-bar").text
@@ -483,7 +490,7 @@ def test_the_page_shows_the_session_and_updates_when_a_bar_arrives(
     assert symbol.find_element("css selector", ".position").text == "0.250000"
     assert symbol.find_element("css selector", ".close").text == f"{new['close']:.2f}"
     assert symbol.find_element("css selector", ".guards").text == "drift"
-    assert _points(browser, "section.symbol .close-line") == LIVE_BARS + 1
+    assert _points(wait, "section.symbol .close-line", LIVE_BARS + 1)
     assert browser.find_element("id", "equity-value").text == f"{new['value']:.2f}"
 
     # a kill-switch trip recorded in the journal turns the badge
