@@ -28,9 +28,10 @@ import pytest
 from click.testing import CliRunner
 
 from atb_strategies.cli.main import cli
-from atb_strategies.dashboard.server import resolve_token, start_dashboard
+from atb_strategies.dashboard.server import parse_bind, resolve_token, start_dashboard
 from atb_strategies.dashboard.state import session_state
 from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.live.bars_log import BARS_FILE, BarsLog, read_bars
 from atb_strategies.live.journal import Journal
 from atb_strategies.live.runner import build_live_cerebro, run_until_stopped
@@ -259,6 +260,38 @@ def test_a_token_is_required_on_every_request_when_set(copy):
             assert get(root + path, {"Authorization": "Bearer s3cret-token"})[0] == 200
     finally:
         dashboard.stop()
+
+
+def test_bound_beyond_loopback_the_generated_token_is_required(copy):
+    dashboard = start_dashboard(copy, "0.0.0.0:0", None, flag="--dashboard", poll=1)
+    try:
+        root, _, query = dashboard.url.partition("?")
+        token = query.removeprefix("token=")
+        assert root.startswith("http://0.0.0.0:") and len(token) >= 24
+        local = root.replace("0.0.0.0", "127.0.0.1")
+        assert get(local + "api/state")[0] == 401
+        assert get(local + "api/state?token=" + token)[0] == 200
+    finally:
+        dashboard.stop()
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        ("127.0.0.1:8765", ("127.0.0.1", 8765)),
+        ("9000", ("127.0.0.1", 9000)),
+        ("[::1]:80", ("::1", 80)),
+        ("example.org:0", ("example.org", 0)),
+    ],
+)
+def test_parse_bind(bind, expected):
+    assert parse_bind(bind, "--bind") == expected
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:", "host:http", "127.0.0.1:70000", ""])
+def test_parse_bind_refuses_what_is_no_host_port(bind):
+    with pytest.raises(ConfigurationError, match=r"--dashboard .* is not HOST:PORT"):
+        parse_bind(bind, "--dashboard")
 
 
 def test_a_non_loopback_host_always_gets_a_token():
