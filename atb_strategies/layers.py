@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("evaluation",),
     ("live",),
+    ("dashboard",),
     ("testing",),
     ("cli",),
 )

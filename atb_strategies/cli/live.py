@@ -231,6 +231,18 @@ _OPTIONS = [
         metavar="DURATION",
         help="No new entries on an older sentiment value [default for ml_sentiment: 36h].",
     ),
+    click.option(
+        "--dashboard",
+        "dashboard_bind",
+        default=None,
+        metavar="HOST:PORT",
+        help="Serve a read-only dashboard of the session there (e.g. 127.0.0.1:8765).",
+    ),
+    click.option(
+        "--dashboard-token",
+        default=None,
+        help="Required by the dashboard on every request; generated for a non-loopback host.",
+    ),
     registry_option,
 ]
 
@@ -286,6 +298,8 @@ def run_live(
     sentiment_csv: Path | None,
     synthetic_sentiment: bool,
     max_sentiment_age: str | None,
+    dashboard_bind: str | None,
+    dashboard_token: str | None,
     registry_path: Path | None,
 ) -> None:
     """Run ``strategy`` on live candles: --paper, or --live --i-understand-the-risks."""
@@ -385,6 +399,13 @@ def run_live(
         feed_options["sentiment"] = build_sentiment_poller(
             csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
         )
+    if dashboard_bind is None and dashboard_token is not None:
+        raise ConfigurationError("--dashboard-token is for --dashboard HOST:PORT: add it.")
+    if dashboard_bind is not None:
+        from atb_strategies.dashboard.server import parse_bind, require_extra
+
+        require_extra("--dashboard")
+        parse_bind(dashboard_bind, "--dashboard")
     # the model must reproduce its parity certificate here before anything connects
     certificate = "\n".join(
         check_certificate(get_strategy(strategy), name, timeframe, params) for name in names
@@ -451,6 +472,11 @@ def run_live(
             shadow_csv=shadow_csv,
             **params,
         )
+        if dashboard_bind is not None:  # reads the files the session writes beside the journal
+            from atb_strategies.dashboard.server import start_dashboard
+
+            board = start_dashboard(journal, dashboard_bind, dashboard_token, flag="--dashboard")
+            echo(f"dashboard: {board.url}")
         strat = run_until_stopped(cerebro)[0]
         code, why = stop_reason(cerebro, max_bars)
         echo(

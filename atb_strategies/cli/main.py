@@ -19,6 +19,7 @@ import sys
 import click
 
 from atb_strategies.cli.backtest import backtest
+from atb_strategies.cli.dashboard import dashboard
 from atb_strategies.cli.data import data
 from atb_strategies.cli.live import live
 from atb_strategies.cli.models import models
@@ -134,6 +135,7 @@ cli.add_command(backtest)
 cli.add_command(sweep)
 cli.add_command(data)
 cli.add_command(live)
+cli.add_command(dashboard)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import backtrader as bt
 
+from atb_strategies.live.bars_log import BarsLog
 from atb_strategies.live.journal import Journal
 from atb_strategies.strategies.guards import fired_guards
 
@@ -69,8 +70,11 @@ class LiveStatus(bt.Analyzer):
         self._guard: dict[int, tuple[str, ...]] = {}
         self._shown: dict[int, int] = {}  # len(data) at its last status line, per feed
         self._pending: dict[Any, dict[str, str]] = {}  # held lines per bar close time
+        self._bars_log = BarsLog.beside(self.journal.path) if self.journal is not None else None
 
     def stop(self) -> None:
+        if self._bars_log is not None:
+            self._bars_log.close()
         self._flush(list(getattr(self.strategy, "predictions", {})), final=True)
         if self._own_journal and self.journal is not None:
             self.journal.close()
@@ -157,6 +161,8 @@ class LiveStatus(bt.Analyzer):
             if portfolio
             else f"value={value:.2f} pnl={value - self.start_value:+.2f}"
         )
+        if self._bars_log is not None:  # bars.jsonl beside the journal (atb dashboard reads it)
+            self._bars_log.bar(strat, data, pred, last, value, value - self.start_value)
         return (
             f"{bt.num2date(data.datetime[0]):%Y-%m-%d %H:%M} {data._name} "
             f"close={float(data.close[0]):.2f} pred={float(pred.predicted_price[0]):.2f} "
