@@ -32,6 +32,7 @@ import pandas as pd
 
 from atb_strategies.backtest.runner import model_history_bars
 from atb_strategies.data.feeds import make_feed
+from atb_strategies.data.periods import check_period
 from atb_strategies.indicators.cache import (
     CachedPredictions,
     PredictionKey,
@@ -111,13 +112,16 @@ def fed_candles(
     end: Any,
     params: Mapping[str, Any],
 ) -> pd.DataFrame:
-    """The candles ``run_backtest`` feeds for these settings (its ``end`` and ``start`` cuts)."""
-    if end is not None:
-        candles = candles.loc[: pd.Timestamp(end)]
-    if start is not None:
+    """The candles ``run_backtest`` feeds for these settings (its ``end`` and ``start`` cuts,
+    read by the same ``check_period``: a bare end date is its whole day, a zoned start is UTC),
+    so the predictions computed once are the ones every cell's backtest looks up."""
+    begin, last = check_period(start, end)
+    if last is not None:
+        candles = candles.loc[:last]
+    if begin is not None:
         history = model_history_bars(strategy, symbol=symbol, timeframe=timeframe, params=params)
         if history is not None:
-            first = int(candles.index.searchsorted(pd.Timestamp(start)))
+            first = int(candles.index.searchsorted(begin))
             candles = candles.iloc[max(0, first - (history - 1)) :]
     return candles
 

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from atb_strategies.backtest.report import write_trades
@@ -40,3 +41,19 @@ def test_trades_json_is_strict_json_when_a_trade_has_no_predicted_return(tmp_pat
     text = paths["trades_json"].read_text()
     rows = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
     assert rows[0]["entry_predicted_return"] is None and rows[0]["pnl"] == 1.5
+
+
+def test_sweep_fed_candles_read_a_bare_end_date_as_its_whole_day_like_run_backtest() -> None:
+    """The sweep computes predictions once over the candles a cell's backtest feeds; with the
+    old cut (``loc[:Timestamp(end)]``) a bare end date stopped at midnight, every cell missed
+    the shared predictions and recomputed them."""
+    from atb_strategies.data.synthetic import generate_ohlcv
+    from atb_strategies.strategies.ml_basic import MlBasic
+    from atb_strategies.sweep.predictions import fed_candles
+
+    candles = generate_ohlcv(24 * 5, timeframe="1h", seed=0)
+    day = candles.index[24 * 2].strftime("%Y-%m-%d")
+    fed = fed_candles(
+        candles, MlBasic, symbol="BTCUSDT", timeframe="1h", start=None, end=day, params={}
+    )
+    assert fed.index[-1] == candles.index[24 * 2] + pd.Timedelta(hours=23)
