@@ -233,3 +233,58 @@ def test_a_traded_period_applies_to_every_symbol(registry):
     assert min(t["opened"] for t in result.trades) > "2024-01-10T00:00:00"
     total = sum(b["pnl"] for b in s["symbols"].values())
     assert total == pytest.approx(s["end_value"] - s["start_value"], abs=1e-6)
+
+
+def test_a_symbol_without_any_prediction_warns_once_with_why(registry, caplog):
+    """A symbol whose every window spans a gap (gap_policy skip) predicts nothing: one warning
+    naming its model and the reason, none for the symbol that predicted."""
+    frames = _frames()
+    eth = frames["ETHUSDT"]
+    frames["ETHUSDT"] = eth[np.arange(len(eth)) % 8 != 0]  # a gap every 8 bars, windows of 16
+    with caplog.at_level("WARNING", logger="atb_strategies.backtest.runner"):
+        result = run_portfolio_backtest(
+            frames, MlBasic, timeframe="1h", registry=str(registry), long_threshold=0.0
+        )
+    warned = [r.getMessage() for r in caplog.records if "made no prediction" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith(f"ETHUSDT/basic@{V} made no prediction")
+    assert "gap" in warned[0]
+    assert result.summary["symbols"]["ETHUSDT"]["trades"] == 0
+    assert result.summary["symbols"]["BTCUSDT"]["trades"] > 0
+
+
+def test_each_symbol_result_keeps_only_its_own_decisions(registry):
+    result = run_portfolio_backtest(
+        _frames(), MlBasic, timeframe="1h", registry=str(registry), long_threshold=0.0
+    )
+    assert {d["symbol"] for d in result.decisions} == {"BTCUSDT", "ETHUSDT"}
+    for name, sub in result.symbols.items():
+        assert sub.decisions and {d["symbol"] for d in sub.decisions} == {name}
+        assert sub.strategy.decisions is sub.decisions
+    assert sum(len(s.decisions) for s in result.symbols.values()) == len(result.decisions)
+
+
+def test_cli_symbols_honours_markers_and_writes_html_reports(registry, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import atb_strategies.backtest.report as report
+    from atb_strategies.cli.main import cli
+
+    seen: list[bool | None] = []
+    real = report.plot_backtest
+
+    def recording(*args, **kwargs):  # the real chart, and which markers it was asked for
+        seen.append(kwargs.get("markers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report, "plot_backtest", recording)
+    out = tmp_path / "out"
+    args = ["backtest", "ml_basic", "--symbols", "BTCUSDT,ETHUSDT", "--synthetic", "--bars"]
+    args += ["500", "--registry", str(registry), "--out", str(out), "--no-progress"]
+    run = CliRunner().invoke(cli, [*args, "--markers", "--no-baselines"])
+    assert run.exit_code == 0, run.output
+    assert seen == [True, True, True]  # the book and each symbol
+    for page in ("report.html", "report_BTCUSDT.html", "report_ETHUSDT.html"):
+        assert f"report: {out / page} (interactive, works offline)" in run.stdout
+        assert "Bokeh" in (out / page).read_text()[:2_000_000]
+    assert "ETHUSDT/basic@" in (out / "report_ETHUSDT.html").read_text()
