@@ -451,12 +451,22 @@ def run_live(
             shadow_csv=shadow_csv,
             **params,
         )
+        from atb_strategies.live.summary import SessionRecorder, write_session_report
+
+        cerebro.addanalyzer(SessionRecorder, _name="session")
         strat = run_until_stopped(cerebro)[0]
         code, why = stop_reason(cerebro, max_bars)
         echo(
             f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
             f"{len(strat.trade_records)}"
         )
+        report = write_session_report(
+            strat.analyzers.session,
+            strat,
+            journal.parent,
+            f"{strategy} {' '.join(names)} {timeframe} ({'paper' if paper else 'live'})",
+        )
+        echo(f"summary: {report[0]}" + "".join(f"\nchart:   {p}" for p in report[1:]))
         if strat.shadow is not None and strat.shadow.rows:
             log = cerebro.runstrats[0][0].analyzers.shadow
             rows = read_shadow_csv(log.path, session=log.session)  # this session's books
