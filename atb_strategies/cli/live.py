@@ -455,18 +455,21 @@ def run_live(
 
         cerebro.addanalyzer(SessionRecorder, _name="session")
         strat = run_until_stopped(cerebro)[0]
-        code, why = stop_reason(cerebro, max_bars)
-        echo(
-            f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
-            f"{len(strat.trade_records)}"
-        )
+        # the session's summary and charts first: the stop reason stays the last line
         report = write_session_report(
             strat.analyzers.session,
             strat,
             journal.parent,
             f"{strategy} {' '.join(names)} {timeframe} ({'paper' if paper else 'live'})",
         )
-        echo(f"summary: {report[0]}" + "".join(f"\nchart:   {p}" for p in report[1:]))
+        echo(f"summary: {report[0]}")
+        for chart_path in report[1:]:
+            echo(f"chart:   {chart_path}")
+        code, why = stop_reason(cerebro, max_bars)
+        echo(
+            f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "
+            f"{len(strat.trade_records)}"
+        )
         if strat.shadow is not None and strat.shadow.rows:
             log = cerebro.runstrats[0][0].analyzers.shadow
             rows = read_shadow_csv(log.path, session=log.session)  # this session's books
