@@ -17,6 +17,7 @@ from atb_strategies.backtest.portfolio import SYMBOL_KEYS, run_portfolio_backtes
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.strategies.ml_basic import MlBasic
 from tests.conftest import RICH_FEATURES, synthetic_candles
+from tests.integration.test_asof import folds  # noqa: F401  (a module fixture: trained folds)
 
 V = "2026-01-01_1h_v1"
 
@@ -288,3 +289,36 @@ def test_cli_symbols_honours_markers_and_writes_html_reports(registry, tmp_path,
         assert f"report: {out / page} (interactive, works offline)" in run.stdout
         assert "Bokeh" in (out / page).read_text()[:2_000_000]
     assert "ETHUSDT/basic@" in (out / "report_ETHUSDT.html").read_text()
+
+
+@pytest.mark.slow
+def test_asof_symbol_reports_the_schedule_key_and_the_runner_s_version_switches(folds):  # noqa: F811
+    """``version="asof"``: a symbol's block names the schedule (``SYM/type@asof``) and lists
+    the bars where each version starts serving, exactly as the single-symbol backtest does."""
+    from atb_strategies.backtest.runner import run_backtest
+
+    market, registry, result = folds
+    book = run_portfolio_backtest(
+        {"BTCUSDT": market},
+        MlBasic,
+        timeframe="1h",
+        registry=registry,
+        version="asof",
+        long_threshold=0.0,
+    )
+    one = run_backtest(
+        market,
+        MlBasic,
+        symbol="BTCUSDT",
+        timeframe="1h",
+        registry=registry,
+        version="asof",
+        long_threshold=0.0,
+    )
+    block = book.summary["symbols"]["BTCUSDT"]
+    assert block["model_key"] == one.summary["model_key"] == "BTCUSDT/basic@asof"
+    switches = block["version_switches"]
+    assert switches == one.summary["version_switches"]
+    assert [s["version"] for s in switches] == [
+        f"BTCUSDT/basic@{r.version}" for r in result.results
+    ]
