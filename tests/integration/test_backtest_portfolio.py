@@ -322,3 +322,37 @@ def test_asof_symbol_reports_the_schedule_key_and_the_runner_s_version_switches(
     assert [s["version"] for s in switches] == [
         f"BTCUSDT/basic@{r.version}" for r in result.results
     ]
+
+
+@pytest.mark.slow
+def test_a_guard_is_shaded_on_the_chart_of_the_symbol_it_fired_on():
+    """The shipped model with a 30-day age limit on two feeds: each symbol's chart shades
+    exactly the bars its own decisions were guarded on."""
+    from atb_strategies.backtest.chart_data import chart_data
+    from atb_strategies.data.synthetic import generate_ohlcv
+
+    shipped = str(Path(__file__).resolve().parents[2] / "models")
+    frames = {
+        "BTCUSDT": generate_ohlcv(1500, timeframe="1h", seed=3, start="2024-09-01"),
+        "ETHUSDT": generate_ohlcv(1500, timeframe="1h", seed=4, start="2024-09-01"),
+    }
+    result = run_portfolio_backtest(
+        frames,
+        MlBasic,
+        timeframe="1h",
+        registry=shipped,
+        symbol="BTCUSDT",  # the shipped BTCUSDT model on both feeds
+        long_threshold=0.0003,
+        max_model_age="30d",
+        age_action="no_entries",
+    )
+    for name, sub in result.symbols.items():
+        guarded = {
+            pd.Timestamp(d["bar"]).tz_localize(None) - pd.Timedelta("1h")
+            for d in result.decisions
+            if d["symbol"] == name and (d.get("reason") or "").startswith("model older")
+        }
+        assert guarded, name
+        shaded = chart_data(sub, frames[name]).states["model-age guard fired"]
+        index = sub.equity.index
+        assert set(index[shaded]) == guarded & set(index)
