@@ -35,11 +35,14 @@ from atb_strategies.backtest.runner import (
     BacktestResult,
     EquityRecorder,
     ProgressBar,
-    _check_enough_candles,
-    _prediction_coverage,
-    _strategy_bundle,
+    check_enough_candles,
     in_sample_split,
+    prediction_frame,
+    served_model_key,
+    strategy_bundle,
     summarize,
+    version_switches,
+    warn_if_no_prediction,
 )
 from atb_strategies.data.feeds import make_feed
 from atb_strategies.data.periods import check_period, check_period_in_data
@@ -64,6 +67,7 @@ SYMBOL_KEYS = (
     "no_prediction",
     "gaps",
     "in_sample",
+    "version_switches",
 )
 
 
@@ -189,14 +193,14 @@ def _trim(
     its model reads (as ``run_backtest`` does for one symbol)."""
     if last is not None:
         candles = candles.loc[:last]
-    bundle = _strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=params)
+    bundle = strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=params)
     if begin is not None:
         history = bundle.pipeline.history_bars if bundle is not None else None
         if history is not None:
             first = int(candles.index.searchsorted(begin))
             candles = candles.iloc[max(0, first - (history - 1)) :]
     if bundle is not None:
-        _check_enough_candles(candles, bundle)
+        check_enough_candles(candles, bundle)
     return candles
 
 
@@ -344,25 +348,14 @@ def _per_symbol(
         frame = frame[(frame.index >= own[0]) & (frame.index <= own[-1])]
         trades = [t for t in strat.trade_records if t.get("symbol") == s]
         orders = [o for o in analysis["orders"] if o.get("symbol") == s]
+        decisions = [d for d in getattr(strat, "decisions", []) if d.get("symbol") == s]
         indicator = getattr(strat, "predictions", {}).get(data)
         predictions = reasons = None
         gaps: list[dict[str, Any]] = []
         if indicator is not None:
-            reasons, all_gaps, stamps = _prediction_coverage(indicator, bar)
-            predictions = pd.DataFrame(
-                {
-                    name: np.asarray(getattr(indicator.lines, name).array, dtype=np.float64)
-                    for name in indicator.lines.getlinealiases()
-                },
-                index=stamps,
-            )
-            first = int(stamps.searchsorted(frame.index[0])) if len(frame) else len(stamps)
-            reach = first - (int(indicator.bundle.pipeline.min_bars) - 1)
-            gaps = [
-                {k: v for k, v in g.items() if k != "position"}
-                for g in all_gaps
-                if g["position"] > reach
-            ]
+            first = frame.index[0] if len(frame) else None
+            predictions, reasons, gaps = prediction_frame(indicator, bar, first)
+            warn_if_no_prediction(indicator, predictions, reasons)
         fees = float(recorded["fees"].get(s, 0.0))
         summary = summarize(frame, fed[s], trades, fees, timeframe, reasons, gaps)
         summary.update(
@@ -370,12 +363,14 @@ def _per_symbol(
                 "strategy": book_summary["strategy"],
                 "symbol": s,
                 "timeframe": timeframe,
-                "model_key": getattr(indicator, "model_key", None),
+                "model_key": served_model_key(indicator),
                 "pnl": float(pnl[-1]) if len(pnl) else 0.0,
                 "return_contribution": float(pnl[-1] / start_value) if len(pnl) else 0.0,
                 "gap_policy": indicator.p.gap_policy if indicator is not None else None,
             }
         )
+        if indicator is not None and indicator.schedule is not None:
+            summary["version_switches"] = version_switches(predictions, indicator)
         if indicator is not None and len(frame) > 1:
             summary["in_sample"] = in_sample_split(frame, fed[s], trades, timeframe, indicator)
         out[s] = BacktestResult(
@@ -383,12 +378,13 @@ def _per_symbol(
             equity=frame,
             orders=orders,
             trades=trades,
-            decisions=[],
+            decisions=decisions,
             predictions=predictions,
             no_prediction=reasons,
             gaps=gaps,
             strategy=types.SimpleNamespace(
-                predictions={data: indicator} if indicator is not None else {}, decisions=[]
+                predictions={data: indicator} if indicator is not None else {},
+                decisions=decisions,
             ),
         )
     return out

@@ -227,11 +227,11 @@ def model_history_bars(
     recursive feature such as an EMA or RSI), when ``strategy`` is not an ``MlStrategy``, or
     when its model cannot be selected here (the backtest then reports why).
     """
-    bundle = _strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=params)
+    bundle = strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=params)
     return bundle.pipeline.history_bars if bundle is not None else None
 
 
-def _strategy_bundle(
+def strategy_bundle(
     strategy: type[bt.Strategy], *, symbol: str, timeframe: str, params: dict[str, Any]
 ) -> Any:
     """The bundle an ``MlStrategy`` with ``params`` would select, or None."""
@@ -270,7 +270,7 @@ def first_unseen_bar(
         When the model's training period is unknown (reference bundles) or it is not an
         ``MlStrategy``.
     """
-    bundle = _strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=params)
+    bundle = strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=params)
     period = training_period(bundle.metadata.raw) if bundle is not None else None
     if period is None:
         what = bundle.key if bundle is not None else strategy.__name__
@@ -282,7 +282,7 @@ def first_unseen_bar(
     return str(max(first, pd.Timestamp(start)) if start is not None else first)
 
 
-def _prediction_coverage(
+def prediction_coverage(
     indicator: Any, bar: pd.Timedelta
 ) -> tuple[pd.Series, list[dict[str, Any]], pd.DatetimeIndex]:
     """From an ``MlPrediction`` after the run: the reason code of every fed bar without a
@@ -327,6 +327,36 @@ def _prediction_coverage(
         for g, m in zip(gap_pos, missing_bars, strict=True)
     ]
     return reasons, gaps, opens
+
+
+def prediction_frame(
+    indicator: Any, bar: pd.Timedelta, first_traded: pd.Timestamp | None
+) -> tuple[pd.DataFrame, pd.Series, list[dict[str, Any]]]:
+    """From an ``MlPrediction`` after the run: its lines per fed bar (indexed by open time),
+    the reason code of every fed bar without a prediction, and the gaps inside the rows that
+    the predictions of the bars from ``first_traded`` on read (None: no traded bar)."""
+    reasons, all_gaps, stamps = prediction_coverage(indicator, bar)
+    predictions = pd.DataFrame(
+        {
+            name: np.asarray(getattr(indicator.lines, name).array, dtype=np.float64)
+            for name in indicator.lines.getlinealiases()
+        },
+        index=stamps,
+    )
+    first = int(stamps.searchsorted(first_traded)) if first_traded is not None else len(stamps)
+    reach = first - (int(indicator.bundle.pipeline.min_bars) - 1)
+    gaps = [
+        {k: v for k, v in g.items() if k != "position"} for g in all_gaps if g["position"] > reach
+    ]
+    return predictions, reasons, gaps
+
+
+def served_model_key(indicator: Any) -> str | None:
+    """The key of the model an ``MlPrediction`` served: with ``version="asof"`` the schedule's
+    (``_key``), else its bundle's; None without one."""
+    if getattr(indicator, "schedule", None):
+        return getattr(indicator, "_key", None)
+    return getattr(indicator, "model_key", None)
 
 
 def run_backtest(
@@ -384,7 +414,7 @@ def run_backtest(
     if isinstance(strategy, type) and issubclass(strategy, MlStrategy):
         # the feed's timeframe is ``timeframe`` on purpose, not backtrader's daily default
         strategy_params.setdefault("timeframe", timeframe)
-    bundle = _strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=strategy_params)
+    bundle = strategy_bundle(strategy, symbol=symbol, timeframe=timeframe, params=strategy_params)
     if begin is not None:  # backtrader bar times are close times (see make_feed)
         strategy_params.setdefault("trade_from", str(begin + bar))
         history = bundle.pipeline.history_bars if bundle is not None else None
@@ -392,7 +422,7 @@ def run_backtest(
             first = int(candles.index.searchsorted(begin))
             candles = candles.iloc[max(0, first - (history - 1)) :]
     if bundle is not None:
-        _check_enough_candles(candles, bundle)
+        check_enough_candles(candles, bundle)
     cerebro = bt.Cerebro(stdstats=False)
     feed = make_feed(candles, timeframe=timeframe, name=symbol)
     cerebro.adddata(feed, name=symbol)
@@ -419,24 +449,9 @@ def run_backtest(
     gaps: list[dict[str, Any]] = []
     indicator = getattr(strat, "predictions", {}).get(strat.datas[0])
     if indicator is not None:
-        no_prediction, all_gaps, stamps = _prediction_coverage(indicator, bar)
-        predictions = pd.DataFrame(
-            {
-                name: np.asarray(getattr(indicator.lines, name).array, dtype=np.float64)
-                for name in indicator.lines.getlinealiases()
-            },
-            index=stamps,
-        )
-        # the gaps inside the rows that the traded bars' predictions read
-        first_traded = int(stamps.searchsorted(equity.index[0])) if len(equity) else len(stamps)
-        reach = first_traded - (int(indicator.bundle.pipeline.min_bars) - 1)
-        gaps = [
-            {k: v for k, v in g.items() if k != "position"}
-            for g in all_gaps
-            if g["position"] > reach
-        ]
-    if indicator is not None and predictions is not None:
-        _warn_if_no_prediction(indicator, predictions, no_prediction)
+        first = equity.index[0] if len(equity) else None
+        predictions, no_prediction, gaps = prediction_frame(indicator, bar, first)
+        warn_if_no_prediction(indicator, predictions, no_prediction)
     summary = summarize(
         equity, candles, trades, analysis["commission"], timeframe, no_prediction, gaps
     )
@@ -445,11 +460,7 @@ def run_backtest(
             "strategy": strategy.__name__,
             "symbol": symbol,
             "timeframe": timeframe,
-            "model_key": (
-                getattr(indicator, "_key", None)
-                if getattr(indicator, "schedule", None)
-                else getattr(indicator, "model_key", None)
-            ),
+            "model_key": served_model_key(indicator),
             "gap_policy": indicator.p.gap_policy if indicator is not None else None,
             "slippage_bps": slippage_bps,
             "fills": len(analysis["orders"]),
@@ -490,7 +501,7 @@ def run_backtest(
     )
 
 
-def _check_enough_candles(candles: pd.DataFrame, bundle: Any) -> None:
+def check_enough_candles(candles: pd.DataFrame, bundle: Any) -> None:
     """Refuse to feed fewer candles than one prediction of ``bundle`` reads (backtrader would
     otherwise run without a single prediction, or fail inside an indicator)."""
     pipe = bundle.pipeline
@@ -504,7 +515,7 @@ def _check_enough_candles(candles: pd.DataFrame, bundle: Any) -> None:
     )
 
 
-def _warn_if_no_prediction(indicator: Any, predictions: pd.DataFrame, reasons: Any) -> None:
+def warn_if_no_prediction(indicator: Any, predictions: pd.DataFrame, reasons: Any) -> None:
     """One warning when the model predicted nothing over the whole run, with why."""
     if "predicted_return" not in predictions or predictions["predicted_return"].notna().any():
         return

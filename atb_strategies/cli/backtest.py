@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,16 @@ import click
 from atb_strategies.cli.options import (
     adjusted_option,
     backtest_options,
+    data_files,
     data_tz_option,
     guard_options,
     guard_params,
+    is_named_data,
     money_options,
     registry_option,
+    symbol_list,
 )
 from atb_strategies.cli.outputs import check_out, force_option, output_dir
-from atb_strategies.cli.sweep import _data_files, _named, _symbols
 from atb_strategies.config import GAP_POLICIES
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
@@ -128,9 +131,9 @@ def backtest(
     check_dates(start_date, end_date)
     if out_dir is not None:  # refused before any work; made when the report is written
         check_out(out_dir, "backtest", force=force)
-    if symbols or any(_named(d) for d in data) or len(data) > 1:
-        names = _symbols(symbol, symbols, data)
-        files = _data_files(data, names)
+    if symbols or any(is_named_data(d) for d in data) or len(data) > 1:
+        names = symbol_list(symbol, symbols, data)
+        files = data_files(data, names)
         if len(names) > 1:
             _backtest_symbols(names, files, dict(locals()))
             return
@@ -192,14 +195,9 @@ def backtest(
     for line in format_guard_report(guards):
         click.echo(line)
 
-    def spell(name: str, value: float) -> str:  # thresholds as this command spells them
-        if name == "long_threshold":
-            given = long_threshold is not None
-            return f"--long-threshold {value:g}" + ("" if given else " (the default)")
-        return f"{name} {value:g} (the strategy's default)"
-
     if result.predictions is not None:
         returns = result.predictions["predicted_return"]
+        spell = _speller(long_threshold)
         for warning in threshold_warnings(returns, cls, params, spell=spell):
             click.echo(f"warning: {warning}")
     out = output_dir(out_dir, f"backtest_{strategy}_{symbol}", "backtest", force=force)
@@ -216,14 +214,33 @@ def backtest(
         markers=markers,
     )
     click.echo(f"chart:  {chart}")
+    _html_report(result, frame, out / "report.html", title=title, markers=markers)
+    click.echo(f"trades: {paths['trades_csv']} and {paths['trades_json']}")
+
+
+def _speller(long_threshold: float | None) -> Callable[[str, float], str]:
+    """How this command spells a threshold in a warning (``--long-threshold`` when it is one)."""
+
+    def spell(name: str, value: float) -> str:
+        if name == "long_threshold":
+            given = long_threshold is not None
+            return f"--long-threshold {value:g}" + ("" if given else " (the default)")
+        return f"{name} {value:g} (the strategy's default)"
+
+    return spell
+
+
+def _html_report(
+    result: Any, candles: Any, path: Path, *, title: str, markers: bool | None
+) -> None:
+    """Write ``report.html`` (``backtest.html_report``) and say where, or why it was skipped."""
     try:
         from atb_strategies.backtest.html_report import write_html_report
     except ImportError as exc:  # bokeh is a dependency; an older install may lack it
-        click.echo(f"report: report.html skipped ({exc}); pip install bokeh to get it")
-    else:
-        page = write_html_report(result, frame, out / "report.html", title=title, markers=markers)
-        click.echo(f"report: {page} (interactive, works offline)")
-    click.echo(f"trades: {paths['trades_csv']} and {paths['trades_json']}")
+        click.echo(f"report: {path.name} skipped ({exc}); pip install bokeh to get it")
+        return
+    page = write_html_report(result, candles, path, title=title, markers=markers)
+    click.echo(f"report: {page} (interactive, works offline)")
 
 
 def _one_file(data: tuple[str, ...]) -> Path | None:
@@ -330,18 +347,13 @@ def _backtest_symbols(names: list[str], files: dict[str, Path], o: dict[str, Any
     for line in format_guard_report(guards):
         click.echo(line)
 
-    def spell(name: str, value: float) -> str:
-        if name == "long_threshold":
-            given = o["long_threshold"] is not None
-            return f"--long-threshold {value:g}" + ("" if given else " (the default)")
-        return f"{name} {value:g} (the strategy's default)"
-
     returns = [
         r.predictions["predicted_return"]
         for r in result.symbols.values()
         if r.predictions is not None
     ]
     if returns:
+        spell = _speller(o["long_threshold"])
         for warning in threshold_warnings(pd.concat(returns), cls, params, spell=spell):
             click.echo(f"warning: {warning}")
     out = output_dir(
@@ -349,16 +361,23 @@ def _backtest_symbols(names: list[str], files: dict[str, Path], o: dict[str, Any
     )
     paths = write_trades(result, out)
     # the book's chart: the basket as its price, no order markers (their prices are a symbol's)
-    chart = plot_backtest(replace(result, orders=[]), result.basket, out / "chart.png", title=title)
+    book = replace(result, orders=[])
+    chart = plot_backtest(book, result.basket, out / "chart.png", title=title, markers=o["markers"])
     click.echo(f"chart:  {chart}")
+    _html_report(book, result.basket, out / "report.html", title=title, markers=o["markers"])
     for name, sub in result.symbols.items():
         key = sub.summary.get("model_key")
+        sub_title = f"{strategy} {name} {timeframe} in the book of {','.join(names)} - {key}"
         path = plot_backtest(
             sub,
             frames[name],
             out / f"chart_{name}.png",
             predictions=sub.predictions["predicted_price"] if sub.predictions is not None else None,
-            title=f"{strategy} {name} {timeframe} in the book of {','.join(names)} - {key}",
+            title=sub_title,
+            markers=o["markers"],
         )
         click.echo(f"chart:  {path}")
+        _html_report(
+            sub, frames[name], out / f"report_{name}.html", title=sub_title, markers=o["markers"]
+        )
     click.echo(f"trades: {paths['trades_csv']} and {paths['trades_json']}")

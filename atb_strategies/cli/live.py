@@ -472,12 +472,25 @@ def run_live(
             shadow_csv=shadow_csv,
             **params,
         )
+        from atb_strategies.live.summary import SessionRecorder, write_session_report
+
+        cerebro.addanalyzer(SessionRecorder, _name="session")
         if dashboard_bind is not None:  # reads the files the session writes beside the journal
             from atb_strategies.dashboard.server import start_dashboard
 
             board = start_dashboard(journal, dashboard_bind, dashboard_token, flag="--dashboard")
             echo(f"dashboard: {board.url}")
         strat = run_until_stopped(cerebro)[0]
+        # the session's summary and charts first: the stop reason stays the last line
+        report = write_session_report(
+            strat.analyzers.session,
+            strat,
+            journal.parent,
+            f"{strategy} {' '.join(names)} {timeframe} ({'paper' if paper else 'live'})",
+        )
+        echo(f"summary: {report[0]}")
+        for chart_path in report[1:]:
+            echo(f"chart:   {chart_path}")
         code, why = stop_reason(cerebro, max_bars)
         echo(
             f"stopped ({why}): value {cerebro.broker.getvalue():.2f}, closed trades "

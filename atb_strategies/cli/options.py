@@ -6,6 +6,7 @@ parses them, so a bad value fails before any work with one line naming the flag.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +363,59 @@ def recipe_option(f: Any) -> Any:
         help="Features: price (window-normalised) or lags (lagged returns, volatility, volume); "
         "default lags for ridge/lightgbm/auto, price for mlp/gru.",
     )(f)
+
+
+_SYMBOL = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def symbol_list(symbol: str, symbols: str | None, data: tuple[str, ...]) -> list[str]:
+    """``--symbols A,B``, else the symbols of ``--data SYMBOL=FILE``, else ``--symbol``."""
+    if symbols:
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
+        if not names or len(set(names)) != len(names):
+            raise click.BadParameter(
+                f"needs distinct symbols separated by commas; got {symbols!r}.",
+                param_hint="--symbols",
+            )
+        return names
+    named = [d.partition("=")[0] for d in data if is_named_data(d)]
+    return named or [symbol]
+
+
+def is_named_data(entry: str) -> bool:
+    """``SYMBOL=FILE`` rather than a file path (which may itself hold a '=')."""
+    name, sep, _ = entry.partition("=")
+    return bool(sep) and bool(_SYMBOL.match(name)) and not Path(entry).exists()
+
+
+def data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
+    """Symbol -> candles file from ``--data FILE`` (one symbol) or ``--data SYMBOL=FILE``."""
+    if not data:
+        return {}
+    files: dict[str, Path] = {}
+    for entry in data:
+        if is_named_data(entry):
+            name, _, path = entry.partition("=")
+            files[name] = Path(path)
+        elif len(data) == 1 and len(symbols) == 1:
+            files[symbols[0]] = Path(entry)
+        else:
+            raise click.BadParameter(
+                f"{entry!r}: with several symbols or files, give one --data SYMBOL=FILE per "
+                "symbol.",
+                param_hint="--data",
+            )
+    missing = [s for s in symbols if s not in files]
+    unknown = [s for s in files if s not in symbols]
+    if missing or unknown:
+        raise click.BadParameter(
+            f"the files name {sorted(files)} but the symbols are {symbols}; give one --data "
+            "SYMBOL=FILE for each symbol of --symbols.",
+            param_hint="--data",
+        )
+    for name, path in files.items():
+        if not path.is_file():
+            raise click.BadParameter(
+                f"{name}: file {str(path)!r} does not exist.", param_hint="--data"
+            )
+    return files

@@ -4,7 +4,6 @@ versions, serially, on every core or on a Ray cluster; rank the cells and draw a
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,14 +12,14 @@ import click
 from atb_strategies.cli.options import (
     POSITIVE_INT,
     backtest_options,
+    data_files,
     money_options,
     registry_option,
+    symbol_list,
 )
 from atb_strategies.cli.outputs import check_out, force_option, output_dir
 from atb_strategies.strategies.registry import strategy_names
 from atb_strategies.sweep.metrics import RANK_METRICS
-
-_SYMBOL = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 class GridOption(click.Option):
@@ -36,59 +35,6 @@ class GridOption(click.Option):
         )
         record = super().get_help_record(ctx)
         return None if record is None else (record[0], f"{record[1]} Parameters of {names}.")
-
-
-def _symbols(symbol: str, symbols: str | None, data: tuple[str, ...]) -> list[str]:
-    """``--symbols A,B``, else the symbols of ``--data SYMBOL=FILE``, else ``--symbol``."""
-    if symbols:
-        names = [s.strip() for s in symbols.split(",") if s.strip()]
-        if not names or len(set(names)) != len(names):
-            raise click.BadParameter(
-                f"needs distinct symbols separated by commas; got {symbols!r}.",
-                param_hint="--symbols",
-            )
-        return names
-    named = [d.partition("=")[0] for d in data if _named(d)]
-    return named or [symbol]
-
-
-def _named(entry: str) -> bool:
-    """``SYMBOL=FILE`` rather than a file path (which may itself hold a '=')."""
-    name, sep, _ = entry.partition("=")
-    return bool(sep) and bool(_SYMBOL.match(name)) and not Path(entry).exists()
-
-
-def _data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
-    """Symbol -> candles file from ``--data FILE`` (one symbol) or ``--data SYMBOL=FILE``."""
-    if not data:
-        return {}
-    files: dict[str, Path] = {}
-    for entry in data:
-        if _named(entry):
-            name, _, path = entry.partition("=")
-            files[name] = Path(path)
-        elif len(data) == 1 and len(symbols) == 1:
-            files[symbols[0]] = Path(entry)
-        else:
-            raise click.BadParameter(
-                f"{entry!r}: with several symbols or files, give one --data SYMBOL=FILE per "
-                "symbol.",
-                param_hint="--data",
-            )
-    missing = [s for s in symbols if s not in files]
-    unknown = [s for s in files if s not in symbols]
-    if missing or unknown:
-        raise click.BadParameter(
-            f"the files name {sorted(files)} but the symbols are {symbols}; give one --data "
-            "SYMBOL=FILE for each symbol of --symbols.",
-            param_hint="--data",
-        )
-    for name, path in files.items():
-        if not path.is_file():
-            raise click.BadParameter(
-                f"{name}: file {str(path)!r} does not exist.", param_hint="--data"
-            )
-    return files
 
 
 @click.command("sweep")
@@ -219,8 +165,8 @@ def sweep(
     check_out(out_dir, "sweep", force=force, resume=resume)
     folds = _walk_forward(walk_forward, train_bars, test_bars, rank_by)
     cls = get_strategy(strategy)
-    names = _symbols(symbol, symbols, data)
-    files = _data_files(data, names)
+    names = symbol_list(symbol, symbols, data)
+    files = data_files(data, names)
     grid = parse_grid(grid_options)
     check_grid(grid, cls.params._getkeys(), cls.__name__)  # before any candle is loaded
     params: dict = {}

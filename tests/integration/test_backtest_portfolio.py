@@ -17,6 +17,7 @@ from atb_strategies.backtest.portfolio import SYMBOL_KEYS, run_portfolio_backtes
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.strategies.ml_basic import MlBasic
 from tests.conftest import RICH_FEATURES, synthetic_candles
+from tests.integration.test_asof import folds  # noqa: F401  (a module fixture: trained folds)
 
 V = "2026-01-01_1h_v1"
 
@@ -233,3 +234,125 @@ def test_a_traded_period_applies_to_every_symbol(registry):
     assert min(t["opened"] for t in result.trades) > "2024-01-10T00:00:00"
     total = sum(b["pnl"] for b in s["symbols"].values())
     assert total == pytest.approx(s["end_value"] - s["start_value"], abs=1e-6)
+
+
+def test_a_symbol_without_any_prediction_warns_once_with_why(registry, caplog):
+    """A symbol whose every window spans a gap (gap_policy skip) predicts nothing: one warning
+    naming its model and the reason, none for the symbol that predicted."""
+    frames = _frames()
+    eth = frames["ETHUSDT"]
+    frames["ETHUSDT"] = eth[np.arange(len(eth)) % 8 != 0]  # a gap every 8 bars, windows of 16
+    with caplog.at_level("WARNING", logger="atb_strategies.backtest.runner"):
+        result = run_portfolio_backtest(
+            frames, MlBasic, timeframe="1h", registry=str(registry), long_threshold=0.0
+        )
+    warned = [r.getMessage() for r in caplog.records if "made no prediction" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith(f"ETHUSDT/basic@{V} made no prediction")
+    assert "gap" in warned[0]
+    assert result.summary["symbols"]["ETHUSDT"]["trades"] == 0
+    assert result.summary["symbols"]["BTCUSDT"]["trades"] > 0
+
+
+def test_each_symbol_result_keeps_only_its_own_decisions(registry):
+    result = run_portfolio_backtest(
+        _frames(), MlBasic, timeframe="1h", registry=str(registry), long_threshold=0.0
+    )
+    assert {d["symbol"] for d in result.decisions} == {"BTCUSDT", "ETHUSDT"}
+    for name, sub in result.symbols.items():
+        assert sub.decisions and {d["symbol"] for d in sub.decisions} == {name}
+        assert sub.strategy.decisions is sub.decisions
+    assert sum(len(s.decisions) for s in result.symbols.values()) == len(result.decisions)
+
+
+def test_cli_symbols_honours_markers_and_writes_html_reports(registry, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import atb_strategies.backtest.report as report
+    from atb_strategies.cli.main import cli
+
+    seen: list[bool | None] = []
+    real = report.plot_backtest
+
+    def recording(*args, **kwargs):  # the real chart, and which markers it was asked for
+        seen.append(kwargs.get("markers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report, "plot_backtest", recording)
+    out = tmp_path / "out"
+    args = ["backtest", "ml_basic", "--symbols", "BTCUSDT,ETHUSDT", "--synthetic", "--bars"]
+    args += ["500", "--registry", str(registry), "--out", str(out), "--no-progress"]
+    run = CliRunner().invoke(cli, [*args, "--markers", "--no-baselines"])
+    assert run.exit_code == 0, run.output
+    assert seen == [True, True, True]  # the book and each symbol
+    for page in ("report.html", "report_BTCUSDT.html", "report_ETHUSDT.html"):
+        assert f"report: {out / page} (interactive, works offline)" in run.stdout
+        assert "Bokeh" in (out / page).read_text()[:2_000_000]
+    assert "ETHUSDT/basic@" in (out / "report_ETHUSDT.html").read_text()
+
+
+@pytest.mark.slow
+def test_asof_symbol_reports_the_schedule_key_and_the_runner_s_version_switches(folds):  # noqa: F811
+    """``version="asof"``: a symbol's block names the schedule (``SYM/type@asof``) and lists
+    the bars where each version starts serving, exactly as the single-symbol backtest does."""
+    from atb_strategies.backtest.runner import run_backtest
+
+    market, registry, result = folds
+    book = run_portfolio_backtest(
+        {"BTCUSDT": market},
+        MlBasic,
+        timeframe="1h",
+        registry=registry,
+        version="asof",
+        long_threshold=0.0,
+    )
+    one = run_backtest(
+        market,
+        MlBasic,
+        symbol="BTCUSDT",
+        timeframe="1h",
+        registry=registry,
+        version="asof",
+        long_threshold=0.0,
+    )
+    block = book.summary["symbols"]["BTCUSDT"]
+    assert block["model_key"] == one.summary["model_key"] == "BTCUSDT/basic@asof"
+    switches = block["version_switches"]
+    assert switches == one.summary["version_switches"]
+    assert [s["version"] for s in switches] == [
+        f"BTCUSDT/basic@{r.version}" for r in result.results
+    ]
+
+
+@pytest.mark.slow
+def test_a_guard_is_shaded_on_the_chart_of_the_symbol_it_fired_on():
+    """The shipped model with a 30-day age limit on two feeds: each symbol's chart shades
+    exactly the bars its own decisions were guarded on."""
+    from atb_strategies.backtest.chart_data import chart_data
+    from atb_strategies.data.synthetic import generate_ohlcv
+
+    shipped = str(Path(__file__).resolve().parents[2] / "models")
+    frames = {
+        "BTCUSDT": generate_ohlcv(1500, timeframe="1h", seed=3, start="2024-09-01"),
+        "ETHUSDT": generate_ohlcv(1500, timeframe="1h", seed=4, start="2024-09-01"),
+    }
+    result = run_portfolio_backtest(
+        frames,
+        MlBasic,
+        timeframe="1h",
+        registry=shipped,
+        symbol="BTCUSDT",  # the shipped BTCUSDT model on both feeds
+        long_threshold=0.0003,
+        max_model_age="30d",
+        age_action="no_entries",
+    )
+    for name, sub in result.symbols.items():
+        guarded = {
+            pd.Timestamp(d["bar"]).tz_localize(None) - pd.Timedelta("1h")
+            for d in result.decisions
+            if d["symbol"] == name and (d.get("reason") or "").startswith("model older")
+        }
+        assert guarded, name
+        shaded = chart_data(sub, frames[name]).states["model-age guard fired"]
+        index = sub.equity.index
+        assert set(index[shaded]) == guarded & set(index)
