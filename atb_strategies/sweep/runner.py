@@ -576,7 +576,7 @@ def _screen_audit(
     by_name = {hashes[i]: records[i] for i in records}
     ok = results[results["error"].isna()]
     block = {
-        "cells": len(screened.frame),
+        "screened": len(screened.frame),
         "engine": ENGINE,
         "seconds": screened.seconds,
         "prediction_seconds": screened.prediction_seconds,

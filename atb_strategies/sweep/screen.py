@@ -324,7 +324,7 @@ def agreement(screen: pd.DataFrame, results: pd.DataFrame, rank_by: str) -> dict
         )
     table = pd.DataFrame(rows)
     if table.empty:
-        return {"verified": 0, "spearman": None, "spearman_return": None, "cells": []}
+        return {"verified": 0, "spearman": None, "spearman_return": None, "per_cell": []}
     diff = table["return_difference"].abs()
     return {
         "verified": len(table),
@@ -336,7 +336,7 @@ def agreement(screen: pd.DataFrame, results: pd.DataFrame, rank_by: str) -> dict
         ),
         "max_abs_return_difference": float(diff.max()) if diff.notna().any() else None,
         "mean_abs_return_difference": float(diff.mean()) if diff.notna().any() else None,
-        "cells": [{k: _json(v) for k, v in r.items()} for r in rows],
+        "per_cell": [{k: _json(v) for k, v in r.items()} for r in rows],
     }
 
 
@@ -414,3 +414,28 @@ def write_screen(frame: pd.DataFrame, out: Path) -> Path:
     frame.to_csv(tmp, index=False)
     tmp.replace(path)
     return path
+
+
+def format_screen(block: Mapping[str, Any]) -> str:
+    """The screen's lines for ``atb sweep``: cells screened, then its agreement with the
+    verifying backtests (Spearman, return difference per cell)."""
+
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    rank_by = block["rank_by"]
+    lines = [
+        f"Screen: {block['screened']} cells in {block['seconds']:.2f} s ({block['engine']}); "
+        f"backtrader verified the best {block['verified']} by {rank_by}: Spearman "
+        f"{num(block.get('spearman'), '.3f')} ({rank_by}), "
+        f"{num(block.get('spearman_return'), '.3f')} (return); return difference "
+        f"(backtest - screen) at most {num(block.get('max_abs_return_difference'), '.2e')}"
+    ]
+    for row in block.get("per_cell", []):
+        lines.append(
+            f"  {row['cell']}: {rank_by} {num(row[f'screen_{rank_by}'], '.3f')} screen / "
+            f"{num(row[f'backtest_{rank_by}'], '.3f')} backtest; return "
+            f"{num(row['screen_return'], '+.4f')} / {num(row['backtest_return'], '+.4f')} "
+            f"(diff {num(row['return_difference'], '+.2e')})"
+        )
+    return "\n".join(lines)

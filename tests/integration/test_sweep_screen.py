@@ -6,8 +6,6 @@ what it cannot model is refused."""
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -132,3 +130,105 @@ def test_the_python_loop_equals_the_compiled_one(market, predictions):
     simulate_cell.py_func(*args, 10_000.0, COMMISSION, 0.0005, plain, np.empty(1), False)
     assert plain[STATS.index("trades")] > 5
     np.testing.assert_allclose(plain, compiled, rtol=1e-12)
+
+
+def _grid(predictions) -> dict:
+    ret, _ = predictions
+    finite = ret[np.isfinite(ret)]
+    return {
+        "long_threshold": [round(float(np.quantile(finite, q)), 6) for q in (0.5, 0.65, 0.8)],
+        "stop_loss": [0.005, 0.02],
+        "allow_shorts": [False, True],
+    }
+
+
+def _sweep(market, registry, grid, **kwargs) -> pd.DataFrame:
+    settings = {
+        "params": {"registry": registry},
+        "commission": COMMISSION,
+        "slippage_bps": 2.0,
+        "executor": "serial",
+        "start": "2024-01-03",
+    }
+    return run_sweep("ml_basic", market, grid, **{**settings, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def screened(market, registry, predictions, tmp_path_factory):
+    out = tmp_path_factory.mktemp("screened")
+    return out, _sweep(market, registry, _grid(predictions), screen=True, verify=4, out=out)
+
+
+@pytest.mark.slow
+def test_screen_metrics_of_every_cell_equal_a_full_backtest_sweep(
+    screened, market, registry, predictions
+):
+    out, _ = screened
+    screen = pd.read_csv(out / "screen.csv")
+    full = _sweep(market, registry, _grid(predictions))
+    assert len(screen) == len(full) == 12
+    assert list(screen["cell"]) == list(full["cell"])  # the same cells, by hash
+    assert (full["trades"] > 0).sum() >= 6
+    for name in ("total_return", "sharpe", "sortino", "max_drawdown", "trades", "win_rate",
+                 "exposure", "fees_paid", "cagr"):  # fmt: skip
+        np.testing.assert_allclose(
+            screen[name].to_numpy(float), full[name].to_numpy(float), rtol=1e-6, err_msg=name
+        )
+
+
+def test_screen_backtests_only_the_best_cells_and_reports_agreement(screened):
+    out, results = screened
+    screen = pd.read_csv(out / "screen.csv")
+    best = screen.sort_values("sharpe", ascending=False, kind="stable")["cell"].head(4)
+    assert set(results["cell"]) == set(best)
+    assert len(list((out / "cells").glob("*.json"))) == 4  # only the verified cells ran
+    block = results.attrs["screen"]
+    assert block["screened"] == 12 and block["verified"] == 4
+    assert block["spearman"] >= 0.9
+    assert block["max_abs_return_difference"] < 1e-9
+    for row in block["per_cell"]:
+        assert row["backtest_return"] == pytest.approx(row["screen_return"], abs=1e-9)
+        assert row["backtest_trades"] == row["screen_trades"]
+    written = json.loads((out / "sweep.json").read_text())
+    assert written["screen"]["verified"] == 4
+
+
+def test_screen_deflated_sharpe_counts_every_screened_cell(screened):
+    _, results = screened
+    report = results.attrs["overfitting"]
+    assert report["trials"] == 12  # the screened cells
+    assert report["verified_trials"] == 4  # PBO and SPA over the backtested ones
+    assert "12 trials" in report["verdict"]
+    assert results["dsr"].between(0, 1).all()
+
+
+def test_screen_refuses_what_it_cannot_model(market, registry, predictions):
+    grid = {"stop_loss": [0.01, 0.02]}
+    with pytest.raises(ConfigurationError, match="max_model_age"):
+        _sweep(market, registry, grid, screen=True, params={"registry": registry,
+               "max_model_age": "30d"})  # fmt: skip
+    with pytest.raises(ConfigurationError, match="'verify' parameter"):
+        _sweep(market, registry, grid, screen=True, verify=0)
+
+
+def test_sweep_cli_screen_prints_the_agreement_and_writes_screen_csv(registry, tmp_path):
+    out = tmp_path / "out"
+    args = ["sweep", "ml_basic", "--synthetic", "--bars", "700", "--registry", registry,
+            "--grid", "stop_loss=0.005,0.01,0.02", "--grid", "allow_shorts=false,true",
+            "--grid", "long_threshold=0,0.0001", "--executor", "serial", "--no-progress",
+            "--screen", "--verify", "3", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "Screen: 12 cells" in result.output
+    assert "backtrader verified the best 3 by sharpe: Spearman" in result.output
+    assert len(pd.read_csv(out / "screen.csv")) == 12
+    assert len(pd.read_csv(out / "results.csv")) == 3
+
+
+def test_sweep_cli_verify_without_screen_is_one_line_error(registry, tmp_path):
+    args = ["sweep", "ml_basic", "--synthetic", "--registry", registry, "--verify", "3",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0
+    assert "--verify" in result.output and "only applies with --screen" in result.output
+    assert "Traceback" not in result.output
