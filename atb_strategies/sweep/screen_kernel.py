@@ -14,8 +14,12 @@ that numba can compile them:
 * commission ``|size| x price x commission`` on every fill; value = cash + position x close;
 * size = value x ``position_size`` x confidence / close of the decision bar.
 
-Not modelled (as in ``VirtualBook``): the broker refusing an order for cash (``Margin``: only
-possible with ``position_size`` near 1 and a gap up), partial fills, guards.
+* a long entry the cash cannot pay for at the fill bar's open (plus commission) is refused
+  with its bracket, as ``BackBroker``'s submission check does (``Margin``; ``position_size``
+  near 1 and a gap up).
+
+Not modelled: a short's cover refused for cash, an entry that passes that check at the open
+but not after slippage (backtrader then fills nothing), partial fills, guards.
 
 With numba installed (the ``sweep`` extra) the loop is compiled and cells run in parallel
 (``prange``); without it the same Python code runs, about a thousand times slower.
@@ -134,7 +138,10 @@ def simulate_cell(
         # ---- fills (VirtualBook.on_bar)
         if legs_state == 1:
             legs_state = 2
-        if pend == 1:
+        if pend == 1 and pend_side > 0 and cash - pend_size * o * (1.0 + comm) < 0.0:
+            pend = 0  # BackBroker's check at submission (unslipped open): Margin, bracket gone
+            legs_state = 0
+        elif pend == 1:
             price = o * (1.0 + pend_side * slip)
             before = pos
             cash0_trade = cash

@@ -82,12 +82,16 @@ CASES = [
     {"stop_loss": 0.005, "take_profit": 0.0, "position_size": 0.3, "allow_shorts": True},
     {"stop_loss": 0.0, "take_profit": 0.0, "position_size": 0.9, "exit_threshold": 0.0005},
     {"min_confidence": 0.5, "allow_shorts": True, "position_size": 0.2},
+    # entries the cash cannot pay for (Margin, the bracket refused with them)
+    {"stop_loss": 0.01, "take_profit": 0.02, "position_size": 1.0, "allow_shorts": True},
 ]
 
 
 @pytest.mark.parametrize("slippage_bps", [0.0, 5.0])
 @pytest.mark.parametrize("case", CASES)
-def test_screen_equity_per_bar_equals_backtrader(case, slippage_bps, market, registry, predictions):
+def test_screen_equity_per_bar_equals_backtrader(
+    case, slippage_bps, market, registry, predictions, caplog
+):
     ret, conf = predictions
     long_t, short_t = _thresholds(ret)
     params = {"long_threshold": long_t, "short_threshold": short_t, **case}
@@ -108,6 +112,8 @@ def test_screen_equity_per_bar_equals_backtrader(case, slippage_bps, market, reg
     )
     expected = result.equity["value"].to_numpy()
     assert len(result.trades) > 5  # the case trades
+    if case["position_size"] == 1.0:
+        assert "Margin" in caplog.text  # backtrader refused entries: the screen too
     assert len(values) == len(expected)
     # the same fills: equal to float rounding (documented tolerance 1e-9 relative)
     np.testing.assert_allclose(values, expected, rtol=1e-9)
