@@ -117,7 +117,8 @@ def main() -> None:
     )
     trades = [r["backtest_trades"] for r in block["per_cell"]]
     print(f"verified cells' trades: {min(trades):.0f} .. {max(trades):.0f}")
-    print(f"verdict: {results.attrs['overfitting'].get('verdict')}")
+    stats = results.attrs["overfitting"] or {}
+    print(f"overfitting: {stats.get('verdict') or stats.get('error')}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -221,6 +221,11 @@ def screen_cells(
     """
     from atb_strategies.sweep.report import param_column
 
+    if not HAVE_NUMBA:
+        log.warning(
+            "sweep: numba is not installed: the screen runs its loop in Python (about 1000x "
+            "slower); pip install 'atb-strategies[sweep]'"
+        )
     groups: dict[Any, list[int]] = {}
     for i, cell in enumerate(cells):
         groups.setdefault(group_of(cls, cell), []).append(i)
@@ -402,7 +407,7 @@ def deflate_over_screen(
             ),
         }
     )
-    report["verdict"] = verdict(report)
+    report["verdict"] = verdict(report).replace(f"over {n} trials", f"over {n} screened trials")
     return report
 
 
