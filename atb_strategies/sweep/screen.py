@@ -288,11 +288,14 @@ def screen_cells(
 
 
 def select_verified(frame: pd.DataFrame, rank_by: str, verify: int) -> list[int]:
-    """Positions (in cell order) of the best ``verify`` screened cells by ``rank_by``."""
+    """Positions (in cell order) of the best ``verify`` screened cells by ``rank_by``, and the
+    first cell of each distinct screen error (its backtest then records the error)."""
     from atb_strategies.sweep.report import rank_cells
 
     ranked = rank_cells(frame, rank_by)
     chosen = set(ranked.index[:verify])
+    failed = frame[frame["error"].notna()]
+    chosen |= set(failed.drop_duplicates("error").index)
     return [i for i, label in enumerate(frame.index) if label in chosen]
 
 

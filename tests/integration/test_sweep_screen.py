@@ -239,3 +239,15 @@ def test_sweep_cli_verify_without_screen_is_one_line_error(registry, tmp_path):
     assert result.exit_code != 0
     assert "--verify" in result.output and "only applies with --screen" in result.output
     assert "Traceback" not in result.output
+
+
+def test_screen_of_a_missing_model_backtests_one_cell_per_error(market, tmp_path):
+    empty = tmp_path / "models"
+    empty.mkdir()
+    grid = {"stop_loss": [0.01, 0.02, 0.03]}
+    results = _sweep(
+        market, str(empty), grid, screen=True, verify=2, params={"registry": str(empty)}
+    )
+    assert len(results) == 1  # one cell says why, not three
+    assert "BTCUSDT" in results["error"].iloc[0]
+    assert results.attrs["screen"]["screened"] == 3
