@@ -14,12 +14,11 @@ that numba can compile them:
 * commission ``|size| x price x commission`` on every fill; value = cash + position x close;
 * size = value x ``position_size`` x confidence / close of the decision bar.
 
-* a long entry the cash cannot pay for at the fill bar's open (plus commission) is refused
-  with its bracket, as ``BackBroker``'s submission check does (``Margin``; ``position_size``
-  near 1 and a gap up).
+* a long entry the cash cannot pay for (plus commission) is refused with its bracket, as
+  ``BackBroker`` does (``Margin``): at submission at the decision bar's close, and again at the
+  fill price (``position_size`` x confidence near 1).
 
-Not modelled: a short's cover refused for cash, an entry that passes that check at the open
-but not after slippage (backtrader then fills nothing), partial fills, guards.
+Not modelled: a short's cover refused for cash, partial fills, guards.
 
 With numba installed (the ``sweep`` extra) the loop is compiled and cells run in parallel
 (``prange``); without it the same Python code runs, about a thousand times slower.
@@ -113,6 +112,7 @@ def simulate_cell(
     pend = 0  # 0 none, 1 market entry, 2 market exit
     pend_side = 0.0
     pend_size = 0.0
+    pend_ref = 0.0  # close of the decision bar (the price of the submission check)
     stop = math.nan  # leg prices (NaN: no leg)
     limit = math.nan
     leg_size = 0.0
@@ -138,8 +138,14 @@ def simulate_cell(
         # ---- fills (VirtualBook.on_bar)
         if legs_state == 1:
             legs_state = 2
-        if pend == 1 and pend_side > 0 and cash - pend_size * o * (1.0 + comm) < 0.0:
-            pend = 0  # BackBroker's check at submission (unslipped open): Margin, bracket gone
+        refused = False
+        if pend == 1 and pend_side > 0:
+            # BackBroker refuses a buy the cash cannot pay for (Margin; the bracket goes with
+            # it): checked at submission at the decision bar's close, then at the fill price
+            cost = pend_size * max(pend_ref, o * (1.0 + slip)) * (1.0 + comm)
+            refused = cash - cost < 0.0
+        if refused:
+            pend = 0
             legs_state = 0
         elif pend == 1:
             price = o * (1.0 + pend_side * slip)
@@ -224,7 +230,7 @@ def simulate_cell(
         if pos == 0.0 and signal != 0.0:
             size = value * ps * cf / c
             if size > 0:
-                pend, pend_side, pend_size = 1, signal, size
+                pend, pend_side, pend_size, pend_ref = 1, signal, size, c
                 stop = c * (1.0 - signal * sl) if sl != 0.0 else math.nan
                 limit = c * (1.0 + signal * tp) if tp != 0.0 else math.nan
                 leg_size = size

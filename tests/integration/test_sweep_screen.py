@@ -55,7 +55,15 @@ def registry(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def market() -> pd.DataFrame:
-    return synthetic_candles(BARS, seed=11)
+    """Synthetic candles whose opens gap from the previous close (as real ones do), so that a
+    fill at the open differs from the decision's close (sizing, the cash check)."""
+    frame = synthetic_candles(BARS, seed=11).copy()
+    noise = np.random.default_rng(5).normal(0.0, 0.002, len(frame))
+    opens = frame["close"].shift(1).fillna(frame["open"]) * (1 + noise)
+    frame["open"] = opens
+    frame["high"] = np.maximum(frame["high"], opens)
+    frame["low"] = np.minimum(frame["low"], opens)
+    return frame
 
 
 @pytest.fixture(scope="module")
