@@ -16,7 +16,9 @@ that numba can compile them:
 
 * a long entry the cash cannot pay for (plus commission) is refused with its bracket, as
   ``BackBroker`` does (``Margin``): at submission at the decision bar's close, and again at the
-  fill price (``position_size`` x confidence near 1).
+  fill price (``position_size`` x confidence near 1); a short bracket is refused when its
+  legs, checked in turn at their prices after the entry, would leave negative cash (the
+  take-profit after the stop counts as a new long: ``stop_loss`` above ``take_profit``).
 
 Not modelled: a short's cover refused for cash, partial fills, guards.
 
@@ -144,6 +146,18 @@ def simulate_cell(
             # it): checked at submission at the decision bar's close, then at the fill price
             cost = pend_size * max(pend_ref, o * (1.0 + slip)) * (1.0 + comm)
             refused = cash - cost < 0.0
+        elif pend == 1:
+            # a short bracket at submission: the entry (sold at the decision close), then its
+            # stop (bought back at its price), then its take-profit (bought at its price:
+            # after the stop, a new long) in turn must leave cash >= 0, else all are refused
+            left = cash + pend_size * pend_ref * (1.0 - comm)
+            if not math.isnan(stop):
+                left -= pend_size * stop * (1.0 + comm)
+                refused = left < 0.0
+                if not refused and not math.isnan(limit):
+                    refused = left - pend_size * limit * (1.0 + comm) < 0.0
+            elif not math.isnan(limit):
+                refused = left - pend_size * limit * (1.0 + comm) < 0.0
         if refused:
             pend = 0
             legs_state = 0

@@ -92,6 +92,8 @@ CASES = [
     {"min_confidence": 0.5, "allow_shorts": True, "position_size": 0.2},
     # entries the cash cannot pay for (Margin, the bracket refused with them)
     {"stop_loss": 0.01, "take_profit": 0.02, "position_size": 1.0, "allow_shorts": True},
+    # a short bracket whose legs checked in turn need more cash than there is
+    {"stop_loss": 0.04, "take_profit": 0.04, "position_size": 1.0, "allow_shorts": True},
 ]
 
 
