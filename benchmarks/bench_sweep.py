@@ -23,7 +23,8 @@ Prints ratios measured side by side in one run (no asserts; this machine's speed
 The sides of 1 and 3 alternate (``--repeat`` rounds; the best of each side is kept).
 
 Usage: ``python3 benchmarks/bench_sweep.py [--bars 18000] [--repeat 1] [--workers 2]
-[--registry models] [--no-ray]``. Data: ``../shared/data/BTCUSDT_1h_2023-01-01_2025-01-20.csv``
+[--registry models] [--no-ray] [--cell-only]``. Data:
+``../shared/data/BTCUSDT_1h_2023-01-01_2025-01-20.csv``
 (18,000 real hourly candles) when present, else the synthetic market; model: the registry's
 ``BTCUSDT/basic`` latest (default: the repository's ``models/``).
 """
@@ -31,6 +32,7 @@ Usage: ``python3 benchmarks/bench_sweep.py [--bars 18000] [--repeat 1] [--worker
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -216,12 +218,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--registry", default=str(REPO / "models"))
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--cell-only", action="store_true", help="Only part 2 (cell vs SMA).")
     args = parser.parse_args()
     frame, what = candles(args.bars)
     print(f"data: {what}; model: {args.registry} BTCUSDT/basic latest")
+    print(f"load average: {os.getloadavg()[0]:.2f} (2 cores shared)")
 
     print("cell vs plain backtrader (one process):")
     cell_vs_sma(frame, args.registry, args.repeat)
+    if args.cell_only:
+        return
 
     print(f"8 cells, local ({args.workers} workers) vs serial:")
     results = {}

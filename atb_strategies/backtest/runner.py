@@ -432,7 +432,8 @@ def run_backtest(
     if slippage_bps:
         cerebro.broker.set_slippage_perc(slippage_bps / 10_000, slip_open=True, slip_out=True)
     cerebro.addanalyzer(EquityRecorder, _name="equity")
-    cerebro.addanalyzer(ProgressBar, _name="progress", enabled=progress)
+    if progress:  # not even a disabled one: it is called on every bar
+        cerebro.addanalyzer(ProgressBar, _name="progress", enabled=progress)
     strat = cerebro.run()[0]
     analysis = strat.analyzers.equity.get_analysis()
     rows = analysis["rows"]

@@ -21,6 +21,8 @@ from atb_strategies.cli.outputs import check_out, force_option, output_dir
 from atb_strategies.strategies.registry import strategy_names
 from atb_strategies.sweep.metrics import RANK_METRICS
 
+DEFAULT_VERIFY = 20  # sweep.screen.DEFAULT_VERIFY (not imported: it loads numba)
+
 
 class GridOption(click.Option):
     """``--grid``: its help lists each strategy's parameter names, read when the help is shown
@@ -111,6 +113,18 @@ class GridOption(click.Option):
 @click.option(
     "--test-bars", type=POSITIVE_INT, default=None, help="Walk-forward test bars (and step)."
 )
+@click.option(
+    "--screen",
+    is_flag=True,
+    help="Screen every cell with the vectorised simulation first, then backtest only the best "
+    "--verify cells (writes screen.csv).",
+)
+@click.option(
+    "--verify",
+    type=POSITIVE_INT,
+    default=None,
+    help=f"Cells backtested after --screen [{DEFAULT_VERIFY}].",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @registry_option
 def sweep(
@@ -143,6 +157,8 @@ def sweep(
     walk_forward: bool,
     train_bars: int | None,
     test_bars: int | None,
+    screen: bool,
+    verify: int | None,
     no_progress: bool,
     registry_path: Path | None,
 ) -> None:
@@ -154,16 +170,22 @@ def sweep(
     verdict: whether the best cell survives the deflated Sharpe ratio and Hansen's SPA test
     against buy-and-hold scaled to its exposure (with the PBO). --walk-forward also chooses
     the best cell on each fold's train bars and reports the stitched out-of-sample result.
+    --screen simulates every cell over the cached predictions with array code first (fills as
+    backtrader's), then backtests the best --verify cells by --rank-by and reports how well the
+    screen agreed with them (Spearman, return difference per cell).
     """
     from atb_strategies.data.sources import load_candles
     from atb_strategies.strategies.registry import get_strategy
     from atb_strategies.sweep.grid import check_grid, parse_grid
     from atb_strategies.sweep.report import format_ranking, rank_cells
     from atb_strategies.sweep.runner import run_sweep
+    from atb_strategies.sweep.screen import format_screen
     from atb_strategies.sweep.walkforward import format_walk_forward
 
     check_out(out_dir, "sweep", force=force, resume=resume)
     folds = _walk_forward(walk_forward, train_bars, test_bars, rank_by)
+    if verify is not None and not screen:
+        raise click.BadParameter("only applies with --screen.", param_hint="--verify")
     cls = get_strategy(strategy)
     names = symbol_list(symbol, symbols, data)
     files = data_files(data, names)
@@ -210,6 +232,8 @@ def sweep(
         rank_by=rank_by,
         progress=not no_progress,
         walk_forward=folds,
+        screen=screen,
+        verify=verify or DEFAULT_VERIFY,
     )
     a = results.attrs
     failed = int(results["error"].notna().sum())
@@ -219,6 +243,8 @@ def sweep(
         f"resumed, {failed} failed) in {a['seconds']:.1f} s, {executor} executor"
     )
     click.echo(f"Data: {sources}")
+    if a.get("screen"):
+        click.echo(format_screen(a["screen"]))
     ranked = len(rank_cells(results, rank_by))
     if ranked:
         click.echo(

@@ -163,11 +163,14 @@ def run_cell(shared: dict[str, Any], cell: Cell) -> dict[str, Any]:
     params = dict(cell.params)
     if cell.version is not None:
         params["version"] = cell.version
+    strategy = _strategy_class(cell.strategy)
+    if "record_decisions" in strategy.params._getkeys():
+        params.setdefault("record_decisions", False)  # a cell keeps no decisions: don't build them
     with prediction_cache.active():
         before = prediction_cache.counters()
         result = run_backtest(
             shared["candles"][cell.symbol],
-            _strategy_class(cell.strategy),
+            strategy,
             symbol=cell.symbol,
             timeframe=settings["timeframe"],
             cash=settings["cash"],

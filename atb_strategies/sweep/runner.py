@@ -68,6 +68,17 @@ from atb_strategies.sweep.report import (
     rank_cells,
     sweep_warnings,
 )
+from atb_strategies.sweep.screen import (
+    DEFAULT_VERIFY,
+    ENGINE,
+    ScreenResult,
+    agreement,
+    check_screenable,
+    deflate_over_screen,
+    screen_cells,
+    select_verified,
+    write_screen,
+)
 from atb_strategies.sweep.store import CellStore, write_json_atomic, write_results
 from atb_strategies.sweep.thresholds import threshold_warnings
 from atb_strategies.sweep.walkforward import check_walk_forward_metric
@@ -299,6 +310,8 @@ def run_sweep(
     progress: bool = False,
     on_cell: Callable[[dict[str, Any]], None] | None = None,
     walk_forward: Callable[[int], Sequence[Any]] | None = None,
+    screen: bool = False,
+    verify: int = DEFAULT_VERIFY,
 ) -> pd.DataFrame:
     """Backtest ``strategy`` for every combination of ``grid``, symbol and version.
 
@@ -344,6 +357,15 @@ def run_sweep(
         best cell by ``rank_by`` on the train bars is traded on the test bars
         (``walkforward.walk_forward_selection``; ``rank_by`` must be computable from
         returns).
+    screen : bool
+        Pre-screen every cell with the vectorised simulation of ``screen`` (an
+        ``MlStrategy``'s rules over the cached predictions) and backtest only the best
+        ``verify`` of them by ``rank_by``; ``screen.csv`` holds every screened cell,
+        ``attrs["screen"]`` (and ``sweep.json``'s ``screen``) the agreement of the screen with
+        the backtests. The rows returned are the verified cells; the deflated Sharpe counts
+        every screened cell as a trial (``screen.deflate_over_screen``).
+    verify : int
+        Cells backtested after the screen (default 20).
 
     Returns
     -------
@@ -409,6 +431,11 @@ def run_sweep(
     }
     cells = plan_cells(strategy, frames, grid, versions=versions, params=params, settings=settings)
     hashes = [cell.digest() for cell in cells]
+    screened = None
+    if screen:
+        screened, cells, hashes = _screen(
+            cls, cells, hashes, frames, settings, grid, rank_by, verify
+        )
     store = CellStore(out) if out is not None else None
     records: dict[int, dict[str, Any]] = {}
     if resume and store is not None:
@@ -432,7 +459,12 @@ def run_sweep(
     if todo:  # the model files travel as data: no worker reads a path of this machine
         shared["models"] = ship_models(cells[i] for i in todo)
     warnings: list[str] = []
-    if share_predictions and todo:
+    if screened is not None and todo:  # the screen computed them
+        shared["predictions"] = screened.entries
+        warnings = _threshold_warnings([cells[i] for i in todo], screened.returns)
+        for warning in warnings:
+            log.warning("sweep: %s", warning)
+    elif share_predictions and todo:
         shared["predictions"], returns = _share_predictions(
             [cells[i] for i in todo], frames, settings
         )
@@ -486,6 +518,8 @@ def run_sweep(
         settings["timeframe"],
         walk_forward,
     )
+    if screened is not None:
+        audit = _screen_audit(screened, results, records, hashes, audit, rank_by)
     warnings += sweep_warnings(results, grid, rank_by)
     failed = int(results["error"].notna().sum())
     if failed:
@@ -507,7 +541,55 @@ def run_sweep(
             cls, strategy, grid, params, versions, cells, settings, executor, n_workers
         )
         _write_outputs(results, grid, Path(out), definition)
+        if screened is not None:
+            write_screen(screened.frame, Path(out))
     return results
+
+
+def _screen(
+    cls: type,
+    cells: list[Cell],
+    hashes: list[str],
+    frames: Mapping[str, pd.DataFrame],
+    settings: Mapping[str, Any],
+    grid: Mapping[str, Sequence[Any]],
+    rank_by: str,
+    verify: int,
+) -> tuple[ScreenResult, list[Cell], list[str]]:
+    """Screen every cell; the cells (and names) to backtest: the best ``verify``."""
+    if not isinstance(verify, int) or isinstance(verify, bool) or verify < 1:
+        raise ConfigurationError(
+            f"The 'verify' parameter of run_sweep must be an int >= 1. Got {verify!r} instead."
+        )
+    check_screenable(cls, cells)
+    screened = screen_cells(cls, cells, hashes, frames, settings, grid, _group)
+    keep = select_verified(screened.frame, rank_by, verify)
+    log.info("sweep: backtesting the best %d of %d screened cell(s)", len(keep), len(cells))
+    return screened, [cells[i] for i in keep], [hashes[i] for i in keep]
+
+
+def _screen_audit(
+    screened: ScreenResult,
+    results: pd.DataFrame,
+    records: Mapping[int, dict[str, Any]],
+    hashes: Sequence[str],
+    audit: dict[str, Any],
+    rank_by: str,
+) -> dict[str, Any]:
+    """The audit with the deflated Sharpe over every screened cell, and the ``screen`` block
+    (the screen's agreement with the verifying backtests)."""
+    by_name = {hashes[i]: records[i] for i in records}
+    ok = results[results["error"].isna()]
+    block = {
+        "screened": len(screened.frame),
+        "engine": ENGINE,
+        "seconds": screened.seconds,
+        "prediction_seconds": screened.prediction_seconds,
+        "rank_by": rank_by,
+        **agreement(screened.frame, ok, rank_by),
+    }
+    overfitting = deflate_over_screen(results, by_name, audit.get("overfitting"), screened.frame)
+    return {**audit, "overfitting": overfitting, "screen": block}
 
 
 def _definition(
@@ -561,6 +643,7 @@ def _write_outputs(
         "warnings": results.attrs["warnings"],
         "overfitting": results.attrs["overfitting"],
         "walk_forward": results.attrs["walk_forward"],
+        "screen": results.attrs.get("screen"),
         "results": str(csv),
         "heatmap": str(heatmap) if heatmap is not None else None,
     }
