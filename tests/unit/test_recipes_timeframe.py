@@ -4,12 +4,15 @@ calendar (issue 19 item 5); 24/7 ``1h`` stays exactly as the shipped models were
 from __future__ import annotations
 
 import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
+import pandas as pd
 import pytest
 
 from atb_strategies.bundle.format import FeatureSchema, FeatureSpec
@@ -122,3 +125,19 @@ def test_sequence_length_option_states_its_real_limit() -> None:
         (option,) = [p for p in command.params if p.name == "sequence_length"]
         assert isinstance(option.type, click.IntRange) and option.type.min == 2
         assert "at least 2" in (option.help or "")
+
+
+def test_sharpe_annualises_by_the_calendars_trading_bars() -> None:
+    from atb_strategies.backtest.runner import value_metrics
+    from atb_strategies.features.calendar import get_calendar
+
+    rng = np.random.default_rng(0)
+    stamps = pd.date_range("2024-03-04 14:30", periods=400, freq="5min")
+    values = pd.Series(10_000 * np.cumprod(1 + rng.normal(2e-5, 1e-3, 400)), index=stamps)
+    always = value_metrics(values, "5m")
+    assert always == value_metrics(values, "5m", "24/7")
+    stocks = value_metrics(values, "5m", get_calendar("XNYS"))
+    ratio = math.sqrt(bars_per_year("24/7", "5m") / bars_per_year("XNYS", "5m"))
+    assert always["sharpe"] == pytest.approx(stocks["sharpe"] * ratio)
+    assert always["sortino"] == pytest.approx(stocks["sortino"] * ratio)
+    assert always["cagr"] == stocks["cagr"]  # calendar years either way
