@@ -141,3 +141,15 @@ def test_sharpe_annualises_by_the_calendars_trading_bars() -> None:
     assert always["sharpe"] == pytest.approx(stocks["sharpe"] * ratio)
     assert always["sortino"] == pytest.approx(stocks["sortino"] * ratio)
     assert always["cagr"] == stocks["cagr"]  # calendar years either way
+
+
+def test_walk_forward_embargo_covers_the_familys_recipe_for_these_bars() -> None:
+    from atb_strategies.evaluation.walkforward import WalkForwardConfig
+
+    base = {"symbol": "X", "train_bars": 500, "test_bars": 100, "sequence_length": 24}
+    hourly_ridge = WalkForwardConfig(architecture="ridge", **base)
+    assert hourly_ridge.sample_bars() == _min_bars("basic", "lags", "1h", "24/7", 24)
+    daily_mlp = WalkForwardConfig(timeframe="1d", calendar="XNYS", **base)
+    assert daily_mlp.sample_bars() == _min_bars("basic", "price", "1d", "XNYS", 24)
+    assert daily_mlp.resolved_embargo() == 1 + daily_mlp.sample_bars()
+    assert daily_mlp.sample_bars() < hourly_ridge.sample_bars()
