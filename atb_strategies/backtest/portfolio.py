@@ -276,7 +276,12 @@ def run_portfolio_backtest(
     basket = equal_weight_basket({s: c["close"] for s, c in fed.items()}, equity.index)
     basket_frame = basket.to_frame()
     trades = list(getattr(strat, "trade_records", []))
-    summary = summarize(equity, basket_frame, trades, analysis["commission"], timeframe)
+    # the book's Sharpe per trading year: the feeds' common calendar (24/7 when they differ)
+    calendars = {getattr(i, "calendar", None) for i in getattr(strat, "predictions", {}).values()}
+    book_calendar = calendars.pop() if len(calendars) == 1 else None
+    summary = summarize(
+        equity, basket_frame, trades, analysis["commission"], timeframe, calendar=book_calendar
+    )
     summary.update(
         {
             "strategy": strategy.__name__,
@@ -357,7 +362,8 @@ def _per_symbol(
             predictions, reasons, gaps = prediction_frame(indicator, bar, first)
             warn_if_no_prediction(indicator, predictions, reasons)
         fees = float(recorded["fees"].get(s, 0.0))
-        summary = summarize(frame, fed[s], trades, fees, timeframe, reasons, gaps)
+        calendar = getattr(indicator, "calendar", None)
+        summary = summarize(frame, fed[s], trades, fees, timeframe, reasons, gaps, calendar)
         summary.update(
             {
                 "strategy": book_summary["strategy"],

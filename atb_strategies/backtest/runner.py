@@ -28,7 +28,9 @@ from atb_strategies.bundle.lineage import training_period
 from atb_strategies.data.feeds import make_feed
 from atb_strategies.data.periods import check_period, check_period_in_data
 from atb_strategies.exceptions import AtbError, CandleDataError, ConfigurationError
+from atb_strategies.features.calendar import TradingCalendar
 from atb_strategies.features.candles import rows_span_gap, timeframe_to_timedelta
+from atb_strategies.features.periods import bars_per_year
 from atb_strategies.registry.shared import shared_registry
 from atb_strategies.strategies.base import NO_PREDICTION_REASONS, MlStrategy
 
@@ -137,16 +139,20 @@ class BacktestResult:
     open_trades: list[dict[str, Any]] = field(default_factory=list)
 
 
-def value_metrics(values: pd.Series, timeframe: str) -> dict[str, Any]:
+def value_metrics(
+    values: pd.Series, timeframe: str, calendar: TradingCalendar | str | None = None
+) -> dict[str, Any]:
     """Start, end, bars, start and end value, total return, CAGR, Sharpe, Sortino and max
     drawdown of a value series indexed by time (per-bar returns, zero risk-free rate,
-    annualised with the number of bars in 365 days)."""
+    annualised with the trading bars in a year of ``calendar``: on 24/7 (None) the bars in 365
+    days, on a market that closes its sessions' bars, ``features.periods.bars_per_year``).
+    CAGR compounds over calendar years, whatever the market's hours."""
     v = values.to_numpy(dtype=np.float64)
     start, end = v[0], v[-1]
     span = values.index[-1] - values.index[0]
     years = span / pd.Timedelta(days=365.25) if len(v) > 1 else 0.0
     rets = np.diff(v) / v[:-1] if len(v) > 1 else np.array([])
-    per_year = pd.Timedelta(days=365) / timeframe_to_timedelta(timeframe)
+    per_year = bars_per_year(calendar, timeframe)
     sd = rets.std(ddof=1) if len(rets) > 1 else 0.0
     downside = rets[rets < 0]
     dsd = math.sqrt(np.mean(downside**2)) if len(downside) else 0.0
@@ -173,10 +179,12 @@ def summarize(
     timeframe: str,
     no_prediction: pd.Series | None = None,
     gaps: list[dict[str, Any]] | None = None,
+    calendar: TradingCalendar | str | None = None,
 ) -> dict[str, Any]:
     """Total return, CAGR, Sharpe, Sortino, max drawdown, trades, win rate, exposure, fees, and
     buy-and-hold over the same bars. Sharpe and Sortino use per-bar returns, a zero risk-free
-    rate, and are annualised with the number of bars in 365 days.
+    rate, and are annualised with the trading bars in a year of ``calendar`` (the model's;
+    None: 24/7, the bars in 365 days).
 
     With ``no_prediction`` (reason code per bar without a prediction, indexed by open time, as
     in ``BacktestResult``), also ``bars_without_prediction`` (over the equity's bars) and
@@ -187,7 +195,7 @@ def summarize(
     closes = candles.loc[equity.index[0] : equity.index[-1], "close"]
     wins = [t for t in trades if t.get("pnl_net", 0) > 0]
     return {
-        **value_metrics(equity["value"], timeframe),
+        **value_metrics(equity["value"], timeframe, calendar),
         "trades": len(trades),
         "win_rate": float(len(wins) / len(trades)) if trades else None,
         "exposure": float(equity["exposed"].mean()) if len(equity) else 0.0,
@@ -453,8 +461,9 @@ def run_backtest(
         first = equity.index[0] if len(equity) else None
         predictions, no_prediction, gaps = prediction_frame(indicator, bar, first)
         warn_if_no_prediction(indicator, predictions, no_prediction)
+    calendar = getattr(indicator, "calendar", None)  # the bundle's: Sharpe per trading year
     summary = summarize(
-        equity, candles, trades, analysis["commission"], timeframe, no_prediction, gaps
+        equity, candles, trades, analysis["commission"], timeframe, no_prediction, gaps, calendar
     )
     summary.update(
         {
@@ -576,6 +585,7 @@ def in_sample_split(
         timeframe,
         training_period(indicator.bundle.metadata.raw),
         indicator.model_key,
+        getattr(indicator, "calendar", None),
     )
 
 
@@ -586,6 +596,7 @@ def split_by_period(
     timeframe: str,
     period: Any,
     key: str,
+    calendar: TradingCalendar | str | None = None,
 ) -> dict[str, Any]:
     """``in_sample_split`` for a known (or None) ``TrainingPeriod`` of model ``key``: the bars
     before the training data, inside it, and after it, each summarised on its own."""
@@ -618,7 +629,7 @@ def split_by_period(
             and lo <= pd.Timestamp(t["opened"]) <= hi
             and lo <= pd.Timestamp(t["closed"]) <= hi
         ]
-        full = summarize(part, candles, inside, 0.0, timeframe)
+        full = summarize(part, candles, inside, 0.0, timeframe, calendar=calendar)
         parts[name] = {k: full[k] for k in _SPLIT_KEYS}
     n_in, n_before = int(seen.sum()), int(before.sum())
     notes = []

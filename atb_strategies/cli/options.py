@@ -32,6 +32,16 @@ FRACTION = click.FloatRange(min=0, max=1, max_open=True)
 #: A count of at least one.
 POSITIVE_INT = click.IntRange(min=1)
 
+#: ``--sequence-length`` of ``atb train model`` and ``atb train walk-forward``: at least 2 bars
+#: (``TrainingConfig`` refuses 1); the default follows the timeframe.
+sequence_length_option = click.option(
+    "--sequence-length",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Bars in each input window, at least 2 [default: 120 for intraday timeframes, 30 for "
+    "1d and longer].",
+)
+
 
 class LimitType(click.ParamType):
     """A loss limit: a fraction in (0, 1), or ``off``/``none`` to disable it (None)."""

@@ -17,6 +17,7 @@ from atb_strategies.cli.options import (
     data_tz_option,
     recipe_option,
     registry_option,
+    sequence_length_option,
     training_data_options,
 )
 from atb_strategies.cli.outputs import training_registry
@@ -48,13 +49,7 @@ def train() -> None:
     help="Shrink predictions toward the train mean by their slope on the validation part "
     "[off for mlp/gru, on for the other families].",
 )
-@click.option(
-    "--sequence-length",
-    type=POSITIVE_INT,
-    default=120,
-    show_default=True,
-    help="Bars in each input window.",
-)
+@sequence_length_option
 @click.option(
     "--horizon", type=POSITIVE_INT, default=1, show_default=True, help="Bars ahead predicted."
 )
@@ -101,7 +96,7 @@ def model(
     recipe: str | None,
     target: str,
     calibrate: bool | None,
-    sequence_length: int,
+    sequence_length: int | None,
     horizon: int,
     epochs: int,
     seed: int,

@@ -14,6 +14,7 @@ from atb_strategies.cli.options import (
     commission_option,
     data_tz_option,
     registry_option,
+    sequence_length_option,
     slippage_option,
     training_data_options,
 )
@@ -59,13 +60,7 @@ def _seeds(value: str) -> tuple[int, ...]:
 @click.option("--seeds", default="1", show_default=True, help="A count (0..N-1) or a list: 0,5,9.")
 @click.option("--seed", default=0, show_default=True, help="Synthetic market seed.")
 @architecture_option
-@click.option(
-    "--sequence-length",
-    type=POSITIVE_INT,
-    default=120,
-    show_default=True,
-    help="Bars in each input window.",
-)
+@sequence_length_option
 @click.option(
     "--horizon", type=POSITIVE_INT, default=1, show_default=True, help="Bars ahead predicted."
 )
@@ -140,7 +135,7 @@ def walk_forward(
     seeds: str,
     seed: int,
     architecture: str,
-    sequence_length: int,
+    sequence_length: int | None,
     horizon: int,
     epochs: int,
     promote_last: bool,
@@ -172,6 +167,7 @@ def walk_forward(
     )
     from atb_strategies.features.calendar import get_calendar
     from atb_strategies.features.candles import validate_candles
+    from atb_strategies.training.config import default_sequence_length
 
     check_dates(start_date, end_date)
     check_out(out_dir, "walk-forward", force=force)  # before the folds train
@@ -219,7 +215,7 @@ def walk_forward(
         timeframe=timeframe,
         model_type=model_type,
         architecture=architecture,
-        sequence_length=sequence_length,
+        sequence_length=sequence_length or default_sequence_length(timeframe),
         horizon=horizon,
         epochs=epochs,
         registry=Path(registry),

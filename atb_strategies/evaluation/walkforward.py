@@ -46,7 +46,7 @@ from atb_strategies.registry.writer import register_bundle_files
 from atb_strategies.stats import out_of_sample_block, seed_spread
 from atb_strategies.training.config import TrainingConfig
 from atb_strategies.training.evaluate import bootstrap_block
-from atb_strategies.training.recipes import recipe_for
+from atb_strategies.training.recipes import default_recipe, recipe_for
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,12 @@ class WalkForwardConfig:
 
     def sample_bars(self) -> int:
         """Bars one sample's window and feature warm-up span (the recipe's ``min_bars``)."""
-        recipe = recipe_for(self.model_type)
+        recipe = recipe_for(  # what each fold trains on: the family's recipe, for these bars
+            self.model_type,
+            default_recipe(self.architecture),
+            timeframe=self.timeframe,
+            calendar=self.calendar,
+        )
         specs = tuple(FeatureSpec(f.name, f.source, f.transforms) for f in recipe)
         return FeatureSchema(self.sequence_length, specs).min_bars
 

@@ -10,7 +10,9 @@ Each bar after the model's warm-up, for each feed:
    ``decision_return``);
 3. flat and a signal: enter with a bracket order, a market entry protected by a stop-loss
    (``stop_loss``, fraction of the close) and a take-profit (``take_profit``); the size is
-   ``position_size x confidence`` of the portfolio value;
+   the host's sizer when the cerebro has one (``cerebro.addsizer``), else ``position_size x
+   confidence`` of the portfolio value, in whole units or contracts where the market trades
+   them (``units``, ``entry_size``);
 4. in a position and the prediction reverses beyond ``exit_threshold``: cancel the bracket legs
    and close at market;
 5. a position the strategy finds already open on its first tradeable bar (live trading: a
@@ -89,6 +91,10 @@ _RANGES = {
 }
 
 
+#: The ``units`` a strategy sizes in (see ``MlStrategy``).
+UNITS = ("auto", "fractional", "whole")
+
+
 def _check_params(owner: str, p: Any) -> None:
     """One line per bad numeric param, sklearn's wording."""
     for name, (low, high, low_in, high_in, words) in _RANGES.items():
@@ -102,6 +108,11 @@ def _check_params(owner: str, p: Any) -> None:
             raise ConfigurationError(
                 f"The {name!r} parameter of {owner} must be {words}. Got {value!r} instead."
             )
+    if p.units not in UNITS:
+        raise ConfigurationError(
+            f"The 'units' parameter of {owner} must be one of {list(UNITS)}. "
+            f"Got {p.units!r} instead."
+        )
     if not isinstance(p.long_threshold, int | float) or not math.isfinite(p.long_threshold):
         raise ConfigurationError(
             f"The 'long_threshold' parameter of {owner} must be a number. "
@@ -133,7 +144,14 @@ class MlStrategy(bt.Strategy):
     min_confidence : float
         Minimum confidence to enter (default 0.0).
     position_size : float
-        Fraction of portfolio value committed at confidence 1 (default 0.1).
+        Fraction of portfolio value committed at confidence 1 (default 0.1). Ignored when the
+        cerebro has a sizer (``cerebro.addsizer``): then every entry is ``getsizing()``.
+    units : {"auto", "fractional", "whole"}
+        How the ``position_size`` budget becomes a size. A futures-like commission scheme
+        (``margin`` set) always buys whole contracts of ``margin`` each (``mult`` goes into
+        the P&L, as backtrader does). Otherwise ``whole`` floors to whole units (shares),
+        ``fractional`` keeps fractions (crypto), and ``auto`` (default) is ``whole`` when the
+        model's calendar closes (a stock market) and ``fractional`` on a 24/7 market.
     stop_loss, take_profit : float
         Bracket legs as fractions of the entry bar's close (defaults 0.02 and 0.04); 0
         disables a leg.
@@ -210,6 +228,7 @@ class MlStrategy(bt.Strategy):
         ("exit_threshold", 0.0),
         ("min_confidence", 0.0),
         ("position_size", 0.1),
+        ("units", "auto"),
         ("stop_loss", 0.02),
         ("take_profit", 0.04),
         ("allow_shorts", False),
@@ -266,6 +285,9 @@ class MlStrategy(bt.Strategy):
         ]
         if p.drift_action is not None:
             self.guards.append(DriftGuard(owner, p.drift_action))
+        # backtrader gives every strategy a FixedSize(1) before __init__ and replaces it after,
+        # only when the cerebro has a sizer (cerebro.addsizer / addsizer_byidx)
+        self._default_sizer = self._sizer
         self.predictions: dict[Any, MlPrediction] = {}
         self.confidences: dict[Any, MlConfidence] = {}
         extra = [d for d in self.datas if p.sentiment_feed and d._name == p.sentiment_feed]
@@ -357,10 +379,37 @@ class MlStrategy(bt.Strategy):
         limit = close * (1 + side * p.take_profit) if p.take_profit else None
         return stop, limit
 
-    def _enter(self, data: bt.AbstractDataBase, side: int, info: dict[str, Any]) -> None:
+    def entry_size(
+        self, data: bt.AbstractDataBase, side: int, close: float, confidence: float
+    ) -> float:
+        """The size of an entry on ``data`` at ``close`` (``side`` +1 long, -1 short).
+
+        The host's sizer when the cerebro has one; else the budget ``position_size x
+        confidence x value``: whole contracts by margin under a futures-like commission
+        scheme, whole units or fractions as ``units`` says.
+        """
         p = self.p
+        if self._sizer is not self._default_sizer:
+            return float(self.getsizing(data=data, isbuy=side > 0))
+        budget = self.broker.getvalue() * p.position_size * confidence
+        comminfo = self.broker.getcommissioninfo(data)
+        if not comminfo.stocklike:
+            if p.units == "fractional":
+                return budget / comminfo.get_margin(close)
+            return float(comminfo.getsize(close, budget))
+        if self._whole_units(data):
+            return float(math.floor(budget / close))
+        return budget / close
+
+    def _whole_units(self, data: bt.AbstractDataBase) -> bool:
+        if self.p.units != "auto":
+            return bool(self.p.units == "whole")
+        calendar = getattr(self.predictions.get(data), "calendar", None)
+        return calendar is not None and not calendar.always_open
+
+    def _enter(self, data: bt.AbstractDataBase, side: int, info: dict[str, Any]) -> None:
         close = float(data.close[0])
-        size = self.broker.getvalue() * p.position_size * info["confidence"] / close
+        size = self.entry_size(data, side, close, info["confidence"])
         if size <= 0:
             return
         stop, limit = self._protective_prices(close, side)

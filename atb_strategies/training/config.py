@@ -14,6 +14,20 @@ from atb_strategies.exceptions import ConfigurationError
 #: ``mlp`` default and ``gru`` keep training exactly as they did before calibration existed.
 UNCALIBRATED_BY_DEFAULT = frozenset({"mlp", "gru"})
 
+#: ``sequence_length`` when none is given: intraday bars, and daily or longer bars.
+SEQUENCE_LENGTH_INTRADAY = 120
+SEQUENCE_LENGTH_DAILY = 30
+
+
+def default_sequence_length(timeframe: str) -> int:
+    """The input window when none is given: 120 bars intraday (as ever on ``1h``), 30 bars for
+    daily or longer bars (six trading weeks), so that a daily model predicts from about its
+    50th bar (the window plus the recipe's 20-bar warm-up) instead of after half a year."""
+    from atb_strategies.features.candles import timeframe_to_timedelta
+
+    daily = timeframe_to_timedelta(timeframe) >= pd.Timedelta(days=1)
+    return SEQUENCE_LENGTH_DAILY if daily else SEQUENCE_LENGTH_INTRADAY
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -34,7 +48,10 @@ class TrainingConfig:
     #: Shrink predictions toward the train mean by the validation slope (``training.calibrate``);
     #: None: off for mlp/gru (which thus train exactly as before), on for the other families.
     calibrate: bool | None = None
-    sequence_length: int = 120
+    #: Bars in each input window, at least 2 (a window of 1 bar has no sequence); None: the
+    #: timeframe's default (``default_sequence_length``: 120 intraday, 30 daily), resolved
+    #: here, so the field always holds an ``int`` after construction.
+    sequence_length: int | None = None
     horizon: int = 1
     epochs: int = 30
     seed: int = 0
@@ -68,9 +85,11 @@ class TrainingConfig:
         return self.architecture not in UNCALIBRATED_BY_DEFAULT
 
     def __post_init__(self) -> None:
+        if self.sequence_length is None:
+            object.__setattr__(self, "sequence_length", default_sequence_length(self.timeframe))
         checks = [
             ("epochs", self.epochs >= 1, "an integer >= 1"),
-            ("sequence_length", self.sequence_length >= 2, "an integer >= 2"),
+            ("sequence_length", int(self.sequence_length or 0) >= 2, "an integer >= 2"),
             ("horizon", self.horizon >= 1, "an integer >= 1"),
             ("parity_tolerance", self.parity_tolerance >= 0, "a number >= 0"),
         ]

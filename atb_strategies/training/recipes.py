@@ -8,9 +8,14 @@ Two feature sets exist (``--recipe``, ``TrainingConfig.recipe``):
   flattened window: the standardised log return (the window of ``sequence_length`` bars holds
   lags 0 .. sequence_length - 1 of it), the realised volatility (rolling std of log returns over
   a day) and the volume z-score over a week. The default of ``ridge``, ``lightgbm`` and ``auto``;
-  a short window (``--sequence-length 24``) is enough for it. Its warm-up (one week, from the
-  volume z-score) is no longer than ``price``'s, so walk-forward embargoes derived from the
-  model type's ``price`` recipe cover it.
+  a short window (``--sequence-length 24``) is enough for it.
+
+Windows follow the timeframe and the calendar (``features.periods``), in bars: the volume
+z-score over a trading week but at least 20 bars, the realised volatility over a trading day
+but at least 20 bars, the sentiment change over a day, RSI over 14 bars. On 24/7 ``1h`` bars
+that is 168, 24, 24 and 14, exactly the windows of the bundles shipped so far; on daily bars of
+a market that closes 20, 20, 1 and 14, so a daily model predicts from its ~50th bar instead of
+after a year. (Serving reads each bundle's own schema: only training uses these.)
 
 ``model_type`` ``sentiment`` adds the sentiment features to either set.
 
@@ -22,6 +27,7 @@ runtime is therefore generated from the same transform code that computed the tr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +36,7 @@ import numpy as np
 from atb_strategies.bundle.format import FeatureSchema, FeatureSpec
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.features.candles import OHLCV
+from atb_strategies.features.periods import bars_per_day, bars_per_week
 from atb_strategies.features.pipeline import FeaturePipeline
 
 
@@ -43,34 +50,76 @@ class RecipeFeature:
     standardize: bool = True
 
 
-_PRICE: tuple[RecipeFeature, ...] = (
-    RecipeFeature("log_return", ("close",), ({"op": "log_return"},)),
-    RecipeFeature("range", ("high", "low", "close"), ({"op": "spread_ratio"},)),
-    RecipeFeature("body", ("close", "open", "close"), ({"op": "spread_ratio"},)),
-    RecipeFeature("volume_z", ("volume",), ({"op": "rolling_zscore", "period": 168},), False),
-    RecipeFeature("rsi", ("close",), ({"op": "rsi", "period": 14},)),
-)
+#: The shortest window (bars) of the volume z-score and the realised volatility.
+MIN_WINDOW = 20
 
-_LAGS: tuple[RecipeFeature, ...] = (
-    RecipeFeature("log_return", ("close",), ({"op": "log_return"},)),
-    RecipeFeature(
-        "realized_vol", ("close",), ({"op": "log_return"}, {"op": "rolling_std", "period": 24})
-    ),
-    RecipeFeature("volume_z", ("volume",), ({"op": "rolling_zscore", "period": 168},), False),
-)
 
-_SENTIMENT: tuple[RecipeFeature, ...] = (
-    RecipeFeature("sentiment", ("sentiment",), ()),
-    RecipeFeature("sentiment_change", ("sentiment",), ({"op": "diff", "period": 24},)),
-)
+@dataclass(frozen=True)
+class Windows:
+    """A recipe's windows in bars (``windows_for``)."""
 
+    volume: int = 168
+    volatility: int = 24
+    day: int = 24
+    rsi: int = 14
+
+
+def windows_for(timeframe: str = "1h", calendar: str | None = "24/7") -> Windows:
+    """The windows of ``timeframe`` bars on ``calendar`` (24/7 ``1h``: 168, 24, 24, 14)."""
+    day = bars_per_day(calendar, timeframe)
+    week = bars_per_week(calendar, timeframe)
+    return Windows(max(week, MIN_WINDOW), max(day, MIN_WINDOW), day, 14)
+
+
+def _price(w: Windows) -> tuple[RecipeFeature, ...]:
+    return (
+        RecipeFeature("log_return", ("close",), ({"op": "log_return"},)),
+        RecipeFeature("range", ("high", "low", "close"), ({"op": "spread_ratio"},)),
+        RecipeFeature("body", ("close", "open", "close"), ({"op": "spread_ratio"},)),
+        RecipeFeature(
+            "volume_z", ("volume",), ({"op": "rolling_zscore", "period": w.volume},), False
+        ),
+        RecipeFeature("rsi", ("close",), ({"op": "rsi", "period": w.rsi},)),
+    )
+
+
+def _lags(w: Windows) -> tuple[RecipeFeature, ...]:
+    return (
+        RecipeFeature("log_return", ("close",), ({"op": "log_return"},)),
+        RecipeFeature(
+            "realized_vol",
+            ("close",),
+            ({"op": "log_return"}, {"op": "rolling_std", "period": w.volatility}),
+        ),
+        RecipeFeature(
+            "volume_z", ("volume",), ({"op": "rolling_zscore", "period": w.volume},), False
+        ),
+    )
+
+
+def _sentiment(w: Windows) -> tuple[RecipeFeature, ...]:
+    return (
+        RecipeFeature("sentiment", ("sentiment",), ()),
+        RecipeFeature("sentiment_change", ("sentiment",), ({"op": "diff", "period": w.day},)),
+    )
+
+
+_HOURLY = Windows()
+_PRICE = _price(_HOURLY)
+_SENTIMENT = _sentiment(_HOURLY)
+
+#: The model types, each with its price features on 24/7 ``1h`` bars (``recipe_for`` for
+#: others).
 RECIPES: dict[str, tuple[RecipeFeature, ...]] = {
     "basic": _PRICE,
     "sentiment": _PRICE + _SENTIMENT,
 }
 
 #: Feature sets by ``recipe`` name (``--recipe``); the model type may add sentiment to either.
-FEATURE_SETS: dict[str, tuple[RecipeFeature, ...]] = {"price": _PRICE, "lags": _LAGS}
+FEATURE_SETS: dict[str, Callable[[Windows], tuple[RecipeFeature, ...]]] = {
+    "price": _price,
+    "lags": _lags,
+}
 
 #: The recipe an architecture trains on when none is given. ``mlp``/``gru`` keep ``price`` so
 #: they train exactly as before; the new families see lagged returns.
@@ -82,8 +131,15 @@ def default_recipe(architecture: str) -> str:
     return DEFAULT_RECIPE.get(architecture, "price")
 
 
-def recipe_for(model_type: str, recipe: str | None = None) -> tuple[RecipeFeature, ...]:
-    """The features of ``model_type`` with the feature set ``recipe`` (None: ``price``).
+def recipe_for(
+    model_type: str,
+    recipe: str | None = None,
+    *,
+    timeframe: str = "1h",
+    calendar: str | None = "24/7",
+) -> tuple[RecipeFeature, ...]:
+    """The features of ``model_type`` with the feature set ``recipe`` (None: ``price``), their
+    windows sized for ``timeframe`` bars on ``calendar`` (``windows_for``).
 
     Raises ``ConfigurationError`` listing the known model types or recipes.
     """
@@ -91,14 +147,14 @@ def recipe_for(model_type: str, recipe: str | None = None) -> tuple[RecipeFeatur
         raise ConfigurationError(
             f"No feature recipe for model type {model_type!r}; known: {sorted(RECIPES)}."
         )
-    if recipe is None or recipe == "price":
-        return RECIPES[model_type]
-    if recipe not in FEATURE_SETS:
+    name = recipe or "price"
+    if name not in FEATURE_SETS:
         raise ConfigurationError(
             f"Unknown recipe {recipe!r}; choose one of {sorted(FEATURE_SETS)}."
         )
-    extra = _SENTIMENT if model_type == "sentiment" else ()
-    return FEATURE_SETS[recipe] + extra
+    windows = windows_for(timeframe, calendar)
+    extra = _sentiment(windows) if model_type == "sentiment" else ()
+    return FEATURE_SETS[name](windows) + extra
 
 
 def source_columns(recipe: tuple[RecipeFeature, ...]) -> list[str]:

@@ -80,7 +80,9 @@ def train_model(config: TrainingConfig, candles: pd.DataFrame) -> TrainingResult
     clock = Stopwatch()
     family = family_for(config.architecture, config.target)
     recipe_name = config.recipe or default_recipe(config.architecture)
-    recipe = recipe_for(config.model_type, recipe_name)
+    recipe = recipe_for(
+        config.model_type, recipe_name, timeframe=config.timeframe, calendar=config.calendar
+    )
     data = prepare_candles(candles, config, source_columns(recipe))
     split = time_split(len(data.frame), config)
     schema = fit_schema(recipe, config.sequence_length, data.columns, split.train_end)

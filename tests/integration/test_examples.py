@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ def run_example(name: str, *args: str, cwd: Path) -> str:
             "PATH": "/usr/bin:/bin",
             "MPLBACKEND": "Agg",
             "ATB_MODEL_REGISTRY_PATH": str(REPO / "models"),
+            "PYTHONPATH": str(REPO),  # this checkout's package, whatever is installed
         },
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -55,6 +57,28 @@ def test_example_multi_symbol_uses_one_model_per_feed(tmp_path: Path) -> None:
     assert "ETHUSDT: model ETHUSDT/sentiment@" in out
 
 
+def test_example_stocks_daily_trains_with_a_calendar_and_filters_an_sma_cross(
+    tmp_path: Path,
+) -> None:
+    out = run_example("stocks_daily.py", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert "daily bars 2017-01-03 .. 2024-12-31 on the XNYS calendar" in out
+    assert "trained: ACME/basic@" in out and "sequence_length 30" in out
+    first = re.search(r"first prediction at bar (\d+) of (\d+); predicted on ([\d.]+) %", out)
+    assert first, out
+    assert int(first[1]) < 60 and float(first[3]) >= 98.0
+    crosses = re.search(
+        r"SMA crosses up: (\d+), bought when the model agreed: (\d+), vetoed: (\d+)", out
+    )
+    assert crosses and int(crosses[1]) == int(crosses[2]) + int(crosses[3]) and int(crosses[2]) > 0
+    sizes = re.search(r"entry sizes \(whole shares\): \[([\d, ]+)\]", out)
+    assert sizes and all(int(s) > 0 for s in sizes[1].split(","))
+    assert (
+        (tmp_path / "run" / "ACME.csv")
+        .read_text()
+        .startswith("Date,Open,High,Low,Close,Adj Close,Volume")
+    )
+
+
 def test_example_sentiment_backtest_reads_csv(tmp_path: Path) -> None:
     out = run_example("sentiment_backtest.py", cwd=tmp_path)
     assert "sentiment.csv" in out and "ETHUSDT/sentiment@" in out
@@ -68,5 +92,6 @@ def test_every_example_is_covered(script: str) -> None:
         "multi_symbol.py",
         "sentiment_backtest.py",
         "paper_trade.py",
+        "stocks_daily.py",
     }
     assert script in covered, f"examples/{script} has no test"
