@@ -277,8 +277,9 @@ def run_portfolio_backtest(
     basket_frame = basket.to_frame()
     trades = list(getattr(strat, "trade_records", []))
     # the book's Sharpe per trading year: the feeds' common calendar (24/7 when they differ)
-    calendars = {getattr(i, "calendar", None) for i in getattr(strat, "predictions", {}).values()}
-    book_calendar = calendars.pop() if len(calendars) == 1 else None
+    served = [getattr(i, "calendar", None) for i in getattr(strat, "predictions", {}).values()]
+    calendars = {getattr(c, "name", c): c for c in served}
+    book_calendar = next(iter(calendars.values())) if len(calendars) == 1 else None
     summary = summarize(
         equity, basket_frame, trades, analysis["commission"], timeframe, calendar=book_calendar
     )
