@@ -285,11 +285,13 @@ def test_cli_train_with_yahoo_csv_and_calendar_infers_timeframe_and_registers(
     assert "pass --calendar XNYS" in refused.stderr.splitlines()[-1]
     assert "Traceback" not in refused.stderr
 
-    done = _atb(*common, "--calendar", "XNYS", "--registry", str(tmp_path / "b"), cwd=tmp_path)
+    done = _atb(
+        *common, "--calendar", "XNYS", "--json", "--registry", str(tmp_path / "b"), cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     meta = read_json(next((tmp_path / "b").glob("ORCL/basic/*/metadata.json")))
     assert meta["calendar"] == "XNYS" and meta["timeframe"] == "1d"
-    assert json.loads(done.stdout[done.stdout.index("{") :])["test"]["samples"] >= 10
+    assert json.loads(done.stdout)["test"]["samples"] >= 10
 
 
 def test_cli_train_with_local_date_time_session_file_and_data_tz_registers(
