@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,7 +108,10 @@ class Cluster:
         self.address = ""
 
     def start(self) -> None:
-        temp = self.base / "ray"
+        # Ray's sockets live under --temp-dir and a Unix socket path holds at most 107 bytes:
+        # pytest's tmp paths (with xdist's popen-gwN) are too long, so a short folder of its own
+        temp = Path(tempfile.mkdtemp(prefix="atbray", dir="/tmp"))
+        self._ray_temp = temp
         with open(self.base / "head.log", "wb") as log:
             self.head = subprocess.Popen(
                 [
@@ -170,6 +174,9 @@ class Cluster:
             _stop(node)
         if self.head is not None:
             _stop(self.head)
+        temp = getattr(self, "_ray_temp", None)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
