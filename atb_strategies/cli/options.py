@@ -331,3 +331,37 @@ def recipe_option(f: Any) -> Any:
         help="Features: price (window-normalised) or lags (lagged returns, volatility, volume); "
         "default lags for ridge/lightgbm/auto, price for mlp/gru.",
     )(f)
+
+
+def target_option(f: Any) -> Any:
+    """``--target`` of ``atb train model`` and ``atb train walk-forward``."""
+    return click.option(
+        "--target",
+        type=click.Choice(["log_return", "direction"]),
+        default="log_return",
+        show_default=True,
+        help="direction: probabilities of [down, up] (ridge or lightgbm), calibrated on "
+        "validation.",
+    )(f)
+
+
+def calibrate_option(f: Any) -> Any:
+    """``--calibrate/--no-calibrate`` of ``atb train model`` and ``atb train walk-forward``."""
+    return click.option(
+        "--calibrate/--no-calibrate",
+        default=None,
+        help="Shrink predictions toward the train mean by their slope on the validation part "
+        "[off for mlp/gru, on for the other families].",
+    )(f)
+
+
+def check_target(target: str, architecture: str) -> None:
+    """``--target direction`` needs a family that exports class probabilities."""
+    from atb_strategies.training.direction import CLASSIFIERS
+
+    if target == "direction" and architecture not in CLASSIFIERS:
+        raise click.BadParameter(
+            f"{architecture!r} cannot be trained and exported for --target direction (class "
+            f"probabilities); use --architecture {' or '.join(CLASSIFIERS)}.",
+            param_hint="--architecture",
+        )

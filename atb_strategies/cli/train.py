@@ -11,9 +11,12 @@ import click
 from atb_strategies.cli.options import (
     POSITIVE_INT,
     architecture_option,
+    calibrate_option,
+    check_target,
     load_config,
     recipe_option,
     registry_option,
+    target_option,
     training_data_options,
 )
 
@@ -28,19 +31,8 @@ def train() -> None:
 @training_data_options
 @architecture_option
 @recipe_option
-@click.option(
-    "--target",
-    type=click.Choice(["log_return", "direction"]),
-    default="log_return",
-    show_default=True,
-    help="direction: probabilities of [down, up] (ridge or lightgbm), calibrated on validation.",
-)
-@click.option(
-    "--calibrate/--no-calibrate",
-    default=None,
-    help="Shrink predictions toward the train mean by their slope on the validation part "
-    "[off for mlp/gru, on for the other families].",
-)
+@target_option
+@calibrate_option
 @click.option("--sequence-length", type=POSITIVE_INT, default=120, show_default=True)
 @click.option("--horizon", type=POSITIVE_INT, default=1, show_default=True)
 @click.option("--epochs", type=POSITIVE_INT, default=30, show_default=True)
@@ -83,16 +75,10 @@ def model(
     """Train a SYMBOL model and register it as a new version (and latest, unless --no-promote)."""
     from atb_strategies.cli.options import check_dates, check_dates_in_data, resolved_timeframe
     from atb_strategies.data.sources import default_data_dir, load_candles
-    from atb_strategies.training.direction import CLASSIFIERS
     from atb_strategies.training.trainer import TrainingConfig, train_model
 
     check_dates(start_date, end_date)
-    if target == "direction" and architecture not in CLASSIFIERS:
-        raise click.BadParameter(
-            f"{architecture!r} cannot be trained and exported for --target direction (class "
-            f"probabilities); use --architecture {' or '.join(CLASSIFIERS)}.",
-            param_hint="--architecture",
-        )
+    check_target(target, architecture)
 
     registry = load_config(registry_path).model_registry_path
     frame = load_candles(

@@ -37,7 +37,7 @@ from atb_strategies.registry.manage import promote
 from atb_strategies.stats import out_of_sample_block, seed_spread
 from atb_strategies.training.config import TrainingConfig
 from atb_strategies.training.evaluate import bootstrap_block
-from atb_strategies.training.recipes import recipe_for
+from atb_strategies.training.recipes import default_recipe, recipe_for
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class WalkForwardConfig:
     timeframe: str = "1h"
     model_type: str = "basic"
     architecture: str = "mlp"
+    #: ``TrainingConfig.recipe``, ``target`` and ``calibrate`` (None: the family's default).
+    recipe: str | None = None
+    target: str = "log_return"
+    calibrate: bool | None = None
     sequence_length: int = 120
     horizon: int = 1
     epochs: int = 30
@@ -77,7 +81,7 @@ class WalkForwardConfig:
 
     def sample_bars(self) -> int:
         """Bars one sample's window and feature warm-up span (the recipe's ``min_bars``)."""
-        recipe = recipe_for(self.model_type)
+        recipe = recipe_for(self.model_type, self.recipe or default_recipe(self.architecture))
         specs = tuple(FeatureSpec(f.name, f.source, f.transforms) for f in recipe)
         return FeatureSchema(self.sequence_length, specs).min_bars
 
@@ -166,6 +170,9 @@ def _base_config(config: WalkForwardConfig) -> TrainingConfig:
         timeframe=config.timeframe,
         model_type=config.model_type,
         architecture=config.architecture,
+        recipe=config.recipe,
+        target=config.target,
+        calibrate=config.calibrate,
         sequence_length=config.sequence_length,
         horizon=config.horizon,
         epochs=config.epochs,
