@@ -87,7 +87,6 @@ def test_diebold_mariano_with_smaller_errors_is_negative_and_significant():
     assert out["stat"] < -10 and out["pvalue"] < 1e-10
 
 
-
 def test_diebold_mariano_at_the_scale_of_hourly_returns_is_defined_and_scale_free():
     """Squared hourly returns are ~1e-5: a model a hair away from the baseline (calibrated near
     the train mean) differs by far less than any absolute tolerance, yet is a defined test."""
