@@ -25,7 +25,12 @@ reaches >= 80 % of the oracle's rate at each strength.
 Usage: ``python3 benchmarks/bench_power.py [--families mlp,gru] [--seeds 20] [--phis
 0,0.02,0.05,0.1,0.2] [--noises gaussian,garch_t] [--rule ar1] [--bars 18000] [--train-bars
 4000] [--test-bars 1000] [--epochs 30] [--sequence-length 24] [--workers 2] [--out
-out/bench_power]``; ``--quick``: oracle + mlp, 3 seeds, 4,000 bars, phi 0, 0.1, 0.2 (a check
+out/bench_power] [--report] [--fresh]``. A run **resumes**: every ``power.csv`` row keeps its
+sizes, and a later run with the same sizes skips the (family, noise, phi, seed) already there
+and appends the rest, so a small run can be grown (more seeds: ``--first-seed``; more phis,
+noises or families) and the table always covers every run of those sizes that matches the
+arguments; ``--report`` trains nothing and only prints and plots; ``--fresh`` starts over.
+``--quick``: oracle + mlp, 3 seeds, 4,000 bars, phi 0, 0.1, 0.2 (a check
 that it runs, not a measurement). A full run is hours of training on 2 cores: 2 noises x 5
 phis x 20 seeds x (families) walk-forwards of 14 folds each.
 """
