@@ -195,6 +195,12 @@ def plot_power(table: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
+def _span(counts: pd.Series) -> str:
+    """``5`` or ``1-5``: how many runs the points of the curve rest on."""
+    low, high = int(counts.min()), int(counts.max())
+    return str(low) if low == high else f"{low}-{high}"
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES))
@@ -315,8 +321,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print(f"  {family:8s} {100 * mean:.1f} % of {int(count)} runs")
     title = (
         f"planted {args.rule}: {args.bars} bars, train {args.train_bars}, test "
-        f"{args.test_bars}, {runs.groupby(['family', 'noise', 'phi']).size().min()} "
-        "runs per point"
+        f"{args.test_bars}, {_span(runs.groupby(['family', 'noise', 'phi']).size())} runs "
+        "per point"
     )
     path = plot_power(table, args.out / "power.png", title)
     print(f"\nwritten: {args.out / 'power.csv'}, {path}")
