@@ -147,6 +147,13 @@ def hac_maxlags(d: np.ndarray, horizon: int) -> int:
     return int(min(max(horizon - 1, rule, auto), max(1, n // 2 - 1)))
 
 
+def _constant(d: np.ndarray, scale: float) -> bool:
+    """Whether the loss differences ``d`` are one value up to rounding: their spread within a
+    few ulps of ``scale``, the largest loss (an absolute tolerance would call every difference
+    of squared hourly returns, ~1e-5, equal)."""
+    return float(np.ptp(d)) <= 64 * np.finfo(np.float64).eps * scale
+
+
 def diebold_mariano(
     error_model: np.ndarray, error_base: np.ndarray, horizon: int = 1
 ) -> dict[str, Any]:
@@ -156,12 +163,14 @@ def diebold_mariano(
     import statsmodels.api as sm
     from scipy import stats as scipy_stats
 
-    d = np.asarray(error_model, dtype=np.float64) ** 2 - np.asarray(error_base) ** 2
+    loss_model = np.asarray(error_model, dtype=np.float64) ** 2
+    loss_base = np.asarray(error_base, dtype=np.float64) ** 2
+    d = loss_model - loss_base
     n = len(d)
     nan = float("nan")
     if n < 3 or not np.isfinite(d).all():
         return {"stat": nan, "pvalue": nan, "pvalue_one_sided": nan, "mean_diff": nan}
-    if np.allclose(d, d[0]):
+    if _constant(d, scale=max(loss_model.max(), loss_base.max())):
         return {"stat": nan, "pvalue": nan, "pvalue_one_sided": nan, "mean_diff": float(d[0])}
     maxlags = hac_maxlags(d, horizon)
     # overlapping h-bar errors are MA(h-1): the rectangular (uniform) kernel counts those lags

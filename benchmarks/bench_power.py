@@ -25,7 +25,12 @@ reaches >= 80 % of the oracle's rate at each strength.
 Usage: ``python3 benchmarks/bench_power.py [--families mlp,gru] [--seeds 20] [--phis
 0,0.02,0.05,0.1,0.2] [--noises gaussian,garch_t] [--rule ar1] [--bars 18000] [--train-bars
 4000] [--test-bars 1000] [--epochs 30] [--sequence-length 24] [--workers 2] [--out
-out/bench_power]``; ``--quick``: oracle + mlp, 3 seeds, 4,000 bars, phi 0, 0.1, 0.2 (a check
+out/bench_power] [--report] [--fresh]``. A run **resumes**: every ``power.csv`` row keeps its
+sizes, and a later run with the same sizes skips the (family, noise, phi, seed) already there
+and appends the rest, so a small run can be grown (more seeds: ``--first-seed``; more phis,
+noises or families) and the table always covers every run of those sizes that matches the
+arguments; ``--report`` trains nothing and only prints and plots; ``--fresh`` starts over.
+``--quick``: oracle + mlp, 3 seeds, 4,000 bars, phi 0, 0.1, 0.2 (a check
 that it runs, not a measurement). A full run is hours of training on 2 cores: 2 noises x 5
 phis x 20 seeds x (families) walk-forwards of 14 folds each.
 """
@@ -72,6 +77,29 @@ def _row(family: str, noise: str, phi: float, seed: int, oos: dict[str, Any]) ->
     }
 
 
+#: The sizes a run was made with, kept in every row of ``power.csv``: a later run with the same
+#: sizes resumes (skips the (family, noise, phi, seed) already there) and appends; rows of other
+#: sizes stay in the file but out of this run's table.
+SIZE_COLUMNS = ("rule", "bars", "train_bars", "test_bars", "epochs", "sequence_length")
+
+
+def _sizes(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in SIZE_COLUMNS}
+
+
+def load_previous(path: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of an earlier ``power.csv``: (those with this run's sizes, the others)."""
+    if args.fresh or not path.exists():
+        return pd.DataFrame(), pd.DataFrame()
+    old = pd.read_csv(path)
+    if not set(SIZE_COLUMNS) <= set(old.columns):
+        return pd.DataFrame(), old
+    same = np.ones(len(old), dtype=bool)
+    for name, value in _sizes(args).items():
+        same &= (old[name] == value).to_numpy()
+    return old[same].reset_index(drop=True), old[~same].reset_index(drop=True)
+
+
 def run_point(
     families: list[str],
     noise: str,
@@ -79,13 +107,19 @@ def run_point(
     seed: int,
     args: argparse.Namespace,
     base: WalkForwardConfig,
+    done: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """The oracle's and every family's record on one planted market."""
+    """The oracle's and every family's record on one planted market, but those in ``done``
+    (already in ``power.csv`` from an earlier run)."""
     candles, true_mean = generate_planted_ohlcv(
         args.bars, phi=phi, rule=args.rule, noise=noise, seed=seed
     )
-    rows = [_row(ORACLE, noise, phi, seed, oracle_oos(candles, true_mean, base))]
+    rows = []
+    if ORACLE not in done:
+        rows.append(_row(ORACLE, noise, phi, seed, oracle_oos(candles, true_mean, base)))
     for family in families:
+        if family in done:
+            continue
         registry = Path(tempfile.mkdtemp(prefix="bench-power-"))
         config = replace(base, architecture=family, registry=registry)
         started = time.perf_counter()
@@ -161,6 +195,12 @@ def plot_power(table: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
+def _span(counts: pd.Series) -> str:
+    """``5`` or ``1-5``: how many runs the points of the curve rest on."""
+    low, high = int(counts.min()), int(counts.max())
+    return str(low) if low == high else f"{low}-{high}"
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES))
@@ -178,6 +218,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("out/bench_power"))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: the table and curve of the runs already in power.csv",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="ignore (and overwrite) an earlier power.csv"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.families, args.seeds, args.phis = "mlp", 3, "0,0.1,0.2"
@@ -207,7 +255,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         bootstrap_reps=args.bootstrap_reps,
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    csv = args.out / "power.csv"
+    previous, other_sizes = load_previous(csv, args)
+    rows: list[dict[str, Any]] = previous.to_dict("records")
+    if rows:
+        print(f"resuming: {len(rows)} run(s) with these sizes already in {csv}")
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     print(
         f"power: families {families or '(oracle only)'}, rule {args.rule}, noises {noises}, "
@@ -215,12 +267,26 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"{args.test_bars} test), embargo {base.resolved_embargo()}"
     )
     started = time.perf_counter()
-    for noise in noises:
+    for noise in [] if args.report else noises:
         for phi in phis:
             for seed in seeds:
-                rows.extend(run_point(families, noise, phi, seed, args, base))
-            pd.DataFrame(rows).to_csv(args.out / "power.csv", index=False)  # progress kept
-            done = [r for r in rows if r["noise"] == noise and r["phi"] == phi]
+                done = frozenset(
+                    r["family"]
+                    for r in rows
+                    if r["noise"] == noise and r["phi"] == phi and r["seed"] == seed
+                )
+                new = run_point(families, noise, phi, seed, args, base, done)
+                rows.extend({**row, **_sizes(args)} for row in new)
+                if new:  # progress kept after every market
+                    pd.concat([other_sizes, pd.DataFrame(rows)]).to_csv(csv, index=False)
+            done = [
+                r
+                for r in rows
+                if r["noise"] == noise
+                and r["phi"] == phi
+                and r["seed"] in seeds
+                and r["family"] in (ORACLE, *families)
+            ]
             rates = pd.DataFrame(done).groupby("family")["beats_baselines"].mean()
             print(
                 f"  {noise:8s} phi={phi:<5g} "
@@ -228,7 +294,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 + f"  ({time.perf_counter() - started:.0f} s)"
             )
     runs = pd.DataFrame(rows)
-    runs.to_csv(args.out / "power.csv", index=False)
+    pd.concat([other_sizes, runs]).to_csv(csv, index=False)
+    runs = runs[
+        runs["noise"].isin(noises)
+        & runs["phi"].isin(phis)
+        & runs["seed"].isin(seeds)
+        & runs["family"].isin([ORACLE, *families])
+    ]
     table = power_table(runs)
     print()
     print(
@@ -249,7 +321,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print(f"  {family:8s} {100 * mean:.1f} % of {int(count)} runs")
     title = (
         f"planted {args.rule}: {args.bars} bars, train {args.train_bars}, test "
-        f"{args.test_bars}, {args.seeds} seeds per point"
+        f"{args.test_bars}, {_span(runs.groupby(['family', 'noise', 'phi']).size())} runs "
+        "per point"
     )
     path = plot_power(table, args.out / "power.png", title)
     print(f"\nwritten: {args.out / 'power.csv'}, {path}")

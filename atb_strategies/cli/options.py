@@ -429,3 +429,44 @@ def data_files(data: tuple[str, ...], symbols: list[str]) -> dict[str, Path]:
                 f"{name}: file {str(path)!r} does not exist.", param_hint="--data"
             )
     return files
+
+
+def target_option(f: Any) -> Any:
+    """``--target`` of ``atb train model`` and ``atb train walk-forward``."""
+    return click.option(
+        "--target",
+        type=click.Choice(["log_return", "direction"]),
+        default="log_return",
+        show_default=True,
+        help="direction: probabilities of [down, up] (ridge or lightgbm), calibrated on "
+        "validation.",
+    )(f)
+
+
+def calibrate_option(f: Any) -> Any:
+    """``--calibrate/--no-calibrate`` of ``atb train model`` and ``atb train walk-forward``."""
+    return click.option(
+        "--calibrate/--no-calibrate",
+        default=None,
+        help="Shrink predictions toward the train mean by their slope on the validation part "
+        "[off for mlp/gru, on for the other families].",
+    )(f)
+
+
+def check_target(target: str, architecture: str, calibrate: bool | None = None) -> None:
+    """``--target direction`` needs a family that exports class probabilities, and always
+    calibrates them (a temperature fitted on the validation part)."""
+    from atb_strategies.training.direction import CLASSIFIERS
+
+    if target == "direction" and calibrate is False:
+        raise click.BadParameter(
+            "a direction classifier always calibrates its probabilities (a temperature fitted "
+            "on the validation part); drop --no-calibrate.",
+            param_hint="--no-calibrate",
+        )
+    if target == "direction" and architecture not in CLASSIFIERS:
+        raise click.BadParameter(
+            f"{architecture!r} cannot be trained and exported for --target direction (class "
+            f"probabilities); use --architecture {' or '.join(CLASSIFIERS)}.",
+            param_hint="--architecture",
+        )

@@ -14,10 +14,13 @@ from atb_strategies.cli.options import (
     adjusted_option,
     architecture_option,
     calendar_option,
+    calibrate_option,
+    check_target,
     data_tz_option,
     recipe_option,
     registry_option,
     sequence_length_option,
+    target_option,
     training_data_options,
 )
 from atb_strategies.cli.outputs import training_registry
@@ -36,19 +39,8 @@ def train() -> None:
 @data_tz_option
 @architecture_option
 @recipe_option
-@click.option(
-    "--target",
-    type=click.Choice(["log_return", "direction"]),
-    default="log_return",
-    show_default=True,
-    help="direction: probabilities of [down, up] (ridge or lightgbm), calibrated on validation.",
-)
-@click.option(
-    "--calibrate/--no-calibrate",
-    default=None,
-    help="Shrink predictions toward the train mean by their slope on the validation part "
-    "[off for mlp/gru, on for the other families].",
-)
+@target_option
+@calibrate_option
 @sequence_length_option
 @click.option(
     "--horizon", type=POSITIVE_INT, default=1, show_default=True, help="Bars ahead predicted."
@@ -110,22 +102,10 @@ def model(
     from atb_strategies.cli.options import check_dates, check_dates_in_data, resolved_timeframe
     from atb_strategies.data.sources import default_data_dir, load_candles
     from atb_strategies.features.calendar import get_calendar
-    from atb_strategies.training.direction import CLASSIFIERS
     from atb_strategies.training.trainer import TrainingConfig, train_model
 
     check_dates(start_date, end_date)
-    if target == "direction" and calibrate is False:
-        raise click.BadParameter(
-            "a direction classifier always calibrates its probabilities (a temperature fitted "
-            "on the validation part); drop --no-calibrate.",
-            param_hint="--no-calibrate",
-        )
-    if target == "direction" and architecture not in CLASSIFIERS:
-        raise click.BadParameter(
-            f"{architecture!r} cannot be trained and exported for --target direction (class "
-            f"probabilities); use --architecture {' or '.join(CLASSIFIERS)}.",
-            param_hint="--architecture",
-        )
+    check_target(target, architecture, calibrate)
 
     get_calendar(calendar)  # an unknown name or a missing extra fails before any work
     registry, note = training_registry(registry_path)

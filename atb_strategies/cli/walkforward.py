@@ -11,11 +11,15 @@ from atb_strategies.cli.options import (
     POSITIVE_INT,
     architecture_option,
     calendar_option,
+    calibrate_option,
+    check_target,
     commission_option,
     data_tz_option,
+    recipe_option,
     registry_option,
     sequence_length_option,
     slippage_option,
+    target_option,
     training_data_options,
 )
 from atb_strategies.cli.outputs import (
@@ -60,6 +64,9 @@ def _seeds(value: str) -> tuple[int, ...]:
 @click.option("--seeds", default="1", show_default=True, help="A count (0..N-1) or a list: 0,5,9.")
 @click.option("--seed", default=0, show_default=True, help="Synthetic market seed.")
 @architecture_option
+@recipe_option
+@target_option
+@calibrate_option
 @sequence_length_option
 @click.option(
     "--horizon", type=POSITIVE_INT, default=1, show_default=True, help="Bars ahead predicted."
@@ -135,6 +142,9 @@ def walk_forward(
     seeds: str,
     seed: int,
     architecture: str,
+    recipe: str | None,
+    target: str,
+    calibrate: bool | None,
     sequence_length: int | None,
     horizon: int,
     epochs: int,
@@ -170,6 +180,7 @@ def walk_forward(
     from atb_strategies.training.config import default_sequence_length
 
     check_dates(start_date, end_date)
+    check_target(target, architecture, calibrate)
     check_out(out_dir, "walk-forward", force=force)  # before the folds train
     registry, note = training_registry(registry_path)
     if note:
@@ -215,6 +226,9 @@ def walk_forward(
         timeframe=timeframe,
         model_type=model_type,
         architecture=architecture,
+        recipe=recipe,
+        target=target,
+        calibrate=calibrate,
         sequence_length=sequence_length or default_sequence_length(timeframe),
         horizon=horizon,
         epochs=epochs,
@@ -265,7 +279,6 @@ def walk_forward(
 
 def _print_result(result, paths: dict[str, Path], backtest: dict | None) -> None:  # type: ignore[no-untyped-def]
     o = result.oos
-    lo, hi = o["edge_ci95"]
     failed = [r for r in result.results if r.error]
     click.echo(
         f"walk-forward {result.walk_forward_id}: {len(result.folds)} fold(s), "
@@ -273,18 +286,8 @@ def _print_result(result, paths: dict[str, Path], backtest: dict | None) -> None
     )
     for r in failed:
         click.echo(f"  fold {r.fold.number} seed {r.seed} FAILED: {r.error}")
-    click.echo(
-        f"  out of sample: {o['samples']} bars, direction {100 * o['direction_accuracy']:.1f} % "
-        f"vs majority {100 * o['majority_baseline']:.1f} %, edge {100 * o['edge']:+.1f} points "
-        f"(95 % CI {100 * lo:+.1f}..{100 * hi:+.1f})"
-    )
-    for name in ("last_close", "drift"):
-        dm = o[f"dm_vs_{name}"]
-        click.echo(
-            f"  Diebold-Mariano vs {name.replace('_', ' ')}: {dm['stat']:+.2f} "
-            f"(p={dm['pvalue']:.3g})"
-            + ("  model errors smaller" if dm["stat"] < 0 else "  model errors larger")
-        )
+    for line in oos_lines(o):
+        click.echo(line)
     spread = o["seed_spread"]["direction_accuracy"]
     if spread["seeds"] > 1:
         click.echo(
@@ -302,3 +305,38 @@ def _print_result(result, paths: dict[str, Path], backtest: dict | None) -> None
     if result.promoted:
         click.echo(f"  latest -> {result.promoted}")
     click.echo(f"report: {paths['summary'].parent}")
+
+
+def oos_lines(o: dict) -> list[str]:  # type: ignore[type-arg]
+    """The pooled record as the gate reads it: the edge over the baseline fixed in training
+    (direction of the training drift) with its CI, and the one-sided Diebold-Mariano p against
+    last close; the majority share (known only in hindsight) beside it, labelled."""
+    from atb_strategies.stats import ALPHA
+
+    lo, hi = o["edge_vs_fixed_ci95"]
+    dm = o["dm_vs_last_close"]
+    p = dm.get("pvalue_one_sided", float("nan"))
+    lines = [
+        f"  out of sample: {o['samples']} bars, direction {100 * o['direction_accuracy']:.1f} % "
+        f"vs fixed baseline (training drift's direction) {100 * o['fixed_baseline']:.1f} %: "
+        f"edge {100 * o['edge_vs_fixed']:+.1f} points (95 % CI {100 * lo:+.1f}..{100 * hi:+.1f})"
+        f"  [majority share, hindsight: {100 * o['majority_baseline']:.1f} %]",
+    ]
+    for name in ("last_close", "drift"):
+        test = o[f"dm_vs_{name}"]
+        one_sided = test.get("pvalue_one_sided", float("nan"))
+        if test["stat"] < 0:
+            reading = "  model errors smaller"
+        elif test["stat"] >= 0:
+            reading = "  model errors not smaller"
+        else:  # NaN: the two error series are equal
+            reading = "  undefined (errors equal)"
+        lines.append(
+            f"  Diebold-Mariano vs {name.replace('_', ' ')}: {test['stat']:+.2f} "
+            f"(one-sided p={one_sided:.3g}){reading}"
+        )
+    lines.append(
+        f"  gate: edge CI above 0 {'yes' if lo > 0 else 'no'}; one-sided DM p vs last close "
+        f"< {ALPHA:g} {'yes' if p < ALPHA else 'no'}"
+    )
+    return lines

@@ -22,6 +22,7 @@ import pandas as pd
 from atb_strategies.bundle.jsonio import write_json
 from atb_strategies.evaluation.walkforward import WalkForwardResult
 from atb_strategies.stats import direction_accuracy, majority_baseline
+from atb_strategies.training.register import null_if_undefined
 
 
 def fold_table(result: WalkForwardResult) -> pd.DataFrame:
@@ -117,7 +118,8 @@ def write_report(
     }
     fold_table(result).to_csv(paths["folds_csv"], index=False)
     result.predictions.to_parquet(paths["predictions"])
-    write_json(paths["summary"], summary(result, backtest))
+    # a fold's statistic can be undefined (equal error series): null, as in metrics.json
+    write_json(paths["summary"], null_if_undefined(summary(result, backtest)))
     plot_walk_forward(result, paths["chart"], equity=equity, title=title)
     return paths
 

@@ -69,6 +69,10 @@ class WalkForwardConfig:
     timeframe: str = "1h"
     model_type: str = "basic"
     architecture: str = "mlp"
+    #: ``TrainingConfig.recipe``, ``target`` and ``calibrate`` (None: the family's default).
+    recipe: str | None = None
+    target: str = "log_return"
+    calibrate: bool | None = None
     sequence_length: int = 120
     horizon: int = 1
     epochs: int = 30
@@ -90,7 +94,7 @@ class WalkForwardConfig:
         """Bars one sample's window and feature warm-up span (the recipe's ``min_bars``)."""
         recipe = recipe_for(  # what each fold trains on: the family's recipe, for these bars
             self.model_type,
-            default_recipe(self.architecture),
+            self.recipe or default_recipe(self.architecture),
             timeframe=self.timeframe,
             calendar=self.calendar,
         )
@@ -225,6 +229,9 @@ def _base_config(config: WalkForwardConfig) -> TrainingConfig:
         timeframe=config.timeframe,
         model_type=config.model_type,
         architecture=config.architecture,
+        recipe=config.recipe,
+        target=config.target,
+        calibrate=config.calibrate,
         sequence_length=config.sequence_length,
         horizon=config.horizon,
         epochs=config.epochs,

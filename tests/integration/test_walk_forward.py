@@ -202,6 +202,104 @@ def test_atb_train_walk_forward_prints_the_verdict_and_writes_the_report(tmp_pat
     assert "4 fold(s), 4 trained version(s)" in result.stdout
     assert "verdict: does NOT beat the baselines" in result.stdout
     assert (out / "summary.json").is_file() and (out / "chart.png").is_file()
+    _assert_printed_numbers_are_the_gates(result.stdout, read_json(out / "summary.json")["oos"])
+
+
+def _assert_printed_numbers_are_the_gates(stdout: str, oos: dict) -> None:
+    """The printed edge, CI and p are those the verdict is made of (not the majority's)."""
+    lo, hi = oos["edge_vs_fixed_ci95"]
+    dm = oos["dm_vs_last_close"]
+    assert f"edge {100 * oos['edge_vs_fixed']:+.1f} points" in stdout
+    assert f"(95 % CI {100 * lo:+.1f}..{100 * hi:+.1f})" in stdout
+    assert f"fixed baseline (training drift's direction) {100 * oos['fixed_baseline']:.1f} %" in (
+        stdout
+    )
+    assert f"majority share, hindsight: {100 * oos['majority_baseline']:.1f} %" in stdout
+    assert f"vs last close: {dm['stat']:+.2f} (one-sided p={dm['pvalue_one_sided']:.3g})" in stdout
+    ci_ok, dm_ok = lo > 0, dm["pvalue_one_sided"] < 0.05
+    assert f"gate: edge CI above 0 {'yes' if ci_ok else 'no'}" in stdout
+    assert f"< 0.05 {'yes' if dm_ok else 'no'}" in stdout
+    assert oos["beats_baselines"] == (ci_ok and dm_ok)
+    verdict = "BEATS the baselines" if oos["beats_baselines"] else "does NOT beat the baselines"
+    assert f"verdict: {verdict}" in stdout
+
+
+def test_walk_forward_printout_reports_the_gates_edge_not_the_majoritys():
+    """A record where the hindsight majority edge looks good but the gate's does not: the
+    printout shows the gate's numbers, and a DM left undefined by equal errors says so."""
+    from atb_strategies.cli.walkforward import oos_lines
+
+    nan = float("nan")
+    oos = {
+        "samples": 900,
+        "direction_accuracy": 0.53,
+        "majority_baseline": 0.50,
+        "edge": 0.03,
+        "edge_ci95": [0.01, 0.05],
+        "fixed_baseline": 0.55,
+        "edge_vs_fixed": -0.02,
+        "edge_vs_fixed_ci95": [-0.04, 0.0],
+        "dm_vs_last_close": {"stat": nan, "pvalue": nan, "pvalue_one_sided": nan},
+        "dm_vs_drift": {"stat": -2.5, "pvalue": 0.012, "pvalue_one_sided": 0.006},
+    }
+    text = "\n".join(oos_lines(oos))
+    assert "edge -2.0 points (95 % CI -4.0..+0.0)" in text
+    assert "+3.0" not in text and "+1.0..+5.0" not in text  # the majority's edge and CI
+    assert "majority share, hindsight: 50.0 %" in text
+    assert "vs last close: +nan (one-sided p=nan)  undefined (errors equal)" in text
+    assert "vs drift: -2.50 (one-sided p=0.006)  model errors smaller" in text
+    assert "gate: edge CI above 0 no; one-sided DM p vs last close < 0.05 no" in text
+
+
+def test_atb_train_walk_forward_threads_recipe_target_and_calibrate_to_every_fold(tmp_path):
+    registry = tmp_path / "models"
+    args = [
+        "train",
+        "walk-forward",
+        "BTCUSDT",
+        "--synthetic",
+        "--bars",
+        "2300",
+        "--train-bars",
+        "1200",
+        "--test-bars",
+        "400",
+        "--sequence-length",
+        "16",
+        "--architecture",
+        "ridge",
+        "--recipe",
+        "price",
+        "--target",
+        "direction",
+        "--calibrate",
+        "--executor",
+        "serial",
+        "--bootstrap-reps",
+        "200",
+        "--no-backtest",
+        "--registry",
+        str(registry),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    config = read_json(tmp_path / "out" / "summary.json")["config"]
+    assert (config["recipe"], config["target"], config["calibrate"]) == (
+        "price",
+        "direction",
+        True,
+    )
+    layout = RegistryLayout(registry)
+    versions = layout.versions("BTCUSDT", "basic")
+    assert len(versions) >= 2
+    for version in versions:
+        metrics = read_json(layout.version_dir("BTCUSDT", "basic", version) / "metrics.json")
+        assert metrics["recipe"] == "price" and metrics["target"] == "direction"
+        # a direction classifier calibrates with its temperature, not the regression slope
+        assert metrics["architecture"] == "ridge" and not metrics["calibration"]
 
 
 @pytest.mark.parametrize(
@@ -211,6 +309,10 @@ def test_atb_train_walk_forward_prints_the_verdict_and_writes_the_report(tmp_pat
         (["--seeds", "x"], "--seeds"),
         (["--train-bars", "5000"], "--train-bars"),
         (["--executor", "dask"], "--executor"),
+        (["--target", "direction"], "--architecture"),  # mlp cannot export class probabilities
+        (["--recipe", "ohlc"], "--recipe"),
+        # a direction classifier always calibrates its probabilities
+        (["--target", "direction", "--architecture", "ridge", "--no-calibrate"], "--no-calibrate"),
     ],
 )
 def test_atb_train_walk_forward_with_bad_value_exits_1_with_one_line(tmp_path, extra, names):

@@ -87,6 +87,26 @@ def test_diebold_mariano_with_smaller_errors_is_negative_and_significant():
     assert out["stat"] < -10 and out["pvalue"] < 1e-10
 
 
+def test_diebold_mariano_at_the_scale_of_hourly_returns_is_defined_and_scale_free():
+    """Squared hourly returns are ~1e-5: a model a hair away from the baseline (calibrated near
+    the train mean) differs by far less than any absolute tolerance, yet is a defined test."""
+    rng = np.random.default_rng(4)
+    actual = rng.standard_normal(3000) * 0.005
+    signal = 1e-5 * actual + rng.standard_normal(3000) * 1e-7  # a sliver of the real return
+    small = diebold_mariano(signal - actual, 0.0 - actual, 1)
+    assert np.isfinite(small["stat"]) and np.isfinite(small["pvalue_one_sided"])
+    assert small["stat"] < 0  # the model's squared errors are smaller
+    big = diebold_mariano(1e3 * (signal - actual), 1e3 * (0.0 - actual), 1)
+    assert big["stat"] == pytest.approx(small["stat"], rel=1e-6)
+
+
+def test_diebold_mariano_of_identical_errors_is_undefined_not_significant():
+    actual = np.random.default_rng(5).standard_normal(500) * 0.005
+    out = diebold_mariano(actual, actual.copy(), 1)
+    assert math.isnan(out["stat"]) and math.isnan(out["pvalue_one_sided"])
+    assert out["mean_diff"] == 0.0
+
+
 def test_edge_ci_with_perfect_direction_lies_above_zero_and_with_noise_does_not():
     rng = np.random.default_rng(1)
     actual = rng.standard_normal(1500) * 0.01 + 0.002  # about 58 % up
