@@ -236,7 +236,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = _parse(argv)
-    logging.getLogger("atb_strategies").setLevel(logging.WARNING)
     families = [f for f in args.families.split(",") if f]
     for name in list(families):
         try:
@@ -330,4 +329,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
+    # quiet per-fold training logs when run as a script (not when imported, e.g. by a test:
+    # a process-wide level would silence other tests' log capture)
+    logging.getLogger("atb_strategies").setLevel(logging.WARNING)
     main()
