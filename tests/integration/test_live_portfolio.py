@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import backtrader as bt
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -54,9 +55,9 @@ def _frames(crash_from: int | None = None) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def _server(frames: dict[str, pd.DataFrame], **kwargs: Any) -> Any:
+def _server(frames: dict[str, pd.DataFrame], now_row: int = NOW_ROW, **kwargs: Any) -> Any:
     first = frames[SYMBOLS[0]]
-    start = int(first.index[NOW_ROW].value // 1_000_000) + HOUR // 2
+    start = int(first.index[now_row].value // 1_000_000) + HOUR // 2
     balances = {"USDT": 10_000, **dict.fromkeys(BASES.values(), 0)}
     return loopback_exchange(
         first,
@@ -337,6 +338,153 @@ def test_portfolio_restart_mid_session_recovers_every_symbol(registry, tmp_path)
     rows = _journal_orders(journal)
     assert {_venue(r["symbol"]) for r in rows} == set(SYMBOLS)
     assert all(r["state"] == "closed" for r in rows)
+
+
+# ------------------------------------------------------------------ open orders in the limits
+
+
+class Plan(bt.Strategy):
+    """Calls ``plan[n](self)`` on the n-th bar where every feed is live; records each order's
+    notifications (status and reject reason)."""
+
+    params = (("plan", None),)
+
+    def __init__(self) -> None:
+        self.live_bars = 0
+        self.events: list[tuple[str, str, str, str | None]] = []
+        self.placed: dict[str, bt.Order] = {}
+        self.days: list[tuple[Any, str | None, float | None, float]] = []
+
+    def notify_order(self, order: bt.Order) -> None:
+        name, status = order.data._name, order.getstatusname()
+        self.events.append((name, order.info.get("role"), status, order.info.get("reject_reason")))
+
+    def next(self) -> None:
+        if any(d._laststatus != d.LIVE for d in self.datas):
+            return
+        self.live_bars += 1
+        risk = self.broker.risk  # what the kill switch watched on this bar (before deciding)
+        stamp = bt.num2date(max(d.datetime[0] for d in self.datas))
+        self.days.append((stamp, risk.day, risk.day_start_value, self.broker.getvalue()))
+        action = (self.p.plan or {}).get(self.live_bars)
+        if action is not None:
+            action(self)
+
+    def feed(self, symbol: str) -> Any:
+        return self.getdatabyname(symbol)
+
+    def order(self, role: str, symbol: str, side: str, notional: float, **kwargs: Any) -> None:
+        data = self.feed(symbol)
+        price = kwargs.get("price") or float(data.close[0])
+        size = round(notional / price, 5)
+        self.placed[role] = getattr(self, side)(data=data, size=size, role=role, **kwargs)
+
+
+def _run_plan(
+    server: Any, journal: Path, plan: dict[int, Any], kill_switch: KillSwitch, max_bars: int
+) -> tuple[Any, Plan]:
+    store = CcxtStore(
+        exchange="binance", config=server.ccxt_config(rate_limit_ms=1), retry_delay=0.01
+    )
+    cerebro = bt.Cerebro(quicknotify=True, stdstats=False)
+    for symbol in SYMBOLS:
+        data = store.getdata(
+            dataname=symbol, bar="1h", backfill_bars=5, max_live_bars=max_bars, **FEED_OPTIONS
+        )
+        cerebro.adddata(data, name=symbol)
+    cerebro.addstore(store)
+    broker = store.getbroker(
+        journal=str(journal),
+        kill_switch=kill_switch,
+        order_poll=0.0,
+        balance_refresh=0.0,
+        on_stop="keep",
+    )
+    cerebro.setbroker(broker)
+    cerebro.addstrategy(Plan, plan=plan)
+    return cerebro, cerebro.run()[0]
+
+
+def test_portfolio_limits_count_an_unfilled_limit_entry_and_never_refuse_an_exit(tmp_path):
+    limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_gross_exposure=0.3)
+
+    def first(s: Plan) -> None:  # a limit entry far below the market, then a small ETH buy
+        btc = float(s.feed("BTCUSDT").close[0])
+        s.order("btc_limit", "BTCUSDT", "buy", 2_000, exectype=bt.Order.Limit, price=btc / 2)
+        s.order("eth_entry", "ETHUSDT", "buy", 800)
+
+    def second(s: Plan) -> None:  # 800 held + 2,000 open + 500 > 3,000; without the open 1,300
+        s.order("sol_entry", "SOLUSDT", "buy", 500)
+
+    def third(s: Plan) -> None:  # the whole ETH position: 800 more would break the limit as
+        # an entry (800 + 2,000 + 800 > 3,000); an exit is not new risk
+        held = s.getposition(s.feed("ETHUSDT")).size
+        s.placed["eth_exit"] = s.sell(data=s.feed("ETHUSDT"), size=held, role="eth_exit")
+
+    with _server(_frames()) as server:
+        cerebro, strat = _run_plan(
+            server, tmp_path / "j.sqlite", {1: first, 2: second, 3: third}, limits, 4
+        )
+        orders = {
+            s: [(o["side"], o["type"], o["status"]) for o in server.orders(s)] for s in SYMBOLS
+        }
+    assert orders["BTCUSDT"] == [("BUY", "LIMIT", "NEW")]  # open the whole session, unfilled
+    assert orders["ETHUSDT"] == [("BUY", "MARKET", "FILLED"), ("SELL", "MARKET", "FILLED")]
+    assert orders["SOLUSDT"] == []  # refused before it was sent
+    (refused,) = [e for e in strat.events if e[2] == "Rejected"]
+    assert refused[:2] == ("SOLUSDT", "sol_entry")
+    reason = refused[3]
+    assert "\n" not in reason
+    found = re.fullmatch(
+        r"gross exposure (\S+) \(positions (\S+) \+ open entry orders (\S+) \+ this order "
+        r"(\S+)\) would exceed max_gross_exposure 30 % of the value (\S+)",
+        reason,
+    )
+    assert found, reason
+    total, held, pending, mine, value = (float(x) for x in found.groups())
+    assert pending == pytest.approx(2_000, rel=1e-3)  # the BTC limit entry, at its price
+    assert 700 < held < 900 and 450 < mine < 550
+    assert held + mine < 0.3 * value < total  # refused only because the open entry counts
+    assert ("ETHUSDT", "eth_exit", "Completed", None) in strat.events
+    assert not cerebro.broker.killed
+
+
+def test_daily_loss_day_turns_at_the_first_bar_of_a_new_utc_day_and_survives_a_restart(
+    tmp_path,
+):
+    # the first live bar closes at 22:00 UTC: bars 1-2 are on day one, bar 3 closes at 00:00
+    limits = KillSwitch(max_daily_loss=0.5, max_drawdown=None)
+    journal = tmp_path / "j.sqlite"
+
+    def buy(s: Plan) -> None:  # a position, so the value moves from bar to bar
+        s.order("entry", "BTCUSDT", "buy", 5_000)
+
+    with _server(_frames(), now_row=NOW_ROW - 3) as server:
+        _, first = _run_plan(server, journal, {1: buy}, limits, 4)
+        _, second = _run_plan(server, journal, {}, limits, 2)  # a restart, later that day
+    stamps = [stamp.strftime("%Y-%m-%d %H:%M") for stamp, *_ in first.days]
+    assert stamps == [
+        "2024-01-05 22:00",
+        "2024-01-05 23:00",
+        "2024-01-06 00:00",
+        "2024-01-06 01:00",
+    ]
+    days = [day for _, day, _, _ in first.days]
+    assert days == ["2024-01-05", "2024-01-05", "2024-01-06", "2024-01-06"]  # market time
+    starts = [start for _, _, start, _ in first.days]
+    values = [value for *_, value in first.days]
+    assert starts[0] == starts[1] == pytest.approx(values[0])  # day one: its first value
+    assert starts[2] == starts[3] == pytest.approx(values[2])  # reset at 00:00's bar
+    assert starts[2] != pytest.approx(starts[0], abs=0.01)
+    # the restart on the same journal keeps the new day's start, not its own first value
+    assert [day for _, day, _, _ in second.days] == ["2024-01-06", "2024-01-06"]
+    assert [start for _, _, start, _ in second.days] == [pytest.approx(starts[2])] * 2
+    assert second.days[0][3] != pytest.approx(starts[2], abs=0.01)
+    book = Journal(journal)
+    try:
+        assert book.day_start_value("2024-01-06", 1.0) == pytest.approx(starts[2])
+    finally:
+        book.close()
 
 
 # ------------------------------------------------------------------ bad input
