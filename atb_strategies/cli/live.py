@@ -479,6 +479,7 @@ def run_live(
             from atb_strategies.dashboard.server import start_dashboard
 
             board = start_dashboard(journal, dashboard_bind, dashboard_token, flag="--dashboard")
+            stack.callback(board.stop)  # however the session ends, the port is given back
             echo(f"dashboard: {board.url}")
         strat = run_until_stopped(cerebro)[0]
         # the session's summary and charts first: the stop reason stays the last line

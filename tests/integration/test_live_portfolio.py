@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -485,6 +487,36 @@ def test_daily_loss_day_turns_at_the_first_bar_of_a_new_utc_day_and_survives_a_r
         assert book.day_start_value("2024-01-06", 1.0) == pytest.approx(starts[2])
     finally:
         book.close()
+
+
+# ------------------------------------------------------------------ the session's end
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _demo_args(registry: Path, tmp_path: Path, *args: str) -> list[str]:
+    return [
+        *("live", "ml_basic", "--symbols", ",".join(SYMBOLS), "--exchange", "loopback"),
+        *("--demo-clock", "lockstep", "--paper", "--max-bars", "1", "--backfill-bars", "100"),
+        *("--registry", str(registry), "--journal", str(tmp_path / "s" / "journal.sqlite")),
+        *("--log-file", str(tmp_path / "live.log"), *args),
+    ]
+
+
+def test_atb_live_dashboard_is_shut_down_when_the_session_returns(registry, tmp_path):
+    port = _free_port()
+    args = _demo_args(registry, tmp_path, "--dashboard", f"127.0.0.1:{port}")
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"dashboard: http://127.0.0.1:{port}/" in result.output  # it served the session
+    assert not [t for t in threading.enumerate() if t.name == "atb-dashboard"]
+    with socket.socket() as again:  # no SO_REUSEADDR: a socket still listening would refuse
+        again.bind(("127.0.0.1", port))
+        again.listen()
 
 
 # ------------------------------------------------------------------ bad input
