@@ -31,7 +31,7 @@ from atb_strategies.cli.options import (
     guard_params,
     registry_option,
 )
-from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.exceptions import ConfigurationError, ModelNotFoundError
 from atb_strategies.live.portfolio import describe
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
@@ -360,9 +360,13 @@ def run_live(
         # every challenger is selected (and validated) before anything connects
         for spec in parse_shadows(params["shadows"], get_strategy(strategy).params.model_type):
             for name in names:
-                shared_registry(registry_path).select_bundle(
-                    name, spec.model_type, timeframe, spec.version
-                )
+                try:
+                    shared_registry(registry_path).select_bundle(
+                        name, spec.model_type, timeframe, spec.version
+                    )
+                except ModelNotFoundError as e:  # each symbol needs its own challenger
+                    every = " (every symbol of --symbols needs it)" if len(names) > 1 else ""
+                    raise ModelNotFoundError(f"--shadow {spec.version}{every}: {e}") from None
     params.update(
         guard_params(max_model_age, age_action, drift_action, drift_window, drift_threshold)
     )

@@ -519,6 +519,74 @@ def test_atb_live_dashboard_is_shut_down_when_the_session_returns(registry, tmp_
         again.listen()
 
 
+# ------------------------------------------------------------------ shadows per symbol
+
+
+def test_atb_live_with_symbols_and_shadows_keeps_a_book_per_symbol_and_model(make_bundle, tmp_path):
+    champion, challengers = "2026-01-03_1h_v3", ["2026-01-02_1h_v2", "2026-01-01_1h_v1"]
+    for i, symbol in enumerate(SYMBOLS):  # each challenger differs from its champion
+        for k, version in enumerate(challengers):
+            make_bundle(symbol=symbol, seed=10 * i + k, version=version, promote=False)
+        make_bundle(symbol=symbol, seed=10 * i + 2, version=champion)  # latest
+    registry = tmp_path / "models"
+    shadows = [arg for v in challengers for arg in ("--shadow", v)]
+    args = _demo_args(registry, tmp_path, *shadows, "--long-threshold", "0.0005")
+    args[args.index("--max-bars") + 1] = "4"
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "s"
+    rows = pd.read_csv(folder / "shadow.csv")
+    assert rows["session"].nunique() == 1
+    # a row per bar, symbol and model: the champion's virtual twin and each challenger
+    assert len(rows) == 4 * len(SYMBOLS) * 3
+    for (_, symbol), bar in rows.groupby(["time", "symbol"]):
+        keys = {f"{symbol}/basic@{v}" for v in [champion, *challengers]}
+        assert set(bar["model_key"]) == keys
+        assert list(bar["role"]) == ["champion", "shadow", "shadow"]
+    # the twin of each symbol decides on that symbol's own prediction, as the session did
+    shown = {}
+    for line in result.output.splitlines():
+        found = re.match(rf"^({TIME}) (\S+) close=.* ret=(\S+)% .*signal=(\S+) ", line)
+        if found:
+            shown[(found[1], found[2])] = (float(found[3]), found[4])
+    twins = rows[rows["role"] == "champion"]
+    assert len(shown) == len(twins) == 4 * len(SYMBOLS)
+    for twin in twins.itertuples():
+        ret, signal = shown[(twin.time[:16].replace("T", " "), twin.symbol)]
+        assert 100 * twin.predicted_return == pytest.approx(ret, abs=6e-5)
+        assert twin.signal == signal
+    # the comparison, at stop and again from the file: a block per symbol, a line per book
+    for output in (
+        result.output,
+        CliRunner().invoke(cli, ["live", "report", str(folder)], catch_exceptions=False).output,
+    ):
+        table = output[output.index("role     model") :].splitlines()
+        for symbol in SYMBOLS:
+            block = table[table.index(f"{symbol}:") + 1 :][:3]
+            assert [line.split()[:3] for line in block] == [
+                [role, f"{symbol}/basic@{v}", "4"]
+                for role, v in [("champion", champion), *(("shadow", v) for v in challengers)]
+            ]
+    assert (folder / "shadow.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_atb_live_with_symbols_and_a_shadow_missing_for_one_symbol_is_one_line(
+    make_bundle, tmp_path
+):
+    for i, symbol in enumerate(SYMBOLS):
+        make_bundle(symbol=symbol, seed=i)
+    make_bundle(symbol="BTCUSDT", seed=9, version="2026-01-02_1h_v2", promote=False)
+    args = _demo_args(tmp_path / "models", tmp_path, "--shadow", "2026-01-02_1h_v2")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert error.startswith(
+        "error: ModelNotFoundError: --shadow 2026-01-02_1h_v2 (every symbol of --symbols needs "
+        "it): ETHUSDT/basic has no version '2026-01-02_1h_v2'"
+    ), error
+    assert "demo exchange (loopback) at" not in result.output  # refused before connecting
+
+
 # ------------------------------------------------------------------ bad input
 
 
