@@ -393,16 +393,17 @@ def run_live(
             "https://api.alternative.me (the public Fear & Greed index), --sentiment CSV or "
             "--synthetic-sentiment (a demo)."
         )
-    if sources and len(names) > 1:
-        raise ConfigurationError(
-            f"{strategy} with several symbols is not supported yet: run one session per symbol."
-        )
     if sources:
         from atb_strategies.sentiment import build_sentiment_poller
 
-        feed_options["sentiment"] = build_sentiment_poller(
-            csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
-        )
+        # a poller per symbol: each watches its own feed's candles and bars (the synthetic
+        # index is made from them); a market-wide source is asked once per symbol and bar
+        feed_options["sentiment"] = {
+            name: build_sentiment_poller(
+                csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
+            )
+            for name in names
+        }
     if dashboard_bind is None and dashboard_token is not None:
         raise ConfigurationError("--dashboard-token is for --dashboard HOST:PORT: add it.")
     if dashboard_bind is not None:

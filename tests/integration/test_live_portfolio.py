@@ -587,6 +587,76 @@ def test_atb_live_with_symbols_and_a_shadow_missing_for_one_symbol_is_one_line(
     assert "demo exchange (loopback) at" not in result.output  # refused before connecting
 
 
+# ------------------------------------------------------------------ sentiment per symbol
+
+SENTIMENT_LINE = rf"^({TIME}) (\S+) close=.* sent=(\S+) age=(\S+)h model=\S+/sentiment@"
+
+
+def _sentiment_session(tmp_path: Path, *args: str) -> dict[tuple[str, str], tuple[float, float]]:
+    """``atb live ml_sentiment`` on BTCUSDT and ETHUSDT (the shipped sentiment models) on the
+    demo exchange: ``{(close time, symbol): (sentiment, age in hours)}`` from its status."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("live", "ml_sentiment", "--symbols", "BTCUSDT,ETHUSDT", "--exchange", "loopback"),
+            *("--demo-clock", "lockstep", "--paper", "--max-bars", "2", *args),
+            *("--registry", str(Path(__file__).resolve().parents[2] / "models")),
+            *("--journal", str(tmp_path / "s" / "journal.sqlite")),
+            *("--log-file", str(tmp_path / "live.log")),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    found = [re.match(SENTIMENT_LINE, line) for line in result.output.splitlines()]
+    return {(m[1], m[2]): (float(m[3]), float(m[4])) for m in found if m}
+
+
+def test_atb_live_ml_sentiment_with_symbols_gives_each_feed_its_own_synthetic_index(tmp_path):
+    shown = _sentiment_session(tmp_path, "--synthetic-sentiment", "--backfill-bars", "800")
+    closes = sorted({close for close, _ in shown})
+    assert len(shown) == 4 and len(closes) == 2  # a line per symbol and live bar
+    # the demo index is made from a feed's own candles: a poller per symbol, never shared
+    for close in closes:
+        assert shown[(close, "BTCUSDT")][0] != shown[(close, "ETHUSDT")][0]
+
+
+def test_atb_live_ml_sentiment_with_symbols_reads_one_csv_index_for_every_symbol(tmp_path):
+    days = pd.date_range("2023-11-01", "2024-06-01", freq="1D")
+    index = pd.Series((days.day_of_year * 7) % 100, index=days)  # a value a day, at 00:00 UTC
+    csv = tmp_path / "fng.csv"
+    pd.DataFrame({"timestamp": days, "value": index.to_numpy()}).to_csv(csv, index=False)
+    shown = _sentiment_session(tmp_path, "--sentiment", str(csv), "--backfill-bars", "100")
+    assert len(shown) == 4
+    for (close, _symbol), (value, age) in shown.items():
+        stamp = pd.Timestamp(close)
+        published = index.loc[:stamp].index[-1]  # the latest value published at the close
+        assert value == index[published]
+        assert age == pytest.approx((stamp - published) / pd.Timedelta(hours=1))
+
+
+def test_build_live_cerebro_with_one_sentiment_poller_for_several_symbols_is_one_line(tmp_path):
+    from atb_strategies.sentiment import SentimentPoller, SyntheticSentimentSource
+    from atb_strategies.strategies.ml_sentiment import MlSentiment
+
+    poller = SentimentPoller(SyntheticSentimentSource(seed=0))
+    store = CcxtStore(exchange="binance")  # nothing connects: refused while wiring
+    with pytest.raises(ConfigurationError, match=r"one poller for 3 symbols: .* one per symbol"):
+        build_live_cerebro(
+            MlSentiment,
+            store=store,
+            symbol=SYMBOLS,
+            timeframe="1h",
+            paper=True,
+            cash=10_000.0,
+            journal=None,
+            backfill_bars=10,
+            max_bars=1,
+            kill_switch=None,
+            on_stop="cancel",
+            feed_options={"sentiment": poller},
+        )
+
+
 # ------------------------------------------------------------------ bad input
 
 
