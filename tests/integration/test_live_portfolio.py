@@ -10,11 +10,8 @@ a lost order response on one symbol, the kill switch across the book, a restart 
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +23,6 @@ import pytest
 from click.testing import CliRunner
 
 from atb_strategies.cli.main import cli
-from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.live.broker import KillSwitch
 from atb_strategies.live.journal import Journal
@@ -34,48 +30,21 @@ from atb_strategies.live.portfolio import max_symbols, session_symbols
 from atb_strategies.live.runner import build_live_cerebro, run_until_stopped
 from atb_strategies.live.store import CcxtStore
 from atb_strategies.strategies.ml_basic import MlBasic
-from tests.conftest import loopback_exchange
+from tests.conftest import (
+    PORTFOLIO_BASES,
+    PORTFOLIO_NOW_ROW,
+    PORTFOLIO_SYMBOLS,
+    portfolio_exchange,
+    portfolio_frames,
+    run_atb,
+)
 
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-BASES = {"BTCUSDT": "BTC", "ETHUSDT": "ETH", "SOLUSDT": "SOL"}
-PRICES = {"BTCUSDT": 30_000.0, "ETHUSDT": 2_000.0, "SOLUSDT": 100.0}
-NOW_ROW = 120
+SYMBOLS = list(PORTFOLIO_SYMBOLS)
+BASES = PORTFOLIO_BASES
+NOW_ROW = PORTFOLIO_NOW_ROW
 BACKFILL = 60
-HOUR = 3_600_000
 FEED_OPTIONS = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}
 TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}"
-
-
-def _frames(crash_from: int | None = None) -> dict[str, pd.DataFrame]:
-    frames = {}
-    for seed, symbol in enumerate(SYMBOLS, start=11):
-        frame = generate_ohlcv(200, seed=seed, start_price=PRICES[symbol])
-        if crash_from is not None:  # every price of every symbol falls 40 %
-            cols = [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]
-            frame.iloc[crash_from:, cols] *= 0.6
-        frames[symbol] = frame
-    return frames
-
-
-def _server(frames: dict[str, pd.DataFrame], now_row: int = NOW_ROW, **kwargs: Any) -> Any:
-    first = frames[SYMBOLS[0]]
-    start = int(first.index[now_row].value // 1_000_000) + HOUR // 2
-    balances = {"USDT": 10_000, **dict.fromkeys(BASES.values(), 0)}
-    return loopback_exchange(
-        first,
-        markets={s: frames[s] for s in SYMBOLS[1:]},
-        start_time_ms=start,
-        lockstep=True,
-        balances=balances,
-        **kwargs,
-    )
-
-
-@pytest.fixture
-def registry(make_bundle, tmp_path: Path) -> Path:
-    for seed, symbol in enumerate(SYMBOLS):
-        make_bundle(symbol=symbol, seed=seed)
-    return tmp_path / "models"
 
 
 def _session(
@@ -136,11 +105,13 @@ def _venue(symbol: str) -> str:
 # ------------------------------------------------------------------ one session, three symbols
 
 
-def test_portfolio_with_three_symbols_orders_equal_exchange_state_per_symbol(registry, tmp_path):
+def test_portfolio_with_three_symbols_orders_equal_exchange_state_per_symbol(
+    portfolio_registry, tmp_path
+):
     lines: list[str] = []
     journal = tmp_path / "journal.sqlite"
-    with _server(_frames()) as server:
-        cerebro, strat = _session(server, registry, journal, lines, max_bars=3)
+    with portfolio_exchange(portfolio_frames()) as server:
+        cerebro, strat = _session(server, portfolio_registry, journal, lines, max_bars=3)
         balances = {s: server.balance(BASES[s]) for s in SYMBOLS}
         exchange = {s: server.orders(s) for s in SYMBOLS}
     rows = _journal_orders(journal)
@@ -159,10 +130,10 @@ def test_portfolio_with_three_symbols_orders_equal_exchange_state_per_symbol(reg
     }
 
 
-def test_portfolio_status_prints_one_block_per_bar_with_a_book_line(registry, tmp_path):
+def test_portfolio_status_prints_one_block_per_bar_with_a_book_line(portfolio_registry, tmp_path):
     lines: list[str] = []
-    with _server(_frames()) as server:
-        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=3)
+    with portfolio_exchange(portfolio_frames()) as server:
+        _session(server, portfolio_registry, tmp_path / "j.sqlite", lines, max_bars=3)
     status = [line for line in lines if re.match(rf"^{TIME} ", line)]
     blocks = [status[i : i + 4] for i in range(0, len(status), 4)]
     assert len(status) == 12 and len(blocks) == 3  # 3 bars x (3 symbols + the book)
@@ -178,11 +149,18 @@ def test_portfolio_status_prints_one_block_per_bar_with_a_book_line(registry, tm
     assert all("action=enter_long" in line for line in blocks[0][:3])
 
 
-def test_portfolio_status_line_of_each_symbol_shows_that_symbol_s_own_decision(registry, tmp_path):
+def test_portfolio_status_line_of_each_symbol_shows_that_symbol_s_own_decision(
+    portfolio_registry, tmp_path
+):
     lines: list[str] = []
-    with _server(_frames()) as server:
+    with portfolio_exchange(portfolio_frames()) as server:
         _, strat = _session(
-            server, registry, tmp_path / "j.sqlite", lines, max_bars=3, long_threshold=0.001
+            server,
+            portfolio_registry,
+            tmp_path / "j.sqlite",
+            lines,
+            max_bars=3,
+            long_threshold=0.001,
         )
     decided = {(d["symbol"], d["bar"][:16].replace("T", " ")): d for d in strat.decisions}
     shown = [line for line in lines if re.match(rf"^{TIME} \S+ close=", line)]
@@ -201,14 +179,14 @@ def test_portfolio_status_line_of_each_symbol_shows_that_symbol_s_own_decision(r
 
 
 def test_portfolio_with_a_missing_candle_on_one_symbol_does_not_stall_the_others(
-    registry, tmp_path
+    portfolio_registry, tmp_path
 ):
-    frames = _frames()
+    frames = portfolio_frames()
     gap = frames["ETHUSDT"].index[NOW_ROW + 1]  # ETH's second live candle never comes
     frames["ETHUSDT"] = frames["ETHUSDT"].drop(index=gap)
     lines: list[str] = []
-    with _server(frames) as server:
-        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=3)
+    with portfolio_exchange(frames) as server:
+        _session(server, portfolio_registry, tmp_path / "j.sqlite", lines, max_bars=3)
     status = [line for line in lines if re.match(rf"^{TIME} ", line)]
     closing = (gap + pd.Timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
     block = [line for line in status if line.startswith(closing)]
@@ -227,12 +205,14 @@ def test_portfolio_with_a_missing_candle_on_one_symbol_does_not_stall_the_others
 
 
 def test_portfolio_with_a_lost_order_response_on_one_symbol_places_that_order_once(
-    registry, tmp_path
+    portfolio_registry, tmp_path
 ):
     lines: list[str] = []
-    with _server(_frames()) as server:
+    with portfolio_exchange(portfolio_frames()) as server:
         server.faults.queue("/api/v3/order", "timeout", method="POST", delay=1.0)
-        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=2, timeout_ms=400)
+        _session(
+            server, portfolio_registry, tmp_path / "j.sqlite", lines, max_bars=2, timeout_ms=400
+        )
         posts = [
             r.params.get("symbol")
             for r in server.requests
@@ -245,13 +225,13 @@ def test_portfolio_with_a_lost_order_response_on_one_symbol_places_that_order_on
         assert [(o["side"], o["status"]) for o in orders[symbol]] == [("BUY", "FILLED")]
 
 
-def test_portfolio_kill_switch_flattens_every_position_of_the_book(registry, tmp_path):
+def test_portfolio_kill_switch_flattens_every_position_of_the_book(portfolio_registry, tmp_path):
     lines: list[str] = []
     journal = tmp_path / "j.sqlite"
-    with _server(_frames(crash_from=NOW_ROW + 2)) as server:
+    with portfolio_exchange(portfolio_frames(crash_from=NOW_ROW + 2)) as server:
         cerebro, strat = _session(
             server,
-            registry,
+            portfolio_registry,
             journal,
             lines,
             max_bars=6,
@@ -271,13 +251,13 @@ def test_portfolio_kill_switch_flattens_every_position_of_the_book(registry, tmp
         assert strat.getposition(data).size == 0
 
 
-def test_portfolio_kill_switch_with_no_flatten_keeps_every_position(registry, tmp_path):
+def test_portfolio_kill_switch_with_no_flatten_keeps_every_position(portfolio_registry, tmp_path):
     lines: list[str] = []
     journal = tmp_path / "j.sqlite"
-    with _server(_frames(crash_from=NOW_ROW + 2)) as server:
+    with portfolio_exchange(portfolio_frames(crash_from=NOW_ROW + 2)) as server:
         cerebro, strat = _session(
             server,
-            registry,
+            portfolio_registry,
             journal,
             lines,
             max_bars=6,
@@ -294,11 +274,13 @@ def test_portfolio_kill_switch_with_no_flatten_keeps_every_position(registry, tm
         assert strat.getposition(data).size == pytest.approx(float(balances[data._name][0]))
 
 
-def test_portfolio_with_max_gross_exposure_refuses_the_entry_beyond_it(registry, tmp_path):
+def test_portfolio_with_max_gross_exposure_refuses_the_entry_beyond_it(
+    portfolio_registry, tmp_path
+):
     limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_gross_exposure=0.3)
-    with _server(_frames()) as server:
+    with portfolio_exchange(portfolio_frames()) as server:
         cerebro, strat = _session(
-            server, registry, tmp_path / "j", [], max_bars=1, kill_switch=limits
+            server, portfolio_registry, tmp_path / "j", [], max_bars=1, kill_switch=limits
         )
         orders = {s: server.orders(s) for s in SYMBOLS}
     notional = {s: sum(float(o["cummulativeQuoteQty"]) for o in orders[s]) for s in SYMBOLS}
@@ -310,10 +292,14 @@ def test_portfolio_with_max_gross_exposure_refuses_the_entry_beyond_it(registry,
     assert strat.getposition(sol).size == 0 and not cerebro.broker.killed
 
 
-def test_portfolio_with_max_symbol_share_refuses_every_entry_beyond_it(registry, tmp_path):
+def test_portfolio_with_max_symbol_share_refuses_every_entry_beyond_it(
+    portfolio_registry, tmp_path
+):
     limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_symbol_share=0.1)
-    with _server(_frames()) as server:
-        _session(server, registry, tmp_path / "j.sqlite", [], max_bars=1, kill_switch=limits)
+    with portfolio_exchange(portfolio_frames()) as server:
+        _session(
+            server, portfolio_registry, tmp_path / "j.sqlite", [], max_bars=1, kill_switch=limits
+        )
         orders = server.orders()
     # ETH and SOL entries are 20 % of the value each, over the 10 % a symbol may have; BTC's
     # (sized down by its low confidence) is under it
@@ -321,14 +307,14 @@ def test_portfolio_with_max_symbol_share_refuses_every_entry_beyond_it(registry,
     assert float(orders[0]["cummulativeQuoteQty"]) < 1_000
 
 
-def test_portfolio_restart_mid_session_recovers_every_symbol(registry, tmp_path):
+def test_portfolio_restart_mid_session_recovers_every_symbol(portfolio_registry, tmp_path):
     journal = tmp_path / "j.sqlite"
-    with _server(_frames()) as server:
-        _session(server, registry, journal, [], max_bars=2)
+    with portfolio_exchange(portfolio_frames()) as server:
+        _session(server, portfolio_registry, journal, [], max_bars=2)
         held = {s: server.balance(BASES[s])[0] for s in SYMBOLS}
         buys_before = {s: len(server.orders(s)) for s in SYMBOLS}
         lines: list[str] = []
-        cerebro, strat = _session(server, registry, journal, lines, max_bars=2)
+        cerebro, strat = _session(server, portfolio_registry, journal, lines, max_bars=2)
         buys_after = {s: [o for o in server.orders(s) if o["side"] == "BUY"] for s in SYMBOLS}
         balances = {s: server.balance(BASES[s]) for s in SYMBOLS}
     for symbol in SYMBOLS:
@@ -423,7 +409,7 @@ def test_portfolio_limits_count_an_unfilled_limit_entry_and_never_refuse_an_exit
         held = s.getposition(s.feed("ETHUSDT")).size
         s.placed["eth_exit"] = s.sell(data=s.feed("ETHUSDT"), size=held, role="eth_exit")
 
-    with _server(_frames()) as server:
+    with portfolio_exchange(portfolio_frames()) as server:
         cerebro, strat = _run_plan(
             server, tmp_path / "j.sqlite", {1: first, 2: second, 3: third}, limits, 4
         )
@@ -461,7 +447,7 @@ def test_daily_loss_day_turns_at_the_first_bar_of_a_new_utc_day_and_survives_a_r
     def buy(s: Plan) -> None:  # a position, so the value moves from bar to bar
         s.order("entry", "BTCUSDT", "buy", 5_000)
 
-    with _server(_frames(), now_row=NOW_ROW - 3) as server:
+    with portfolio_exchange(portfolio_frames(), now_row=NOW_ROW - 3) as server:
         _, first = _run_plan(server, journal, {1: buy}, limits, 4)
         _, second = _run_plan(server, journal, {}, limits, 2)  # a restart, later that day
     stamps = [stamp.strftime("%Y-%m-%d %H:%M") for stamp, *_ in first.days]
@@ -507,9 +493,9 @@ def _demo_args(registry: Path, tmp_path: Path, *args: str) -> list[str]:
     ]
 
 
-def test_atb_live_dashboard_is_shut_down_when_the_session_returns(registry, tmp_path):
+def test_atb_live_dashboard_is_shut_down_when_the_session_returns(portfolio_registry, tmp_path):
     port = _free_port()
-    args = _demo_args(registry, tmp_path, "--dashboard", f"127.0.0.1:{port}")
+    args = _demo_args(portfolio_registry, tmp_path, "--dashboard", f"127.0.0.1:{port}")
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert f"dashboard: http://127.0.0.1:{port}/" in result.output  # it served the session
@@ -736,37 +722,19 @@ def test_atb_live_with_bad_symbols_prints_one_error_line(tmp_path, args, message
 
 
 @pytest.mark.slow
-def test_atb_live_with_symbols_on_the_demo_exchange_prints_a_block_per_bar(registry, tmp_path):
+def test_atb_live_with_symbols_on_the_demo_exchange_prints_a_block_per_bar(
+    portfolio_registry, tmp_path
+):
     symbols_file = tmp_path / "book.txt"
     symbols_file.write_text("\n".join(SYMBOLS) + "\n")
-    done = subprocess.run(
+    done = run_atb(
         [
-            str(Path(sys.executable).with_name("atb")),
-            "live",
-            "ml_basic",
-            "--symbols-file",
-            str(symbols_file),
-            "--exchange",
-            "loopback",
-            "--demo-clock",
-            "lockstep",
-            "--paper",
-            "--max-bars",
-            "2",
-            "--backfill-bars",
-            "100",
-            "--registry",
-            str(registry),
+            *("live", "ml_basic", "--symbols-file", str(symbols_file), "--exchange", "loopback"),
+            *("--demo-clock", "lockstep", "--paper", "--max-bars", "2", "--backfill-bars", "100"),
+            *("--registry", str(portfolio_registry)),
         ],
-        cwd=tmp_path,
-        env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-            "MPLBACKEND": "Agg",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,  # a guard against a hang only
+        tmp_path,
+        script=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"PAPER: ml_basic {', '.join(SYMBOLS)} (3 symbols) 1h on loopback" in done.stdout
