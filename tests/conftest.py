@@ -194,3 +194,85 @@ def loopback_exchange(candles: pd.DataFrame | None = None, **kwargs: Any) -> Ite
     with BinanceServer(*args, **kwargs) as server:
         yield server
         assert server.internal_errors == []
+
+
+# ------------------------------------------------------------------ portfolio sessions (issue 20)
+
+#: The symbols of the 3-symbol portfolio tests: a market, a coin and a model each.
+PORTFOLIO_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+PORTFOLIO_BASES = {"BTCUSDT": "BTC", "ETHUSDT": "ETH", "SOLUSDT": "SOL"}
+PORTFOLIO_PRICES = {"BTCUSDT": 30_000.0, "ETHUSDT": 2_000.0, "SOLUSDT": 100.0}
+#: The version of each symbol's bundle in ``portfolio_registry`` (promoted ``latest``).
+PORTFOLIO_VERSION = "2026-01-01_1h_v1"
+#: Live bar 1 of ``portfolio_exchange`` is this candle (the clock starts half-way through it).
+PORTFOLIO_NOW_ROW = 120
+
+
+@pytest.fixture
+def portfolio_registry(make_bundle: BundleFactory, tmp_path: Path) -> Path:
+    """``tmp_path / "models"`` with a ``basic`` bundle per portfolio symbol (seeds 0, 1, 2)."""
+    for seed, symbol in enumerate(PORTFOLIO_SYMBOLS):
+        make_bundle(symbol=symbol, seed=seed, version=PORTFOLIO_VERSION)
+    return tmp_path / "models"
+
+
+def portfolio_frames(crash_from: int | None = None) -> dict[str, pd.DataFrame]:
+    """200 seeded hourly candles per portfolio symbol (seeds 11, 12, 13) from 2024-01-01; with
+    ``crash_from``, every price of every symbol falls 40 % from that row on."""
+    frames = {}
+    for seed, symbol in enumerate(PORTFOLIO_SYMBOLS, start=11):
+        frame = generate_ohlcv(200, seed=seed, start_price=PORTFOLIO_PRICES[symbol])
+        if crash_from is not None:
+            cols = [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]
+            frame.iloc[crash_from:, cols] *= 0.6
+        frames[symbol] = frame
+    return frames
+
+
+def portfolio_exchange(
+    frames: dict[str, pd.DataFrame] | None = None,
+    now_row: int = PORTFOLIO_NOW_ROW,
+    **kwargs: Any,
+) -> Any:
+    """``loopback_exchange`` serving the portfolio symbols' ``frames`` (default
+    ``portfolio_frames()``) in lockstep, the clock half-way through candle ``now_row``, an
+    account of 10,000 USDT and no coins; ``kwargs`` go to ``BinanceServer``."""
+    frames = frames if frames is not None else portfolio_frames()
+    first = frames[PORTFOLIO_SYMBOLS[0]]
+    start = int(first.index[now_row].value // 1_000_000) + 1_800_000
+    balances = {"USDT": 10_000, **dict.fromkeys(PORTFOLIO_BASES.values(), 0)}
+    return loopback_exchange(
+        first,
+        markets={s: frames[s] for s in PORTFOLIO_SYMBOLS[1:]},
+        start_time_ms=start,
+        lockstep=True,
+        balances=balances,
+        **kwargs,
+    )
+
+
+def run_atb(args: Sequence[str], cwd: Path, *, script: bool = False) -> Any:
+    """``atb ARGS`` in a new process on this checkout (``python -m atb_strategies.cli.main``,
+    or with ``script`` the installed ``atb`` entry point), in ``cwd``, with a bare environment
+    (no keys) and matplotlib's Agg backend; returns the ``subprocess.CompletedProcess``."""
+    import os
+    import subprocess
+    import sys
+
+    command = (
+        [str(Path(sys.executable).with_name("atb"))]
+        if script
+        else [sys.executable, "-m", "atb_strategies.cli.main"]
+    )
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(REPO),
+            "MPLBACKEND": "Agg",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,  # a guard against a hang only
+    )

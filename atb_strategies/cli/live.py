@@ -31,7 +31,7 @@ from atb_strategies.cli.options import (
     guard_params,
     registry_option,
 )
-from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.exceptions import ConfigurationError, ModelNotFoundError
 from atb_strategies.live.portfolio import describe
 from atb_strategies.strategies.registry import get_strategy, strategy_names
 
@@ -360,9 +360,13 @@ def run_live(
         # every challenger is selected (and validated) before anything connects
         for spec in parse_shadows(params["shadows"], get_strategy(strategy).params.model_type):
             for name in names:
-                shared_registry(registry_path).select_bundle(
-                    name, spec.model_type, timeframe, spec.version
-                )
+                try:
+                    shared_registry(registry_path).select_bundle(
+                        name, spec.model_type, timeframe, spec.version
+                    )
+                except ModelNotFoundError as e:  # each symbol needs its own challenger
+                    every = " (every symbol of --symbols needs it)" if len(names) > 1 else ""
+                    raise ModelNotFoundError(f"--shadow {spec.version}{every}: {e}") from None
     params.update(
         guard_params(max_model_age, age_action, drift_action, drift_window, drift_threshold)
     )
@@ -389,16 +393,17 @@ def run_live(
             "https://api.alternative.me (the public Fear & Greed index), --sentiment CSV or "
             "--synthetic-sentiment (a demo)."
         )
-    if sources and len(names) > 1:
-        raise ConfigurationError(
-            f"{strategy} with several symbols is not supported yet: run one session per symbol."
-        )
     if sources:
         from atb_strategies.sentiment import build_sentiment_poller
 
-        feed_options["sentiment"] = build_sentiment_poller(
-            csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
-        )
+        # a poller per symbol: each watches its own feed's candles and bars (the synthetic
+        # index is made from them); a market-wide source is asked once per symbol and bar
+        feed_options["sentiment"] = {
+            name: build_sentiment_poller(
+                csv=sentiment_csv, fear_greed_url=fear_greed_url, synthetic=synthetic_sentiment
+            )
+            for name in names
+        }
     if dashboard_bind is None and dashboard_token is not None:
         raise ConfigurationError("--dashboard-token is for --dashboard HOST:PORT: add it.")
     if dashboard_bind is not None:
@@ -479,6 +484,7 @@ def run_live(
             from atb_strategies.dashboard.server import start_dashboard
 
             board = start_dashboard(journal, dashboard_bind, dashboard_token, flag="--dashboard")
+            stack.callback(board.stop)  # however the session ends, the port is given back
             echo(f"dashboard: {board.url}")
         strat = run_until_stopped(cerebro)[0]
         # the session's summary and charts first: the stop reason stays the last line

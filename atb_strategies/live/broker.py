@@ -59,7 +59,7 @@ from atb_strategies.live.exchange_sync import ExchangeSync
 from atb_strategies.live.journal import Journal
 from atb_strategies.live.market_rules import MarketRules
 from atb_strategies.live.recovery import recover_orders
-from atb_strategies.live.risk import KillSwitch, RiskGuard
+from atb_strategies.live.risk import Exposure, KillSwitch, RiskGuard
 
 __all__ = ["CcxtBroker", "KillSwitch"]
 
@@ -199,6 +199,19 @@ class CcxtBroker(bt.BrokerBase):
     def getvalue(self, datas: Any = None) -> float:
         return self.account.value(datas)
 
+    def exposure(self, data: Any) -> Exposure:
+        """The positions' values and the open entry orders' notional, for ``data``'s symbol
+        and the whole book (the portfolio limits' view of the account)."""
+        mine, gross, value = self.account.exposure(data)
+        pending = self.sync.open_risk() + self.emulator.open_risk()
+        return Exposure(
+            mine,
+            gross,
+            value,
+            symbol_open=sum(n for d, n in pending if d is data),  # feeds overload ==
+            gross_open=sum(n for _, n in pending),
+        )
+
     def getposition(self, data: Any) -> Position:
         return self.positions[data]
 
@@ -283,9 +296,16 @@ class CcxtBroker(bt.BrokerBase):
             return
         datas = getattr(self.store, "datas", [])
         live = bool(datas) and all(d._laststatus == d.LIVE for d in datas)
-        reason = self.risk.breach(self.getvalue(), live=live)
+        reason = self.risk.breach(self.getvalue(), live=live, market_ms=self._market_ms(datas))
         if reason:
             self.engage_kill_switch(reason)
+
+    @staticmethod
+    def _market_ms(datas: list) -> int | None:
+        # The close time of the latest bar seen on any feed (the market's now), or None.
+        closes = [getattr(d, "last_close_ms", None) for d in datas]
+        known = [c for c in closes if c is not None]
+        return max(known) if known else None
 
     def engage_kill_switch(self, reason: str) -> None:
         """Cancel open orders, flatten if configured, notify and stop cerebro; the trip is

@@ -23,7 +23,7 @@ needed. Orders that are not emulated go to the exchange through the broker's ``E
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import backtrader as bt
 
@@ -138,12 +138,26 @@ class OrderEmulator:
         amount, problem = broker.rules.check_amount(market, raw_amount, price)
         if problem is None:
             reduces = broker.account.reduces_position(order, amount)
-            book = broker.account.exposure(order.data) if broker.risk.limits else None
+            book = broker.exposure(order.data) if broker.risk.limits else None
             problem = broker.risk.refusal(amount, price, reduces=reduces, counting=False, book=book)
         if problem is not None:
             broker.reject(order, f"{problem} (checked when the order was placed, at its price)")
             return True
         return False
+
+    def open_risk(self) -> list[tuple[Any, float]]:
+        """``(feed, notional)`` of each held order that adds risk when it triggers: a stop
+        entry at its price; a bracket leg or any order that only reduces the position does not
+        count."""
+        out = []
+        for order in self.held:
+            if order.parent is not None or not order.alive():
+                continue
+            amount = abs(order.executed.remsize or order.created.size)
+            price = float(order.created.price or 0.0)
+            if price > 0 and not self.broker.account.reduces_position(order, amount):
+                out.append((order.data, amount * price))
+        return out
 
     # ------------------------------------------------------------------ triggering
 

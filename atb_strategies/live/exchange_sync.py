@@ -68,6 +68,11 @@ class TrackedOrder:
         self.trade_ids: set[str] = set()
         self.amount = abs(order.created.size)
         self.filled = 0.0
+        #: The order adds risk (an entry, not an exit of a position): its open part counts in
+        #: the portfolio limits.
+        self.adds_risk = False
+        #: The limit price sent (None: a market order).
+        self.price: float | None = None
 
 
 class ExchangeSync:
@@ -110,14 +115,16 @@ class ExchangeSync:
             limit = order.created.pricelimit if kind == bt.Order.StopLimit else order.created.price
             price = self.broker.rules.round_price(market, limit)
         ref_price = price or float(order.data.close[0])
-        amount = self._checked_amount(order, market, ref_price)
-        if amount is not None:
-            self._place(order, market["symbol"], type_, amount, price)
+        checked = self._checked_amount(order, market, ref_price)
+        if checked is not None:
+            amount, reduces = checked
+            self._place(order, market["symbol"], type_, amount, price, adds_risk=not reduces)
 
     def _checked_amount(
         self, order: bt.Order, market: dict[str, Any], price: float
-    ) -> float | None:
-        # The amount to send, or None once the order is rejected.
+    ) -> tuple[float, bool] | None:
+        # The amount to send and whether it only reduces the position, or None once the order
+        # is rejected.
         broker = self.broker
         raw_amount = broker.account.sell_amount(
             order, abs(order.executed.remsize or order.created.size)
@@ -131,12 +138,26 @@ class ExchangeSync:
         ):
             self._resize(order, amount)
         reduces = broker.account.reduces_position(order, amount)
-        book = broker.account.exposure(order.data) if broker.risk.limits else None
+        book = broker.exposure(order.data) if broker.risk.limits else None
         refused = broker.risk.refusal(amount, price, reduces=reduces, book=book)
         if refused:
             broker.reject(order, refused)
             return None
-        return amount
+        return amount, reduces
+
+    def open_risk(self) -> list[tuple[Any, float]]:
+        """``(feed, notional)`` of each live order on the exchange that adds risk: its unfilled
+        part at its limit price (a market order at its feed's last close)."""
+        out = []
+        for tracked in self.tracked.values():
+            order = tracked.order
+            if not tracked.adds_risk or not order.alive():
+                continue
+            left = max(tracked.amount - tracked.filled, 0.0)
+            price = tracked.price or (float(order.data.close[0]) if len(order.data) else 0.0)
+            if left > 0 and price > 0:
+                out.append((order.data, left * price))
+        return out
 
     def _resize(self, order: bt.Order, amount: float) -> None:
         # Shrink an unfilled order (and its bracket legs) to the amount actually sent.
@@ -146,12 +167,19 @@ class ExchangeSync:
         self.broker.emulator.resize_children(order, signed)
 
     def _place(
-        self, order: bt.Order, symbol: str, type_: str, amount: float, price: float | None
+        self,
+        order: bt.Order,
+        symbol: str,
+        type_: str,
+        amount: float,
+        price: float | None,
+        *,
+        adds_risk: bool,
     ) -> None:
         broker = self.broker
         client_id = broker.journal.client_id(order.ref)
         tracked = TrackedOrder(order, client_id)
-        tracked.amount = amount
+        tracked.amount, tracked.adds_risk, tracked.price = amount, adds_risk, price
         self.tracked[order.ref] = tracked
         side = "buy" if order.isbuy() else "sell"
         info = dict(order.info.items())

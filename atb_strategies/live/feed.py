@@ -124,6 +124,11 @@ class CcxtData(bt.feed.DataBase):
 
     # ------------------------------------------------------------------ backtrader protocol
 
+    @property
+    def last_close_ms(self) -> int | None:
+        """Close time (ms since the epoch, UTC) of the last candle delivered; None before one."""
+        return None if self._last_open is None else self._last_open + self._tf_ms
+
     def islive(self) -> bool:
         return True
 

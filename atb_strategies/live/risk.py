@@ -14,6 +14,11 @@ What engaging does (cancel, flatten, stop cerebro) is the broker's job; ``killed
 With a journal, a trip is recorded there (time, reason, values) and a later session on the same
 journal starts with the switch engaged until the user clears it; the day's starting value is
 kept there too, so a restart does not reset the daily-loss limit (UTC days).
+
+The day is the market's: the UTC day of the close time of the latest bar seen (what the broker
+passes as ``market_ms``), so a replay or the accelerated demo exchange turns the day at the
+first bar of the new day, not when the wall clock does; the wall clock is the fallback only
+while no bar time is known.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ class KillSwitch:
     positions at market when a loss limit trips. ``max_order_notional`` and
     ``max_orders_per_minute`` cap new risk: orders that only reduce the position (exits,
     stop-losses, take-profits) are exempt, so a protective order is never blocked by them.
-    The portfolio limits ``max_gross_exposure`` (every position's value plus the order's, as a
-    fraction of the account's value) and ``max_symbol_share`` (the order's symbol alone) refuse
-    new risk the same way.
+    The portfolio limits ``max_gross_exposure`` (every position's value, the open entry orders'
+    notional and the order's, as a fraction of the account's value) and ``max_symbol_share``
+    (the order's symbol alone) refuse new risk the same way. Open orders that add risk count
+    (an unfilled limit entry is risk the moment it can fill); the stop-loss and take-profit
+    legs of a position do not (they only reduce it).
     """
 
     max_daily_loss: float | None = 0.05
@@ -46,6 +53,29 @@ class KillSwitch:
     flatten: bool = True
     max_gross_exposure: float | None = None
     max_symbol_share: float | None = None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What the account holds and has asked for when an order is checked against the portfolio
+    limits, in quote currency.
+
+    Attributes
+    ----------
+    symbol, gross : float
+        The value of the order's symbol's position, and of every position.
+    value : float
+        The account's value.
+    symbol_open, gross_open : float
+        The notional of the open orders that add risk (entries, not the protective exits of a
+        position) on the order's symbol, and on every symbol.
+    """
+
+    symbol: float
+    gross: float
+    value: float
+    symbol_open: float = 0.0
+    gross_open: float = 0.0
 
 
 class RiskGuard:
@@ -77,6 +107,16 @@ class RiskGuard:
         self._day: str | None = None
         self._day_start_value: float | None = None
 
+    @property
+    def day(self) -> str | None:
+        """The UTC day the daily-loss limit is watching (None before the first live check)."""
+        return self._day
+
+    @property
+    def day_start_value(self) -> float | None:
+        """The value at the first check of :attr:`day` (kept in the journal across restarts)."""
+        return self._day_start_value
+
     def refusal(
         self,
         amount: float,
@@ -84,7 +124,7 @@ class RiskGuard:
         *,
         reduces: bool,
         counting: bool = True,
-        book: tuple[float, float, float] | None = None,
+        book: Exposure | None = None,
     ) -> str | None:
         """Why the limits refuse an order of ``amount`` at ``price``, or None.
 
@@ -99,9 +139,9 @@ class RiskGuard:
             needed.
         counting : bool
             False checks without reading the per-minute count (for held orders, sent later).
-        book : tuple of float, optional
-            ``(symbol exposure, gross exposure, value)`` of the account now, for the portfolio
-            limits; None skips them.
+        book : Exposure, optional
+            The account's positions and open entry orders now, for the portfolio limits; None
+            skips them.
         """
         ks = self.limits
         if self.flattening:
@@ -147,7 +187,7 @@ class RiskGuard:
         """Count an order sent now, for ``max_orders_per_minute``."""
         self._order_times.append(time.monotonic())
 
-    def breach(self, value: float, *, live: bool) -> str | None:
+    def breach(self, value: float, *, live: bool, market_ms: int | None = None) -> str | None:
         """Follow the portfolio ``value``; the reason when a loss limit is crossed, else None.
 
         Parameters
@@ -157,6 +197,9 @@ class RiskGuard:
         live : bool
             Every feed is live; before that nothing is watched (backfilled bars carry old
             prices, so limits start with live data).
+        market_ms : int, optional
+            The close time (ms, UTC) of the latest bar seen: its UTC day is the day of
+            ``max_daily_loss``. None falls back to the wall clock.
         """
         ks = self.limits
         if ks is None or self.killed or self.flattening or not live:
@@ -164,7 +207,7 @@ class RiskGuard:
         if not math.isfinite(value) or value <= 0:
             return None
         self._peak = max(self._peak or value, value)
-        today = time.strftime("%Y-%m-%d", time.gmtime())
+        today = market_day(market_ms)
         if self._day != today:
             self._day = today
             self._day_start_value = (
@@ -185,25 +228,29 @@ class RiskGuard:
         return reason
 
 
-def _portfolio_refusal(
-    ks: KillSwitch, notional: float, book: tuple[float, float, float] | None
-) -> str | None:
+def market_day(market_ms: int | None) -> str:
+    """``"YYYY-MM-DD"``: the UTC day of ``market_ms`` (ms since the epoch), else of now."""
+    seconds = time.time() if market_ms is None else market_ms / 1000.0
+    return time.strftime("%Y-%m-%d", time.gmtime(seconds))
+
+
+def _portfolio_refusal(ks: KillSwitch, notional: float, book: Exposure | None) -> str | None:
     """Why an order of ``notional`` breaks a portfolio limit given ``book``, or None."""
     if book is None:
         return None
-    mine, gross, value = book
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(book.value) or book.value <= 0:
         return None
-    if ks.max_gross_exposure is not None and gross + notional > ks.max_gross_exposure * value:
-        return (
-            f"gross exposure {gross + notional:.2f} would exceed max_gross_exposure "
-            f"{_pct(ks.max_gross_exposure)} of the value {value:.2f}"
-        )
-    if ks.max_symbol_share is not None and mine + notional > ks.max_symbol_share * value:
-        return (
-            f"the symbol's exposure {mine + notional:.2f} would exceed max_symbol_share "
-            f"{_pct(ks.max_symbol_share)} of the value {value:.2f}"
-        )
+    gross = ("gross exposure", "max_gross_exposure", ks.max_gross_exposure)
+    mine = ("the symbol's exposure", "max_symbol_share", ks.max_symbol_share)
+    checks = ((*gross, book.gross, book.gross_open), (*mine, book.symbol, book.symbol_open))
+    for what, name, limit, held, pending in checks:
+        total = held + pending + notional
+        if limit is not None and total > limit * book.value:
+            return (
+                f"{what} {total:.2f} (positions {held:.2f} + open entry orders {pending:.2f} + "
+                f"this order {notional:.2f}) would exceed {name} {_pct(limit)} of the value "
+                f"{book.value:.2f}"
+            )
     return None
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import backtrader as bt
 
+from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.exchange.redaction import install_redaction
 from atb_strategies.inference.certificate import verify_certificate
 from atb_strategies.live.broker import KillSwitch
@@ -102,6 +103,9 @@ def build_live_cerebro(
         Receives one ``LiveStatus`` line per live bar.
     feed_options, broker_options : dict, optional
         Extra keyword arguments for the feed (``poll_grace``, ``clock_check``...) and the broker.
+        ``feed_options["sentiment"]`` (sentiment models) is a ``SentimentPoller`` for one symbol,
+        or ``{symbol: poller}`` with one poller per symbol: a poller serves one feed (it
+        watches that feed's candles and bars).
     shadow_csv : Path or None
         With shadows (``shadows=[...]`` in ``strategy_params``): where their rows are appended
         (``shadow_log.ShadowLog``, analyzer name ``shadow``); default ``shadow.csv`` beside the
@@ -115,13 +119,14 @@ def build_live_cerebro(
         Ready for :func:`run_until_stopped`; its ``LiveStatus`` analyzer is named ``status``.
     """
     cerebro = bt.Cerebro(quicknotify=True, stdstats=False)
-    for name in [symbol] if isinstance(symbol, str) else list(symbol):
+    names = [symbol] if isinstance(symbol, str) else list(symbol)
+    for name in names:
         data = store.getdata(
             dataname=name,
             bar=timeframe,
             backfill_bars=backfill_bars,
             max_live_bars=max_bars,
-            **(feed_options or {}),
+            **_options_of(name, names, feed_options or {}),
         )
         cerebro.adddata(data, name=data._name)
     cerebro.addstore(store)
@@ -140,6 +145,26 @@ def build_live_cerebro(
         default = (Path(journal).parent if journal is not None else Path()) / SHADOW_FILE
         cerebro.addanalyzer(ShadowLog, _name="shadow", path=shadow_csv or default)
     return cerebro
+
+
+def _options_of(name: str, names: list[str], options: dict[str, Any]) -> dict[str, Any]:
+    """The feed options of symbol ``name``: its own poller out of a ``sentiment`` mapping."""
+    sentiment = options.get("sentiment")
+    if sentiment is None:
+        return options
+    if isinstance(sentiment, Mapping):
+        if name not in sentiment:
+            raise ConfigurationError(
+                f"feed_options['sentiment'] has no poller for {name}: give one per symbol "
+                f"({', '.join(names)})."
+            )
+        return {**options, "sentiment": sentiment[name]}
+    if len(names) > 1:
+        raise ConfigurationError(
+            f"feed_options['sentiment'] is one poller for {len(names)} symbols: a poller serves "
+            "one feed; give {symbol: SentimentPoller(source)} with one per symbol."
+        )
+    return options
 
 
 def run_until_stopped(cerebro: bt.Cerebro) -> list:

@@ -257,12 +257,19 @@ def plot_books(rows: pd.DataFrame, path: Path | str, title: str = "") -> Path | 
 
 
 def format_comparison(table: pd.DataFrame) -> str:
-    """The comparison as aligned text lines (champion first)."""
+    """The comparison as aligned text lines (champion first); with several symbols, each
+    symbol's books under a ``SYMBOL:`` line (a model serving several symbols is named the same
+    on each)."""
     lines = [
         f"{'role':<9}{'model':<42}{'bars':>6}{'return %':>10}{'Sharpe':>8}"
         f"{'max DD %':>10}{'trades':>8}{'agree %':>9}"
     ]
+    several = "symbol" in table.columns and table["symbol"].nunique() > 1
+    shown = None
     for row in table.itertuples(index=False):
+        if several and row.symbol != shown:
+            shown = row.symbol
+            lines.append(f"{row.symbol}:")
         sharpe = "n/a" if pd.isna(row.sharpe) else f"{row.sharpe:.2f}"
         lines.append(
             f"{row.role:<9}{row.model_key:<42}{row.bars:>6}{100 * row.total_return:>+10.3f}"

@@ -10,20 +10,19 @@ a lost order response on one symbol, the kill switch across the book, a restart 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
+import socket
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import backtrader as bt
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from atb_strategies.cli.main import cli
-from atb_strategies.data.synthetic import generate_ohlcv
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.live.broker import KillSwitch
 from atb_strategies.live.journal import Journal
@@ -31,48 +30,21 @@ from atb_strategies.live.portfolio import max_symbols, session_symbols
 from atb_strategies.live.runner import build_live_cerebro, run_until_stopped
 from atb_strategies.live.store import CcxtStore
 from atb_strategies.strategies.ml_basic import MlBasic
-from tests.conftest import loopback_exchange
+from tests.conftest import (
+    PORTFOLIO_BASES,
+    PORTFOLIO_NOW_ROW,
+    PORTFOLIO_SYMBOLS,
+    portfolio_exchange,
+    portfolio_frames,
+    run_atb,
+)
 
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-BASES = {"BTCUSDT": "BTC", "ETHUSDT": "ETH", "SOLUSDT": "SOL"}
-PRICES = {"BTCUSDT": 30_000.0, "ETHUSDT": 2_000.0, "SOLUSDT": 100.0}
-NOW_ROW = 120
+SYMBOLS = list(PORTFOLIO_SYMBOLS)
+BASES = PORTFOLIO_BASES
+NOW_ROW = PORTFOLIO_NOW_ROW
 BACKFILL = 60
-HOUR = 3_600_000
 FEED_OPTIONS = {"poll_grace": 0.0, "qcheck": 0.05, "clock_check": 0.05}
 TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}"
-
-
-def _frames(crash_from: int | None = None) -> dict[str, pd.DataFrame]:
-    frames = {}
-    for seed, symbol in enumerate(SYMBOLS, start=11):
-        frame = generate_ohlcv(200, seed=seed, start_price=PRICES[symbol])
-        if crash_from is not None:  # every price of every symbol falls 40 %
-            cols = [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]
-            frame.iloc[crash_from:, cols] *= 0.6
-        frames[symbol] = frame
-    return frames
-
-
-def _server(frames: dict[str, pd.DataFrame], **kwargs: Any) -> Any:
-    first = frames[SYMBOLS[0]]
-    start = int(first.index[NOW_ROW].value // 1_000_000) + HOUR // 2
-    balances = {"USDT": 10_000, **dict.fromkeys(BASES.values(), 0)}
-    return loopback_exchange(
-        first,
-        markets={s: frames[s] for s in SYMBOLS[1:]},
-        start_time_ms=start,
-        lockstep=True,
-        balances=balances,
-        **kwargs,
-    )
-
-
-@pytest.fixture
-def registry(make_bundle, tmp_path: Path) -> Path:
-    for seed, symbol in enumerate(SYMBOLS):
-        make_bundle(symbol=symbol, seed=seed)
-    return tmp_path / "models"
 
 
 def _session(
@@ -133,11 +105,13 @@ def _venue(symbol: str) -> str:
 # ------------------------------------------------------------------ one session, three symbols
 
 
-def test_portfolio_with_three_symbols_orders_equal_exchange_state_per_symbol(registry, tmp_path):
+def test_portfolio_with_three_symbols_orders_equal_exchange_state_per_symbol(
+    portfolio_registry, tmp_path
+):
     lines: list[str] = []
     journal = tmp_path / "journal.sqlite"
-    with _server(_frames()) as server:
-        cerebro, strat = _session(server, registry, journal, lines, max_bars=3)
+    with portfolio_exchange(portfolio_frames()) as server:
+        cerebro, strat = _session(server, portfolio_registry, journal, lines, max_bars=3)
         balances = {s: server.balance(BASES[s]) for s in SYMBOLS}
         exchange = {s: server.orders(s) for s in SYMBOLS}
     rows = _journal_orders(journal)
@@ -156,10 +130,10 @@ def test_portfolio_with_three_symbols_orders_equal_exchange_state_per_symbol(reg
     }
 
 
-def test_portfolio_status_prints_one_block_per_bar_with_a_book_line(registry, tmp_path):
+def test_portfolio_status_prints_one_block_per_bar_with_a_book_line(portfolio_registry, tmp_path):
     lines: list[str] = []
-    with _server(_frames()) as server:
-        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=3)
+    with portfolio_exchange(portfolio_frames()) as server:
+        _session(server, portfolio_registry, tmp_path / "j.sqlite", lines, max_bars=3)
     status = [line for line in lines if re.match(rf"^{TIME} ", line)]
     blocks = [status[i : i + 4] for i in range(0, len(status), 4)]
     assert len(status) == 12 and len(blocks) == 3  # 3 bars x (3 symbols + the book)
@@ -175,11 +149,18 @@ def test_portfolio_status_prints_one_block_per_bar_with_a_book_line(registry, tm
     assert all("action=enter_long" in line for line in blocks[0][:3])
 
 
-def test_portfolio_status_line_of_each_symbol_shows_that_symbol_s_own_decision(registry, tmp_path):
+def test_portfolio_status_line_of_each_symbol_shows_that_symbol_s_own_decision(
+    portfolio_registry, tmp_path
+):
     lines: list[str] = []
-    with _server(_frames()) as server:
+    with portfolio_exchange(portfolio_frames()) as server:
         _, strat = _session(
-            server, registry, tmp_path / "j.sqlite", lines, max_bars=3, long_threshold=0.001
+            server,
+            portfolio_registry,
+            tmp_path / "j.sqlite",
+            lines,
+            max_bars=3,
+            long_threshold=0.001,
         )
     decided = {(d["symbol"], d["bar"][:16].replace("T", " ")): d for d in strat.decisions}
     shown = [line for line in lines if re.match(rf"^{TIME} \S+ close=", line)]
@@ -198,14 +179,14 @@ def test_portfolio_status_line_of_each_symbol_shows_that_symbol_s_own_decision(r
 
 
 def test_portfolio_with_a_missing_candle_on_one_symbol_does_not_stall_the_others(
-    registry, tmp_path
+    portfolio_registry, tmp_path
 ):
-    frames = _frames()
+    frames = portfolio_frames()
     gap = frames["ETHUSDT"].index[NOW_ROW + 1]  # ETH's second live candle never comes
     frames["ETHUSDT"] = frames["ETHUSDT"].drop(index=gap)
     lines: list[str] = []
-    with _server(frames) as server:
-        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=3)
+    with portfolio_exchange(frames) as server:
+        _session(server, portfolio_registry, tmp_path / "j.sqlite", lines, max_bars=3)
     status = [line for line in lines if re.match(rf"^{TIME} ", line)]
     closing = (gap + pd.Timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
     block = [line for line in status if line.startswith(closing)]
@@ -224,12 +205,14 @@ def test_portfolio_with_a_missing_candle_on_one_symbol_does_not_stall_the_others
 
 
 def test_portfolio_with_a_lost_order_response_on_one_symbol_places_that_order_once(
-    registry, tmp_path
+    portfolio_registry, tmp_path
 ):
     lines: list[str] = []
-    with _server(_frames()) as server:
+    with portfolio_exchange(portfolio_frames()) as server:
         server.faults.queue("/api/v3/order", "timeout", method="POST", delay=1.0)
-        _session(server, registry, tmp_path / "j.sqlite", lines, max_bars=2, timeout_ms=400)
+        _session(
+            server, portfolio_registry, tmp_path / "j.sqlite", lines, max_bars=2, timeout_ms=400
+        )
         posts = [
             r.params.get("symbol")
             for r in server.requests
@@ -242,13 +225,13 @@ def test_portfolio_with_a_lost_order_response_on_one_symbol_places_that_order_on
         assert [(o["side"], o["status"]) for o in orders[symbol]] == [("BUY", "FILLED")]
 
 
-def test_portfolio_kill_switch_flattens_every_position_of_the_book(registry, tmp_path):
+def test_portfolio_kill_switch_flattens_every_position_of_the_book(portfolio_registry, tmp_path):
     lines: list[str] = []
     journal = tmp_path / "j.sqlite"
-    with _server(_frames(crash_from=NOW_ROW + 2)) as server:
+    with portfolio_exchange(portfolio_frames(crash_from=NOW_ROW + 2)) as server:
         cerebro, strat = _session(
             server,
-            registry,
+            portfolio_registry,
             journal,
             lines,
             max_bars=6,
@@ -268,13 +251,13 @@ def test_portfolio_kill_switch_flattens_every_position_of_the_book(registry, tmp
         assert strat.getposition(data).size == 0
 
 
-def test_portfolio_kill_switch_with_no_flatten_keeps_every_position(registry, tmp_path):
+def test_portfolio_kill_switch_with_no_flatten_keeps_every_position(portfolio_registry, tmp_path):
     lines: list[str] = []
     journal = tmp_path / "j.sqlite"
-    with _server(_frames(crash_from=NOW_ROW + 2)) as server:
+    with portfolio_exchange(portfolio_frames(crash_from=NOW_ROW + 2)) as server:
         cerebro, strat = _session(
             server,
-            registry,
+            portfolio_registry,
             journal,
             lines,
             max_bars=6,
@@ -291,11 +274,13 @@ def test_portfolio_kill_switch_with_no_flatten_keeps_every_position(registry, tm
         assert strat.getposition(data).size == pytest.approx(float(balances[data._name][0]))
 
 
-def test_portfolio_with_max_gross_exposure_refuses_the_entry_beyond_it(registry, tmp_path):
+def test_portfolio_with_max_gross_exposure_refuses_the_entry_beyond_it(
+    portfolio_registry, tmp_path
+):
     limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_gross_exposure=0.3)
-    with _server(_frames()) as server:
+    with portfolio_exchange(portfolio_frames()) as server:
         cerebro, strat = _session(
-            server, registry, tmp_path / "j", [], max_bars=1, kill_switch=limits
+            server, portfolio_registry, tmp_path / "j", [], max_bars=1, kill_switch=limits
         )
         orders = {s: server.orders(s) for s in SYMBOLS}
     notional = {s: sum(float(o["cummulativeQuoteQty"]) for o in orders[s]) for s in SYMBOLS}
@@ -307,10 +292,14 @@ def test_portfolio_with_max_gross_exposure_refuses_the_entry_beyond_it(registry,
     assert strat.getposition(sol).size == 0 and not cerebro.broker.killed
 
 
-def test_portfolio_with_max_symbol_share_refuses_every_entry_beyond_it(registry, tmp_path):
+def test_portfolio_with_max_symbol_share_refuses_every_entry_beyond_it(
+    portfolio_registry, tmp_path
+):
     limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_symbol_share=0.1)
-    with _server(_frames()) as server:
-        _session(server, registry, tmp_path / "j.sqlite", [], max_bars=1, kill_switch=limits)
+    with portfolio_exchange(portfolio_frames()) as server:
+        _session(
+            server, portfolio_registry, tmp_path / "j.sqlite", [], max_bars=1, kill_switch=limits
+        )
         orders = server.orders()
     # ETH and SOL entries are 20 % of the value each, over the 10 % a symbol may have; BTC's
     # (sized down by its low confidence) is under it
@@ -318,14 +307,14 @@ def test_portfolio_with_max_symbol_share_refuses_every_entry_beyond_it(registry,
     assert float(orders[0]["cummulativeQuoteQty"]) < 1_000
 
 
-def test_portfolio_restart_mid_session_recovers_every_symbol(registry, tmp_path):
+def test_portfolio_restart_mid_session_recovers_every_symbol(portfolio_registry, tmp_path):
     journal = tmp_path / "j.sqlite"
-    with _server(_frames()) as server:
-        _session(server, registry, journal, [], max_bars=2)
+    with portfolio_exchange(portfolio_frames()) as server:
+        _session(server, portfolio_registry, journal, [], max_bars=2)
         held = {s: server.balance(BASES[s])[0] for s in SYMBOLS}
         buys_before = {s: len(server.orders(s)) for s in SYMBOLS}
         lines: list[str] = []
-        cerebro, strat = _session(server, registry, journal, lines, max_bars=2)
+        cerebro, strat = _session(server, portfolio_registry, journal, lines, max_bars=2)
         buys_after = {s: [o for o in server.orders(s) if o["side"] == "BUY"] for s in SYMBOLS}
         balances = {s: server.balance(BASES[s]) for s in SYMBOLS}
     for symbol in SYMBOLS:
@@ -337,6 +326,321 @@ def test_portfolio_restart_mid_session_recovers_every_symbol(registry, tmp_path)
     rows = _journal_orders(journal)
     assert {_venue(r["symbol"]) for r in rows} == set(SYMBOLS)
     assert all(r["state"] == "closed" for r in rows)
+
+
+# ------------------------------------------------------------------ open orders in the limits
+
+
+class Plan(bt.Strategy):
+    """Calls ``plan[n](self)`` on the n-th bar where every feed is live; records each order's
+    notifications (status and reject reason)."""
+
+    params = (("plan", None),)
+
+    def __init__(self) -> None:
+        self.live_bars = 0
+        self.events: list[tuple[str, str, str, str | None]] = []
+        self.placed: dict[str, bt.Order] = {}
+        self.days: list[tuple[Any, str | None, float | None, float]] = []
+
+    def notify_order(self, order: bt.Order) -> None:
+        name, status = order.data._name, order.getstatusname()
+        self.events.append((name, order.info.get("role"), status, order.info.get("reject_reason")))
+
+    def next(self) -> None:
+        if any(d._laststatus != d.LIVE for d in self.datas):
+            return
+        self.live_bars += 1
+        risk = self.broker.risk  # what the kill switch watched on this bar (before deciding)
+        stamp = bt.num2date(max(d.datetime[0] for d in self.datas))
+        self.days.append((stamp, risk.day, risk.day_start_value, self.broker.getvalue()))
+        action = (self.p.plan or {}).get(self.live_bars)
+        if action is not None:
+            action(self)
+
+    def feed(self, symbol: str) -> Any:
+        return self.getdatabyname(symbol)
+
+    def order(self, role: str, symbol: str, side: str, notional: float, **kwargs: Any) -> None:
+        data = self.feed(symbol)
+        price = kwargs.get("price") or float(data.close[0])
+        size = round(notional / price, 5)
+        self.placed[role] = getattr(self, side)(data=data, size=size, role=role, **kwargs)
+
+
+def _run_plan(
+    server: Any, journal: Path, plan: dict[int, Any], kill_switch: KillSwitch, max_bars: int
+) -> tuple[Any, Plan]:
+    store = CcxtStore(
+        exchange="binance", config=server.ccxt_config(rate_limit_ms=1), retry_delay=0.01
+    )
+    cerebro = bt.Cerebro(quicknotify=True, stdstats=False)
+    for symbol in SYMBOLS:
+        data = store.getdata(
+            dataname=symbol, bar="1h", backfill_bars=5, max_live_bars=max_bars, **FEED_OPTIONS
+        )
+        cerebro.adddata(data, name=symbol)
+    cerebro.addstore(store)
+    broker = store.getbroker(
+        journal=str(journal),
+        kill_switch=kill_switch,
+        order_poll=0.0,
+        balance_refresh=0.0,
+        on_stop="keep",
+    )
+    cerebro.setbroker(broker)
+    cerebro.addstrategy(Plan, plan=plan)
+    return cerebro, cerebro.run()[0]
+
+
+def test_portfolio_limits_count_an_unfilled_limit_entry_and_never_refuse_an_exit(tmp_path):
+    limits = KillSwitch(max_daily_loss=None, max_drawdown=None, max_gross_exposure=0.3)
+
+    def first(s: Plan) -> None:  # a limit entry far below the market, then a small ETH buy
+        btc = float(s.feed("BTCUSDT").close[0])
+        s.order("btc_limit", "BTCUSDT", "buy", 2_000, exectype=bt.Order.Limit, price=btc / 2)
+        s.order("eth_entry", "ETHUSDT", "buy", 800)
+
+    def second(s: Plan) -> None:  # 800 held + 2,000 open + 500 > 3,000; without the open 1,300
+        s.order("sol_entry", "SOLUSDT", "buy", 500)
+
+    def third(s: Plan) -> None:  # the whole ETH position: 800 more would break the limit as
+        # an entry (800 + 2,000 + 800 > 3,000); an exit is not new risk
+        held = s.getposition(s.feed("ETHUSDT")).size
+        s.placed["eth_exit"] = s.sell(data=s.feed("ETHUSDT"), size=held, role="eth_exit")
+
+    with portfolio_exchange(portfolio_frames()) as server:
+        cerebro, strat = _run_plan(
+            server, tmp_path / "j.sqlite", {1: first, 2: second, 3: third}, limits, 4
+        )
+        orders = {
+            s: [(o["side"], o["type"], o["status"]) for o in server.orders(s)] for s in SYMBOLS
+        }
+    assert orders["BTCUSDT"] == [("BUY", "LIMIT", "NEW")]  # open the whole session, unfilled
+    assert orders["ETHUSDT"] == [("BUY", "MARKET", "FILLED"), ("SELL", "MARKET", "FILLED")]
+    assert orders["SOLUSDT"] == []  # refused before it was sent
+    (refused,) = [e for e in strat.events if e[2] == "Rejected"]
+    assert refused[:2] == ("SOLUSDT", "sol_entry")
+    reason = refused[3]
+    assert "\n" not in reason
+    found = re.fullmatch(
+        r"gross exposure (\S+) \(positions (\S+) \+ open entry orders (\S+) \+ this order "
+        r"(\S+)\) would exceed max_gross_exposure 30 % of the value (\S+)",
+        reason,
+    )
+    assert found, reason
+    total, held, pending, mine, value = (float(x) for x in found.groups())
+    assert pending == pytest.approx(2_000, rel=1e-3)  # the BTC limit entry, at its price
+    assert 700 < held < 900 and 450 < mine < 550
+    assert held + mine < 0.3 * value < total  # refused only because the open entry counts
+    assert ("ETHUSDT", "eth_exit", "Completed", None) in strat.events
+    assert not cerebro.broker.killed
+
+
+def test_daily_loss_day_turns_at_the_first_bar_of_a_new_utc_day_and_survives_a_restart(
+    tmp_path,
+):
+    # the first live bar closes at 22:00 UTC: bars 1-2 are on day one, bar 3 closes at 00:00
+    limits = KillSwitch(max_daily_loss=0.5, max_drawdown=None)
+    journal = tmp_path / "j.sqlite"
+
+    def buy(s: Plan) -> None:  # a position, so the value moves from bar to bar
+        s.order("entry", "BTCUSDT", "buy", 5_000)
+
+    with portfolio_exchange(portfolio_frames(), now_row=NOW_ROW - 3) as server:
+        _, first = _run_plan(server, journal, {1: buy}, limits, 4)
+        _, second = _run_plan(server, journal, {}, limits, 2)  # a restart, later that day
+    stamps = [stamp.strftime("%Y-%m-%d %H:%M") for stamp, *_ in first.days]
+    assert stamps == [
+        "2024-01-05 22:00",
+        "2024-01-05 23:00",
+        "2024-01-06 00:00",
+        "2024-01-06 01:00",
+    ]
+    days = [day for _, day, _, _ in first.days]
+    assert days == ["2024-01-05", "2024-01-05", "2024-01-06", "2024-01-06"]  # market time
+    starts = [start for _, _, start, _ in first.days]
+    values = [value for *_, value in first.days]
+    assert starts[0] == starts[1] == pytest.approx(values[0])  # day one: its first value
+    assert starts[2] == starts[3] == pytest.approx(values[2])  # reset at 00:00's bar
+    assert starts[2] != pytest.approx(starts[0], abs=0.01)
+    # the restart on the same journal keeps the new day's start, not its own first value
+    assert [day for _, day, _, _ in second.days] == ["2024-01-06", "2024-01-06"]
+    assert [start for _, _, start, _ in second.days] == [pytest.approx(starts[2])] * 2
+    assert second.days[0][3] != pytest.approx(starts[2], abs=0.01)
+    book = Journal(journal)
+    try:
+        assert book.day_start_value("2024-01-06", 1.0) == pytest.approx(starts[2])
+    finally:
+        book.close()
+
+
+# ------------------------------------------------------------------ the session's end
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _demo_args(registry: Path, tmp_path: Path, *args: str) -> list[str]:
+    return [
+        *("live", "ml_basic", "--symbols", ",".join(SYMBOLS), "--exchange", "loopback"),
+        *("--demo-clock", "lockstep", "--paper", "--max-bars", "1", "--backfill-bars", "100"),
+        *("--registry", str(registry), "--journal", str(tmp_path / "s" / "journal.sqlite")),
+        *("--log-file", str(tmp_path / "live.log"), *args),
+    ]
+
+
+def test_atb_live_dashboard_is_shut_down_when_the_session_returns(portfolio_registry, tmp_path):
+    port = _free_port()
+    args = _demo_args(portfolio_registry, tmp_path, "--dashboard", f"127.0.0.1:{port}")
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"dashboard: http://127.0.0.1:{port}/" in result.output  # it served the session
+    assert not [t for t in threading.enumerate() if t.name == "atb-dashboard"]
+    with socket.socket() as again:  # no SO_REUSEADDR: a socket still listening would refuse
+        again.bind(("127.0.0.1", port))
+        again.listen()
+
+
+# ------------------------------------------------------------------ shadows per symbol
+
+
+def test_atb_live_with_symbols_and_shadows_keeps_a_book_per_symbol_and_model(make_bundle, tmp_path):
+    champion, challengers = "2026-01-03_1h_v3", ["2026-01-02_1h_v2", "2026-01-01_1h_v1"]
+    for i, symbol in enumerate(SYMBOLS):  # each challenger differs from its champion
+        for k, version in enumerate(challengers):
+            make_bundle(symbol=symbol, seed=10 * i + k, version=version, promote=False)
+        make_bundle(symbol=symbol, seed=10 * i + 2, version=champion)  # latest
+    registry = tmp_path / "models"
+    shadows = [arg for v in challengers for arg in ("--shadow", v)]
+    args = _demo_args(registry, tmp_path, *shadows, "--long-threshold", "0.0005")
+    args[args.index("--max-bars") + 1] = "4"
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "s"
+    rows = pd.read_csv(folder / "shadow.csv")
+    assert rows["session"].nunique() == 1
+    # a row per bar, symbol and model: the champion's virtual twin and each challenger
+    assert len(rows) == 4 * len(SYMBOLS) * 3
+    for (_, symbol), bar in rows.groupby(["time", "symbol"]):
+        keys = {f"{symbol}/basic@{v}" for v in [champion, *challengers]}
+        assert set(bar["model_key"]) == keys
+        assert list(bar["role"]) == ["champion", "shadow", "shadow"]
+    # the twin of each symbol decides on that symbol's own prediction, as the session did
+    shown = {}
+    for line in result.output.splitlines():
+        found = re.match(rf"^({TIME}) (\S+) close=.* ret=(\S+)% .*signal=(\S+) ", line)
+        if found:
+            shown[(found[1], found[2])] = (float(found[3]), found[4])
+    twins = rows[rows["role"] == "champion"]
+    assert len(shown) == len(twins) == 4 * len(SYMBOLS)
+    for twin in twins.itertuples():
+        ret, signal = shown[(twin.time[:16].replace("T", " "), twin.symbol)]
+        assert 100 * twin.predicted_return == pytest.approx(ret, abs=6e-5)
+        assert twin.signal == signal
+    # the comparison, at stop and again from the file: a block per symbol, a line per book
+    for output in (
+        result.output,
+        CliRunner().invoke(cli, ["live", "report", str(folder)], catch_exceptions=False).output,
+    ):
+        table = output[output.index("role     model") :].splitlines()
+        for symbol in SYMBOLS:
+            block = table[table.index(f"{symbol}:") + 1 :][:3]
+            assert [line.split()[:3] for line in block] == [
+                [role, f"{symbol}/basic@{v}", "4"]
+                for role, v in [("champion", champion), *(("shadow", v) for v in challengers)]
+            ]
+    assert (folder / "shadow.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_atb_live_with_symbols_and_a_shadow_missing_for_one_symbol_is_one_line(
+    make_bundle, tmp_path
+):
+    for i, symbol in enumerate(SYMBOLS):
+        make_bundle(symbol=symbol, seed=i)
+    make_bundle(symbol="BTCUSDT", seed=9, version="2026-01-02_1h_v2", promote=False)
+    args = _demo_args(tmp_path / "models", tmp_path, "--shadow", "2026-01-02_1h_v2")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert error.startswith(
+        "error: ModelNotFoundError: --shadow 2026-01-02_1h_v2 (every symbol of --symbols needs "
+        "it): ETHUSDT/basic has no version '2026-01-02_1h_v2'"
+    ), error
+    assert "demo exchange (loopback) at" not in result.output  # refused before connecting
+
+
+# ------------------------------------------------------------------ sentiment per symbol
+
+SENTIMENT_LINE = rf"^({TIME}) (\S+) close=.* sent=(\S+) age=(\S+)h model=\S+/sentiment@"
+
+
+def _sentiment_session(tmp_path: Path, *args: str) -> dict[tuple[str, str], tuple[float, float]]:
+    """``atb live ml_sentiment`` on BTCUSDT and ETHUSDT (the shipped sentiment models) on the
+    demo exchange: ``{(close time, symbol): (sentiment, age in hours)}`` from its status."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("live", "ml_sentiment", "--symbols", "BTCUSDT,ETHUSDT", "--exchange", "loopback"),
+            *("--demo-clock", "lockstep", "--paper", "--max-bars", "2", *args),
+            *("--registry", str(Path(__file__).resolve().parents[2] / "models")),
+            *("--journal", str(tmp_path / "s" / "journal.sqlite")),
+            *("--log-file", str(tmp_path / "live.log")),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    found = [re.match(SENTIMENT_LINE, line) for line in result.output.splitlines()]
+    return {(m[1], m[2]): (float(m[3]), float(m[4])) for m in found if m}
+
+
+def test_atb_live_ml_sentiment_with_symbols_gives_each_feed_its_own_synthetic_index(tmp_path):
+    shown = _sentiment_session(tmp_path, "--synthetic-sentiment", "--backfill-bars", "800")
+    closes = sorted({close for close, _ in shown})
+    assert len(shown) == 4 and len(closes) == 2  # a line per symbol and live bar
+    # the demo index is made from a feed's own candles: a poller per symbol, never shared
+    for close in closes:
+        assert shown[(close, "BTCUSDT")][0] != shown[(close, "ETHUSDT")][0]
+
+
+def test_atb_live_ml_sentiment_with_symbols_reads_one_csv_index_for_every_symbol(tmp_path):
+    days = pd.date_range("2023-11-01", "2024-06-01", freq="1D")
+    index = pd.Series((days.day_of_year * 7) % 100, index=days)  # a value a day, at 00:00 UTC
+    csv = tmp_path / "fng.csv"
+    pd.DataFrame({"timestamp": days, "value": index.to_numpy()}).to_csv(csv, index=False)
+    shown = _sentiment_session(tmp_path, "--sentiment", str(csv), "--backfill-bars", "100")
+    assert len(shown) == 4
+    for (close, _symbol), (value, age) in shown.items():
+        stamp = pd.Timestamp(close)
+        published = index.loc[:stamp].index[-1]  # the latest value published at the close
+        assert value == index[published]
+        assert age == pytest.approx((stamp - published) / pd.Timedelta(hours=1))
+
+
+def test_build_live_cerebro_with_one_sentiment_poller_for_several_symbols_is_one_line(tmp_path):
+    from atb_strategies.sentiment import SentimentPoller, SyntheticSentimentSource
+    from atb_strategies.strategies.ml_sentiment import MlSentiment
+
+    poller = SentimentPoller(SyntheticSentimentSource(seed=0))
+    store = CcxtStore(exchange="binance")  # nothing connects: refused while wiring
+    with pytest.raises(ConfigurationError, match=r"one poller for 3 symbols: .* one per symbol"):
+        build_live_cerebro(
+            MlSentiment,
+            store=store,
+            symbol=SYMBOLS,
+            timeframe="1h",
+            paper=True,
+            cash=10_000.0,
+            journal=None,
+            backfill_bars=10,
+            max_bars=1,
+            kill_switch=None,
+            on_stop="cancel",
+            feed_options={"sentiment": poller},
+        )
 
 
 # ------------------------------------------------------------------ bad input
@@ -418,37 +722,19 @@ def test_atb_live_with_bad_symbols_prints_one_error_line(tmp_path, args, message
 
 
 @pytest.mark.slow
-def test_atb_live_with_symbols_on_the_demo_exchange_prints_a_block_per_bar(registry, tmp_path):
+def test_atb_live_with_symbols_on_the_demo_exchange_prints_a_block_per_bar(
+    portfolio_registry, tmp_path
+):
     symbols_file = tmp_path / "book.txt"
     symbols_file.write_text("\n".join(SYMBOLS) + "\n")
-    done = subprocess.run(
+    done = run_atb(
         [
-            str(Path(sys.executable).with_name("atb")),
-            "live",
-            "ml_basic",
-            "--symbols-file",
-            str(symbols_file),
-            "--exchange",
-            "loopback",
-            "--demo-clock",
-            "lockstep",
-            "--paper",
-            "--max-bars",
-            "2",
-            "--backfill-bars",
-            "100",
-            "--registry",
-            str(registry),
+            *("live", "ml_basic", "--symbols-file", str(symbols_file), "--exchange", "loopback"),
+            *("--demo-clock", "lockstep", "--paper", "--max-bars", "2", "--backfill-bars", "100"),
+            *("--registry", str(portfolio_registry)),
         ],
-        cwd=tmp_path,
-        env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-            "MPLBACKEND": "Agg",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,  # a guard against a hang only
+        tmp_path,
+        script=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"PAPER: ml_basic {', '.join(SYMBOLS)} (3 symbols) 1h on loopback" in done.stdout

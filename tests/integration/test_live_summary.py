@@ -6,45 +6,26 @@ has read its candles, never with wall time)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-V = "2026-01-01_1h_v1"
+from tests.conftest import PORTFOLIO_SYMBOLS, PORTFOLIO_VERSION, run_atb
+
+SYMBOLS = list(PORTFOLIO_SYMBOLS)
+V = PORTFOLIO_VERSION
 BARS = 5
 
 
 @pytest.fixture
-def registry(make_bundle, tmp_path: Path) -> Path:
-    for seed, symbol in enumerate(SYMBOLS):
-        make_bundle(symbol=symbol, seed=seed, version=V)
-    return tmp_path / "models"
-
-
-@pytest.fixture
-def session(registry: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    done = subprocess.run(
+def session(portfolio_registry: Path, tmp_path: Path) -> tuple[Any, Path]:
+    done = run_atb(
         [
-            sys.executable,
-            "-m",
-            "atb_strategies.cli.main",
-            "live",
-            "ml_basic",
-            "--symbols",
-            ",".join(SYMBOLS),
-            "--exchange",
-            "loopback",
-            "--demo-clock",
-            "lockstep",
-            "--paper",
-            "--max-bars",
-            str(BARS),
+            *("live", "ml_basic", "--symbols", ",".join(SYMBOLS), "--exchange", "loopback"),
+            *("--demo-clock", "lockstep", "--paper", "--max-bars", str(BARS)),
             "--backfill-bars",
             "100",
             "--long-threshold",
@@ -52,17 +33,9 @@ def session(registry: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess
             "--position-size",
             "0.2",
             "--registry",
-            str(registry),
+            str(portfolio_registry),
         ],
-        cwd=tmp_path,
-        env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-            "MPLBACKEND": "Agg",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,  # a guard against a hang only
+        tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done, tmp_path / "out" / "live"
