@@ -144,3 +144,11 @@ class ExchangeAuthError(ExchangeError):
 
 class OrderStateUnknownError(ExchangeError):
     """A write (``create_order``) failed in a way that does not tell whether it happened."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for quoting untrusted values in messages: a
+    hostile file's field may hold megabytes and the error must stay one line; ``repr`` escapes
+    control and bidirectional characters, so none reaches a terminal."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"

@@ -145,7 +145,9 @@ class OutputSpec:
     def from_reader(cls, r: FieldReader) -> OutputSpec:
         target = r.get("target", str)
         if target not in TARGETS:
-            raise r.fail("target", f"must be one of {sorted(TARGETS)}; got {target!r} instead.")
+            raise r.fail(
+                "target", f"must be one of {sorted(TARGETS)}; got {shown(target)} instead."
+            )
         horizon = _at_most(r, "horizon", r.positive_int("horizon"), MAX_HORIZON)
         name = r.get("name", str, required=False)
         params = r.get("params", dict, required=False, default={})
@@ -154,7 +156,7 @@ class OutputSpec:
             pr.get("mean", (int, float))
             std = pr.get("std", (int, float))
             if not std >= MIN_SCALE:
-                raise pr.fail("std", f"must be at least {MIN_SCALE:g}; got {std!r}.")
+                raise pr.fail("std", f"must be at least {MIN_SCALE:g}; got {shown(std)}.")
         classes = None
         if target == "class_probabilities":
             raw = r.get("classes", list)
@@ -166,12 +168,12 @@ class OutputSpec:
                 raise r.fail(
                     "classes",
                     f"must list two or more distinct classes from {sorted(CLASS_DIRECTIONS)}; "
-                    f"got {raw!r}.",
+                    f"got {shown(raw)}.",
                 )
             classes = tuple(raw)
         scale = r.get("confidence_return_scale", (int, float), required=False, default=0.01)
         if scale <= 0:
-            raise r.fail("confidence_return_scale", f"must be > 0; got {scale!r}.")
+            raise r.fail("confidence_return_scale", f"must be > 0; got {shown(scale)}.")
         return cls(target, horizon, name, dict(params), classes, float(scale))
 
 
@@ -235,13 +237,13 @@ class BundleMetadata:
             )
         dtype = ir.get("dtype", str)
         if dtype not in TENSOR_DTYPES:
-            raise ir.fail("dtype", f"must be one of {list(TENSOR_DTYPES)}; got {dtype!r}.")
+            raise ir.fail("dtype", f"must be one of {list(TENSOR_DTYPES)}; got {shown(dtype)}.")
         inp = InputSpec(ir.get("name", str), dtype, shape[1], shape[2])
         outr = r.child("output")
         assert outr is not None
         sha = r.get("model_sha256", str)
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-            raise r.fail("model_sha256", f"must be 64 lowercase hex digits; got {sha!r}.")
+            raise r.fail("model_sha256", f"must be 64 lowercase hex digits; got {shown(sha)}.")
         # Optional, but checked now so that a malformed one fails at selection, not mid-session.
         drift_reference(data, path)
         return cls(

@@ -60,7 +60,7 @@ def _feature_names(
         return names
     names = meta.get("feature_names", list)
     if not all(isinstance(n, str) for n in names):
-        raise meta.fail("feature_names", f"must be a list of strings; got {names!r}.")
+        raise meta.fail("feature_names", f"must be a list of strings; got {show_value(names)}.")
     return names
 
 
@@ -94,7 +94,8 @@ def adapt_legacy(
         raise r.fail("sequence_length", f"must be at most {MAX_SEQUENCE_LENGTH:,}; got {seq}.")
     if schema is not None and schema.get("sequence_length") not in (None, seq):
         raise BundleError(
-            f"{schema_path}: sequence_length {schema.get('sequence_length')!r} contradicts "
+            f"{schema_path}: sequence_length {show_value(schema.get('sequence_length'))} "
+            "contradicts "
             f"{meta_path.name} sequence_length {seq}.",
             path=schema_path,
             field="sequence_length",
@@ -158,14 +159,16 @@ def adapt_legacy(
         raise nr.fail(
             "method",
             f"must describe rolling_minmax of close over the {seq}-bar window; got "
-            f"method={method!r}, target_feature={target!r}, window={window!r}.",
+            f"method={show_value(method)}, target_feature={show_value(target)}, "
+            f"window={show_value(window)}.",
         )
     features = []
     for i, name in enumerate(names):
         column = name.removesuffix("_normalized")
         if not name.endswith("_normalized") or column not in _OHLCV:
             raise BundleError(
-                f"{schema_path if schema is not None else meta_path}: feature {i} is {name!r}; "
+                f"{schema_path if schema is not None else meta_path}: feature {i} is "
+                f"{show_value(name)}; "
                 f"{SERVABLE_STRATEGY} bundles have only <ohlcv column>_normalized features.",
                 path=schema_path if schema is not None else meta_path,
                 field=f"features[{i}].name",

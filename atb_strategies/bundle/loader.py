@@ -19,7 +19,7 @@ from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.bundle.legacy import adapt_legacy
 from atb_strategies.bundle.lineage import training_period
 from atb_strategies.bundle.safeio import check_file, plain, sha256_file
-from atb_strategies.exceptions import BundleError
+from atb_strategies.exceptions import BundleError, shown
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ def check_fitted_scales(schema: FeatureSchema) -> None:
             where = f"features[{i}].transforms[{j}]"
             for name, value in step.items():
                 if isinstance(value, float) and not math.isfinite(value):
-                    raise _scale_error(schema, feature.name, f"{where}.{name}", f"is {value!r}")
+                    raise _scale_error(
+                        schema, feature.name, f"{where}.{name}", f"is {shown(value)}"
+                    )
             op = step.get("op")
             if op == "zscore":
                 scale, name = step.get("std"), "std"
@@ -75,7 +77,7 @@ def check_fitted_scales(schema: FeatureSchema) -> None:
                 continue
             if isinstance(scale, int | float) and not scale >= MIN_SCALE:
                 raise _scale_error(
-                    schema, feature.name, where, f"has {name} = {scale!r}, below {MIN_SCALE:g}"
+                    schema, feature.name, where, f"has {name} = {shown(scale)}, below {MIN_SCALE:g}"
                 )
 
 

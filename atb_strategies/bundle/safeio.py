@@ -22,7 +22,7 @@ import os
 import stat
 from pathlib import Path
 
-from atb_strategies.exceptions import BundleError
+from atb_strategies.exceptions import BundleError, shown
 
 MIB = 1 << 20
 #: Size caps per kind of bundle file, in bytes (``docs/bundle-format.md``).
@@ -34,13 +34,6 @@ MAX_BYTES: dict[str, int] = {
     "ledger": 16 * MIB,  # a type folder's .versions and .latest-history
 }
 _KINDS = {"json": "a JSON file", "model": "a model", "certificate": "a parity certificate"}
-
-
-def shown(value: object, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters: untrusted text never floods a message, and
-    ``repr`` escapes control and bidirectional characters, so none reaches a terminal."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def plain(text: str, limit: int = 120) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atb_strategies.exceptions import BundleError
+from atb_strategies.exceptions import BundleError, shown
 from atb_strategies.features.transforms import (
     SERIES_TRANSFORMS,
     WINDOW_TRANSFORMS,
@@ -66,9 +66,9 @@ class FieldReader:
             ok = False
         if not ok:
             names = " or ".join(k.__name__ for k in kinds)
-            raise self.fail(name, f"must be {names}; got {value!r} instead.")
+            raise self.fail(name, f"must be {names}; got {shown(value)} instead.")
         if isinstance(value, float) and not math.isfinite(value):
-            raise self.fail(name, f"must be finite; got {value!r} instead.")
+            raise self.fail(name, f"must be finite; got {shown(value)} instead.")
         return value
 
     def check_format_version(self) -> None:
@@ -83,7 +83,7 @@ class FieldReader:
     def positive_int(self, name: str, *, required: bool = True, default: int | None = None) -> int:
         value = self.get(name, int, required=required, default=default)
         if value is not None and value < 1:
-            raise self.fail(name, f"must be a positive integer; got {value!r} instead.")
+            raise self.fail(name, f"must be a positive integer; got {shown(value)} instead.")
         return value
 
     def child(self, name: str, *, required: bool = True) -> FieldReader | None:
@@ -196,7 +196,9 @@ class FeatureSchema:
         seq = r.positive_int("sequence_length")
         nan_policy = r.get("nan_policy", str, required=False, default="raise")
         if nan_policy not in NAN_POLICIES:
-            raise r.fail("nan_policy", f"must be one of {list(NAN_POLICIES)}; got {nan_policy!r}.")
+            raise r.fail(
+                "nan_policy", f"must be one of {list(NAN_POLICIES)}; got {shown(nan_policy)}."
+            )
         raw_features = r.get("features", list)
         if not raw_features:
             raise r.fail("features", "must list at least one feature.")
@@ -204,16 +206,16 @@ class FeatureSchema:
         names: set[str] = set()
         for i, item in enumerate(raw_features):
             if not isinstance(item, dict):
-                raise r.fail(f"features[{i}]", f"must be an object; got {item!r}.")
+                raise r.fail(f"features[{i}]", f"must be an object; got {shown(item)}.")
             fr = FieldReader(item, path, f"features[{i}].")
             name = fr.get("name", str)
             if name in names:
-                raise fr.fail("name", f"repeats feature name {name!r}; names must be unique.")
+                raise fr.fail("name", f"repeats feature name {shown(name)}; names must be unique.")
             names.add(name)
             source = fr.get("source", list)
             if not source or not all(isinstance(s, str) and s for s in source):
                 raise fr.fail(
-                    "source", f"must be a non-empty list of column names; got {source!r}."
+                    "source", f"must be a non-empty list of column names; got {shown(source)}."
                 )
             steps = fr.get("transforms", list, required=False, default=[])
             if not all(isinstance(s, dict) and isinstance(s.get("op"), str) for s in steps):

@@ -400,6 +400,23 @@ def test_huge_integer_horizon_is_refused(root: Path) -> None:
     assert_only_v1_broken(root, "'output.horizon' must be at most 100,000")
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("horizon", "9" * 200_000),  # a string where a number belongs
+        ("horizon", list(range(100_000))),
+        ("target", "x" * 200_000),
+    ],
+    ids=["digits-string", "long-list", "long-target"],
+)
+def test_a_huge_bad_value_is_quoted_briefly(root: Path, field: str, value: object) -> None:
+    output = {"name": "prediction", "target": "log_return", "horizon": 1, field: value}
+    edit_metadata(vdir(root), output=output)
+    assert_only_v1_broken(root, f"'output.{field}' must")
+    message = next(str(e) for info, e in ModelRegistry(root).validate_all() if info.version == V1)
+    assert len(message) < 400 and "\n" not in message, message[:500]
+
+
 def test_huge_input_shape_is_refused(root: Path) -> None:
     edit_metadata(
         vdir(root), input={"name": "features", "dtype": "float32", "shape": [None, 10**6, 3]}
