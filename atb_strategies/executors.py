@@ -182,6 +182,13 @@ def _init_worker(payload: bytes) -> None:
     global _worker_shared
     for name in _THREAD_VARS:
         os.environ.setdefault(name, "1")
+    # The variables only reach a BLAS loaded after this point; a main script that imports numpy
+    # at the top has loaded it already (spawn re-imports it first), and N workers x N BLAS
+    # threads on small matrices ran 10x slower on a busy 2-core machine. threadpoolctl limits
+    # the libraries already loaded too.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     _worker_shared = pickle.loads(payload)
 
