@@ -1,0 +1,127 @@
+"""What every ``report.html`` shares (backtest, walk-forward, sweep): bokeh figures on one
+style, legends, a heading, escaped text, tables, and writing a self-contained page.
+
+A page is written with bokeh's JavaScript and CSS inlined (``bokeh.resources.INLINE``): it
+works offline, from disk, without a server. Here, below ``sweep`` and ``evaluation`` in the
+layers, so each report module imports it downward.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bokeh.plotting import figure as Figure
+
+WIDTH = 1400
+TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
+PREDICTED = "#ff7f0e"  # matplotlib's tab:orange, as in the PNG charts
+
+
+def escape(text: str) -> str:
+    """``text`` safe inside HTML."""
+    return html.escape(text)
+
+
+def time_figure(height: int, ylabel: str, x_range: Any = None, **kwargs: Any) -> Figure:
+    """A figure on a datetime x axis (hidden: the last panel of a column shows it), panned by
+    dragging and zoomed in time by the mouse wheel; ``x_range`` links it to another panel."""
+    from bokeh.plotting import figure
+
+    fig = figure(
+        width=kwargs.pop("width", WIDTH),
+        height=height,
+        x_axis_type="datetime",
+        tools=TOOLS,
+        active_scroll="xwheel_zoom",
+        active_drag="xpan",
+        **({"x_range": x_range} if x_range is not None else {}),
+        **kwargs,
+    )
+    fig.yaxis.axis_label = ylabel
+    fig.xaxis.visible = False
+    fig.toolbar.logo = None
+    fig.min_border_left = 80
+    return fig
+
+
+def legend(fig: Figure, location: str = "top_left") -> None:
+    """A small, half-transparent legend whose entries hide their lines when clicked."""
+    fig.legend.location = location
+    fig.legend.click_policy = "hide"
+    fig.legend.label_text_font_size = "9pt"
+    fig.legend.background_fill_alpha = 0.7
+
+
+def heading(title: str, *lines: str, width: int = WIDTH) -> Any:
+    """A ``Div``: ``title`` as the page's only ``h2``, then each line (escaped) below it."""
+    from bokeh.models import Div
+
+    body = "".join(f"<div style='margin:2px 0'>{escape(line)}</div>" for line in lines if line)
+    return Div(text=f"<h2 style='margin:4px 0'>{escape(title)}</h2>{body}", width=width)
+
+
+def text_block(title: str, lines: Sequence[str], *, width: int = WIDTH, css: str = "") -> Any:
+    """A ``Div``: an ``h3`` and the lines as preformatted text (tables printed by the CLI)."""
+    from bokeh.models import Div
+
+    text = escape("\n".join(lines))
+    return Div(
+        text=f"<h3 style='margin:10px 0 2px'>{escape(title)}</h3>"
+        f"<pre style='margin:0;font-size:12px;white-space:pre-wrap;{css}'>{text}</pre>",
+        width=width,
+    )
+
+
+def data_table(
+    rows: Mapping[str, Sequence[Any]],
+    titles: Mapping[str, str],
+    *,
+    formats: Mapping[str, str] | None = None,
+    widths: Mapping[str, int] | None = None,
+    width: int = WIDTH,
+    height: int | None = None,
+    name: str | None = None,
+) -> Any:
+    """A sortable bokeh ``DataTable`` (click a header to sort) over ``rows`` (column ->
+    values), its columns in the order of ``titles`` (column -> header). ``formats`` maps a
+    column to a numbro format (``"0.00"``, ``"0.0%"``); text columns need none. ``widths``
+    maps a column to its width in pixels (others: 80). ``height`` None: every row shown
+    without scrolling up to 30 rows."""
+    from bokeh.models import ColumnDataSource, DataTable, NumberFormatter, TableColumn
+
+    formats, widths = formats or {}, widths or {}
+    columns = [
+        TableColumn(
+            field=key,
+            title=title,
+            width=widths.get(key, 80),
+            **({"formatter": NumberFormatter(format=formats[key])} if key in formats else {}),
+        )
+        for key, title in titles.items()
+    ]
+    n = len(next(iter(rows.values()))) if rows else 0
+    return DataTable(
+        source=ColumnDataSource(dict(rows)),
+        columns=columns,
+        width=width,
+        height=height or 28 + 25 * min(max(n, 1), 30),
+        index_position=None,
+        sortable=True,
+        autosize_mode="none",
+        **({"name": name} if name else {}),
+    )
+
+
+def write_page(layout: Any, path: Path, title: str) -> Path:
+    """Write ``layout`` as a self-contained page (bokeh inlined) at ``path``; parent
+    directories are created. Returns ``path``."""
+    from bokeh.embed import file_html
+    from bokeh.resources import INLINE
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(file_html(layout, resources=INLINE, title=title))
+    return path
