@@ -26,6 +26,15 @@ def escape(text: str) -> str:
     return html.escape(text)
 
 
+def texts(values: Any, empty: str = "") -> list[str]:
+    """``values`` as text, ``empty`` for a missing one (None, NaN): a column of a table."""
+    import pandas as pd
+
+    return [
+        empty if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v) for v in values
+    ]
+
+
 def time_figure(height: int, ylabel: str, x_range: Any = None, **kwargs: Any) -> Figure:
     """A figure on a datetime x axis (hidden: the last panel of a column shows it), panned by
     dragging and zoomed in time by the mouse wheel; ``x_range`` links it to another panel."""
@@ -108,7 +117,7 @@ def data_table(
         source=ColumnDataSource(dict(rows)),
         columns=columns,
         width=width,
-        height=height or 28 + 25 * min(max(n, 1), 30),
+        height=height or 48 + 25 * min(max(n, 1), 30),  # header, rows, a scroll bar
         index_position=None,
         sortable=True,
         autosize_mode="none",

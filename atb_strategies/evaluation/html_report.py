@@ -28,6 +28,7 @@ from atb_strategies.backtest.html_common import (
     heading,
     legend,
     text_block,
+    texts,
     time_figure,
     write_page,
 )
@@ -183,7 +184,7 @@ def fold_table_widget(result: WalkForwardResult, preds: pd.DataFrame) -> Any:
     rows = {
         "fold": table["fold"].astype(int).tolist(),
         "seed": table["seed"].astype(int).tolist(),
-        "version": table["version"].fillna("-").astype(str).tolist(),
+        "version": texts(table["version"], "-"),
         "test": [
             f"{a[:16]} .. {b[:16]}"
             for a, b in zip(table["test_start"], table["test_end"], strict=True)
@@ -199,7 +200,7 @@ def fold_table_widget(result: WalkForwardResult, preds: pd.DataFrame) -> Any:
         "gate": [_yes(v) for v in table["gate_passed"]],
         "own": table["own_test_in_training"].astype(int).tolist(),
         "others": table["oos_in_training"].astype(int).tolist(),
-        "error": table["error"].fillna("").astype(str).tolist(),
+        "error": texts(table["error"], ""),
     }
     titles = {
         "fold": "fold",
@@ -223,9 +224,9 @@ def fold_table_widget(result: WalkForwardResult, preds: pd.DataFrame) -> Any:
     formats = {k: "0.0" for k in ("accuracy", "fixed")}
     formats.update({k: "+0.0" for k in ("edge", "ci_low", "ci_high")})
     formats.update({"dm": "+0.00", "dm_p": "0.000", "bars": "0,0", "others": "0,0"})
-    widths = {"fold": 40, "seed": 40, "version": 130, "test": 235, "bars": 55, "gate": 75}
-    widths.update({k: 80 for k in ("accuracy", "fixed", "edge", "ci_low", "ci_high")})
-    widths.update({"dm": 95, "dm_p": 95, "own": 125, "others": 160, "error": 300})
+    widths = {"fold": 40, "seed": 40, "version": 120, "test": 215, "bars": 55, "gate": 75}
+    widths.update({k: 78 for k in ("accuracy", "fixed", "edge", "ci_low", "ci_high")})
+    widths.update({"dm": 90, "dm_p": 90, "own": 120, "others": 145, "error": 300})
     return data_table(rows, titles, formats=formats, widths=widths, width=WIDTH, name="folds")
 
 
@@ -367,7 +368,7 @@ def _returns(bars: Any, preds: pd.DataFrame, price: Figure) -> Figure:
 def _edge(result: WalkForwardResult, preds: pd.DataFrame, price: Figure) -> Figure:
     """Each fold's edge over the fixed baseline with its 95 % CI (a box over its test bars),
     and the pooled edge with its 95 % CI as a band over the whole period."""
-    from bokeh.models import ColumnDataSource, HoverTool, Span
+    from bokeh.models import ColumnDataSource, HoverTool, Range1d, Span
 
     fig = time_figure(
         240,
@@ -413,6 +414,10 @@ def _edge(result: WalkForwardResult, preds: pd.DataFrame, price: Figure) -> Figu
         spans["fold"].append(r.fold.number)
         spans["bars"].append(len(index))
     source = ColumnDataSource(spans)
+    levels = [v for v in (100 * lo, 100 * hi, 0.0, *spans["low"], *spans["high"]) if np.isfinite(v)]
+    low, high = min(levels), max(levels)
+    # room above the data for the legend
+    fig.y_range = Range1d(low - 0.1 * (high - low), high + 0.6 * (high - low) + 1e-9)
     boxes = fig.quad(
         left="left",
         right="right",

@@ -29,6 +29,7 @@ from atb_strategies.backtest.html_common import (
     data_table,
     heading,
     text_block,
+    texts,
     write_page,
 )
 from atb_strategies.sweep.grid import varying
@@ -171,7 +172,7 @@ def cell_table(
         titles[column] = param
     for column in ("symbol", "version"):
         if column in frame and frame[column].nunique(dropna=False) > 1:
-            rows[column] = frame[column].fillna("-").astype(str).tolist()
+            rows[column] = texts(frame[column], "-")
             titles[column] = column
     for metric in (*METRIC_COLUMNS, "in_sample_bars", "bars"):
         if metric in frame:
@@ -182,7 +183,7 @@ def cell_table(
         rows["beats_benchmark"] = [_yes(v) for v in frame["beats_benchmark"]]
         titles["beats_benchmark"] = _TITLES["beats_benchmark"]
     if "error" in frame and frame["error"].notna().any():
-        rows["error"] = frame["error"].fillna("").astype(str).tolist()
+        rows["error"] = texts(frame["error"], "")
         titles["error"] = "error"
     rows["cell"] = frame["cell"].astype(str).tolist()
     titles["cell"] = "cell"
@@ -311,7 +312,7 @@ def _heatmap(
     squares = heatmap_cells(frame, grid, rank_by, down, across)
     xs = [str(v) for v in grid[across]]
     ys = [str(v) for v in grid[down]] if down else [""]
-    colours, texts, inks = [], [], []
+    colours, labels, inks = [], [], []
     for v in squares["value"]:
         if np.isfinite(v):
             r, g, b, _ = cmap(norm(v))
@@ -320,12 +321,12 @@ def _heatmap(
         else:
             colours.append("lightgrey")
             inks.append("black")
-        texts.append(format_metric(rank_by, v))
+        labels.append(format_metric(rank_by, v))
     data = {
         "x": squares["x"].tolist(),
         "y": squares["y"].tolist(),
         "colour": colours,
-        "text": texts,
+        "text": labels,
         "ink": inks,
         "cells": squares["cells"].tolist(),
         "cell": squares["cell"].astype(str).tolist(),
@@ -334,7 +335,7 @@ def _heatmap(
     for metric in (*METRIC_COLUMNS, "in_sample_bars"):
         if metric in squares:
             data[metric] = [format_metric(metric, v) for v in squares[metric]]
-    data["error"] = squares["error"].fillna("").astype(str).tolist() if "error" in squares else ""
+    data["error"] = texts(squares["error"] if "error" in squares else [None] * len(squares))
     source = ColumnDataSource(data)
     others = len(frame) // max(1, len(xs) * len(ys))
     what = "the screen's numbers" if screened else "backtests"
