@@ -252,8 +252,8 @@ def heatmap_cells(
         value = value.where(frame["error"].isna())
     work = frame.assign(
         value=value,
-        x=frame[param_column(across)].map(str),
-        y=frame[param_column(down)].map(str) if down else "",
+        x=frame[param_column(across)].map(value_label),
+        y=frame[param_column(down)].map(value_label) if down else "",
     )
     rows = []
     for _, group in work.groupby(["y", "x"], sort=False):
@@ -263,6 +263,14 @@ def heatmap_cells(
             at = finite.idxmax() if higher else finite.idxmin()
         rows.append(group.loc[at].to_dict() | {"cells": len(group)})
     return pd.DataFrame(rows)
+
+
+def value_label(value: Any) -> str:
+    """A grid value as an axis label; ``none`` (None, or NaN once read back from a CSV) is
+    "None"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "None"
+    return str(value)
 
 
 def heatmaps(
@@ -310,8 +318,8 @@ def _heatmap(
     from matplotlib.colors import to_hex
 
     squares = heatmap_cells(frame, grid, rank_by, down, across)
-    xs = [str(v) for v in grid[across]]
-    ys = [str(v) for v in grid[down]] if down else [""]
+    xs = [value_label(v) for v in grid[across]]
+    ys = [value_label(v) for v in grid[down]] if down else [""]
     colours, labels, inks = [], [], []
     for v in squares["value"]:
         if np.isfinite(v):

@@ -183,3 +183,18 @@ def test_no_varied_param_gives_a_table_and_no_heatmap():
     layout, _ = sweep_layout(frame, {"long_threshold": [0.0], "stop_loss": [0.01]})
     assert not [s for s in _sources(layout) if "colour" in s.data]
     assert [m for m in layout.references() if isinstance(m, DataTable)]
+
+
+def test_a_none_value_read_back_from_a_csv_as_nan_keeps_its_square(tmp_path):
+    grid = {"take_profit": [None, 0.05], "stop_loss": [0.01, 0.02]}
+    frame = (
+        _results()
+        .head(4)
+        .assign(take_profit=[None, None, 0.05, 0.05], stop_loss=[0.01, 0.02] * 2, error=None)
+    )
+    frame.drop(columns=["long_threshold", "size"]).to_csv(tmp_path / "r.csv", index=False)
+    back = pd.read_csv(tmp_path / "r.csv")
+    assert back["take_profit"].isna().sum() == 2
+    squares = heatmap_cells(back, grid, "sharpe", "take_profit", "stop_loss")
+    assert sorted(squares["y"]) == ["0.05", "0.05", "None", "None"]
+    np.testing.assert_allclose(sorted(squares["value"]), sorted(frame["sharpe"]))
