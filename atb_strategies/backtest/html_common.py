@@ -57,6 +57,54 @@ def time_figure(height: int, ylabel: str, x_range: Any = None, **kwargs: Any) ->
     return fig
 
 
+_AUTOSCALE = """
+const t = source.data[time];
+const x0 = xr.start, x1 = xr.end;
+let lo = Infinity, hi = -Infinity;
+for (const c of columns) {
+  const v = source.data[c];
+  for (let i = 0; i < t.length; i++) {
+    if (t[i] >= x0 && t[i] <= x1 && Number.isFinite(v[i])) {
+      if (v[i] < lo) lo = v[i];
+      if (v[i] > hi) hi = v[i];
+    }
+  }
+}
+if (lo <= hi) {
+  const pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.01 || 1;
+  yr.start = lo - pad;
+  yr.end = hi + pad;
+}
+"""
+
+
+def autoscale_y(fig: Figure, source: Any, columns: list[str], time: str = "time") -> None:
+    """Fit ``fig``'s y axis to ``columns`` of ``source`` over the bars in view whenever the
+    (shared) time axis is zoomed or panned: a zoom into a week of an 18,000-bar price shows
+    that week's moves, not a flat line on the whole period's scale."""
+    import numpy as np
+    from bokeh.models import CustomJS, Range1d
+
+    values = np.concatenate([np.asarray(source.data[c], dtype=float) for c in columns])
+    values = values[np.isfinite(values)]
+    if len(values):  # a fixed range (a data range would refit itself to every bar)
+        lo, hi = float(values.min()), float(values.max())
+        pad = (hi - lo) * 0.05 or abs(hi) * 0.01 or 1.0
+        fig.y_range = Range1d(lo - pad, hi + pad)
+    callback = CustomJS(
+        args={
+            "source": source,
+            "xr": fig.x_range,
+            "yr": fig.y_range,
+            "columns": list(columns),
+            "time": time,
+        },
+        code=_AUTOSCALE,
+    )
+    fig.x_range.js_on_change("start", callback)
+    fig.x_range.js_on_change("end", callback)
+
+
 def legend(fig: Figure, location: str = "top_left") -> None:
     """A small, half-transparent legend whose entries hide their lines when clicked."""
     fig.legend.location = location

@@ -24,6 +24,7 @@ import pandas as pd
 from atb_strategies.backtest.html_common import (
     PREDICTED,
     WIDTH,
+    autoscale_y,
     data_table,
     heading,
     legend,
@@ -322,6 +323,7 @@ def _price(bars: Any, horizon: int) -> Figure:
         "time", "realised_close", source=bars, color="black", legend_label="realised close"
     )
     fig.add_tools(_hover(realised))
+    autoscale_y(fig, bars, ["predicted_close", "realised_close"])
     legend(fig, "bottom_right")  # the fold labels are along the top
     fig.yaxis.formatter = NumeralTickFormatter(format="0,0")
     return fig
@@ -480,6 +482,7 @@ def _equity(equity: pd.DataFrame, price: Figure) -> list[Figure]:
                 legend_label=name,
             )
         )
+    autoscale_y(fig, source, [f"c{i}" for i, name in enumerate(names) if name != full])
     tips = [("bar (open)", "@time{%F %H:%M}")]
     tips += [(name, f"@c{i}{{+0.00}} %") for i, name in enumerate(names)]
     fig.add_tools(
@@ -500,6 +503,7 @@ def _equity(equity: pd.DataFrame, price: Figure) -> list[Figure]:
             color="#333333",
             legend_label="buy & hold",
         )
+        autoscale_y(hold, source, [f"c{names.index(full)}"])
         legend(hold)
         panels.append(hold)
     return panels

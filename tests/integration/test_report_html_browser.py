@@ -228,6 +228,27 @@ def test_walk_forward_report_html_renders_folds_table_and_hover(browser, tmp_pat
     right = np.sign(bar["predicted"]) == np.sign(bar["actual"])
     assert rows["hit"].strip() == ("yes" if right else "no")
 
+    # zoom time to the second fold: the price axis fits the bars in view
+    fold = result.predictions[result.predictions["fold"] == result.folds[1].number]
+    t0, t1 = (int(pd.Timestamp(t).value // 10**6) for t in fold.index[[0, -1]])
+    find = (
+        "const price = Array.from(Bokeh.documents[0].all_models).find(m => m.title && "
+        "m.title.text && m.title.text.startsWith('realised and predicted close'));"
+    )
+    closes = fold["close"].to_numpy()[:, None] * np.exp(fold[["predicted", "actual"]].to_numpy())
+    low, high = float(closes.min()), float(closes.max())
+    full = browser.execute_script(find + "return [price.y_range.start, price.y_range.end];")
+    assert full[1] - full[0] > 1.2 * (high - low)  # the whole period's axis is wider
+    browser.execute_script(find + "price.x_range.setv({start: arguments[0], end: arguments[1]});",
+                           t0, t1)  # fmt: skip
+
+    def fitted(d) -> bool:  # type: ignore[no-untyped-def]
+        lo, hi = d.execute_script(find + "return [price.y_range.start, price.y_range.end];")
+        # every close in view inside the axis, and the axis that range plus a margin
+        return lo <= low and hi >= high and hi - lo <= 1.2 * (high - low)
+
+    WebDriverWait(browser, 30).until(fitted)  # bokeh runs the callback asynchronously
+
     _screenshot(browser, tmp_path, "walk-forward-report")
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
