@@ -309,7 +309,8 @@ def _price(bars: Any, horizon: int) -> Figure:
     fig = time_figure(
         340,
         "price",
-        title=f"realised and predicted close {horizon} bar(s) after each out-of-sample bar",
+        title=f"realised and predicted close {horizon} bar(s) after each out-of-sample bar "
+        "(drawn at the bar the prediction was made at)",
     )
     fig.line(
         "time",
