@@ -340,9 +340,11 @@ def _heatmap(
         "cell": squares["cell"].astype(str).tolist(),
         "params": [_params(row, grid) for _, row in squares.iterrows()],
     }
-    for metric in (*METRIC_COLUMNS, "in_sample_bars"):
+    for metric in METRIC_COLUMNS:
         if metric in squares:
             data[metric] = [format_metric(metric, v) for v in squares[metric]]
+    if "in_sample_bars" in squares:
+        data["in_sample_bars"] = [_count(v) for v in squares["in_sample_bars"]]
     data["error"] = texts(squares["error"] if "error" in squares else [None] * len(squares))
     source = ColumnDataSource(data)
     others = len(frame) // max(1, len(xs) * len(ys))
@@ -387,6 +389,11 @@ def _heatmap(
     fig.grid.visible = False
     fig.axis.major_tick_line_color = None
     return fig
+
+
+def _count(value: Any) -> str:
+    number = pd.to_numeric(value, errors="coerce")
+    return "-" if pd.isna(number) else f"{int(number):,}"
 
 
 def _params(row: pd.Series, grid: Mapping[str, Sequence[Any]]) -> str:

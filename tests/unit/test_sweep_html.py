@@ -139,6 +139,7 @@ def test_heatmap_colours_diverge_from_zero_and_hover_shows_every_metric():
     tips = [dict(h.tooltips) for h in layout.references() if isinstance(h, HoverTool)]
     heat_tip = next(t for t in tips if "cells in square" in t)
     assert {"sharpe", "total return", "max drawdown", "trades", "deflated Sharpe"} <= set(heat_tip)
+    assert set(squares[0].data["in_sample_bars"]) == {"120"}  # a count, not 120.00
 
 
 def test_equal_gains_and_losses_get_equally_strong_colours_and_zero_the_middle():
