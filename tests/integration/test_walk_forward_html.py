@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,26 @@ def test_several_seeds_draw_the_first_and_table_every_seed(tmp_path):
         result.folds
     )
     assert not math.isnan(table.source.data["edge"][0])
+
+
+def test_a_failed_fold_is_a_table_row_with_its_error_and_no_bars(run):
+    result, _, _ = run
+    lost = result.folds[1].number
+    failed = [
+        replace(r, predictions=None, metrics={}, version=None, error="RuntimeError: boom")
+        if r.fold.number == lost
+        else r
+        for r in result.results
+    ]
+    preds = result.predictions[result.predictions["fold"] != lost]
+    broken = replace(result, results=failed, predictions=preds)
+    layout, _ = walk_forward_layout(broken)
+    (table,) = [m for m in layout.references() if isinstance(m, DataTable)]
+    row = list(table.source.data["fold"]).index(lost)
+    assert table.source.data["error"][row] == "RuntimeError: boom"
+    assert table.source.data["gate"][row] == "-" and table.source.data["bars"][row] == 0
+    assert "error" in [c.field for c in table.columns]
+    (labels,) = [m for m in layout.references() if isinstance(m, LabelSet)]
+    assert f"fold {lost}" not in list(labels.source.data["text"])  # no bars: no line
+    (bars,) = [s for s in _sources(layout) if "hit" in s.data]
+    assert lost not in set(bars.data["fold"])
