@@ -168,6 +168,7 @@ def data_table(
         height=height or 48 + 25 * min(max(n, 1), 30),  # header, rows, a scroll bar
         index_position=None,
         sortable=True,
+        reorderable=False,  # column dragging needs jquery-ui, which bokeh does not inline
         autosize_mode="none",
         **({"name": name} if name else {}),
     )
