@@ -24,15 +24,20 @@ from atb_strategies.backtest.chart_data import (
     prediction_limits,
     threshold_label,
 )
+from atb_strategies.backtest.html_common import (
+    PREDICTED,
+    WIDTH,
+    escape,
+    legend,
+    time_figure,
+    write_page,
+)
 from atb_strategies.backtest.runner import BacktestResult
 
 if TYPE_CHECKING:
     from bokeh.plotting import figure as Figure
 
-_WIDTH = 1400
-_TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
 _SPARE = ("olive", "darkcyan", "navy", "gold")
-PREDICTED = "#ff7f0e"  # matplotlib's tab:orange, as in the PNG
 
 
 def write_html_report(
@@ -65,15 +70,10 @@ def write_html_report(
     Path
         ``path``.
     """
-    from bokeh.embed import file_html
-    from bokeh.resources import INLINE
-
     layout, heading = html_layout(
         result, candles, title=title, max_markers=max_markers, markers=markers
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(file_html(layout, resources=INLINE, title=heading.splitlines()[0]))
-    return path
+    return write_page(layout, path, heading.splitlines()[0])
 
 
 def html_layout(
@@ -110,10 +110,10 @@ def html_layout(
     panels[-1].xaxis.visible = True
     first, *rest = heading.splitlines()
     div = Div(
-        text=f"<h2 style='margin:4px 0'>{_escape(first)}</h2>"
-        f"<div>{_escape(' '.join(rest))}</div><div style='color:#555'>{_escape(_note(result))}"
+        text=f"<h2 style='margin:4px 0'>{escape(first)}</h2>"
+        f"<div>{escape(' '.join(rest))}</div><div style='color:#555'>{escape(_note(result))}"
         "</div>",
-        width=_WIDTH,
+        width=WIDTH,
     )
     grid = gridplot([[p] for p in panels], merge_tools=True, toolbar_location="right")
     return column(div, grid), heading
@@ -179,37 +179,10 @@ def _bar_source(data: ChartData) -> Any:
 # ---------------------------------------------------------------- panels
 
 
-def _figure(height: int, ylabel: str, x_range: Any = None, **kwargs: Any) -> Figure:
-    from bokeh.plotting import figure
-
-    fig = figure(
-        width=_WIDTH,
-        height=height,
-        x_axis_type="datetime",
-        tools=_TOOLS,
-        active_scroll="xwheel_zoom",
-        active_drag="xpan",
-        **({"x_range": x_range} if x_range is not None else {}),
-        **kwargs,
-    )
-    fig.yaxis.axis_label = ylabel
-    fig.xaxis.visible = False
-    fig.toolbar.logo = None
-    fig.min_border_left = 80
-    return fig
-
-
-def _legend(fig: Figure) -> None:
-    fig.legend.location = "top_left"
-    fig.legend.click_policy = "hide"
-    fig.legend.label_text_font_size = "9pt"
-    fig.legend.background_fill_alpha = 0.7
-
-
 def _price(data: ChartData, bars: Any, markers: bool) -> Figure:
     from bokeh.models import HoverTool, NumeralTickFormatter
 
-    fig = _figure(380, "price", title="price and the model's predicted close")
+    fig = time_figure(380, "price", title="price and the model's predicted close")
     fig.varea(
         "time",
         "band_lo",
@@ -246,7 +219,7 @@ def _price(data: ChartData, bars: Any, markers: bool) -> Figure:
         )
     )
     _order_markers(fig, data, markers)
-    _legend(fig)
+    legend(fig)
     fig.yaxis.formatter = NumeralTickFormatter(format="0,0")
     return fig
 
@@ -306,7 +279,7 @@ def _prediction(data: ChartData, bars: Any, price: Figure) -> Figure:
     from bokeh.models import Range1d, Span
 
     limits = prediction_limits(data)
-    fig = _figure(
+    fig = time_figure(
         220,
         "predicted return %",
         price.x_range,
@@ -330,12 +303,14 @@ def _prediction(data: ChartData, bars: Any, price: Figure) -> Figure:
         )
         text = threshold_label(label, level, limits)  # a legend entry for the span:
         fig.line([data.index[0]], [shown], color=color, line_dash="dashed", legend_label=text)
-    _legend(fig)
+    legend(fig)
     return fig
 
 
 def _returns(data: ChartData, bars: Any, price: Figure) -> Figure:
-    fig = _figure(220, "return %", price.x_range, title="strategy vs buy & hold at its exposure")
+    fig = time_figure(
+        220, "return %", price.x_range, title="strategy vs buy & hold at its exposure"
+    )
     share = 100 * data.invested_fraction
     fig.line(
         "time",
@@ -348,25 +323,25 @@ def _returns(data: ChartData, bars: Any, price: Figure) -> Figure:
     fig.line(
         "time", "strategy", source=bars, color="#1f77b4", line_width=2, legend_label="strategy"
     )
-    _legend(fig)
+    legend(fig)
     return fig
 
 
 def _hold(data: ChartData, bars: Any, price: Figure) -> Figure:
-    fig = _figure(160, "buy & hold %", price.x_range, title="buy & hold of all the capital")
+    fig = time_figure(160, "buy & hold %", price.x_range, title="buy & hold of all the capital")
     fig.line("time", "hold", source=bars, color="#333333", legend_label="buy & hold")
-    _legend(fig)
+    legend(fig)
     return fig
 
 
 def _drawdown(data: ChartData, bars: Any, price: Figure) -> Figure:
-    fig = _figure(140, "drawdown %", price.x_range)
+    fig = time_figure(140, "drawdown %", price.x_range)
     fig.varea("time", "drawdown", "zero", source=bars, color="red", alpha=0.45)
     return fig
 
 
 def _line_panel(price: Figure, bars: Any, column: str, label: str, color: str, height: int) -> Any:
-    fig = _figure(height, label, price.x_range)
+    fig = time_figure(height, label, price.x_range)
     fig.line("time", column, source=bars, color=color)
     return fig
 
@@ -376,7 +351,7 @@ def _timeline(data: ChartData, rows: dict[str, list[str]], price: Figure) -> Fig
     from matplotlib.colors import to_hex
 
     names = list(rows)[::-1]
-    fig = _figure(
+    fig = time_figure(
         80 + 30 * len(names), "", price.x_range, y_range=names, title="states (bars by open time)"
     )
     spare = iter(_SPARE)
@@ -397,10 +372,10 @@ def _timeline(data: ChartData, rows: dict[str, list[str]], price: Figure) -> Fig
                 alpha=0.5 if state == "in-sample" else 0.9,
                 legend_label=f"{state} ({int(mask.sum()):,} bars)",
             )
-    _legend(fig)
-    legend = fig.legend[0]
-    legend.orientation = "horizontal"
-    fig.add_layout(legend, "below")
+    legend(fig)
+    box = fig.legend[0]
+    box.orientation = "horizontal"
+    fig.add_layout(box, "below")
     fig.height += 40
     return fig
 
@@ -413,9 +388,3 @@ def _note(result: BacktestResult) -> str:
         f"{100 * (s.get('buy_and_hold_return') or 0):+.2f} %. Mouse wheel: zoom time; drag: "
         "pan; click a legend entry to hide it."
     )
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)

@@ -265,6 +265,9 @@ def sweep(
     click.echo(f"results: {out / 'results.csv'}")
     if a.get("heatmap"):
         click.echo(f"heatmap: {a['heatmap']}")
+    page = _write_html(results, grid, out, f"Sweep {strategy} {timeframe}: {', '.join(names)}")
+    if page is not None:
+        click.echo(f"report:  {page}")
     click.echo(f"cells:   {out / 'cells'}")
     if wf and "error" in wf:
         raise click.ClickException(
@@ -277,6 +280,22 @@ def sweep(
             f"{out / 'results.csv'}. Fix the cause and run the same command with --resume: it "
             "runs only the failed cells."
         )
+
+
+def _write_html(results: object, grid: dict, out: Path, title: str) -> Path | None:
+    """``OUT/report.html`` (``sweep.html_report``; with ``--screen`` its heatmaps show every
+    screened cell of ``screen.csv``), or a warning and None: a page never loses the results."""
+    import pandas as pd
+
+    from atb_strategies.sweep.html_report import write_sweep_html
+
+    try:
+        screened = out / "screen.csv"
+        screen = pd.read_csv(screened) if screened.is_file() else None
+        return write_sweep_html(results, grid, out / "report.html", screen=screen, title=title)  # type: ignore[arg-type]
+    except Exception as e:
+        click.echo(f"warning: report.html could not be written: {e}", err=True)
+        return None
 
 
 def _walk_forward(

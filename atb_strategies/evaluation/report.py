@@ -1,4 +1,5 @@
-"""The walk-forward report: ``folds.csv``, ``oos_predictions.parquet``, ``summary.json``, a chart.
+"""The walk-forward report: ``folds.csv``, ``oos_predictions.parquet``, ``summary.json``, a chart
+(``chart.png``) and the interactive ``report.html`` (``evaluation.html_report``).
 
 ``summary.json`` keys: ``walk_forward_id``, ``config``, ``embargo_bars``, ``data_sha256``,
 ``folds`` (count), ``failed_folds``, ``oos`` (pooled: ``direction_accuracy``,
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.bundle.jsonio import write_json
+from atb_strategies.evaluation.html_report import write_walk_forward_html
 from atb_strategies.evaluation.walkforward import WalkForwardResult
 from atb_strategies.stats import direction_accuracy, majority_baseline
 from atb_strategies.training.register import null_if_undefined
@@ -108,19 +110,21 @@ def write_report(
     backtest: dict[str, Any] | None = None,
     title: str = "",
 ) -> dict[str, Path]:
-    """Write the four report files into ``out_dir``; returns their paths."""
+    """Write the five report files into ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "folds_csv": out_dir / "folds.csv",
         "predictions": out_dir / "oos_predictions.parquet",
         "summary": out_dir / "summary.json",
         "chart": out_dir / "chart.png",
+        "html": out_dir / "report.html",
     }
     fold_table(result).to_csv(paths["folds_csv"], index=False)
     result.predictions.to_parquet(paths["predictions"])
     # a fold's statistic can be undefined (equal error series): null, as in metrics.json
     write_json(paths["summary"], null_if_undefined(summary(result, backtest)))
     plot_walk_forward(result, paths["chart"], equity=equity, title=title)
+    write_walk_forward_html(result, paths["html"], equity=equity, backtest=backtest, title=title)
     return paths
 
 

@@ -24,7 +24,8 @@ from atb_strategies.sweep.metrics import RANK_METRICS
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-_PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "exposure"}
+#: Metrics that are fractions, shown as percentages.
+PERCENT_METRICS = {"total_return", "cagr", "max_drawdown", "win_rate", "exposure"}
 _MAX_PANELS = 36
 
 
@@ -79,14 +80,14 @@ def rank_cells(results: pd.DataFrame, rank_by: str) -> pd.DataFrame:
     return ranked.assign(rank=range(1, len(ranked) + 1))
 
 
-def _format(metric: str, value: Any) -> str:
+def format_metric(metric: str, value: Any) -> str:
     try:
         number = float(value)
     except (TypeError, ValueError):
         return str(value)
     if math.isnan(number):
         return "-"
-    if metric in _PERCENT:
+    if metric in PERCENT_METRICS:
         return f"{100 * number:.1f}%"
     if metric == "trades":
         return f"{number:.0f}"
@@ -109,7 +110,7 @@ def format_ranking(
         metrics.append("dsr")
     table = ranked.head(top)[shown + metrics].copy()
     for metric in metrics:
-        table[metric] = [_format(metric, v) for v in table[metric]]
+        table[metric] = [format_metric(metric, v) for v in table[metric]]
     return table.to_string(index=False)
 
 
@@ -271,7 +272,7 @@ def heatmap_figure(
             ax.text(
                 c,
                 r,
-                _format(rank_by, v),
+                format_metric(rank_by, v),
                 ha="center",
                 va="center",
                 fontsize=8,
@@ -286,7 +287,7 @@ def heatmap_figure(
         ax.set_title(", ".join(t.strip() for t in title), fontsize=9)
     if image is not None:
         bar = fig.colorbar(image, ax=fig.axes, label=f"{rank_by}: {reading}", shrink=0.9)
-        if rank_by in _PERCENT:  # the same unit as the cells' labels
+        if rank_by in PERCENT_METRICS:  # the same unit as the cells' labels
             from matplotlib.ticker import PercentFormatter
 
             bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -319,7 +320,7 @@ def colour_scale(rank_by: str, finite: np.ndarray) -> tuple[Any, Any, str]:
     if rank_by in _CENTRES:
         centre = _CENTRES[rank_by]
         half = float(np.max(np.abs(finite - centre))) if len(finite) else 0.0
-        shown = f"{100 * centre:g} %" if rank_by in _PERCENT else f"{centre:g}"
+        shown = f"{100 * centre:g} %" if rank_by in PERCENT_METRICS else f"{centre:g}"
         return (
             colormaps["RdYlGn"].with_extremes(bad="lightgrey"),
             CenteredNorm(vcenter=centre, halfrange=half or 1.0),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,20 @@ def test_results_csv_sweep_json_and_ranking_carry_the_statistics(swept):
     assert "survive" in verdicts[0] and "over 6 trials" in verdicts[0]
     header = next(line for line in output.splitlines() if line.split()[:1] == ["rank"])
     assert header.split()[-1] == "dsr"
+
+
+def test_sweep_writes_a_report_html_with_every_cell_the_verdict_and_the_walk_forward(swept):
+    out, output = swept
+    page = (out / "report.html").read_text()
+    assert f"report:  {out / 'report.html'}" in output
+    assert not re.search(r"<script[^>]+src=", page)  # bokeh inlined: works offline
+    for cell in pd.read_csv(out / "results.csv")["cell"]:
+        assert cell in page
+    assert "Is the best cell luck?" in page and "over 6 trials" in page
+    wf = json.loads((out / "sweep.json").read_text())["walk_forward"]
+    assert "Walk-forward selection" in page
+    for fold in wf["folds"]:
+        assert f"{fold['test_from'][:16]} .. {fold['test_to'][:16]}" in page
 
 
 def test_walk_forward_trades_the_train_best_of_each_fold(swept):

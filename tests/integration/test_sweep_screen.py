@@ -240,6 +240,10 @@ def test_sweep_cli_screen_prints_the_agreement_and_writes_screen_csv(registry, t
     assert "backtrader verified the best 3 by sharpe: Spearman" in result.output
     assert len(pd.read_csv(out / "screen.csv")) == 12
     assert len(pd.read_csv(out / "results.csv")) == 3
+    page = (out / "report.html").read_text()  # heatmaps of every screened cell
+    assert "Every screened cell (12; the screen" in page and "Screen against backtrader" in page
+    for cell in pd.read_csv(out / "screen.csv")["cell"]:
+        assert cell in page
 
 
 def test_sweep_cli_verify_without_screen_is_one_line_error(registry, tmp_path):

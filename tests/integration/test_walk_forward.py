@@ -202,6 +202,7 @@ def test_atb_train_walk_forward_prints_the_verdict_and_writes_the_report(tmp_pat
     assert "4 fold(s), 4 trained version(s)" in result.stdout
     assert "verdict: does NOT beat the baselines" in result.stdout
     assert (out / "summary.json").is_file() and (out / "chart.png").is_file()
+    assert "verdict: does NOT beat the baselines" in (out / "report.html").read_text()
     _assert_printed_numbers_are_the_gates(result.stdout, read_json(out / "summary.json")["oos"])
 
 
