@@ -33,7 +33,7 @@ from atb_strategies.backtest.html_common import (
     write_page,
 )
 from atb_strategies.sweep.grid import varying
-from atb_strategies.sweep.metrics import RANK_METRICS
+from atb_strategies.sweep.metrics import METRICS, RANK_METRICS
 from atb_strategies.sweep.report import (
     PERCENT_METRICS,
     check_rank_by,
@@ -48,18 +48,7 @@ if TYPE_CHECKING:
     from bokeh.plotting import figure as Figure
 
 #: Metrics of a cell, in the table's and the hover's order.
-METRIC_COLUMNS = (
-    "total_return",
-    "cagr",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "trades",
-    "win_rate",
-    "exposure",
-    "fees_paid",
-    "dsr",
-)
+METRIC_COLUMNS = (*METRICS, "dsr")  # the deflated Sharpe ratio beside results.csv's metrics
 _TITLES = {
     "total_return": "total return",
     "max_drawdown": "max drawdown",
