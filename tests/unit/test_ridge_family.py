@@ -10,7 +10,10 @@ from sklearn.linear_model import Ridge
 from atb_strategies.training.ridge import (
     RidgeFamily,
     _held_out_squared_errors,
+    _label,
     cv_folds,
+    feature_columns,
+    feature_subsets,
     lag_scale,
 )
 
@@ -67,14 +70,35 @@ def test_ridge_finds_the_newest_lag_and_exports_exactly_what_it_predicts() -> No
     assert np.argmax(np.abs(coef[:, 0])) == seq - 1  # the newest bar's return
     assert 0.2 < coef[-1, 0] < 0.4
     assert fitted.decay in (0.0, 1.0, 2.0) and fitted.alpha in family.alphas
-    assert (
-        min(fitted.scores.values())
-        == fitted.scores[f"decay={fitted.decay:g} alpha={fitted.alpha:g}"]
-    )
+    assert fitted.features is not None
+    label = _label(fitted.features, 2, fitted.decay, fitted.alpha)
+    assert min(fitted.scores.values()) == fitted.scores[label]
+    assert np.abs(coef[:, 1]).max() < 0.25 * coef[-1, 0]  # the noise feature: next to nothing
+    if fitted.features == (0,):
+        assert np.all(coef[:, 1] == 0.0)  # left out: exact zeros
     session = ort.InferenceSession(family.to_onnx(fitted, seq, 2))
     onnx_out = session.run(None, {session.get_inputs()[0].name: X[:200]})[0].ravel()
     assert np.allclose(onnx_out, family.predict(fitted, X[:200]), rtol=1e-5, atol=1e-6)
     assert family.selection(fitted)["lag_decay"] == fitted.decay
+    assert family.selection(fitted)["features"] == list(fitted.features)
+
+
+def test_a_left_out_feature_gets_exact_zero_coefficients() -> None:
+    seq = 6
+    X, y = _ar1_windows(0.3, 2000, seq, seed=8)
+    family = RidgeFamily(feature_sets=[(0,)])
+    fitted = family.fit(X, y, X[:5], y[:5], seed=0, epochs=1)
+    coef = fitted.coefficients().reshape(seq, 2)
+    assert np.all(coef[:, 1] == 0.0) and coef[-1, 0] > 0.2
+    session = ort.InferenceSession(family.to_onnx(fitted, seq, 2))
+    onnx_out = session.run(None, {session.get_inputs()[0].name: X[:100]})[0].ravel()
+    assert np.allclose(onnx_out, family.predict(fitted, X[:100]), rtol=1e-5, atol=1e-6)
+
+
+def test_feature_subsets_are_all_then_each_alone() -> None:
+    assert feature_subsets(3) == [(0, 1, 2), (0,), (1,), (2,)]
+    assert feature_subsets(1) == [(0,)]
+    assert feature_columns(2, 3, (1,)).tolist() == [False, True, False] * 2
 
 
 def test_on_pure_noise_ridge_shrinks_every_coefficient_toward_zero() -> None:
