@@ -19,8 +19,9 @@ batched <= 3x), backtrader's own cost (the twin without ML) and the ML cost (wit
 with its ratio to one symbol's ML cost. This machine is shared: compare ratios from one run,
 never absolute times.
 
-``--profile`` runs the N-symbol batched side once more under cProfile and prints the top
-functions by cumulative and by own time (where ``MlPrediction``'s per-bar time goes).
+``--profile`` runs the N-symbol batched side once more under cProfile (its timed bars only)
+and prints the top functions by cumulative and by own time (where ``MlPrediction``'s per-bar
+time goes).
 
 A second table isolates the part batching changes, the model work per bar: one
 ``OnnxRunner.predict`` on one window against one ``predict_batch`` on N windows (what the
@@ -64,6 +65,7 @@ class Timed(bt.Strategy):
         ("batch_feeds", True),
         ("ml", True),
         ("warmup", 1),
+        ("profiler", None),  # a cProfile.Profile enabled over the timed bars only
     )
 
     def __init__(self) -> None:
@@ -82,10 +84,14 @@ class Timed(bt.Strategy):
             return  # the twin without ML: the same bars are timed
         if self.t0 is None:
             self.t0 = time.perf_counter()
+            if self.p.profiler is not None:
+                self.p.profiler.enable()
             return
         self.bars += 1
 
     def stop(self) -> None:
+        if self.p.profiler is not None:
+            self.p.profiler.disable()
         self.seconds = time.perf_counter() - (self.t0 or time.perf_counter())
 
 
@@ -98,8 +104,11 @@ class Side:
     batch_feeds: bool = True
 
 
-def per_bar(side: Side, registry: str, symbol: str, warmup: int) -> float:
-    """Seconds per bar of a streaming run of ``side`` (after the warm-up)."""
+def per_bar(
+    side: Side, registry: str, symbol: str, warmup: int, profiler: cProfile.Profile | None = None
+) -> float:
+    """Seconds per bar of a streaming run of ``side`` (after the warm-up); ``profiler``: profile
+    the timed bars."""
     cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False)
     for i, frame in enumerate(side.frames):
         cerebro.adddata(make_feed(frame, timeframe="1h", name=f"S{i:02d}"), name=f"S{i:02d}")
@@ -110,15 +119,17 @@ def per_bar(side: Side, registry: str, symbol: str, warmup: int) -> float:
         batch_feeds=side.batch_feeds,
         ml=side.ml,
         warmup=warmup,
+        profiler=profiler,
     )
     strat = cerebro.run()[0]
     return strat.seconds / max(strat.bars, 1)
 
 
 def profile(side: Side, registry: str, symbol: str, warmup: int, top: int) -> str:
-    """cProfile of one run of ``side``: the ``top`` functions by cumulative and by own time."""
+    """cProfile of the timed bars of one run of ``side``: the ``top`` functions by cumulative
+    and by own time."""
     profiler = cProfile.Profile()
-    profiler.runcall(per_bar, side, registry, symbol, warmup)
+    per_bar(side, registry, symbol, warmup, profiler)
     out = io.StringIO()
     for order in ("cumulative", "tottime"):
         stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order)
