@@ -1,7 +1,7 @@
 """Per-bar streaming cost of a portfolio on one model: 20 symbols against 1 (issue 20 item 3).
 
 Each side is a ``preload=False`` cerebro (the streaming path, as in live trading) whose strategy
-gives every feed an ``MlPrediction`` on the same bundle (the shipped ``BTCUSDT/basic`` LSTM by
+gives every feed an ``MlPrediction`` on the same bundle (the shipped ``BTCUSDT/basic`` MLP by
 default). The time per bar is measured inside the run, from the first bar on which every feed
 predicts to the end, so loading the model and the warm-up do not count. Sides:
 
