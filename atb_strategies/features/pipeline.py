@@ -11,6 +11,7 @@ Neither ever reads a bar after the decision bar.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -222,6 +223,12 @@ class FeatureStream:
             tuple(pipeline.columns.index(c) for c in f.source) for f in pipeline._features
         ]
         self._ctx_idx = pipeline.columns.index(pipeline.context_column)
+        # per feature: the first transform's update, the later ones', the source positions
+        self._plan = [
+            (chain[0].update, tuple(st.update for st in chain[1:]), idx)
+            for chain, idx in zip(self._streams, self._src_idx, strict=True)
+        ]
+        self._warmup = pipeline.warmup_bars
         nf = pipeline.n_features
         # Doubled ring buffers: rows [i, i+seq) are always the newest window, contiguous.
         self._buf = np.empty((2 * seq, nf), dtype=np.float64)
@@ -241,6 +248,11 @@ class FeatureStream:
         return self._n
 
     @property
+    def window_shape(self) -> tuple[int, int]:
+        """``(sequence_length, n_features)``: the shape of ``window()``."""
+        return self._seq, self._p.n_features
+
+    @property
     def ready(self) -> bool:
         """True once a complete window is available."""
         return self._n >= self._p.min_bars
@@ -248,25 +260,32 @@ class FeatureStream:
     def update(self, bar: Sequence[float], label: object | None = None) -> None:
         """Consume one bar given as values ordered like ``pipeline.columns``.
 
-        ``label`` (a timestamp or index) only appears in error messages.
+        ``label`` (a timestamp or index, or a callable returning one: called only then) only
+        appears in error messages.
         """
-        row = np.empty(self._p.n_features)
-        for j, (chain, idx) in enumerate(zip(self._streams, self._src_idx, strict=True)):
-            value = chain[0].update(*(float(bar[i]) for i in idx))
-            for st in chain[1:]:
-                value = st.update(value)
-            row[j] = value
+        # per bar for every feed of a live session: plain Python floats, no temporaries
+        values = []
+        for first, steps, idx in self._plan:
+            if len(idx) == 1:
+                value = first(float(bar[idx[0]]))
+            else:
+                value = first(*[float(bar[i]) for i in idx])
+            for step in steps:
+                value = step(value)
+            values.append(value)
         seq = self._seq
         i = self._n % seq
-        self._buf[i] = row
-        self._buf[i + seq] = row
+        self._buf[i] = values
+        self._buf[i + seq] = values
         c = float(bar[self._ctx_idx])
         self._close[i] = c
         self._close[i + seq] = c
         self._n += 1
-        if self._n > self._p.warmup_bars and not np.isfinite(row).all():
+        if self._n > self._warmup and not all(map(math.isfinite, self._buf[i].tolist())):
+            row = self._buf[i]
             j = int(np.argmin(np.isfinite(row)))
-            where = label if label is not None else self._n - 1
+            where = label() if callable(label) else label
+            where = where if where is not None else self._n - 1
             self._p._raise_nonfinite(self._p._features[j].name, where, row[j])
 
     def last_series_row(self) -> np.ndarray:
@@ -283,6 +302,14 @@ class FeatureStream:
 
     def window(self) -> np.ndarray:
         """The newest ``(sequence_length, n_features)`` float64 window (a fresh array)."""
+        out = np.empty((self._seq, self._p.n_features), dtype=np.float64)
+        self.window_into(out)
+        return out
+
+    def window_into(self, out: np.ndarray) -> None:
+        """Write the newest window into ``out`` (``(sequence_length, n_features)``, e.g. a row
+        of a float32 batch): ``window()``'s values cast once to ``out``'s dtype, bit for bit
+        what ``window().astype(out.dtype)`` gives, without the float64 copy."""
         if not self.ready:
             raise CandleDataError(
                 f"Only {self._n} bar(s) seen; the model needs {self._p.min_bars} "
@@ -290,13 +317,19 @@ class FeatureStream:
             )
         start = self._n % self._seq
         raw = self._buf[start : start + self._seq]
-        out = raw.copy()
+        out[...] = raw
         for wt, idx in self._groups:
             out[:, idx] = wt.apply(raw[:, idx].T).T
-        return out
+
+    def closes(self) -> np.ndarray:
+        """The context column's values in the newest window, oldest first (a read-only view,
+        valid until the next ``update``)."""
+        start = self._n % self._seq
+        view = self._close[start : start + self._seq]
+        view.flags.writeable = False
+        return view
 
     def context(self) -> PriceContext:
         """Price context of the newest window."""
-        start = self._n % self._seq
-        closes = self._close[start : start + self._seq]
+        closes = self.closes()
         return PriceContext(float(closes[-1]), float(closes.min()), float(closes.max()))

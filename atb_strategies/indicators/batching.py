@@ -15,6 +15,11 @@ session call each. ``FeedBatcher`` runs them as one batch instead:
   bar whoever asks), collects the window of each one that needs a prediction now, and runs one
   ``predict_batch`` per model; the others find their row ready when backtrader steps them.
 
+``gather`` writes each window straight into the batch's float32 array (cast once, as
+``window().astype`` does) and reduces the closes' min and max over the batch in one call; each
+indicator's bar time and serving version are computed once per bar (``MlPrediction._stream_bar``)
+and read by both the batcher and the indicator.
+
 The batcher never writes an indicator's lines (an indicator not yet stepped in this bar has not
 moved its lines forward): it keeps each row with the feed length it belongs to, and the
 indicator writes it in its own ``next()``.
@@ -31,20 +36,18 @@ its feed in one batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import backtrader as bt
 import numpy as np
 
-from atb_strategies.features.pipeline import PriceContext
+from atb_strategies.features.pipeline import FeatureStream, PriceContext
 
 if TYPE_CHECKING:
     from atb_strategies.indicators.prediction import MlPrediction
 
 
-@dataclass(frozen=True)
-class PredictionRow:
+class PredictionRow(NamedTuple):
     """One bar's prediction, as the indicator writes it (NaN where unknown).
 
     ``no_prediction`` is None for a prediction, else why the model's output was rejected.
@@ -72,15 +75,17 @@ def row_of(pred: Any) -> PredictionRow:
 def rows_of(batch: Any) -> list[PredictionRow]:
     """The ``PredictionRow`` of each window of an ``inference.runner.PredictionBatch``."""
     reasons = batch.no_prediction if batch.no_prediction is not None else [None] * len(batch)
+    # tolist(): each array to Python numbers in one call (the values float() gives)
     return [
-        PredictionRow(
-            price=float(batch.price[i]),
-            predicted_return=float(batch.predicted_return[i]),
-            confidence=float(batch.confidence[i]),
-            direction=int(batch.direction[i]),
-            no_prediction=reasons[i],
+        PredictionRow(price, ret, conf, int(direction), why)
+        for price, ret, conf, direction, why in zip(
+            batch.price.tolist(),
+            batch.predicted_return.tolist(),
+            batch.confidence.tolist(),
+            batch.direction.tolist(),
+            list(reasons),
+            strict=True,
         )
-        for i in range(len(batch))
     ]
 
 
@@ -119,10 +124,10 @@ class FeedBatcher:
     def register(self, indicator: MlPrediction) -> None:
         self.members.append(indicator)
 
-    def take(self, indicator: MlPrediction) -> PredictionRow:
-        """The prediction of ``indicator`` at its feed's current bar; runs the bar's batch (for
-        every registered feed that needs one now) when it was not run yet."""
-        n = len(indicator.data)
+    def take(self, indicator: MlPrediction, n: int) -> PredictionRow:
+        """The prediction of ``indicator`` at its feed's current bar (``n = len(data)``); runs
+        the bar's batch (for every registered feed that needs one now) when it was not run
+        yet."""
         found = self._rows.pop(id(indicator), None)
         if found is None or found[0] != n:
             self._run_bar(indicator)
@@ -130,35 +135,46 @@ class FeedBatcher:
         return found[1]
 
     def _run_bar(self, caller: MlPrediction) -> None:
-        groups: dict[int, list[tuple[MlPrediction, int]]] = {}
+        groups: dict[int, list[tuple[MlPrediction, int, int]]] = {}
         for member in self.members:
             n = len(member.data)
             if not n or not member._stream_mode() or n < member._minperiod:
                 continue  # no bar yet, preloaded (batch path), or still warming up
-            member._advance()  # this bar into its features, once
+            member._advance(n)  # this bar into its features, once
             if member is not caller and member._served == n:
                 continue  # already stepped and written at this bar
             held = self._rows.get(id(member))
             if held is not None and held[0] == n:
                 continue
-            v = member._runnable_version()
+            v = member._runnable_version(n)
             if v is not None:
-                groups.setdefault(id(member.bundles[v].runner), []).append((member, v))
+                groups.setdefault(id(member.bundles[v].runner), []).append((member, v, n))
         for group in groups.values():
             self._run_group(group)
 
-    def _run_group(self, group: list[tuple[MlPrediction, int]]) -> None:
-        streams = [member._streams[v] for member, v in group]
-        windows = np.stack([s.window() for s in streams]).astype(np.float32)
-        contexts = [s.context() for s in streams]
-        context = PriceContext(
-            np.array([c.reference_close for c in contexts], dtype=np.float64),
-            np.array([c.window_close_min for c in contexts], dtype=np.float64),
-            np.array([c.window_close_max for c in contexts], dtype=np.float64),
-        )
-        member, v = group[0]
+    def _run_group(self, group: list[tuple[MlPrediction, int, int]]) -> None:
+        """One ``predict_batch`` for ``group`` (member, version, feed length)."""
+        member, v, _ = group[0]
+        windows, context = gather([m._streams[mv] for m, mv, _ in group])
         batch = member.bundles[v].runner.predict_batch(windows, context)
         self.calls += 1
         self.windows += len(group)
-        for (m, _), row in zip(group, rows_of(batch), strict=True):
-            self._rows[id(m)] = (len(m.data), row)
+        rows = self._rows
+        for (m, _, n), row in zip(group, rows_of(batch), strict=True):
+            rows[id(m)] = (n, row)
+
+
+def gather(streams: list[FeatureStream]) -> tuple[np.ndarray, PriceContext]:
+    """The newest window of each stream (one pipeline) as a float32 batch, and their price
+    context as arrays: bit for bit ``np.stack([s.window() ...]).astype(np.float32)`` and each
+    ``s.context()``, without the float64 copies (each window written straight into the batch,
+    cast once) and with the closes' min and max reduced over the batch at once."""
+    first = streams[0]
+    seq, width = first.window_shape
+    windows = np.empty((len(streams), seq, width), dtype=np.float32)
+    closes = np.empty((len(streams), seq), dtype=np.float64)
+    for i, stream in enumerate(streams):
+        stream.window_into(windows[i])
+        closes[i] = stream.closes()
+    context = PriceContext(closes[:, -1].copy(), closes.min(axis=1), closes.max(axis=1))
+    return windows, context

@@ -94,6 +94,12 @@ def _to_ns(days: np.ndarray) -> np.ndarray:
     return ms.astype(np.int64) * 1_000_000
 
 
+def _ns_of(day: float) -> int:
+    """One backtrader date number as ``_to_ns`` gives it, without numpy (per bar and feed):
+    the same double arithmetic, and ``round`` rounds half to even like ``np.round``."""
+    return round((day - _EPOCH_DAYS) * 86_400_000.0) * 1_000_000
+
+
 class MlPrediction(bt.Indicator):
     """Predictions of a registry model for one data feed.
 
@@ -255,6 +261,8 @@ class MlPrediction(bt.Indicator):
         self._drift_psi: list = []
         self._history: collections.deque = collections.deque(maxlen=HISTORY_ROWS)
         self._served = 0  # streaming: len(data) at the last bar whose lines were written
+        self._now_ns = 0  # streaming: the current bar's close time (ns), set per bar
+        self._serving = 0  # streaming: the index into bundles serving the current bar
         self._batcher = batcher_for(self) if self.p.batch_feeds else None
 
     # ------------------------------------------------------------------ helpers
@@ -426,7 +434,7 @@ class MlPrediction(bt.Indicator):
         ``inference.decode.REJECTED_OUTPUT_REASONS``), or None."""
         if not self._rejected_at:
             return None
-        return self._rejected_at.get(int(_to_ns(np.array([float(self.data.datetime[0])]))[0]))
+        return self._rejected_at.get(_ns_of(float(self.data.datetime[0])))
 
     @property
     def rejected_outputs(self) -> dict[str, int]:
@@ -617,20 +625,20 @@ class MlPrediction(bt.Indicator):
             self._monitors = [p.monitor() if p is not None else None for p in self._drift_plans]
             self._drift_psi = [None] * len(self.bundles)
         dt = float(self.data.datetime[0])
-        now = _to_ns(np.array([dt]))
+        now = _ns_of(dt)
         if self._bar_ns is None:
             self._bar_ns = int(timeframe_to_timedelta(self.bundle.timeframe).value)
         # the next bar one bar later (nearly always) needs no gap search
-        if self._prev_ns is not None and int(now[0]) - self._prev_ns != self._bar_ns:
-            followed_gap = len(self._gaps(now, self._prev_ns)) > 0
+        if self._prev_ns is not None and now - self._prev_ns != self._bar_ns:
+            followed_gap = len(self._gaps(np.array([now], dtype=np.int64), self._prev_ns)) > 0
             if followed_gap and self.p.gap_policy == "skip":
                 self._last_gap = len(self.data) - 1
-        self._prev_ns = int(now[0])
+        self._prev_ns = now
         row = [
             (line[0] if len(self._extra) else float("nan")) if asof else line[0]
             for line, asof in zip(self._lines_in, self._asof, strict=True)
         ]
-        if not all(math.isfinite(v) for v in row):
+        if not all(map(math.isfinite, row)):
             bad = [
                 c
                 for c, v in zip(self.bundle.pipeline.columns, row, strict=True)
@@ -641,21 +649,34 @@ class MlPrediction(bt.Indicator):
                 f"{bt.num2date(dt)}; repair or drop that candle.",
                 row=bt.num2date(dt),
             )
-        label = bt.num2date(dt)
+        # the bar's time as a datetime only for the follower and error messages
+        label: object = functools.partial(bt.num2date, dt)
         if self._follower is not None:
+            label = bt.num2date(dt)
             self._maybe_reload(label)  # between bars: before this bar's prediction
             self._history.append((row, label))
         for v, stream in enumerate(self._streams):
             stream.update(row, label=label)
             if self._monitors[v] is not None:
                 self._drift_psi[v] = self._monitors[v].update(stream.last_series_row())
+        # the bar's close time and serving version, once per bar (the batcher reads them too)
+        self._now_ns = now
+        self._serving = self._version_at(now)
+
+    def _version_at(self, close_ns: int) -> int:
+        """``_version_of`` for one bar."""
+        if self.schedule is None:
+            return 0
+        return int(self._version_of(np.array([close_ns], dtype=np.int64))[0])
 
     # ------------------------------------------------------------------ backtrader hooks
 
-    def _new_bar(self) -> bool:
+    def _new_bar(self, n: int | None = None) -> bool:
         """False when backtrader calls again without a new bar of this feed (another feed
-        moved, e.g. a sentiment feed or a feed with more bars); nothing must change then."""
-        n = len(self.data)
+        moved, e.g. a sentiment feed or a feed with more bars); nothing must change then.
+        ``n``: ``len(data)`` when the caller has it."""
+        if n is None:
+            n = len(self.data)
         if n == self._bars_done:
             return False
         self._bars_done = n
@@ -668,19 +689,21 @@ class MlPrediction(bt.Indicator):
             self._mode = "batch" if self._preloaded() else "stream"
         return self._mode == "stream"
 
-    def _advance(self) -> None:
+    def _advance(self, n: int | None = None) -> None:
         """Streaming: take the feed's new bar into the features, once per bar (the indicator
-        itself or the strategy's batcher, whichever comes first)."""
-        if self._new_bar():
+        itself or the strategy's batcher, whichever comes first; ``n``: ``len(data)`` when the
+        caller has it)."""
+        if self._new_bar(n):
             self._stream_bar()
 
-    def _runnable_version(self) -> int | None:
-        """Streaming, at the current bar (already advanced): the version whose model must run,
-        or None when the bar gets no model call (no version yet, warm-up, a gap)."""
-        v = int(self._version_of(_to_ns(np.array([float(self.data.datetime[0])])))[0])
+    def _runnable_version(self, n: int) -> int | None:
+        """Streaming, at the current bar (already advanced; ``n = len(data)``): the version
+        whose model must run, or None when the bar gets no model call (no version yet, warm-up,
+        a gap)."""
+        v = self._serving
         if v < 0 or not self._streams[v].ready:
             return None
-        if self._last_gap > len(self.data) - self.bundles[v].pipeline.min_bars:
+        if self._last_gap > n - self.bundles[v].pipeline.min_bars:
             return None
         return v
 
@@ -700,12 +723,13 @@ class MlPrediction(bt.Indicator):
             for name, values in self._batch.items():
                 getattr(self.lines, name)[0] = values[i]
             return
-        self._advance()
-        if self._served == len(self.data):
+        n = len(self.data)
+        self._advance(n)
+        if self._served == n:
             return  # called again without a new bar of this feed (another feed moved)
-        self._served = len(self.data)
+        self._served = n
         nan = float("nan")
-        v = int(self._version_of(_to_ns(np.array([float(self.data.datetime[0])])))[0])
+        v = self._serving
         if v < 0:  # asof: no version was available yet at this bar
             for name in self.lines.getlinealiases():
                 getattr(self.lines, name)[0] = nan
@@ -713,20 +737,21 @@ class MlPrediction(bt.Indicator):
         stream, bundle = self._streams[v], self.bundles[v]
         if not stream.ready:  # pragma: no cover - minperiod guarantees it
             return
-        if self._last_gap > len(self.data) - bundle.pipeline.min_bars:
+        if self._last_gap > n - bundle.pipeline.min_bars:
             self.skipped_bars += 1  # this bar's rows span a gap (only under "skip")
             for name in self.lines.getlinealiases():
                 getattr(self.lines, name)[0] = nan
             self._watch_silence(False)
             return
-        row = self._predict_row(v)
-        self.lines.version_index[0] = v
-        self.lines.predicted_price[0] = row.price
-        self.lines.predicted_return[0] = row.predicted_return
-        self.lines.confidence[0] = row.confidence
-        self.lines.direction[0] = row.direction if row.no_prediction is None else nan
+        row = self._predict_row(v, n)
+        lines = self.lines
+        lines.version_index[0] = v
+        lines.predicted_price[0] = row.price
+        lines.predicted_return[0] = row.predicted_return
+        lines.confidence[0] = row.confidence
+        lines.direction[0] = row.direction if row.no_prediction is None else nan
         if row.no_prediction is not None:  # a rejected output (inference.decode): like a gap
-            close = int(_to_ns(np.array([float(self.data.datetime[0])]))[0])
+            close = self._now_ns
             self.rejected_bars.append((pd.Timestamp(close), str(row.no_prediction)))
             self._rejected_at[close] = str(row.no_prediction)
         self._watch_silence(row.no_prediction is None)
@@ -735,11 +760,12 @@ class MlPrediction(bt.Indicator):
             score, column = plan.scores(self._drift_psi[v])
             self.lines.drift[0], self.lines.drift_column[0] = score[0], column[0]
 
-    def _predict_row(self, v: int) -> PredictionRow:
-        """Version ``v``'s prediction at the current bar: from the strategy's batch of this bar
-        (one call for every feed on the model), else one call of its own."""
+    def _predict_row(self, v: int, n: int) -> PredictionRow:
+        """Version ``v``'s prediction at the current bar (``n = len(data)``): from the
+        strategy's batch of this bar (one call for every feed on the model), else one call of
+        its own."""
         if self._batcher is not None:
-            return self._batcher.take(self)
+            return self._batcher.take(self, n)
         stream = self._streams[v]
         ctx: PriceContext = stream.context()
         return row_of(self.bundles[v].runner.predict(stream.window().astype(np.float32), ctx))
