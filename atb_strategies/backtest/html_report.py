@@ -27,6 +27,7 @@ from atb_strategies.backtest.chart_data import (
 from atb_strategies.backtest.html_common import (
     PREDICTED,
     WIDTH,
+    autoscale_y,
     escape,
     legend,
     time_figure,
@@ -221,6 +222,7 @@ def _price(data: ChartData, bars: Any, markers: bool) -> Figure:
     _order_markers(fig, data, markers)
     legend(fig)
     fig.yaxis.formatter = NumeralTickFormatter(format="0,0")
+    autoscale_y(fig, bars, ["close", "band_lo", "band_hi"])  # a zoomed week fills the panel
     return fig
 
 
@@ -324,6 +326,7 @@ def _returns(data: ChartData, bars: Any, price: Figure) -> Figure:
         "time", "strategy", source=bars, color="#1f77b4", line_width=2, legend_label="strategy"
     )
     legend(fig)
+    autoscale_y(fig, bars, ["hold_scaled", "strategy"])
     return fig
 
 
@@ -331,6 +334,7 @@ def _hold(data: ChartData, bars: Any, price: Figure) -> Figure:
     fig = time_figure(160, "buy & hold %", price.x_range, title="buy & hold of all the capital")
     fig.line("time", "hold", source=bars, color="#333333", legend_label="buy & hold")
     legend(fig)
+    autoscale_y(fig, bars, ["hold"])
     return fig
 
 

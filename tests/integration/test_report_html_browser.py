@@ -139,6 +139,25 @@ def test_report_html_renders_in_chromium_and_answers_hover(report, browser, tmp_
     close = float(candles.loc[hovered, "close"])
     assert float(rows["close"].replace(",", "")) == pytest.approx(close, abs=0.006)
 
+    # zoom time to 100 bars: the price axis fits them (it used to stay on the whole period's)
+    part = candles.iloc[400:500]
+    t0, t1 = (int(t.value // 10**6) for t in part.index[[0, -1]])
+    find = (
+        "const price = Array.from(Bokeh.documents[0].all_models).find(m => m.title && "
+        "m.title.text && m.title.text.startsWith('price and the model'));"
+    )
+    full = browser.execute_script(find + "return [price.y_range.start, price.y_range.end];")
+    low, high = float(part["close"].min()), float(part["close"].max())
+    assert full[1] - full[0] > 1.5 * (high - low)
+    browser.execute_script(find + "price.x_range.setv({start: arguments[0], end: arguments[1]});",
+                           t0, t1)  # fmt: skip
+
+    def fitted(d) -> bool:  # type: ignore[no-untyped-def]
+        lo, hi = d.execute_script(find + "return [price.y_range.start, price.y_range.end];")
+        return lo <= low and hi >= high and hi - lo < 0.8 * (full[1] - full[0])
+
+    WebDriverWait(browser, 30).until(fitted)  # bokeh runs the callback asynchronously
+
     shot = tmp_path / "report.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
