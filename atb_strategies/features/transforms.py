@@ -24,7 +24,6 @@ form would separate exactly what has to be read together.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -170,15 +169,22 @@ def _lagged(x: np.ndarray, period: int, fn: Callable[[np.ndarray, np.ndarray], n
 
 
 class _LagStream(_Stream):
+    """``fn(x_t, x_{t-period})`` on Python floats, the last ``period + 1`` inputs in a ring."""
+
     def __init__(self, period: int, fn: Callable[[float, float], float]) -> None:
-        self._buf: deque[float] = deque(maxlen=period + 1)
+        self._ring = [_NAN] * (period + 1)
+        self._size = period + 1
+        self._n = 0
         self._fn = fn
 
     def update(self, *values: float) -> float:
-        self._buf.append(values[0])
-        if len(self._buf) <= self._buf.maxlen - 1:  # type: ignore[operator]
+        x = float(values[0])
+        n, size = self._n, self._size
+        self._ring[n % size] = x
+        self._n = n + 1
+        if n + 1 < size:
             return _NAN
-        return self._fn(self._buf[-1], self._buf[0])
+        return self._fn(x, self._ring[(n + 1) % size])
 
 
 class _MapStream(_Stream):
@@ -187,6 +193,35 @@ class _MapStream(_Stream):
 
     def update(self, *values: float) -> float:
         return self._fn(*values)
+
+
+# Streaming forms compute on Python floats: + - * / and comparisons of two floats are the same
+# IEEE 754 double operations numpy's float64 ufuncs perform, so the values are equal bit for bit
+# (``tests/unit/test_transform_streams.py`` checks every transform against the numpy form it
+# replaced). Python raises where numpy returns inf or nan only for a division by zero: ``_div``
+# takes numpy's result then. ``log`` stays numpy's (``math.log`` may differ in the last bit
+# where numpy has its own SIMD logarithm), called without ``np.errstate`` when no warning can
+# arise.
+
+
+def _div(a: float, b: float) -> float:
+    """``a / b`` of two floats as float64 division gives it (inf or nan when ``b`` is 0)."""
+    try:
+        return a / b
+    except ZeroDivisionError:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.float64(a) / np.float64(b))
+
+
+_np_log = np.log
+
+
+def _log(v: float) -> float:
+    """``np.log`` of one float; inf for 0 and nan below, without a warning."""
+    if v > 0.0:  # finite or inf: no floating-point warning can arise
+        return float(_np_log(v))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(_np_log(np.float64(v)))
 
 
 # ---------------------------------------------------------------------------- series transforms
@@ -212,21 +247,21 @@ class Log(SeriesTransform):
             return np.log(x)
 
     def stream(self) -> _Stream:
-        return _MapStream(_safe_log)
-
-
-def _safe_log(v: float) -> float:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.log(np.float64(v)))
+        return _MapStream(lambda v: _log(float(v)))
 
 
 class _LagTransform(SeriesTransform):
-    """``combine(x_t, x_{t-period})``, the same elementwise function in batch and streaming."""
+    """``combine(x_t, x_{t-period})`` on arrays in batch; ``scalar``, the same IEEE operations on
+    Python floats, in streaming."""
 
     param_specs = (_ParamSpec("period", int, required=False, default=1, minimum=1),)
 
     @staticmethod
     def combine(a: Any, b: Any) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @staticmethod
+    def scalar(a: float, b: float) -> float:  # pragma: no cover - interface
         raise NotImplementedError
 
     @property
@@ -238,13 +273,7 @@ class _LagTransform(SeriesTransform):
             return _lagged(np.asarray(x, dtype=np.float64), self.params["period"], self.combine)
 
     def stream(self) -> _Stream:
-        combine = self.combine
-
-        def fn(a: float, b: float) -> float:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return float(combine(np.float64(a), np.float64(b)))
-
-        return _LagStream(self.params["period"], fn)
+        return _LagStream(self.params["period"], self.scalar)
 
 
 class LogReturn(_LagTransform):
@@ -255,6 +284,10 @@ class LogReturn(_LagTransform):
     def combine(a: Any, b: Any) -> Any:
         return np.log(a / b)
 
+    @staticmethod
+    def scalar(a: float, b: float) -> float:
+        return _log(_div(a, b))
+
 
 class PctChange(_LagTransform):
     op = "pct_change"
@@ -264,6 +297,10 @@ class PctChange(_LagTransform):
     def combine(a: Any, b: Any) -> Any:
         return a / b - 1.0
 
+    @staticmethod
+    def scalar(a: float, b: float) -> float:
+        return _div(a, b) - 1.0
+
 
 class Diff(_LagTransform):
     op = "diff"
@@ -271,6 +308,10 @@ class Diff(_LagTransform):
 
     @staticmethod
     def combine(a: Any, b: Any) -> Any:
+        return a - b
+
+    @staticmethod
+    def scalar(a: float, b: float) -> float:
         return a - b
 
 
@@ -284,11 +325,7 @@ class Ratio(SeriesTransform):
             return a / b
 
     def stream(self) -> _Stream:
-        def fn(a: float, b: float) -> float:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return float(np.float64(a) / np.float64(b))
-
-        return _MapStream(fn)
+        return _MapStream(lambda a, b: _div(float(a), float(b)))
 
 
 class SpreadRatio(SeriesTransform):
@@ -301,32 +338,68 @@ class SpreadRatio(SeriesTransform):
             return (a - b) / c
 
     def stream(self) -> _Stream:
-        def fn(a: float, b: float, c: float) -> float:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return float((np.float64(a) - np.float64(b)) / np.float64(c))
-
-        return _MapStream(fn)
+        return _MapStream(lambda a, b, c: _div(float(a) - float(b), float(c)))
 
 
-class _RingStream(_Stream):
-    """Keeps the last ``period`` inputs and maps them with ``fn`` (same reduction as batch)."""
+class _RollingStream(_Stream):
+    """The last ``period`` inputs, oldest first, as one contiguous float64 row (a doubled ring
+    buffer), reduced by ``value(row, x)`` (``x``: the newest input)."""
 
-    def __init__(self, period: int, fn: Callable[[np.ndarray], float]) -> None:
+    def __init__(self, period: int) -> None:
         self._period = period
         self._buf = np.empty(2 * period, dtype=np.float64)
         self._n = 0
-        self._fn = fn
 
     def update(self, *values: float) -> float:
+        x = float(values[0])
         p = self._period
         i = self._n % p
-        self._buf[i] = values[0]
-        self._buf[i + p] = values[0]
+        buf = self._buf
+        buf[i] = x
+        buf[i + p] = x
         self._n += 1
         if self._n < p:
             return _NAN
-        start = self._n % p
-        return self._fn(self._buf[start : start + p][None, :])[0]
+        start = i + 1  # == self._n % p, the oldest input
+        return self.value(buf[start : start + p], x)
+
+    def value(self, row: np.ndarray, x: float) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+# ``w.mean(axis=1)`` and ``w.std(axis=1)`` of one window, as numpy's ``_mean`` and ``_var``
+# compute them (one pairwise sum per contiguous row; true division by the count; the squared
+# deviations summed the same way; the square root, correctly rounded in ``math`` as in numpy),
+# without their per-call dispatch: equal bit for bit (tests/unit/test_transform_streams.py).
+_add_reduce = np.add.reduce
+_multiply = np.multiply
+
+
+def _row_mean(row: np.ndarray) -> float:
+    return float(_add_reduce(row)) / row.shape[0]
+
+
+def _row_std(row: np.ndarray, mean: float) -> float:
+    dev = row - mean
+    _multiply(dev, dev, out=dev)
+    return math.sqrt(float(_add_reduce(dev)) / row.shape[0])
+
+
+class _SmaStream(_RollingStream):
+    def value(self, row: np.ndarray, x: float) -> float:
+        return _row_mean(row)
+
+
+class _StdStream(_RollingStream):
+    def value(self, row: np.ndarray, x: float) -> float:
+        return _row_std(row, _row_mean(row))
+
+
+class _ZscoreStream(_RollingStream):
+    def value(self, row: np.ndarray, x: float) -> float:
+        mean = _row_mean(row)
+        std = _row_std(row, mean)
+        return (x - mean) / std if std > 0 else 0.0  # nan std: 0, as np.where(std > 0, ...)
 
 
 def _rolling(x: np.ndarray, period: int, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -366,7 +439,7 @@ class Sma(SeriesTransform):
         return _rolling(x, self.params["period"], _sma_rows)
 
     def stream(self) -> _Stream:
-        return _RingStream(self.params["period"], _sma_rows)
+        return _SmaStream(self.params["period"])
 
 
 class RollingZscore(SeriesTransform):
@@ -382,14 +455,14 @@ class RollingZscore(SeriesTransform):
         return _rolling(x, self.params["period"], _zscore_rows)
 
     def stream(self) -> _Stream:
-        return _RingStream(self.params["period"], _zscore_rows)
+        return _ZscoreStream(self.params["period"])
 
 
 class RollingStd(SeriesTransform):
     """Realised volatility when applied to returns: ``log_return`` then ``rolling_std``.
 
-    Batch and streaming call the same row reduction (``_std_rows``) on the same ``period``
-    values, so they agree bit for bit.
+    Streaming reduces the same ``period`` values the way batch's ``_std_rows`` does (same
+    pairwise sums and divisions), so they agree bit for bit.
     """
 
     op = "rolling_std"
@@ -404,7 +477,7 @@ class RollingStd(SeriesTransform):
         return _rolling(x, self.params["period"], _std_rows)
 
     def stream(self) -> _Stream:
-        return _RingStream(self.params["period"], _std_rows)
+        return _StdStream(self.params["period"])
 
 
 def _recursive(seed_index: int, seed: float, rest: np.ndarray, alpha: float, n: int) -> np.ndarray:
@@ -508,14 +581,23 @@ class _RsiStream(_Stream):
         self._loss = _RecursiveStream(period, 1.0 / period)
 
     def update(self, *values: float) -> float:
-        x = values[0]
+        x = float(values[0])
         prev, self._prev = self._prev, x
         if prev is None:
             return _NAN
         d = x - prev
         ag = self._gain.update(d if d > 0 else 0.0)
         al = self._loss.update(-d if d < 0 else 0.0)
-        return float(_rsi_from(np.array([ag]), np.array([al]))[0])
+        return _rsi_value(ag, al)
+
+
+def _rsi_value(ag: float, al: float) -> float:
+    """``_rsi_from`` of one bar's averages, on Python floats (the same IEEE operations)."""
+    if ag != ag or al != al:  # nan
+        return _NAN
+    if al == 0:
+        return 50.0 if ag == 0 else 100.0
+    return 100.0 - _div(100.0, 1.0 + ag / al)
 
 
 class Zscore(SeriesTransform):
