@@ -9,9 +9,11 @@ Prints ratios measured side by side in one run (no asserts; this machine's speed
    cache.
 2. **cell vs SMA cross**: one cell's backtest with its predictions handed in (``run_cell`` on a
    filled cache, as in a worker) over a plain backtrader SMA-cross backtest of the same bars
-   and commission (goal <= 1.2x); printed for a typical cell (thousands of bracket trades) and
-   for an idle one (a threshold no prediction reaches: no trade), which isolates the cost of
-   the ML machinery per bar from the cost of trading. The first cell's cost with inference
+   and commission, on backtrader's own ``PandasData`` (goal: a typical cell <= 2x, an idle
+   one <= 1.2x), and on the project's feed (the cost of the ML strategy and its orders
+   alone); printed for a typical cell (thousands of bracket trades) and for an idle one (a
+   threshold no prediction reaches: no trade), which isolates the cost of the ML machinery
+   per bar from the cost of trading. The first cell's cost with inference
    (a cache miss) is printed too.
 3. **Ray vs local**: the 8-cell sweep on a local Ray with ``--workers`` CPUs over the local
    executor (goal within 15 %); Ray's start (``ray.init``) is printed apart, and the first Ray
@@ -90,9 +92,20 @@ def candles(bars: int) -> tuple[pd.DataFrame, str]:
     return generate_ohlcv(bars, timeframe="1h", seed=0), f"{bars} synthetic bars (no ../shared)"
 
 
-def sma_backtest(frame: pd.DataFrame) -> None:
+def sma_backtest(frame: pd.DataFrame, feed: str = "plain") -> None:
+    """The SMA cross over ``frame``: on backtrader's own ``PandasData`` (``"plain"``, the
+    reference of the goal) or on the project's ``make_feed`` (``"project"``: the same feed as a
+    cell, so that the ratio to it is the cost of the ML strategy and its orders alone)."""
     cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(make_feed(frame, timeframe="1h", name="BTCUSDT"), name="BTCUSDT")
+    if feed == "plain":
+        shifted = frame.copy(deep=False)
+        shifted.index = shifted.index + pd.Timedelta(hours=1)  # bar close times, like make_feed
+        data = bt.feeds.PandasData(
+            dataname=shifted, timeframe=bt.TimeFrame.Minutes, compression=60, openinterest=None
+        )
+    else:
+        data = make_feed(frame, timeframe="1h", name="BTCUSDT")
+    cerebro.adddata(data, name="BTCUSDT")
     cerebro.addstrategy(SmaCross)
     cerebro.broker.setcommission(commission=COMMISSION)
     cerebro.run()
@@ -146,6 +159,7 @@ def cell_vs_sma(frame: pd.DataFrame, registry: str, repeat: int) -> None:
         repeat + 1,
         {
             "sma": lambda: sma_backtest(frame),
+            "sma_project": lambda: sma_backtest(frame, "project"),
             "typical": lambda: run(typical, "typical"),
             "idle": lambda: run(idle, "idle"),
         },
@@ -153,15 +167,19 @@ def cell_vs_sma(frame: pd.DataFrame, registry: str, repeat: int) -> None:
     if records["typical"]["worker"]["misses"]:
         print("  NOTE: the cell ran the model: the handed-in predictions were not used")
     trades = records["typical"]["metrics"]["trades"]
-    print(f"  plain SMA-cross backtest           {times['sma']:7.2f} s")
-    print(f"  typical cell, inference included   {first:7.2f} s")
+    sma, own = times["sma"], times["sma_project"]
+    print(f"  plain SMA-cross backtest (PandasData) {sma:6.2f} s")
+    print(f"  SMA cross on the project's feed       {own:6.2f} s")
+    print(f"  typical cell, inference included      {first:6.2f} s")
     print(
-        f"  typical cell, predictions handed in {times['typical']:6.2f} s   "
-        f"ratio {times['typical'] / times['sma']:.2f}x  ({trades} trades; goal <= 1.2x)"
+        f"  typical cell, predictions handed in   {times['typical']:6.2f} s   "
+        f"ratio {times['typical'] / sma:.2f}x plain, {times['typical'] / own:.2f}x same feed  "
+        f"({trades} trades; goal <= 2x plain)"
     )
     print(
-        f"  idle cell (no trade), handed in    {times['idle']:7.2f} s   "
-        f"ratio {times['idle'] / times['sma']:.2f}x"
+        f"  idle cell (no trade), handed in       {times['idle']:6.2f} s   "
+        f"ratio {times['idle'] / sma:.2f}x plain, {times['idle'] / own:.2f}x same feed  "
+        "(goal <= 1.2x plain)"
     )
 
 
