@@ -460,6 +460,7 @@ def run_sweep(
     if todo:  # the model files travel as data: no worker reads a path of this machine
         shared["models"] = ship_models(cells[i] for i in todo)
     warnings: list[str] = []
+    payload: Any = shared
     if screened is not None and todo:  # the screen computed them
         shared["predictions"] = screened.entries
         warnings = _threshold_warnings([cells[i] for i in todo], screened.returns)
@@ -476,9 +477,7 @@ def run_sweep(
                 log.warning("sweep: %s", warning)
             return shared
 
-        payload: Any = Deferred(with_predictions)
-    else:
-        payload = shared
+        payload = Deferred(with_predictions)
     bar = _Progress(len(todo), progress)
     t0 = time.perf_counter()
     try:
