@@ -13,6 +13,7 @@ live ``CcxtData`` feed does, so backtests, resampling and live runs see the same
 
 from __future__ import annotations
 
+import threading
 from array import array
 from collections import OrderedDict
 
@@ -29,6 +30,7 @@ from atb_strategies.features.candles import timeframe_to_timedelta
 #: backtests the same candles cell after cell and converts their times once.
 _DATENUMS: OrderedDict[tuple[bytes, str], np.ndarray] = OrderedDict()
 _DATENUMS_KEPT = 4
+_DATENUMS_LOCK = threading.Lock()
 
 
 def datenums(stamps: pd.DatetimeIndex) -> np.ndarray:
@@ -36,16 +38,19 @@ def datenums(stamps: pd.DatetimeIndex) -> np.ndarray:
     bar at a time (``date2num(stamp.to_pydatetime())``), cached for the last few indexes."""
     stamps = pd.DatetimeIndex(stamps)
     key = (stamps.as_unit("ns").asi8.tobytes(), str(stamps.tz))
-    cached = _DATENUMS.get(key)
-    if cached is None:
-        cached = np.fromiter(
-            (date2num(t) for t in stamps.to_pydatetime()), dtype=np.float64, count=len(stamps)
-        )
+    with _DATENUMS_LOCK:
+        cached = _DATENUMS.get(key)
+        if cached is not None:
+            _DATENUMS.move_to_end(key)
+            return cached
+    cached = np.fromiter(
+        (date2num(t) for t in stamps.to_pydatetime()), dtype=np.float64, count=len(stamps)
+    )
+    cached.flags.writeable = False  # shared by every feed over these times
+    with _DATENUMS_LOCK:
         _DATENUMS[key] = cached
         while len(_DATENUMS) > _DATENUMS_KEPT:
             _DATENUMS.popitem(last=False)
-    else:
-        _DATENUMS.move_to_end(key)
     return cached
 
 
