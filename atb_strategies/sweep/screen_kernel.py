@@ -254,7 +254,7 @@ def simulate_cell(
                 limit = c * (1.0 + signal * tp) if tp != 0.0 else math.nan
                 leg_size = size
                 legs_state = 3 if (sl != 0.0 or tp != 0.0) else 0
-        elif pos != 0.0 and (x if pos > 0 else -x) < -et:  # the signal turned against it
+        elif (pos > 0 and x < -et) or (pos < 0 and x > et):  # folded by sign: slower
             legs_state = 0
             pend = 2
     stats[0] = prev
