@@ -58,6 +58,7 @@ def test_deferred_shared_is_made_once_here_after_the_workers_started(temp_dir) -
     assert {r[0] for r in results.values()} == {os.getpid()}  # computed in this process
     assert os.getpid() not in {r[2] for r in results.values()}  # the tasks ran in workers
     assert list(temp_dir.iterdir()) == []  # the shared file is removed
+    assert _ended(before)  # not waited for after the last result, the workers still exit
 
 
 def test_deferred_shared_is_made_once_on_the_serial_executor_too() -> None:
