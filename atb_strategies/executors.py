@@ -13,8 +13,8 @@ on Ray it is ``ray.put`` into the object store once and every task gets the refe
   import ``fn``'s module while this process prepares ``shared`` (a ``Deferred`` is computed
   only then: a sweep's predictions overlap the workers' start-up); ``shared`` is pickled once
   into a private temporary file and unpickled once per worker, at its first task. Workers
-  ignore Ctrl-C: this process stops the
-  pool (and its workers) when it is interrupted or the caller stops iterating. A worker that
+  ignore Ctrl-C: this process stops the pool (and its workers) when it is interrupted or the
+  caller stops iterating; once every result is in, they exit on their own. A worker that
   dies (killed, out of memory) breaks the pool; the tasks it took down run once more in a new
   pool, then are reported as failures, as on Ray.
 * ``"ray"``: Ray tasks (``pip install atb-strategies[distributed]``). ``ray_address=None``
@@ -259,7 +259,8 @@ def _local(fn: Callable, shared: Any, tasks: list, workers: int) -> Iterator[tup
     context = multiprocessing.get_context("spawn")
     folder = Path(tempfile.mkdtemp(prefix="atb-shared-"))
     shared_file = str(folder / "shared.pickle")
-    modules = tuple(dict.fromkeys(m for m in (getattr(fn, "__module__", None),) if m))
+    module = getattr(fn, "__module__", None)
+    modules = (module,) if module else ()
     todo = list(range(len(tasks)))
     try:
         for attempt in range(2):  # a second pool for the tasks a dying worker took down

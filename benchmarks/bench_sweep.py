@@ -261,7 +261,10 @@ def main() -> None:
     ratios = []
     for k in range(args.repeat):  # every round printed: the goal is the speed-up of every run
         load = os.getloadavg()[0]
-        t = alternate(1, {"serial": side("serial"), "local": side("local")})
+        sides = {"serial": side("serial"), "local": side("local")}
+        if k % 2:  # the other order every second round: a shared machine's load drifts
+            sides = dict(reversed(sides.items()))
+        t = alternate(1, sides)
         ratios.append(t["serial"] / t["local"])
         print(
             f"  round {k + 1}: serial {t['serial']:6.2f} s, local {t['local']:6.2f} s, "
