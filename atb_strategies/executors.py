@@ -9,9 +9,12 @@ on Ray it is ``ray.put`` into the object store once and every task gets the refe
 * ``"serial"``: in this process, in order (debugging, and the reference results).
 * ``"local"``: a process pool of ``workers`` processes (default: every core), started with
   ``spawn`` (safe with the threads ONNX Runtime and backtrader start); each worker limits
-  numeric libraries to one thread, so N workers use N cores. ``shared`` is pickled once in
-  this process and unpickled once per worker. Workers ignore Ctrl-C: this process stops the
-  pool (and its workers) when it is interrupted or the caller stops iterating. A worker that
+  numeric libraries to one thread, so N workers use N cores. The workers start first and
+  import ``fn``'s module while this process prepares ``shared`` (a ``Deferred`` is computed
+  only then: a sweep's predictions overlap the workers' start-up); ``shared`` is pickled once
+  into a private temporary file and unpickled once per worker, at its first task. Workers
+  ignore Ctrl-C: this process stops the pool (and its workers) when it is interrupted or the
+  caller stops iterating; once every result is in, they exit on their own. A worker that
   dies (killed, out of memory) breaks the pool; the tasks it took down run once more in a new
   pool, then are reported as failures, as on Ray.
 * ``"ray"``: Ray tasks (``pip install atb-strategies[distributed]``). ``ray_address=None``
@@ -43,14 +46,17 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures as cf
+import importlib
 import json
 import logging
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -68,6 +74,19 @@ RUNTIME_ENV_VAR = "ATB_RAY_RUNTIME_ENV"
 #: the number of ``tasks``.
 last_transfer: dict[str, int] = {}
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "ATB_ONNX_THREADS")
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A ``shared`` value that ``run_tasks`` computes by calling ``make()`` in this process
+    when it needs it: on the local executor after the workers have started (they import
+    ``fn``'s module meanwhile), elsewhere at once. ``make`` runs once per ``run_tasks``."""
+
+    make: Callable[[], Any]
+
+
+def _resolve(shared: Any) -> Any:
+    return shared.make() if isinstance(shared, Deferred) else shared
 
 
 @dataclass(frozen=True)
@@ -176,10 +195,12 @@ def _unguarded_main(processes: Iterable[Any]) -> bool:
 
 
 _worker_shared: Any = None
+_worker_shared_from: str | None = None
 
 
-def _init_worker(payload: bytes) -> None:
-    global _worker_shared
+def _init_worker(modules: tuple[str, ...]) -> None:
+    """Start a worker: one thread per numeric library, Ctrl-C left to the parent, and the
+    task function's module imported now, while the parent still prepares ``shared``."""
     for name in _THREAD_VARS:
         os.environ.setdefault(name, "1")
     # The variables only reach a BLAS loaded after this point; a main script that imports numpy
@@ -190,17 +211,27 @@ def _init_worker(payload: bytes) -> None:
 
     threadpool_limits(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    _worker_shared = pickle.loads(payload)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception:  # imported again by the first task, which then reports the error
+            log.debug("worker could not import %s ahead of its tasks", module, exc_info=True)
 
 
-def _call_in_worker(fn: Callable[[Any, Any], Any], task: Any) -> Any:
+def _call_in_worker(fn: Callable[[Any, Any], Any], task: Any, shared_file: str) -> Any:
+    global _worker_shared, _worker_shared_from
     try:
+        if _worker_shared_from != shared_file:  # this worker's first task: read shared once
+            with open(shared_file, "rb") as f:
+                _worker_shared = pickle.load(f)
+            _worker_shared_from = shared_file
         return fn(_worker_shared, task)
     except Exception as e:
         return TaskFailure.of(e)
 
 
 def _serial(fn: Callable, shared: Any, tasks: list) -> Iterator[tuple[int, Any]]:
+    shared = _resolve(shared)
     for i, task in enumerate(tasks):
         try:
             yield i, fn(shared, task)
@@ -224,59 +255,94 @@ def _stop(pool: cf.ProcessPoolExecutor) -> None:
         process.join(timeout=5)
 
 
+def _start_workers(pool: cf.ProcessPoolExecutor, count: int) -> None:
+    """Spawn the pool's ``count`` workers now (a pool spawns one per task submitted while
+    none is idle): ``count`` empty tasks, whose results nobody waits for."""
+    for _ in range(count):
+        pool.submit(int)
+
+
 def _local(fn: Callable, shared: Any, tasks: list, workers: int) -> Iterator[tuple[int, Any]]:
     context = multiprocessing.get_context("spawn")
-    payload = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
+    folder = Path(tempfile.mkdtemp(prefix="atb-shared-"))
+    shared_file = str(folder / "shared.pickle")
+    module = getattr(fn, "__module__", None)
+    modules = (module,) if module else ()
     todo = list(range(len(tasks)))
-    for attempt in range(2):  # a second pool for the tasks a dying worker took down
-        lost: list[int] = []
-        pool = cf.ProcessPoolExecutor(
-            max_workers=min(workers, len(todo)),
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(payload,),
-        )
-        done = False
-        processes: dict[int, Any] = {}  # every worker started, kept to read exit statuses
-        try:
-            futures: dict[cf.Future, int] = {}
-            unsent: list[int] = []  # refused because a worker had already died
-            for i in todo:
-                try:
-                    futures[pool.submit(_call_in_worker, fn, tasks[i])] = i
-                except BrokenProcessPool:
-                    unsent.append(i)
-                processes.update(getattr(pool, "_processes", None) or {})
-            if unsent and _unguarded_main(processes.values()):
-                raise _unguarded_main_error()
-            for i in unsent:
+    try:
+        for attempt in range(2):  # a second pool for the tasks a dying worker took down
+            lost: list[int] = []
+            pool = cf.ProcessPoolExecutor(
+                max_workers=min(workers, len(todo)),
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(modules,),
+            )
+            try:
+                if attempt == 0:
+                    _start_workers(pool, min(workers, len(todo)))
+                    with open(shared_file, "wb") as f:  # while the workers start
+                        pickle.dump(_resolve(shared), f, protocol=pickle.HIGHEST_PROTOCOL)
+            except BaseException:
+                _stop(pool)
+                raise
+            yield from _run_pool(pool, fn, tasks, todo, shared_file, attempt, lost)
+            if not lost:
+                return
+            todo = sorted(lost)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_pool(
+    pool: cf.ProcessPoolExecutor,
+    fn: Callable,
+    tasks: list,
+    todo: list[int],
+    shared_file: str,
+    attempt: int,
+    lost: list[int],
+) -> Iterator[tuple[int, Any]]:
+    """Run ``todo`` on ``pool`` and yield their outcomes; the tasks a dying worker took down
+    go to ``lost`` on the first attempt, and are reported as failures on the second."""
+    done = False
+    processes: dict[int, Any] = {}  # every worker started, kept to read exit statuses
+    try:
+        futures: dict[cf.Future, int] = {}
+        unsent: list[int] = []  # refused because a worker had already died
+        for i in todo:
+            try:
+                futures[pool.submit(_call_in_worker, fn, tasks[i], shared_file)] = i
+            except BrokenProcessPool:
+                unsent.append(i)
+            processes.update(getattr(pool, "_processes", None) or {})
+        if unsent and _unguarded_main(processes.values()):
+            raise _unguarded_main_error()
+        for i in unsent:
+            if attempt == 0:
+                lost.append(i)
+            else:
+                yield i, TaskFailure("BrokenProcessPool: a worker process died")
+        for future in cf.as_completed(futures):
+            i = futures[future]
+            try:
+                outcome = future.result()
+            except BrokenProcessPool as e:
+                if _unguarded_main(processes.values()):
+                    raise _unguarded_main_error() from None
                 if attempt == 0:
                     lost.append(i)
-                else:
-                    yield i, TaskFailure("BrokenProcessPool: a worker process died")
-            for future in cf.as_completed(futures):
-                i = futures[future]
-                try:
-                    outcome = future.result()
-                except BrokenProcessPool as e:
-                    if _unguarded_main(processes.values()):
-                        raise _unguarded_main_error() from None
-                    if attempt == 0:
-                        lost.append(i)
-                        continue
-                    outcome = TaskFailure.of(e)
-                except Exception as e:  # e.g. a result that cannot be unpickled
-                    outcome = TaskFailure.of(e)
-                yield i, outcome
-            done = True
-        finally:
-            if done:
-                pool.shutdown(wait=True)
-            else:
-                _stop(pool)
-        if not lost:
-            return
-        todo = sorted(lost)
+                    continue
+                outcome = TaskFailure.of(e)
+            except Exception as e:  # e.g. a result that cannot be unpickled
+                outcome = TaskFailure.of(e)
+            yield i, outcome
+        done = True
+    finally:
+        if done:  # every result is in: the workers exit on their own (about 1 s of teardown)
+            pool.shutdown(wait=False)
+        else:
+            _stop(pool)
 
 
 @dataclass(frozen=True)
@@ -364,6 +430,7 @@ def _ray(
         raise ConfigurationError(
             "executor='ray' needs Ray: pip install 'atb-strategies[distributed]'."
         ) from e
+    shared = _resolve(shared)
     started = False
     if not ray.is_initialized():
         env = _runtime_env()
@@ -431,7 +498,8 @@ def run_tasks(
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, fn(shared, task))`` for every task as it finishes (see the module doc).
 
-    ``fn`` must be a module-level function (it is pickled to the workers).
+    ``fn`` must be a module-level function (it is pickled to the workers). ``shared`` may be a
+    ``Deferred``: its value is computed here once the local workers are starting.
 
     Raises
     ------

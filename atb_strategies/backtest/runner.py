@@ -46,17 +46,22 @@ class EquityRecorder(bt.Analyzer):
         self.commission = 0.0
         self.orders: list[dict[str, Any]] = []
 
-    def next(self) -> None:
-        broker = self.strategy.broker
-        datas = self.strategy.datas
-        sizes = [self.strategy.getposition(d).size for d in datas]
-        long = any(s > 0 for s in sizes)
-        short = any(s < 0 for s in sizes)
+    def next(self) -> None:  # every bar: one pass over the feeds, no intermediate lists
+        strategy = self.strategy
+        broker = strategy.broker
+        long = short = False
+        held = 0
+        for data in strategy.datas:
+            size = strategy.getposition(data).size
+            if size > 0:
+                long = True
+            elif size < 0:
+                short = True
+            held += abs(size) * float(data.close[0])
         value = broker.getvalue()
-        held = sum(abs(s) * float(d.close[0]) for s, d in zip(sizes, datas, strict=True))
         self.rows.append(
             (
-                self.strategy.datetime[0],
+                strategy.datetime[0],
                 value,
                 broker.getcash(),
                 long or short,

@@ -13,15 +13,56 @@ live ``CcxtData`` feed does, so backtests, resampling and live runs see the same
 
 from __future__ import annotations
 
+import threading
+from array import array
+from collections import OrderedDict
+
 import backtrader as bt
+import numpy as np
 import pandas as pd
+from backtrader.linebuffer import LineBuffer
+from backtrader.utils.dateintern import date2num
 
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.features.candles import timeframe_to_timedelta
 
+#: Bar-time arrays (backtrader's float days) of the last few frames' times: a sweep worker
+#: backtests the same candles cell after cell and converts their times once.
+_DATENUMS: OrderedDict[tuple[bytes, str], np.ndarray] = OrderedDict()
+_DATENUMS_KEPT = 4
+_DATENUMS_LOCK = threading.Lock()
+
+
+def datenums(stamps: pd.DatetimeIndex) -> np.ndarray:
+    """backtrader's float-day times of ``stamps``, exactly as ``PandasData`` converts them one
+    bar at a time (``date2num(stamp.to_pydatetime())``), cached for the last few indexes."""
+    stamps = pd.DatetimeIndex(stamps)
+    key = (stamps.as_unit("ns").asi8.tobytes(), str(stamps.tz))
+    with _DATENUMS_LOCK:
+        cached = _DATENUMS.get(key)
+        if cached is not None:
+            _DATENUMS.move_to_end(key)
+            return cached
+    cached = np.fromiter(
+        (date2num(t) for t in stamps.to_pydatetime()), dtype=np.float64, count=len(stamps)
+    )
+    cached.flags.writeable = False  # shared by every feed over these times
+    with _DATENUMS_LOCK:
+        _DATENUMS[key] = cached
+        while len(_DATENUMS) > _DATENUMS_KEPT:
+            _DATENUMS.popitem(last=False)
+    return cached
+
 
 class OhlcvData(bt.feeds.PandasData):
-    """``PandasData`` over a DataFrame indexed by time with open/high/low/close/volume."""
+    """``PandasData`` over a DataFrame indexed by time with open/high/low/close/volume.
+
+    Preloading fills each line from the frame's columns at once instead of a pandas lookup per
+    bar and value (the same floats and bar times as ``PandasData``, about 0.5 s less per
+    18,000 bars). A feed with filters (resampling, replay), an input time zone, a bounded
+    buffer (``exactbars``) or a column that is not numeric loads bar by bar as
+    ``PandasData`` does.
+    """
 
     params = (
         ("datetime", None),
@@ -32,6 +73,64 @@ class OhlcvData(bt.feeds.PandasData):
         ("volume", "volume"),
         ("openinterest", None),
     )
+
+    def preload(self) -> None:
+        columns = self._bulk_columns()
+        if columns is None:
+            super().preload()
+            return
+        times = columns["datetime"]
+        # load()'s own checks, in its order: a bar before fromdate is skipped, the first
+        # one after todate ends the feed
+        kept = times >= self.fromdate
+        late = np.flatnonzero(kept & (times > self.todate))
+        if len(late):
+            kept[late[0] :] = False
+        for alias in self.getlinealiases():
+            line = getattr(self.lines, alias)
+            values = columns.get(alias)
+            if values is None:  # a line the frame does not fill stays NaN, as forward() left it
+                values = np.full(len(times), np.nan)
+            line.array.extend(array("d", np.ascontiguousarray(values[kept]).tobytes()))
+        self._idx = len(times)  # where PandasData leaves its row pointer: past the last row
+        self._last()
+        self.home()
+
+    def _bulk_columns(self) -> dict[str, np.ndarray] | None:
+        """Each line's values for every row (None for a line no column fills), or None when
+        this feed must load bar by bar."""
+        lines = [getattr(self.lines, a) for a in self.getlinealiases()]
+        if (
+            self._filters
+            or self._ffilters
+            or self._tzinput
+            or self._barstack
+            or self._barstash
+            or any(
+                line.mode != LineBuffer.UnBounded or line.bindings or len(line.array)
+                for line in lines
+            )
+        ):
+            return None
+        frame = self.p.dataname
+        out: dict[str, np.ndarray] = {}
+        for alias in self.getlinealiases():
+            where = self._colmapping.get(alias)
+            if alias == "datetime":
+                stamps = frame.index if where is None else frame.iloc[:, where]
+                if not isinstance(stamps, pd.DatetimeIndex) and not (
+                    isinstance(stamps, pd.Series) and pd.api.types.is_datetime64_any_dtype(stamps)
+                ):
+                    return None
+                out[alias] = datenums(pd.DatetimeIndex(stamps)).copy()
+                continue
+            if where is None:
+                continue
+            column = frame.iloc[:, where]
+            if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+                return None
+            out[alias] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        return out
 
 
 class SentimentData(OhlcvData):

@@ -23,7 +23,6 @@ from tenacity import (
 )
 
 from atb_strategies.exceptions import RateLimitError, TemporaryExchangeError
-from atb_strategies.exchange.errors import ccxt_errors
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +101,9 @@ def call_exchange(
     **kwargs: Any,
 ) -> T:
     """A read-only ccxt call ``fn(*args, **kwargs)``: errors translated, temporary ones retried."""
+    # imported here: importing ccxt takes ~0.6 s, which every sweep worker would pay through
+    # the sentiment client's retries (strategies -> sentiment -> here), which never need it
+    from atb_strategies.exchange.errors import ccxt_errors
 
     def once() -> T:
         with ccxt_errors(action):

@@ -16,12 +16,12 @@ the statistics compare them with their own standard errors, which are per bar to
   subset when there are more than ``max_splits``), the cell with the best in-sample Sharpe is
   ranked out of sample; ``w = rank / (N + 1)``, logit ``log(w / (1 - w))``; PBO is the share
   of splits whose logit is ``<= 0`` (the in-sample best at or below the median out of sample).
-* **Hansen's SPA and Romano-Wolf StepM** (``arch.bootstrap.SPA``, ``StepM``, stationary
-  bootstrap, studentized, fixed seed) on each cell's return minus its benchmark's (buy-and-
-  hold scaled to the cell's exposure): the SPA p-value of "no cell beats its benchmark", and
-  the cells StepM finds superior. arch's variance estimate costs ``T^2`` per cell, so bars are
-  summed into at most ``max_periods`` (500) consecutive periods first (the mean excess return
-  keeps its sign; the test is on the same null).
+* **Hansen's SPA and Romano-Wolf StepM** (``arch.bootstrap.SPA``, StepM's steps over it in
+  ``step_m``; stationary bootstrap, studentized, fixed seed) on each cell's return minus its
+  benchmark's (buy-and-hold scaled to the cell's exposure): the SPA p-value of "no cell
+  beats its benchmark", and the cells StepM finds superior. arch's variance estimate costs
+  ``T^2`` per cell, so bars are summed into at most ``max_periods`` (500) consecutive periods
+  first (the mean excess return keeps its sign; the test is on the same null).
 
 ``overfitting_report`` computes all three for a sweep; ``verdict`` is its one-line summary.
 The best cell *survives* when its DSR is at least 0.95 and the SPA p-value is below 0.05.
@@ -232,7 +232,7 @@ def superior_predictive_ability(
         ``bars_per_period``, ``reps``, ``alpha``, ``constant`` (columns left out: identical
         to their benchmark on every bar), ``reason``.
     """
-    from arch.bootstrap import SPA, StepM
+    from arch.bootstrap import SPA
 
     d = _matrix(excess, "excess")
     varies = d.std(axis=0) > 1e-15
@@ -259,10 +259,33 @@ def superior_predictive_ability(
     spa = SPA(benchmark, losses, reps=reps, seed=seed)
     spa.compute()
     out["spa_pvalue"] = float(spa.pvalues["consistent"])
-    stepm = StepM(benchmark, pd.DataFrame(losses), size=alpha, reps=reps, seed=seed)
-    stepm.compute()
-    out["superior"] = sorted(int(cols[j]) for j in stepm.superior_models)
+    out["superior"] = sorted(int(cols[j]) for j in step_m(spa, alpha))
     return out
+
+
+def step_m(spa: Any, size: float) -> list[int]:
+    """Romano-Wolf StepM over a computed ``arch.bootstrap.SPA``: the models it finds better
+    than the benchmark at ``size``, removing them and testing the rest again until no step
+    finds one more.
+
+    It is ``arch.bootstrap.StepM.compute`` (same bootstrap, seed and "consistent" critical
+    values, so the same models) but it stops once every model is found: arch 8.0 goes on
+    with none left when the last ones are found in a later step than the first, and fails
+    with "zero-size array to reduction operation maximum" (a sweep whose verified cells all
+    beat buy-and-hold lost its whole overfitting report to it).
+    """
+    k = spa.models.shape[1]
+    found = sorted(int(i) for i in spa.better_models(size))
+    step = found
+    while step and len(found) < k:
+        selector = np.ones(k, dtype=np.bool_)
+        selector[found] = False
+        spa.subset(selector)
+        spa.compute()
+        step = [int(i) for i in spa.better_models(size) if int(i) not in found]
+        found = sorted(found + step)
+    spa.subset(np.ones(k, dtype=np.bool_))
+    return found
 
 
 def overfitting_report(

@@ -42,6 +42,7 @@ import pandas as pd
 
 from atb_strategies.exceptions import ConfigurationError
 from atb_strategies.executors import (
+    Deferred,
     TaskFailure,
     check_main_guard,
     default_workers,
@@ -459,25 +460,31 @@ def run_sweep(
     if todo:  # the model files travel as data: no worker reads a path of this machine
         shared["models"] = ship_models(cells[i] for i in todo)
     warnings: list[str] = []
+    payload: Any = shared
     if screened is not None and todo:  # the screen computed them
         shared["predictions"] = screened.entries
         warnings = _threshold_warnings([cells[i] for i in todo], screened.returns)
         for warning in warnings:
             log.warning("sweep: %s", warning)
     elif share_predictions and todo:
-        shared["predictions"], returns = _share_predictions(
-            [cells[i] for i in todo], frames, settings
-        )
-        warnings = _threshold_warnings([cells[i] for i in todo], returns)
-        for warning in warnings:
-            log.warning("sweep: %s", warning)
+
+        def with_predictions() -> dict[str, Any]:  # computed while the local workers start
+            shared["predictions"], returns = _share_predictions(
+                [cells[i] for i in todo], frames, settings
+            )
+            warnings.extend(_threshold_warnings([cells[i] for i in todo], returns))
+            for warning in warnings:
+                log.warning("sweep: %s", warning)
+            return shared
+
+        payload = Deferred(with_predictions)
     bar = _Progress(len(todo), progress)
     t0 = time.perf_counter()
     try:
         for k, outcome in run_tasks(
             run_shipped_cell,
             [cells[i] for i in todo],
-            shared=shared,
+            shared=payload,
             executor=executor,
             workers=workers,
             ray_address=ray_address,

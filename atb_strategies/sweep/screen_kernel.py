@@ -185,17 +185,22 @@ def simulate_cell(
             if pos == 0.0:
                 legs_state = 0
             else:
-                side = -1.0 if pos > 0 else 1.0  # the legs close the position
+                # one path for both sides: ``side`` is the legs' order (-1 sells a long,
+                # +1 buys a short back); ``adverse`` is the bar's extreme against the
+                # position (a long's low, a short's high), ``favour`` the other one
+                side = -1.0 if pos > 0 else 1.0
+                adverse = lo if side < 0 else h
+                favour = h if side < 0 else lo
                 price = math.nan
                 if not math.isnan(stop):
-                    if (side < 0 and o <= stop) or (side > 0 and o >= stop):
+                    if side * (o - stop) >= 0.0:  # opens through the stop
                         price = o * (1.0 + side * slip)
-                    elif (side < 0 and lo <= stop) or (side > 0 and h >= stop):
+                    elif side * (adverse - stop) >= 0.0:  # the range reaches it
                         price = stop * (1.0 + side * slip)
                 if math.isnan(price) and not math.isnan(limit):
-                    if (side < 0 and limit <= o) or (side > 0 and limit >= o):
+                    if side * (limit - o) >= 0.0:  # opens through the take-profit
                         price = o * (1.0 + side * slip)
-                    elif (side < 0 and limit <= h) or (side > 0 and limit >= lo):
+                    elif side * (limit - favour) >= 0.0:  # the range reaches it
                         price = limit
                 if not math.isnan(price):
                     size = min(leg_size, abs(pos))
@@ -249,7 +254,7 @@ def simulate_cell(
                 limit = c * (1.0 + signal * tp) if tp != 0.0 else math.nan
                 leg_size = size
                 legs_state = 3 if (sl != 0.0 or tp != 0.0) else 0
-        elif (pos > 0 and x < -et) or (pos < 0 and x > et):
+        elif (pos > 0 and x < -et) or (pos < 0 and x > et):  # folded by sign: slower
             legs_state = 0
             pend = 2
     stats[0] = prev

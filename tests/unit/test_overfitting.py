@@ -134,6 +134,48 @@ def test_spa_finds_a_real_edge_and_not_noise() -> None:
     assert found["superior"] == [10]
 
 
+def test_stepm_stops_when_a_later_step_finds_the_last_cells() -> None:
+    """Issue 21: two cells that both beat the benchmark, the second found only in StepM's
+    second step. arch 8.0's StepM then runs a third step over no cell and fails ("zero-size
+    array to reduction operation maximum"), which cost a 10,000-cell screen its whole
+    overfitting report; both cells are found here."""
+    from arch.bootstrap import SPA
+
+    from atb_strategies.sweep.overfitting import step_m
+
+    rng = np.random.default_rng(16)
+    d = np.column_stack([0.8 + rng.normal(0, 1, 200), 0.25 + rng.normal(0, 1, 200)])
+    first = SPA(np.zeros(200), -d, reps=200, seed=0)
+    first.compute()
+    assert [int(i) for i in first.better_models(0.05)] == [0]  # the second needs a step more
+    out = superior_predictive_ability(d, reps=200)
+    assert out["superior"] == [0, 1]
+    assert out["spa_pvalue"] < 0.05
+    again = SPA(np.zeros(200), -d, reps=200, seed=0)
+    again.compute()
+    assert step_m(again, 0.05) == [0, 1]
+
+
+def test_audit_reports_statistics_when_every_verified_cell_beats_buy_and_hold() -> None:
+    """The sweep-level regression of the StepM failure: the report is computed, not lost."""
+    from atb_strategies.sweep.audit import audit_sweep
+
+    rng = np.random.default_rng(46)  # a draw whose second cell is found in StepM's 2nd step
+    n = 200
+    edge = {"c0": 0.008, "c1": 0.0025}
+    records, rows = {}, []
+    for k, (name, mean) in enumerate(edge.items()):
+        values = 100.0 * np.cumprod(1.0 + mean + rng.normal(0, 0.01, n))
+        records[name] = {"symbol": "X", "returns": encode_returns(_equity(list(values)))}
+        rows.append({"cell": name, "sharpe": float(2 - k), "error": None})
+    close = pd.Series(np.full(n, 10.0), index=_equity([1.0] * n).index)  # flat buy-and-hold
+    out = audit_sweep(pd.DataFrame(rows), records, {"X": close}, "sharpe", "1h")
+    report = out["overfitting"]
+    assert "error" not in report, report
+    assert report["beat_benchmark"] == ["c0", "c1"]
+    assert report["verdict"]
+
+
 def test_spa_leaves_out_cells_identical_to_their_benchmark() -> None:
     d = np.zeros((200, 3))
     d[:, 1] = np.random.default_rng(6).normal(0, 0.01, 200)
