@@ -186,10 +186,13 @@ def plot_heatmap(
     grid: Mapping[str, Sequence[Any]],
     rank_by: str,
     path: Path | str,
+    *,
+    source: str | None = None,
+    in_sample_from: pd.DataFrame | None = None,
 ) -> Path | None:
     """Save ``heatmap_figure`` as a PNG at ``path``; None (nothing written) when no grid param
     varies."""
-    fig = heatmap_figure(results, grid, rank_by)
+    fig = heatmap_figure(results, grid, rank_by, source=source, in_sample_from=in_sample_from)
     if fig is None:
         return None
     path = Path(path)
@@ -199,9 +202,19 @@ def plot_heatmap(
 
 
 def heatmap_figure(
-    results: pd.DataFrame, grid: Mapping[str, Sequence[Any]], rank_by: str
+    results: pd.DataFrame,
+    grid: Mapping[str, Sequence[Any]],
+    rank_by: str,
+    *,
+    source: str | None = None,
+    in_sample_from: pd.DataFrame | None = None,
 ) -> Figure | None:
     """A heatmap of ``rank_by`` over the grid (no pyplot); None when no grid param varies.
+
+    ``results`` holds every cell of the grid in cell order (a screened sweep passes the
+    screen's frame: its verified backtests are too few to fill a grid); ``source`` names where
+    the numbers come from in the title, ``in_sample_from`` the frame whose in-sample bars the
+    note reads (``results`` by default).
 
     Two varying params: one heatmap (first param down, second across); one param: a single
     row; more params, several symbols or versions: small multiples, one panel per combination
@@ -292,8 +305,9 @@ def heatmap_figure(
 
             bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     note = f" (first {len(shown)} of {len(panels)} panels)" if len(shown) < len(panels) else ""
-    title = f"Sweep: {rank_by} per cell, the best outlined{note}"
-    in_sample = in_sample_note(results)
+    origin = f" ({source})" if source else ""
+    title = f"Sweep: {rank_by} per cell{origin}, the best outlined{note}"
+    in_sample = in_sample_note(results if in_sample_from is None else in_sample_from)
     if in_sample:  # wrapped to the figure's width
         width = max(30, int(fig.get_figwidth() * 11))
         title += "\n" + textwrap.fill(in_sample, width)

@@ -547,7 +547,13 @@ def run_sweep(
         definition = _definition(
             cls, strategy, grid, params, versions, cells, settings, executor, n_workers
         )
-        _write_outputs(results, grid, Path(out), definition)
+        _write_outputs(
+            results,
+            grid,
+            Path(out),
+            definition,
+            screened.frame if screened is not None else None,
+        )
         if screened is not None:
             write_screen(screened.frame, Path(out))
     return results
@@ -627,13 +633,27 @@ def _definition(
 
 
 def _write_outputs(
-    results: pd.DataFrame, grid: Mapping[str, Sequence[Any]], out: Path, definition: dict
+    results: pd.DataFrame,
+    grid: Mapping[str, Sequence[Any]],
+    out: Path,
+    definition: dict,
+    screened: pd.DataFrame | None = None,
 ) -> None:
     rank_by = results.attrs["rank_by"]
     csv = write_results(results, out)
     heatmap = None
     try:
-        heatmap = plot_heatmap(results, grid, rank_by, out / "heatmap.png")
+        if screened is None:
+            heatmap = plot_heatmap(results, grid, rank_by, out / "heatmap.png")
+        else:  # the verified cells cannot fill the grid: every cell as the screen saw it
+            heatmap = plot_heatmap(
+                screened,
+                grid,
+                rank_by,
+                out / "heatmap.png",
+                source=f"vectorised screen of every cell; {len(results)} verified by backtests",
+                in_sample_from=results,
+            )
     except Exception as e:  # a chart must never lose the results
         log.warning("sweep: the heatmap could not be drawn: %s", e)
     ranked = rank_cells(results, rank_by)

@@ -6,6 +6,7 @@ what it cannot model is refused."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -244,6 +245,10 @@ def test_sweep_cli_screen_prints_the_agreement_and_writes_screen_csv(registry, t
     assert "Every screened cell (12; the screen" in page and "Screen against backtrader" in page
     for cell in pd.read_csv(out / "screen.csv")["cell"]:
         assert cell in page
+    # the static heatmap too: every screened cell (3 verified backtests cannot fill the grid)
+    assert "could not be drawn" not in result.output
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["heatmap"] and Path(summary["heatmap"]).stat().st_size > 10_000
 
 
 def test_sweep_cli_verify_without_screen_is_one_line_error(registry, tmp_path):
