@@ -595,7 +595,9 @@ class MlStrategy(bt.Strategy):
 
     def _guarded(self, data: bt.AbstractDataBase, pred: MlPrediction) -> tuple[str, str | None]:
         """The strongest action among the guards that fire at this bar (``"flatten"`` over
-        ``"no_entries"`` over ``"warn"``) and their reasons; ``("", None)`` when none fires."""
+        ``"no_entries"`` over ``"warn"``) and their reasons; ``("", None)`` when none fires. A guard
+        whose ``enabled`` is False (built with no limit) is not asked; one without the
+        attribute is."""
         guards = self.guards
         if self._guards_checked is not guards or self._guards_len != len(guards):
             # the guards that can fire (a guard built with no limit never does), recomputed
