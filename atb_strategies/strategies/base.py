@@ -75,6 +75,12 @@ NO_PREDICTION_REASONS: dict[str, str] = {
 }
 
 
+#: ``notify_order``'s order states: still working (nothing to do), and over without a fill.
+_OPEN_STATUSES = (bt.Order.Submitted, bt.Order.Accepted, bt.Order.Partial)
+_DEAD_STATUSES = (bt.Order.Canceled, bt.Order.Margin, bt.Order.Rejected, bt.Order.Expired)
+_COMPLETED, _CANCELED = bt.Order.Completed, bt.Order.Canceled
+
+
 def _ms(num: float) -> int:
     """A backtrader date number as integer milliseconds since the epoch (exact for bar times)."""
     return round((num - _EPOCH_DAYS) * 86_400_000.0)
@@ -285,6 +291,9 @@ class MlStrategy(bt.Strategy):
         ]
         if p.drift_action is not None:
             self.guards.append(DriftGuard(owner, p.drift_action))
+        self._guards_checked: list[Any] | None = None  # ``_guarded``'s cache of the enabled ones
+        self._guards_len = 0
+        self._enabled_guards: list[Any] = []
         # backtrader gives every strategy a FixedSize(1) before __init__ and replaces it after,
         # only when the cerebro has a sizer (cerebro.addsizer / addsizer_byidx)
         self._default_sizer = self._sizer
@@ -586,8 +595,18 @@ class MlStrategy(bt.Strategy):
 
     def _guarded(self, data: bt.AbstractDataBase, pred: MlPrediction) -> tuple[str, str | None]:
         """The strongest action among the guards that fire at this bar (``"flatten"`` over
-        ``"no_entries"`` over ``"warn"``) and their reasons; ``("", None)`` when none fires."""
-        fired = [(g.action, why) for g in self.guards if (why := g.reason(data, pred))]
+        ``"no_entries"`` over ``"warn"``) and their reasons; ``("", None)`` when none fires. A guard
+        whose ``enabled`` is False (built with no limit) is not asked; one without the
+        attribute is."""
+        guards = self.guards
+        if self._guards_checked is not guards or self._guards_len != len(guards):
+            # the guards that can fire (a guard built with no limit never does), recomputed
+            # whenever ``self.guards`` is replaced or grows
+            self._guards_checked, self._guards_len = guards, len(guards)
+            self._enabled_guards = [g for g in guards if getattr(g, "enabled", True)]
+        if not self._enabled_guards:
+            return "", None
+        fired = [(g.action, why) for g in self._enabled_guards if (why := g.reason(data, pred))]
         if not fired:
             return "", None
         rank = {"warn": 0, "no_entries": 1, "flatten": 2}
@@ -622,10 +641,12 @@ class MlStrategy(bt.Strategy):
 
     def next(self) -> None:
         p = self.p
+        decided = self._decided_len
         for data, pred in self.predictions.items():
-            if self._decided_len.get(data) == len(data):
+            bars = len(data)  # a feed's len() walks backtrader's line objects: once per bar
+            if decided.get(data) == bars:
                 continue  # called again without a new bar of this feed (another feed moved)
-            self._decided_len[data] = len(data)
+            decided[data] = bars
             if not self._is_tradeable(data):
                 continue
             if self.shadow is not None:
@@ -680,22 +701,33 @@ class MlStrategy(bt.Strategy):
                     )
 
     def notify_order(self, order: bt.Order) -> None:
-        data = order.data
-        if order.status in (order.Submitted, order.Accepted, order.Partial):
+        status = order.status
+        if status in _OPEN_STATUSES:
             return
+        data = order.data
         pending = self._pending.get(data)
         if pending is not None and pending.ref == order.ref:
             self._pending[data] = None
-        if order.status == order.Completed and order.info.get("role") == "entry":
-            info = self._entry_info.setdefault(data, {})
-            info["size"] = order.executed.size
-            info["entry_price"] = order.executed.price
-        if order.status in (order.Canceled, order.Margin, order.Rejected, order.Expired):
-            if order.info.get("role") == "entry":
+        role = order.info.get("role")
+        if status == _COMPLETED:
+            if role == "entry":
+                info = self._entry_info.setdefault(data, {})
+                info["size"] = order.executed.size
+                info["entry_price"] = order.executed.price
+                return
+            if role in ("stop_loss", "take_profit"):
                 self._legs[data] = []
-            if order.info.get("role") == "exit" and self._unprotected(data):
+            if not role:
+                role = "exit"  # an order without a role (a host's own close) ends like an exit
+            why = self._exit_why.pop(data, "signal") if role == "exit" else role
+            self._exit_fill[data] = (float(order.executed.price), why)
+            return
+        if status in _DEAD_STATUSES:
+            if role == "entry":
+                self._legs[data] = []
+            if role == "exit" and self._unprotected(data):
                 self._protect(data, "exit_refused")  # the exit cancelled the legs: re-arm them
-            if order.status != order.Canceled:
+            if status != _CANCELED:
                 log.warning(
                     "%s order %s for %s: %s",
                     order.info.get("role", "order"),
@@ -703,15 +735,6 @@ class MlStrategy(bt.Strategy):
                     getattr(data, "_name", "data"),
                     order.getstatusname(),
                 )
-        if order.status == order.Completed and order.info.get("role") in (
-            "stop_loss",
-            "take_profit",
-        ):
-            self._legs[data] = []
-        if order.status == order.Completed and order.info.get("role") != "entry":
-            role = order.info.get("role") or "exit"
-            why = self._exit_why.pop(data, "signal") if role == "exit" else role
-            self._exit_fill[data] = (float(order.executed.price), why)
 
     def notify_trade(self, trade: bt.Trade) -> None:
         if not trade.isclosed:

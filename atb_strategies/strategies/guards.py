@@ -161,8 +161,10 @@ class SentimentAgeGuard:
         self._stale: set[Any] = set()
 
     def reason(self, data: bt.AbstractDataBase, pred: Any) -> str | None:
+        if self.max_age is None:
+            return None
         line = getattr(data.lines, "sentiment_age", None)
-        if self.max_age is None or line is None:
+        if line is None:
             return None
         hours = float(line[0])
         why = sentiment_staleness(hours, self.setting)
