@@ -229,7 +229,7 @@ def plot_walk_forward(
         + f"walk-forward {result.walk_forward_id}: {len(result.folds)} folds, "
         f"direction {100 * o['direction_accuracy']:.1f} % vs majority "
         f"{100 * o['majority_baseline']:.1f} %, edge {100 * o['edge']:+.1f} points "
-        f"(95 % CI {100 * lo:+.1f}..{100 * hi:+.1f}); vs the training drift's sign "
+        f"(95 % CI {100 * lo:+.1f}..{100 * hi:+.1f});\nvs the training drift's sign "
         f"{100 * o.get('fixed_baseline', math.nan):.1f} %, edge "
         f"{100 * o.get('edge_vs_fixed', math.nan):+.1f} points (95 % CI {100 * flo:+.1f}.."
         f"{100 * fhi:+.1f});\n"
