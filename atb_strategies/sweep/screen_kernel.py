@@ -295,6 +295,30 @@ def _simulate_parallel(
         )  # fmt: skip
 
 
+def _kernel_args(
+    bars: np.ndarray,
+    ret: np.ndarray,
+    conf: np.ndarray,
+    first: int,
+    params: np.ndarray,
+    cash: float,
+    commission: float,
+    slippage: float,
+) -> tuple:
+    """The kernel's inputs in ``simulate_cell``'s order, as the contiguous float64 arrays and
+    plain scalars numba compiles for (``params``: one row or the whole grid)."""
+    return (
+        *(np.ascontiguousarray(bars[:, i], dtype=np.float64) for i in range(4)),
+        np.ascontiguousarray(ret, dtype=np.float64),
+        np.ascontiguousarray(conf, dtype=np.float64),
+        int(first),
+        np.ascontiguousarray(params, dtype=np.float64),
+        float(cash),
+        float(commission),
+        float(slippage),
+    )
+
+
 def simulate_cells(
     bars: np.ndarray,
     ret: np.ndarray,
@@ -309,17 +333,7 @@ def simulate_cells(
     predicted return and confidence per bar (NaN: no prediction), ``params`` (cells, 8) in
     ``PARAMS`` order. Cells run in parallel with numba (its thread count), serially without."""
     out = np.zeros((params.shape[0], len(STATS)))
-    cols = [np.ascontiguousarray(bars[:, i], dtype=np.float64) for i in range(4)]
-    args = (
-        *cols,
-        np.ascontiguousarray(ret, dtype=np.float64),
-        np.ascontiguousarray(conf, dtype=np.float64),
-        int(first),
-        np.ascontiguousarray(params, dtype=np.float64),
-        float(cash),
-        float(commission),
-        float(slippage),
-    )
+    args = _kernel_args(bars, ret, conf, first, params, cash, commission, slippage)
     if HAVE_NUMBA:
         _simulate_parallel(*args, out)
     else:  # pragma: no cover - without numba
@@ -344,14 +358,7 @@ def cell_values(
     values = np.zeros(max(n, 1))
     stats = np.zeros(len(STATS))
     simulate_cell(
-        *(np.ascontiguousarray(bars[:, i], dtype=np.float64) for i in range(4)),
-        np.ascontiguousarray(ret, dtype=np.float64),
-        np.ascontiguousarray(conf, dtype=np.float64),
-        int(first),
-        np.ascontiguousarray(params, dtype=np.float64),
-        float(cash),
-        float(commission),
-        float(slippage),
+        *_kernel_args(bars, ret, conf, first, params, cash, commission, slippage),
         stats,
         values,
         True,
