@@ -103,21 +103,39 @@ def cv_folds(n: int, folds: int, purge: int) -> list[tuple[np.ndarray, np.ndarra
     return out
 
 
-def _held_out_squared_errors(
-    X: np.ndarray, y: np.ndarray, train: np.ndarray, held: np.ndarray, alphas: tuple[float, ...]
+@dataclass(frozen=True)
+class FoldMoments:
+    """One cross-validation fold's centred moments of the flattened window, computed once: a
+    feature subset and a lag scale select and scale them (``held_out_squared_errors``)."""
+
+    gram: np.ndarray  # x'x of the centred train rows
+    xty: np.ndarray  # x'y of the same
+    held_x: np.ndarray  # held-out rows, centred by the train means
+    held_y: np.ndarray
+    n_train: int
+
+    @classmethod
+    def of(cls, X: np.ndarray, y: np.ndarray, train: np.ndarray, held: np.ndarray) -> FoldMoments:
+        mean_x, mean_y = X[train].mean(axis=0), y[train].mean()
+        xc, yc = X[train] - mean_x, y[train] - mean_y
+        return cls(xc.T @ xc, xc.T @ yc, X[held] - mean_x, y[held] - mean_y, len(train))
+
+
+def held_out_squared_errors(
+    fold: FoldMoments, columns: np.ndarray, scale: np.ndarray, alphas: tuple[float, ...]
 ) -> np.ndarray:
-    """Sum of squared errors on ``held`` of a ridge with an intercept fitted on ``train``, one
-    per alpha (penalty ``alpha * len(train)``, as ``Ridge`` with centred data: one Gram matrix,
-    one small solve per alpha)."""
-    mean_x, mean_y = X[train].mean(axis=0), y[train].mean()
-    xc, yc = X[train] - mean_x, y[train] - mean_y
-    gram, xty = xc.T @ xc, xc.T @ yc
-    held_x, held_y = X[held] - mean_x, y[held] - mean_y
+    """Sum of squared errors on the fold's held-out rows of a ridge with an intercept fitted on
+    its train rows, reading ``columns`` scaled by ``scale``, one per alpha (penalty ``alpha *
+    n_train``, as ``Ridge`` with centred data: one small solve per alpha)."""
+    s = scale[columns]
+    gram = fold.gram[np.ix_(columns, columns)] * np.outer(s, s)
+    xty = fold.xty[columns] * s
+    held_x = fold.held_x[:, columns] * s
     eye = np.eye(len(gram))
     out = np.empty(len(alphas))
     for i, alpha in enumerate(alphas):
-        coef = np.linalg.solve(gram + alpha * len(train) * eye, xty)
-        out[i] = float(np.sum((held_x @ coef - held_y) ** 2))
+        coef = np.linalg.solve(gram + alpha * fold.n_train * eye, xty)
+        out[i] = float(np.sum((held_x @ coef - fold.held_y) ** 2))
     return out
 
 
@@ -188,17 +206,17 @@ class RidgeFamily(ModelFamily[FittedRidge]):
         flat = flatten(X)
         y = np.asarray(y, dtype=np.float64)
         splits = cv_folds(len(flat), self.folds, purge=seq)
+        folds = [FoldMoments.of(flat, y, train, held) for train, held in splits]
+        count = sum(len(f.held_y) for f in folds)
         scores: dict[str, float] = {}
         best: tuple[float, float, float, tuple[int, ...]] | None = None
         for features in self.feature_sets or feature_subsets(n_features):
             columns = feature_columns(seq, n_features, features)
             for decay in self.decays:
-                scaled = flat[:, columns] * lag_scale(seq, n_features, decay)[columns]
+                scale = lag_scale(seq, n_features, decay)
                 squared = np.zeros(len(self.alphas))
-                count = 0
-                for train, held in splits:
-                    squared += _held_out_squared_errors(scaled, y, train, held, self.alphas)
-                    count += len(held)
+                for fold in folds:
+                    squared += held_out_squared_errors(fold, columns, scale, self.alphas)
                 for alpha, total in zip(self.alphas, squared, strict=True):
                     mse = float(total / count) if count else np.inf
                     scores[_label(features, n_features, decay, alpha)] = mse

@@ -8,12 +8,13 @@ import pytest
 from sklearn.linear_model import Ridge
 
 from atb_strategies.training.ridge import (
+    FoldMoments,
     RidgeFamily,
-    _held_out_squared_errors,
     _label,
     cv_folds,
     feature_columns,
     feature_subsets,
+    held_out_squared_errors,
     lag_scale,
 )
 
@@ -37,7 +38,10 @@ def test_held_out_errors_equal_scikit_learn_ridge_for_every_alpha() -> None:
     X, y = rng.standard_normal((300, 8)), rng.standard_normal(300) + 0.3
     train, held = np.arange(0, 200), np.arange(230, 300)
     alphas = (1e-3, 0.1, 10.0)
-    got = _held_out_squared_errors(X, y, train, held, alphas)
+    every = np.ones(X.shape[1], dtype=bool)
+    got = held_out_squared_errors(
+        FoldMoments.of(X, y, train, held), every, np.ones(X.shape[1]), alphas
+    )
     for value, alpha in zip(got, alphas, strict=True):
         model = Ridge(alpha=alpha * len(train)).fit(X[train], y[train])
         assert value == pytest.approx(np.sum((model.predict(X[held]) - y[held]) ** 2), rel=1e-9)
