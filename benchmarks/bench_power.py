@@ -80,7 +80,15 @@ def _row(family: str, noise: str, phi: float, seed: int, oos: dict[str, Any]) ->
 #: The sizes a run was made with, kept in every row of ``power.csv``: a later run with the same
 #: sizes resumes (skips the (family, noise, phi, seed) already there) and appends; rows of other
 #: sizes stay in the file but out of this run's table.
-SIZE_COLUMNS = ("rule", "bars", "train_bars", "test_bars", "epochs", "sequence_length")
+SIZE_COLUMNS = (
+    "rule",
+    "bars",
+    "train_bars",
+    "test_bars",
+    "epochs",
+    "sequence_length",
+    "expanding",
+)
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,6 +100,8 @@ def load_previous(path: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, p
     if args.fresh or not path.exists():
         return pd.DataFrame(), pd.DataFrame()
     old = pd.read_csv(path)
+    if "expanding" not in old.columns:  # runs from before --expanding were all rolling windows
+        old["expanding"] = False
     if not set(SIZE_COLUMNS) <= set(old.columns):
         return pd.DataFrame(), old
     same = np.ones(len(old), dtype=bool)
@@ -212,6 +222,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bars", type=int, default=18_000)
     parser.add_argument("--train-bars", type=int, default=4_000)
     parser.add_argument("--test-bars", type=int, default=1_000)
+    parser.add_argument(
+        "--expanding",
+        action="store_true",
+        help="every fold trains on all bars before its test period (walk-forward --expanding)",
+    )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--sequence-length", type=int, default=24)
     parser.add_argument("--bootstrap-reps", type=int, default=1000)
@@ -252,6 +267,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         sequence_length=args.sequence_length,
         epochs=args.epochs,
         bootstrap_reps=args.bootstrap_reps,
+        expanding=args.expanding,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     csv = args.out / "power.csv"
@@ -263,7 +279,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(
         f"power: families {families or '(oracle only)'}, rule {args.rule}, noises {noises}, "
         f"phi {phis}, {args.seeds} seeds, {args.bars} bars ({args.train_bars} train, "
-        f"{args.test_bars} test), embargo {base.resolved_embargo()}"
+        f"{args.test_bars} test{', expanding' if args.expanding else ''}), "
+        f"embargo {base.resolved_embargo()}"
     )
     started = time.perf_counter()
     for noise in [] if args.report else noises:
@@ -319,7 +336,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     for family, (count, mean) in null.iterrows():
         print(f"  {family:8s} {100 * mean:.1f} % of {int(count)} runs")
     title = (
-        f"planted {args.rule}: {args.bars} bars, train {args.train_bars}, test "
+        f"planted {args.rule}: {args.bars} bars, train "
+        f"{'>= ' if args.expanding else ''}{args.train_bars}, test "
         f"{args.test_bars}, {_span(runs.groupby(['family', 'noise', 'phi']).size())} runs "
         "per point"
     )
