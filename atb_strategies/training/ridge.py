@@ -33,6 +33,20 @@ easily. Two decisions:
 A left-out feature's coefficients are exact zeros, so the model and its export keep the
 recipe's input shape.
 
+**Heavy tails.** Hourly returns are fat-tailed and their volatility clusters; under squared loss a
+few extreme bars set the coefficients. The train targets are therefore **winsorised** before
+anything is fitted or cross-validated: clipped to their median +/- ``TARGET_CLIP`` (3) robust
+standard deviations (1.4826 x the median absolute deviation), so the model estimates a robust
+conditional mean. Measured on planted AR(1) phi = 0.05 markets with expanding windows (a harness
+of the walk-forward's statistics): GARCH-t detection 10 % of 20 seeds unclipped, 25 % at 3 SDs,
+35 % at 2 SDs (the oracle 35 %); Gaussian unchanged (12 seeds: 50 %, 50 %, 58 %). 2 SDs is not
+the default: on a Student-t (2.5) AR(1) it biases the coefficient toward 0 (mean error 0.025
+against 0.014 unclipped and 0.013 at 3 SDs) and raises the squared error against the true mean,
+which the Diebold-Mariano half of the gate reads. The inputs are not clipped (a large last return
+is exactly where an autoregression predicts most); calibration and the test statistics read the
+raw returns; the bounds and the number of targets clipped are recorded in lineage
+(``selection``).
+
 Measured on planted AR(1) markets (14 folds of 4,000 train / 1,000 test bars): see the README's
 power table; the first version's results stay in ``benchmarks/results/power_ridge``.
 Inputs are used as the recipe gives them (standardised with train-only statistics).
@@ -57,6 +71,18 @@ ALPHAS: tuple[float, ...] = tuple(float(10.0**k) for k in np.arange(-4.0, 3.5, 0
 DECAYS: tuple[float, ...] = (0.0, 1.0, 2.0)
 #: Contiguous cross-validation folds of the train part.
 CV_FOLDS = 5
+#: Train targets are clipped to median +/- this many robust standard deviations (None: not).
+TARGET_CLIP: float | None = 3.0
+
+
+def clip_bounds(y: np.ndarray, k: float) -> tuple[float, float]:
+    """``median -/+ k * 1.4826 * MAD`` of ``y`` (the MAD scaled to a normal's standard deviation);
+    an infinite band when the MAD is 0 (a constant target is left alone)."""
+    median = float(np.median(y))
+    spread = 1.4826 * float(np.median(np.abs(y - median)))
+    if spread <= 0:
+        return -np.inf, np.inf
+    return median - k * spread, median + k * spread
 
 
 def flatten(X: np.ndarray) -> np.ndarray:
@@ -150,6 +176,9 @@ class FittedRidge:
     scores: dict[str, float] = field(default_factory=dict)
     #: The features (indices into the recipe's) the model reads; None: every one.
     features: tuple[int, ...] | None = None
+    #: The band the train targets were clipped to, and how many were clipped.
+    target_bounds: tuple[float, float] | None = None
+    targets_clipped: int = 0
 
     def coefficients(self) -> np.ndarray:
         """The coefficients on the unscaled flattened window."""
@@ -170,7 +199,9 @@ class RidgeFamily(ModelFamily[FittedRidge]):
         decays: tuple[float, ...] = DECAYS,
         folds: int = CV_FOLDS,
         feature_sets: list[tuple[int, ...]] | None = None,
+        target_clip: float | None = TARGET_CLIP,
     ) -> None:
+        self.target_clip = target_clip
         self.alphas = alphas
         self.decays = decays
         self.folds = folds
@@ -194,8 +225,8 @@ class RidgeFamily(ModelFamily[FittedRidge]):
         seed: int,
         epochs: int,
     ) -> FittedRidge:
-        """Choose (features, decay, alpha) by purged contiguous cross-validation on the train
-        part, then fit on the whole train part.
+        """Winsorise the train targets (``target_clip``), choose (features, decay, alpha) by
+        purged contiguous cross-validation on the train part, then fit on the whole train part.
 
         ``X_val``/``y_val`` are not read (calibration uses them); ``seed`` and ``epochs`` do not
         apply (the solution is closed-form).
@@ -205,6 +236,11 @@ class RidgeFamily(ModelFamily[FittedRidge]):
         _, seq, n_features = X.shape
         flat = flatten(X)
         y = np.asarray(y, dtype=np.float64)
+        bounds = None if self.target_clip is None else clip_bounds(y, self.target_clip)
+        clipped = 0
+        if bounds is not None:
+            clipped = int(np.count_nonzero((y < bounds[0]) | (y > bounds[1])))
+            y = np.clip(y, *bounds)
         splits = cv_folds(len(flat), self.folds, purge=seq)
         folds = [FoldMoments.of(flat, y, train, held) for train, held in splits]
         count = sum(len(f.held_y) for f in folds)
@@ -228,7 +264,7 @@ class RidgeFamily(ModelFamily[FittedRidge]):
         scale = lag_scale(seq, n_features, decay)
         scale[~columns] = 0.0  # a left-out feature's inputs never reach the model
         model = Ridge(alpha=alpha * len(flat), solver="cholesky").fit(flat * scale, y)
-        return FittedRidge(model, alpha, decay, scale, scores, features)
+        return FittedRidge(model, alpha, decay, scale, scores, features, bounds, clipped)
 
     def predict(self, fitted: FittedRidge, X: np.ndarray) -> np.ndarray:
         """Framework predictions (float64 log returns) for float32 windows."""
@@ -254,5 +290,12 @@ class RidgeFamily(ModelFamily[FittedRidge]):
             "lag_decay": fitted.decay,
             "features": list(fitted.features) if fitted.features is not None else None,
             "selected_on": f"{self.folds} contiguous purged folds of the train part",
+            "target_clip": None
+            if fitted.target_bounds is None
+            else {
+                "robust_sd": self.target_clip,
+                "bounds": list(fitted.target_bounds),
+                "clipped": fitted.targets_clipped,
+            },
             "cv_mse": fitted.scores,
         }
