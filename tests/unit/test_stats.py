@@ -208,3 +208,15 @@ def test_baseline_gate_names_the_fixed_baseline_and_the_one_sided_p_when_there_i
     assert "training drift's sign (always down)" in reason
     assert f"{100 * oos['edge_vs_fixed']:+.1f} points" in reason
     assert f"one-sided p={oos['dm_vs_last_close']['pvalue_one_sided']:.2g}" in reason
+
+
+def test_a_negative_uniform_kernel_variance_falls_back_to_bartlett_without_a_warning() -> None:
+    """Over-differenced noise has a long-run variance near 0: the uniform kernel's estimate goes
+    negative; the test falls back to Bartlett and the user sees no numpy warning from it."""
+    import warnings
+
+    d = np.diff(np.random.default_rng(0).standard_normal(301))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = diebold_mariano(np.sqrt(9 + d), np.full(300, 3.0), horizon=1)
+    assert result["kernel"] == "bartlett" and np.isfinite(result["stat"])
