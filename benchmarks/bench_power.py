@@ -24,7 +24,7 @@ reaches >= 80 % of the oracle's rate at each strength.
 
 Usage: ``python3 benchmarks/bench_power.py [--families mlp,gru] [--seeds 20] [--phis
 0,0.02,0.05,0.1,0.2] [--noises gaussian,garch_t] [--rule ar1] [--bars 18000] [--train-bars
-4000] [--test-bars 1000] [--epochs 30] [--sequence-length 24] [--workers 2] [--out
+4000] [--test-bars 1000] [--expanding] [--epochs 30] [--sequence-length 24] [--workers 2] [--out
 out/bench_power] [--report] [--fresh]``. A run **resumes**: every ``power.csv`` row keeps its
 sizes, and a later run with the same sizes skips the (family, noise, phi, seed) already there
 and appends the rest, so a small run can be grown (more seeds: ``--first-seed``; more phis,
@@ -100,8 +100,9 @@ def load_previous(path: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, p
     if args.fresh or not path.exists():
         return pd.DataFrame(), pd.DataFrame()
     old = pd.read_csv(path)
-    if "expanding" not in old.columns:  # runs from before --expanding were all rolling windows
-        old["expanding"] = False
+    # runs from before --expanding (no value) were all rolling windows
+    expanding = old["expanding"] if "expanding" in old.columns else pd.Series(False, old.index)
+    old["expanding"] = expanding.fillna(False).astype(bool)
     if not set(SIZE_COLUMNS) <= set(old.columns):
         return pd.DataFrame(), old
     same = np.ones(len(old), dtype=bool)

@@ -76,3 +76,17 @@ def test_report_tables_every_stored_run_of_these_sizes_and_trains_nothing(bench,
     assert ridge["oracle_rate"] == 1.0 and ridge["ratio"] == pytest.approx(0.75)
     assert len(pd.read_csv(tmp_path / "power.csv")) == len(rows)  # nothing lost or added
     assert (tmp_path / "power.png").stat().st_size > 0
+
+
+def test_expanding_and_rolling_runs_resume_apart_and_old_rows_count_as_rolling(bench, tmp_path):
+    csv = tmp_path / "power.csv"
+    old = pd.DataFrame(_rows("ridge", 0.05, range(3), 1500, True))  # written before --expanding
+    new = pd.DataFrame(_rows("ridge", 0.05, range(2), 1500, False)).assign(expanding=True)
+    pd.concat([old, new]).to_csv(csv, index=False)
+    sizes = ["--bars", "1500", "--train-bars", "400", "--test-bars", "200"]
+    for flag, expected in (([], 3), (["--expanding"], 2)):
+        args = bench._parse([*sizes, *flag])
+        args.out = tmp_path
+        same, other = bench.load_previous(csv, args)
+        assert len(same) == expected and len(other) == 5 - expected
+        assert set(same["expanding"]) == {bool(flag)}
