@@ -146,7 +146,9 @@ def run_cell(shared: dict[str, Any], cell: Cell) -> dict[str, Any]:
 
     ``shared["predictions"]`` (entries of ``indicators.cache``) is loaded into this process's
     prediction cache first, so the backtest reads the predictions the parent computed instead
-    of running the model; ``shared["candles"]`` maps symbols to candles.
+    of running the model; ``shared["candles"]`` maps symbols to candles. The backtest records
+    only what the record reads: no decisions, no confidence indicator (``LEAN``), the fills
+    counted, not kept (``record_orders=False``); every number is that of a full backtest.
 
     Returns
     -------

@@ -228,8 +228,8 @@ def longest_first(
     cells: Sequence[Cell], returns: Mapping[tuple, np.ndarray]
 ) -> Callable[[Any], list[int]]:
     """``run_tasks``' ``order`` for ``cells``: the cells expected to trade most first (a cell's
-    time grows with its trades; 8 cells on 2 workers handed out shortest-last leave one worker
-    idle at the end), each estimated by how many bars' predicted return (``returns`` of its
+    time grows with its trades; 8 cells on 2 workers handed out with the longest last leave one
+    worker idle at the end), each estimated by how many bars' predicted return (``returns`` of its
     group, filled once the predictions are computed) pass its entry thresholds. Cells without
     an estimate go first, and ties keep the grid's order."""
 
