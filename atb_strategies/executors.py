@@ -57,7 +57,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,7 +262,29 @@ def _start_workers(pool: cf.ProcessPoolExecutor, count: int) -> None:
         pool.submit(int)
 
 
-def _local(fn: Callable, shared: Any, tasks: list, workers: int) -> Iterator[tuple[int, Any]]:
+def _handout(order: Callable[[Any], Sequence[int]] | None, shared: Any, count: int) -> list[int]:
+    """The task indices in the order ``order`` gives for ``shared`` (as given without one).
+
+    Raises
+    ------
+    ValueError
+        When ``order`` does not give every index exactly once.
+    """
+    if order is None:
+        return list(range(count))
+    given = [int(i) for i in order(shared)]
+    if sorted(given) != list(range(count)):
+        raise ValueError(f"order must give each of the {count} task indices once, got {given}")
+    return given
+
+
+def _local(
+    fn: Callable,
+    shared: Any,
+    tasks: list,
+    workers: int,
+    order: Callable[[Any], Sequence[int]] | None = None,
+) -> Iterator[tuple[int, Any]]:
     context = multiprocessing.get_context("spawn")
     folder = Path(tempfile.mkdtemp(prefix="atb-shared-"))
     shared_file = str(folder / "shared.pickle")
@@ -281,15 +303,19 @@ def _local(fn: Callable, shared: Any, tasks: list, workers: int) -> Iterator[tup
             try:
                 if attempt == 0:
                     _start_workers(pool, min(workers, len(todo)))
-                    with open(shared_file, "wb") as f:  # while the workers start
-                        pickle.dump(_resolve(shared), f, protocol=pickle.HIGHEST_PROTOCOL)
+                    value = _resolve(shared)  # while the workers start
+                    with open(shared_file, "wb") as f:
+                        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+                    todo = _handout(order, value, len(tasks))
+                    del value
             except BaseException:
                 _stop(pool)
                 raise
             yield from _run_pool(pool, fn, tasks, todo, shared_file, attempt, lost)
             if not lost:
                 return
-            todo = sorted(lost)
+            again = set(lost)
+            todo = [i for i in todo if i in again]  # in the order they were handed out
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -422,7 +448,12 @@ def _size(value: Any) -> int:
 
 
 def _ray(
-    fn: Callable, shared: Any, tasks: list, workers: int, address: str | None
+    fn: Callable,
+    shared: Any,
+    tasks: list,
+    workers: int,
+    address: str | None,
+    order: Callable[[Any], Sequence[int]] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     try:
         import ray
@@ -453,9 +484,9 @@ def _ray(
     try:
         remote = ray.remote(max_retries=1, num_cpus=1)(_ray_task)
         shared_ref = ray.put(shared)
-        for i, task in enumerate(tasks):
-            pending[remote.remote(fn, shared_ref, task, expected)] = i
-            last_transfer["tasks"] += _size(task)
+        for i in _handout(order, shared, len(tasks)):
+            pending[remote.remote(fn, shared_ref, tasks[i], expected)] = i
+            last_transfer["tasks"] += _size(tasks[i])
         while pending:
             refs = list(pending)
             done, rest = ray.wait(refs, num_returns=1)
@@ -495,11 +526,15 @@ def run_tasks(
     executor: str = "local",
     workers: int | None = None,
     ray_address: str | None = None,
+    order: Callable[[Any], Sequence[int]] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, fn(shared, task))`` for every task as it finishes (see the module doc).
 
     ``fn`` must be a module-level function (it is pickled to the workers). ``shared`` may be a
-    ``Deferred``: its value is computed here once the local workers are starting.
+    ``Deferred``: its value is computed here once the local workers are starting. ``order``
+    (local and Ray) maps the value of ``shared`` to the indices of ``tasks`` in the order to
+    hand them out, every index once: the longest first, so that no worker is left alone with a
+    long task at the end (``serial`` runs them as given).
 
     Raises
     ------
@@ -522,5 +557,5 @@ def run_tasks(
         return _serial(fn, shared, items)
     if executor == "local":
         check_main_guard()
-        return _local(fn, shared, items, n)
-    return _ray(fn, shared, items, n, ray_address)
+        return _local(fn, shared, items, n, order)
+    return _ray(fn, shared, items, n, ray_address, order)

@@ -37,31 +37,45 @@ from atb_strategies.strategies.base import NO_PREDICTION_REASONS, MlStrategy
 log = logging.getLogger(__name__)
 
 
+_COMPLETED, _PARTIAL = bt.Order.Completed, bt.Order.Partial
+
+
 class EquityRecorder(bt.Analyzer):
     """Per bar: time, portfolio value, cash, whether any position is open, any long, any short,
-    the fraction of the value held in positions; total commission and the completed orders."""
+    the fraction of the value held in positions; total commission, the number of completed
+    orders (``fills``) and, unless ``orders=False`` (a sweep cell reads only their number), each
+    completed order as a dict."""
+
+    params = (("orders", True),)
 
     def create_analysis(self) -> None:
         self.rows: list[tuple[float, float, float, bool, bool, bool]] = []
         self.commission = 0.0
+        self.fills = 0
         self.orders: list[dict[str, Any]] = []
+        self._keep_orders = bool(self.p.orders)
+
+    def start(self) -> None:
+        # the feeds' close lines and the strategy's clock, looked up once, not per bar
+        strategy = self.strategy
+        self._closes = [(data, data.lines.close) for data in strategy.datas]
+        self._clock = strategy.lines.datetime
 
     def next(self) -> None:  # every bar: one pass over the feeds, no intermediate lists
-        strategy = self.strategy
-        broker = strategy.broker
+        broker = self.strategy.broker
         long = short = False
         held = 0
-        for data in strategy.datas:
-            size = strategy.getposition(data).size
+        for data, close in self._closes:
+            size = broker.getposition(data).size  # what strategy.getposition(data) returns
             if size > 0:
                 long = True
             elif size < 0:
                 short = True
-            held += abs(size) * float(data.close[0])
+            held += abs(size) * float(close[0])
         value = broker.getvalue()
         self.rows.append(
             (
-                strategy.datetime[0],
+                self._clock[0],
                 value,
                 broker.getcash(),
                 long or short,
@@ -72,25 +86,38 @@ class EquityRecorder(bt.Analyzer):
         )
 
     def notify_order(self, order: bt.Order) -> None:
-        if order.status in (order.Completed, order.Partial) and order.executed.size:
-            self.commission += float(order.executed.comm)
-        if order.status == order.Completed:
+        status = order.status
+        if status != _COMPLETED and status != _PARTIAL:
+            return
+        executed = order.executed
+        if executed.size:
+            self.commission += float(executed.comm)
+        if status != _COMPLETED:
+            return
+        self.fills += 1
+        if self._keep_orders:
+            info = order.info
             self.orders.append(
                 {
-                    "time": bt.num2date(order.executed.dt).isoformat(),
+                    "time": bt.num2date(executed.dt).isoformat(),
                     "symbol": getattr(order.data, "_name", ""),
                     "side": "buy" if order.isbuy() else "sell",
-                    "size": float(order.executed.size),
-                    "price": float(order.executed.price),
-                    "commission": float(order.executed.comm),
-                    "role": order.info.get("role"),
-                    "model_key": order.info.get("model_key"),
-                    "predicted_return": order.info.get("predicted_return"),
+                    "size": float(executed.size),
+                    "price": float(executed.price),
+                    "commission": float(executed.comm),
+                    "role": info.get("role"),
+                    "model_key": info.get("model_key"),
+                    "predicted_return": info.get("predicted_return"),
                 }
             )
 
     def get_analysis(self) -> dict[str, Any]:
-        return {"rows": self.rows, "commission": self.commission, "orders": self.orders}
+        return {
+            "rows": self.rows,
+            "commission": self.commission,
+            "orders": self.orders,
+            "fills": self.fills,
+        }
 
 
 class ProgressBar(bt.Analyzer):
@@ -385,6 +412,7 @@ def run_backtest(
     end: str | pd.Timestamp | None = None,
     slippage_bps: float = 0.0,
     baselines: bool = False,
+    record_orders: bool = True,
     **strategy_params: Any,
 ) -> BacktestResult:
     """Backtest ``strategy`` on ``candles`` (indexed by time) and summarise it.
@@ -412,6 +440,10 @@ def run_backtest(
     baselines : bool
         Also backtest the baselines of ``backtest.baselines`` over the same bars, with the
         same fees and slippage (``summary["baselines"]``).
+    record_orders : bool
+        Keep every fill in ``orders`` (default True). False keeps only their number
+        (``summary["fills"]``) and fees: every other number is the same, and a sweep cell,
+        which reads nothing else, builds no dict per fill.
     **strategy_params
         Passed to the strategy.
 
@@ -444,7 +476,7 @@ def run_backtest(
     cerebro.broker.setcommission(commission=commission)
     if slippage_bps:
         cerebro.broker.set_slippage_perc(slippage_bps / 10_000, slip_open=True, slip_out=True)
-    cerebro.addanalyzer(EquityRecorder, _name="equity")
+    cerebro.addanalyzer(EquityRecorder, _name="equity", orders=record_orders)
     if progress:  # not even a disabled one: it is called on every bar
         cerebro.addanalyzer(ProgressBar, _name="progress", enabled=progress)
     strat = cerebro.run()[0]
@@ -478,7 +510,7 @@ def run_backtest(
             "model_key": served_model_key(indicator),
             "gap_policy": indicator.p.gap_policy if indicator is not None else None,
             "slippage_bps": slippage_bps,
-            "fills": len(analysis["orders"]),
+            "fills": analysis["fills"],
             "gross_return": (summary["end_value"] + summary["fees_paid"]) / summary["start_value"]
             - 1,
             "invested_fraction": float(equity["invested"].mean()) if len(equity) else 0.0,

@@ -34,7 +34,12 @@ in the candles) is recorded too, with action ``"skip"`` and a ``reason`` from
 does nothing on it (an open position and its bracket stay as they are).
 
 Each traded feed also gets an ``MlConfidence`` indicator, so that backtrader's ``cerebro.plot()``
-draws the prediction's confidence (0..1) on its own axis, apart from the predicted return.
+draws the prediction's confidence (0..1) on its own axis, apart from the predicted return
+(``plot_confidence=False``: none, one indicator less to step per bar where nothing plots).
+
+Backtrader keeps a clone of every order at every notification (``Strategy._orders``, which
+nothing reads) for the whole run; ``MlStrategy`` keeps none (``clear``): a long backtest or a
+live session does not grow by every status change of every order.
 
 The strategy never branches on backtest vs paper vs live: in live trading, only bars the feed
 marks ``LIVE`` are traded (``trade_live_only``); backfilled bars only warm the model up.
@@ -211,6 +216,10 @@ class MlStrategy(bt.Strategy):
         the first complete window on, with ``action`` (``enter_long``, ``enter_short``,
         ``exit``, ``hold``, ``wait``, or ``skip`` when there is no prediction) and ``reason``
         (why a ``skip``, else None).
+    plot_confidence : bool
+        Add an ``MlConfidence`` indicator per traded feed, the confidence on its own axis of
+        ``cerebro.plot()`` (default True; ``self.confidences``). No decision reads it: sweep
+        cells, which never plot, turn it off.
     sentiment_feed : str or None
         Name of a data feed that only carries sentiment (``make_sentiment_feed``); it is not
         traded, and every model reads its ``sentiment`` as of each bar.
@@ -242,6 +251,7 @@ class MlStrategy(bt.Strategy):
         ("gap_policy", None),
         ("log_decisions", False),
         ("record_decisions", True),
+        ("plot_confidence", True),
         ("trade_from", None),
         ("sentiment_feed", None),
         ("protect_adopted", True),
@@ -318,7 +328,8 @@ class MlStrategy(bt.Strategy):
                     "model's, or select a matching version."
                 )
             self.predictions[data] = pred
-            self.confidences[data] = MlConfidence(pred)
+            if p.plot_confidence:
+                self.confidences[data] = MlConfidence(pred)
         self.decisions: list[dict[str, Any]] = []
         self.trade_records: list[dict[str, Any]] = []
         #: per feed: the fill price and reason of the last order that reduced its position
@@ -438,7 +449,11 @@ class MlStrategy(bt.Strategy):
         )
         main, *legs = orders
         for order, role in zip(orders, ("entry", "stop_loss", "take_profit"), strict=True):
-            if order is not None:
+            if order is None:
+                continue
+            if info.keys() <= order.info.keys():  # the broker kept the keyword arguments
+                order.info["role"] = role  # the legs came with the entry's role
+            else:  # a broker that drops them
                 order.addinfo(role=role, **info)
         self._legs[data] = [o for o in legs if o is not None]
         self._pending[data] = main
@@ -638,6 +653,14 @@ class MlStrategy(bt.Strategy):
             )
 
     # ------------------------------------------------------------------ backtrader hooks
+
+    def clear(self) -> None:
+        """Drop this bar's order and trade notifications once delivered. Backtrader's own
+        ``clear`` also appends every order clone to ``self._orders``, a history nothing reads
+        (about 35,000 objects for 3,000 bracket trades, each traversed by every full garbage
+        collection until the run ends)."""
+        self._orderspending = []
+        self._tradespending = []
 
     def next(self) -> None:
         p = self.p

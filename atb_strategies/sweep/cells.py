@@ -23,6 +23,10 @@ import pandas as pd
 
 from atb_strategies.sweep.metrics import METRICS
 
+#: Strategy params a cell sets (when the strategy has them and the cell does not set them
+#: itself): they change what is recorded or plotted, never a decision, order or fill.
+LEAN: dict[str, Any] = {"record_decisions": False, "plot_confidence": False}
+
 #: Bump when a cell's record changes meaning (old cells then run again on --resume).
 CELL_FORMAT = 2  # 2: per-bar returns kept (sweep.returns)
 
@@ -142,7 +146,9 @@ def run_cell(shared: dict[str, Any], cell: Cell) -> dict[str, Any]:
 
     ``shared["predictions"]`` (entries of ``indicators.cache``) is loaded into this process's
     prediction cache first, so the backtest reads the predictions the parent computed instead
-    of running the model; ``shared["candles"]`` maps symbols to candles.
+    of running the model; ``shared["candles"]`` maps symbols to candles. The backtest records
+    only what the record reads: no decisions, no confidence indicator (``LEAN``), the fills
+    counted, not kept (``record_orders=False``); every number is that of a full backtest.
 
     Returns
     -------
@@ -164,8 +170,10 @@ def run_cell(shared: dict[str, Any], cell: Cell) -> dict[str, Any]:
     if cell.version is not None:
         params["version"] = cell.version
     strategy = _strategy_class(cell.strategy)
-    if "record_decisions" in strategy.params._getkeys():
-        params.setdefault("record_decisions", False)  # a cell keeps no decisions: don't build them
+    keys = strategy.params._getkeys()
+    for name, value in LEAN.items():  # no decisions, no plot: unless the cell sets them itself
+        if name in keys:
+            params.setdefault(name, value)
     with prediction_cache.active():
         before = prediction_cache.counters()
         result = run_backtest(
@@ -178,6 +186,7 @@ def run_cell(shared: dict[str, Any], cell: Cell) -> dict[str, Any]:
             slippage_bps=settings["slippage_bps"],
             start=settings["start"],
             end=settings["end"],
+            record_orders=False,
             **params,
         )
         after = prediction_cache.counters()

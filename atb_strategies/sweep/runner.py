@@ -32,6 +32,7 @@ strategy refuses is one ``ConfigurationError``, not a sweep of failed cells.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -221,6 +222,36 @@ def _threshold_warnings(cells: Sequence[Cell], returns: Mapping[tuple, np.ndarra
         model = f"{cell.symbol} {cell.version}" if len(returns) > 1 else None
         out.update(dict.fromkeys(threshold_warnings(returns[group], cls, cell.params, model=model)))
     return list(out)
+
+
+def longest_first(
+    cells: Sequence[Cell], returns: Mapping[tuple, np.ndarray]
+) -> Callable[[Any], list[int]]:
+    """``run_tasks``' ``order`` for ``cells``: the cells expected to trade most first (a cell's
+    time grows with its trades; 8 cells on 2 workers handed out with the longest last leave one
+    worker idle at the end), each estimated by how many bars' predicted return (``returns`` of its
+    group, filled once the predictions are computed) pass its entry thresholds. Cells without
+    an estimate go first, and ties keep the grid's order."""
+
+    def signals(cell: Cell) -> float:
+        cls = _strategy_class(cell.strategy)
+        found = returns.get(_group(cls, cell)) if is_ml_strategy(cls) else None
+        if found is None:
+            return math.inf
+
+        def param(name: str) -> Any:
+            return cell.params[name] if name in cell.params else getattr(cls.params, name)
+
+        count = np.count_nonzero(found > param("long_threshold"))
+        if param("allow_shorts"):
+            count += np.count_nonzero(found < -param("short_threshold"))
+        return float(count)
+
+    def order(_shared: Any) -> list[int]:
+        expected = [signals(cell) for cell in cells]
+        return sorted(range(len(cells)), key=lambda k: -expected[k])
+
+    return order
 
 
 def _record(cell: Cell, cell_hash: str, outcome: Any) -> dict[str, Any]:
@@ -461,17 +492,20 @@ def run_sweep(
         shared["models"] = ship_models(cells[i] for i in todo)
     warnings: list[str] = []
     payload: Any = shared
+    returns: dict[tuple, np.ndarray] = {}  # predicted returns per group: warnings, hand-out order
     if screened is not None and todo:  # the screen computed them
         shared["predictions"] = screened.entries
+        returns.update(screened.returns)
         warnings = _threshold_warnings([cells[i] for i in todo], screened.returns)
         for warning in warnings:
             log.warning("sweep: %s", warning)
     elif share_predictions and todo:
 
         def with_predictions() -> dict[str, Any]:  # computed while the local workers start
-            shared["predictions"], returns = _share_predictions(
+            shared["predictions"], found = _share_predictions(
                 [cells[i] for i in todo], frames, settings
             )
+            returns.update(found)
             warnings.extend(_threshold_warnings([cells[i] for i in todo], returns))
             for warning in warnings:
                 log.warning("sweep: %s", warning)
@@ -488,6 +522,7 @@ def run_sweep(
             executor=executor,
             workers=workers,
             ray_address=ray_address,
+            order=longest_first([cells[i] for i in todo], returns),
         ):
             i = todo[k]
             record = _record(cells[i], hashes[i], outcome)
