@@ -6,7 +6,9 @@ Prints ratios measured side by side in one run (no asserts; this machine's speed
    ``ml_basic``) with ``executor="serial"`` and ``executor="local"`` on ``--workers`` processes
    (goal >= 1.8x on 2 cores). Each side computes the predictions once in this process
    (local: while its workers start) and starts from an empty prediction cache. The load
-   average is printed with every round (``--repeat``): the machine is shared.
+   average is printed with every round (``--repeat``): the machine is shared. Then the
+   machine's own ceiling: 8 plain CPU loops of about a cell's length through the same executor
+   (``machine_ceiling``: the cores, the workers' start and imports, no sweep data).
 2. **cell vs SMA cross**: one cell's backtest with its predictions handed in (``run_cell`` on a
    filled cache, as in a worker) over a plain backtrader SMA-cross backtest of the same bars
    and commission, on backtrader's own ``PandasData`` (goal: a typical cell <= 2x, an idle
@@ -34,6 +36,7 @@ Usage: ``python3 benchmarks/bench_sweep.py [--bars 18000] [--repeat 1] [--worker
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -229,6 +232,31 @@ def ray_part(frame: pd.DataFrame, registry: str, workers: int, repeat: int) -> N
         ray.shutdown()
 
 
+def burn(shared: Any, loops: int) -> int:
+    """A pure-Python CPU loop (no data, no imports): the task of the machine's own ceiling."""
+    total = 0
+    for i in range(loops):
+        total += i % 7
+    return total
+
+
+def machine_ceiling(workers: int, seconds: float = 3.0) -> None:
+    """8 tasks of a plain CPU loop, each about ``seconds`` long, on the local executor against
+    serially: the speed-up this machine gives 8 equal CPU-bound tasks through the same pool (its
+    cores, the workers' start and import), the ceiling of the sweep's 8 cells."""
+    loops = 200_000
+    while (took := timed(functools.partial(burn, None, loops))[0]) < 0.2:
+        loops *= 4
+    loops = int(loops * seconds / took)
+    tasks = [loops] * 8
+    serial, _ = timed(lambda: list(run_tasks(burn, tasks, executor="serial")))
+    local, _ = timed(lambda: list(run_tasks(burn, tasks, executor="local", workers=workers)))
+    print(
+        f"  ceiling: 8 plain CPU loops of ~{serial / 8:.1f} s, local vs serial "
+        f"{serial / local:.2f}x (serial {serial:.1f} s, local {local:.1f} s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=18_000)
@@ -275,6 +303,7 @@ def main() -> None:
         f"  speed-up {min(ratios):.2f}x .. {max(ratios):.2f}x over {len(ratios)} round(s) "
         f"(goal >= 1.8x every run; same results: {same})"
     )
+    machine_ceiling(args.workers)
 
     if not args.no_ray:
         print(f"8 cells, Ray local ({args.workers} CPUs) vs local executor:")
