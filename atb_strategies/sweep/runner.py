@@ -82,7 +82,7 @@ from atb_strategies.sweep.screen import (
     write_screen,
 )
 from atb_strategies.sweep.store import CellStore, write_json_atomic, write_results
-from atb_strategies.sweep.thresholds import threshold_warnings
+from atb_strategies.sweep.thresholds import entry_signals, threshold_warnings
 from atb_strategies.sweep.walkforward import check_walk_forward_metric
 
 log = logging.getLogger(__name__)
@@ -236,16 +236,7 @@ def longest_first(
     def signals(cell: Cell) -> float:
         cls = _strategy_class(cell.strategy)
         found = returns.get(_group(cls, cell)) if is_ml_strategy(cls) else None
-        if found is None:
-            return math.inf
-
-        def param(name: str) -> Any:
-            return cell.params[name] if name in cell.params else getattr(cls.params, name)
-
-        count = np.count_nonzero(found > param("long_threshold"))
-        if param("allow_shorts"):
-            count += np.count_nonzero(found < -param("short_threshold"))
-        return float(count)
+        return math.inf if found is None else float(entry_signals(found, cls, cell.params))
 
     def order(_shared: Any) -> list[int]:
         expected = [signals(cell) for cell in cells]

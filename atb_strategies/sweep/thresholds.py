@@ -38,6 +38,31 @@ def _number(value: Any) -> float | None:
     return number if np.isfinite(number) else None
 
 
+def _param(strategy: type, params: Mapping[str, Any], name: str) -> Any:
+    """``params[name]``, else the strategy's default (None when it has no such param)."""
+    if name in params:
+        return params[name]
+    return getattr(getattr(strategy, "params", None), name, None)
+
+
+def entry_signals(
+    returns: Iterable[float] | np.ndarray, strategy: type, params: Mapping[str, Any]
+) -> int:
+    """How many bars' predicted return pass the entry thresholds of ``params`` (the long one,
+    and the short one with ``allow_shorts``): how much a cell is expected to trade, which the
+    sweep uses to hand its longest cells out first. NaN returns pass nothing; a threshold that
+    is not a number counts no bar."""
+    r = np.asarray(returns, dtype=np.float64)
+    count = 0
+    long_threshold = _number(_param(strategy, params, "long_threshold"))
+    if long_threshold is not None:
+        count += int(np.count_nonzero(r > long_threshold))
+    short_threshold = _number(_param(strategy, params, "short_threshold"))
+    if _param(strategy, params, "allow_shorts") and short_threshold is not None:
+        count += int(np.count_nonzero(r < -short_threshold))
+    return count
+
+
 def threshold_warnings(
     returns: Iterable[float] | np.ndarray,
     strategy: type,
@@ -71,10 +96,9 @@ def threshold_warnings(
     if found is None:
         return []
     low, high = found
-    defaults = getattr(strategy, "params", None)
 
     def param(name: str) -> Any:
-        return params[name] if name in params else getattr(defaults, name, None)
+        return _param(strategy, params, name)
 
     of = f" of {model}" if model else ""
     out = []

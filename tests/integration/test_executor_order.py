@@ -111,3 +111,14 @@ def test_sweep_hands_out_the_cells_longest_first(monkeypatch, tmp_path) -> None:
     assert results["error"].isna().all()
     assert seen and seen[0][0] == 1  # the lowest threshold trades most: handed out first
     assert sorted(seen[0]) == [0, 1, 2]
+
+
+def test_entry_signals_counts_both_sides_ignores_nan_and_non_numbers() -> None:
+    from atb_strategies.sweep.thresholds import entry_signals
+
+    returns = np.array([-0.004, -0.002, 0.0005, 0.0015, 0.0025, np.nan])
+    assert entry_signals(returns, MlBasic, {"long_threshold": 0.001}) == 2
+    both = {"long_threshold": 0.001, "short_threshold": 0.003, "allow_shorts": True}
+    assert entry_signals(returns, MlBasic, both) == 3
+    assert entry_signals(returns, MlBasic, {}) == 1  # the strategy's default 0.002
+    assert entry_signals(returns, MlBasic, {"long_threshold": "high"}) == 0
