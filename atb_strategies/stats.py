@@ -82,6 +82,18 @@ def fixed_baseline(actual_return: np.ndarray, drift: float | np.ndarray) -> floa
     return direction_accuracy(fixed_direction(drift, len(actual)), actual)
 
 
+def fixed_edge_differences(
+    predicted_return: np.ndarray, actual_return: np.ndarray, drift: float | np.ndarray
+) -> np.ndarray:
+    """Per bar with a non-zero move: the model's hit minus the fixed baseline's (+1, 0 or
+    -1); their mean is the edge over the fixed baseline (``edge_ci`` with ``drift``)."""
+    pred, actual = np.asarray(predicted_return), np.asarray(actual_return, dtype=np.float64)
+    moved = _moved(actual)
+    hits = np.sign(pred[moved]) == np.sign(actual[moved])
+    fixed = fixed_direction(drift, len(actual))[moved] == np.sign(actual[moved])
+    return hits.astype(np.float64) - fixed.astype(np.float64)
+
+
 def _edge_over_majority(hits: np.ndarray, ups: np.ndarray) -> np.ndarray:
     up = float(np.mean(ups))
     return np.array([float(np.mean(hits)) - max(up, 1.0 - up)])
@@ -128,8 +140,7 @@ def edge_ci(
         bootstrap = CircularBlockBootstrap(length, hits, ups, seed=seed)
         ci = bootstrap.conf_int(_edge_over_majority, reps=reps, method=method, size=size)
     else:
-        fixed = fixed_direction(drift, len(actual))[moved]
-        diff = hits - (fixed == np.sign(actual[moved])).astype(np.float64)
+        diff = fixed_edge_differences(pred, actual, drift)
         bootstrap = CircularBlockBootstrap(length, diff, seed=seed)
         ci = bootstrap.conf_int(_mean, reps=reps, method=method, size=size)
     return float(ci[0, 0]), float(ci[1, 0])

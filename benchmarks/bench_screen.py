@@ -80,7 +80,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     tiny = np.ones((3, 4))
-    simulate_cells(tiny, np.zeros(3), np.ones(3), 0, np.zeros((1, 8)), 1.0, 0.0, 0.0)
+    simulate_cells(tiny, np.zeros(3), np.ones(3), 0, np.zeros((1, 9)), 1.0, 0.0, 0.0)
     print(f"numba compile or load from cache: {time.perf_counter() - t0:.2f} s")
 
     grid = grid_for(ret)

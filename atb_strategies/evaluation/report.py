@@ -23,7 +23,7 @@ import pandas as pd
 from atb_strategies.bundle.jsonio import write_json
 from atb_strategies.evaluation.html_report import write_walk_forward_html
 from atb_strategies.evaluation.walkforward import WalkForwardResult
-from atb_strategies.stats import direction_accuracy, majority_baseline
+from atb_strategies.stats import direction_accuracy, fixed_edge_differences, majority_baseline
 from atb_strategies.training.register import null_if_undefined
 
 
@@ -88,17 +88,29 @@ def summary(result: WalkForwardResult, backtest: dict[str, Any] | None = None) -
 
 
 def rolling_edge(predictions: pd.DataFrame, window: int) -> pd.DataFrame:
-    """Direction edge over the majority baseline on a trailing ``window`` of samples."""
+    """Direction edge over the gate's baseline, the sign of the training drift (``drift``
+    column; predictions written before it existed: the majority share), on a trailing
+    ``window`` of samples, with the half-width of its normal-approximation 95 % band."""
     pred = predictions["predicted"].to_numpy()
     actual = predictions["actual"].to_numpy()
+    has_drift = "drift" in predictions.columns
+    drift = predictions["drift"].to_numpy() if has_drift else None
     values = np.full(len(pred), np.nan)
+    band = np.full(len(pred), np.nan)
     for end in range(window, len(pred) + 1, max(1, window // 24)):
         p, a = pred[end - window : end], actual[end - window : end]
-        values[end - 1] = direction_accuracy(p, a) - majority_baseline(a)
-    out = pd.DataFrame({"edge": values}, index=predictions.index).dropna()
-    # a normal-approximation band of a proportion over the window (the pooled CI is the
-    # block bootstrap's; this only shows how the edge moves)
-    out["band"] = 1.96 * math.sqrt(0.25 / window)
+        if drift is None:
+            values[end - 1] = direction_accuracy(p, a) - majority_baseline(a)
+            band[end - 1] = 1.96 * math.sqrt(0.25 / window)
+            continue
+        d = fixed_edge_differences(p, a, drift[end - window : end])
+        if len(d) > 1:
+            values[end - 1] = d.mean()
+            # paired hits: the band of the mean difference (the pooled CI is the block
+            # bootstrap's; this only shows how the edge moves)
+            band[end - 1] = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
+    out = pd.DataFrame({"edge": values, "band": band}, index=predictions.index).dropna()
+    out.attrs["baseline"] = "fixed" if has_drift else "majority"
     return out
 
 
@@ -175,12 +187,17 @@ def plot_walk_forward(
     ax = axes[-1]
     window, name = _rolling_window(preds.index)
     edge = rolling_edge(preds, window)
+    baseline = (
+        "the training drift's sign (the gate's baseline)"
+        if edge.attrs["baseline"] == "fixed"
+        else "the majority baseline"
+    )
     ax.plot(
         edge.index,
         100 * edge["edge"],
         color="purple",
         linewidth=1.0,
-        label=f"direction edge over the majority baseline, {name}",
+        label=f"direction edge over {baseline}, {name}",
     )
     ax.fill_between(
         edge.index,

@@ -36,6 +36,7 @@ def audit_sweep(
     rank_by: str,
     timeframe: str,
     walk_forward: Callable[[int], Sequence[Any]] | None = None,
+    bars_per_year: float | None = None,
 ) -> dict[str, Any]:
     """The overfitting report (and walk-forward selection) of ``results``.
 
@@ -51,6 +52,8 @@ def audit_sweep(
         The sweep's ranking metric and bar size.
     walk_forward : callable, optional
         Number of bars -> folds (see ``walkforward.walk_forward_selection``).
+    bars_per_year : float, optional
+        The cells' annualisation (their models' calendar); None: 24/7.
 
     Returns
     -------
@@ -102,6 +105,7 @@ def audit_sweep(
                 in_sample_best=best,
                 timeframe=timeframe,
                 model_oos_from=_latest_oos_from(records, names),
+                bars_per_year=bars_per_year,
             )
         except AtbError as e:  # e.g. no fold fits the bars: reported, the results are kept
             out["walk_forward"] = {"error": str(e)}

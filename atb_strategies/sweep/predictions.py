@@ -10,7 +10,9 @@ at the first bar after its batch is computed; its entries are what ``MlPredictio
 itself (a cache miss): results never depend on this pass.
 
 ``resolve_model`` pins a sweep's version (``None``/``latest``) to the concrete version and the
-fingerprints of its model files, for the cells' hashes.
+fingerprints of its model files, for the cells' hashes; ``model_calendar`` is the trading
+calendar of a cell's model, which the screen (annualisation, whole units) and the walk-forward
+selection (annualisation) use as the cells' backtests do.
 
 Models travel as data, not paths: ``ship_models`` packs the files of every version the cells
 use (``registry.transfer``), once per run, into ``shared["models"]``; ``run_shipped_cell``
@@ -33,6 +35,8 @@ import pandas as pd
 from atb_strategies.backtest.runner import model_history_bars
 from atb_strategies.data.feeds import make_feed
 from atb_strategies.data.periods import check_period
+from atb_strategies.features.calendar import TradingCalendar, bundle_calendar
+from atb_strategies.features.periods import bars_per_year
 from atb_strategies.indicators.cache import (
     CachedPredictions,
     PredictionKey,
@@ -100,6 +104,38 @@ def resolve_model(
     except AtbError:
         return given, ()
     return bundle.version, (model_fingerprint(bundle),)
+
+
+def model_calendar(
+    strategy: type, *, symbol: str, timeframe: str, params: Mapping[str, Any]
+) -> TradingCalendar | None:
+    """The trading calendar a cell's model was trained on (its bundle's ``calendar``; an
+    ``asof`` schedule: its newest version's), which its backtest annualises with and sizes
+    by (``units="auto"``). None (24/7) for a strategy that is no ``MlStrategy`` or a model
+    that cannot be selected (the cell then fails with the reason)."""
+    from atb_strategies.exceptions import AtbError
+
+    if not is_ml_strategy(strategy):
+        return None
+    p = prediction_params(strategy, params)
+    sym, tf, mtype = p["symbol"] or symbol, p["timeframe"] or timeframe, p["model_type"]
+    given = params.get("version")
+    try:
+        registry = shared_registry(p["registry"])
+        if given == ASOF:
+            given = asof_schedule(registry.layout, sym, mtype, tf).versions[-1]
+        return bundle_calendar(registry.select_bundle(sym, mtype, tf, given).metadata)
+    except (AtbError, IndexError):
+        return None
+
+
+def model_bars_per_year(
+    strategy: type, *, symbol: str, timeframe: str, params: Mapping[str, Any]
+) -> float:
+    """Trading bars in a year of ``model_calendar`` (24/7: the bars in 365 days): the
+    annualisation of Sharpe and Sortino in a cell's own backtest."""
+    calendar = model_calendar(strategy, symbol=symbol, timeframe=timeframe, params=params)
+    return bars_per_year(calendar, timeframe)
 
 
 def fed_candles(

@@ -57,6 +57,7 @@ from atb_strategies.sweep.metrics import METRICS, RANK_METRICS
 from atb_strategies.sweep.predictions import (
     compute_predictions,
     is_ml_strategy,
+    model_bars_per_year,
     pin_registry,
     prediction_params,
     resolve_model,
@@ -160,6 +161,30 @@ def plan_cells(
                     )
                 )
     return cells
+
+
+def _bars_per_year(cells: Sequence[Cell], settings: Mapping[str, Any]) -> float | None:
+    """The annualisation the cells' backtests share (their models' calendar), once per model;
+    None (24/7) when the cells' models keep different calendars."""
+    seen: dict[tuple, float] = {}
+    for cell in cells:
+        cls = _strategy_class(cell.strategy)
+        key = (cell.strategy_name, _group(cls, cell) if is_ml_strategy(cls) else None)
+        if key not in seen:
+            seen[key] = model_bars_per_year(
+                cls,
+                symbol=cell.symbol,
+                timeframe=settings["timeframe"],
+                params={**cell.params, "version": cell.version},
+            )
+    values = set(seen.values())
+    if len(values) > 1:
+        log.warning(
+            "sweep: the cells' models keep different trading calendars; the walk-forward "
+            "selection annualises its Sharpe ratios over 24/7 bars"
+        )
+        return None
+    return values.pop() if values else None
 
 
 def _group(cls: type, cell: Cell) -> tuple:
@@ -550,6 +575,7 @@ def run_sweep(
         rank_by,
         settings["timeframe"],
         walk_forward,
+        bars_per_year=_bars_per_year(cells, settings) if walk_forward is not None else None,
     )
     if screened is not None:
         audit = _screen_audit(screened, results, records, hashes, audit, rank_by)

@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.exceptions import ConfigurationError
-from atb_strategies.features.candles import timeframe_to_timedelta
 from atb_strategies.sweep.cells import Cell
 from atb_strategies.sweep.metrics import METRICS
 from atb_strategies.sweep.screen_kernel import HAVE_NUMBA, PARAMS, STATS, simulate_cells
@@ -96,14 +95,19 @@ def check_screenable(cls: type, cells: Sequence[Cell]) -> None:
                 )
 
 
-def params_matrix(cls: type, cells: Sequence[Cell]) -> np.ndarray:
-    """(cells, 8): each cell's ``screen_kernel.PARAMS`` (its params, else the class default)."""
+def params_matrix(cls: type, cells: Sequence[Cell], *, closes: bool = False) -> np.ndarray:
+    """(cells, 9): each cell's ``screen_kernel.PARAMS`` (its params, else the class default);
+    ``units`` is 1 where the strategy buys whole units: ``"whole"``, or ``"auto"`` when the
+    model's calendar ``closes`` (``MlStrategy.entry_size``)."""
     rows = []
     for cell in cells:
         row = []
         for name in PARAMS:
             value = cell.params.get(name, getattr(cls.params, name))
-            row.append(float(bool(value)) if name == "allow_shorts" else float(value))
+            if name == "units":
+                row.append(float(value == "whole" or (value == "auto" and closes)))
+            else:
+                row.append(float(bool(value)) if name == "allow_shorts" else float(value))
         rows.append(row)
     return np.array(rows, dtype=np.float64).reshape(len(cells), len(PARAMS))
 
@@ -219,6 +223,8 @@ def screen_cells(
     group_of : callable
         ``(cls, cell) -> key`` of the cells that share predictions (``runner._group``).
     """
+    from atb_strategies.features.periods import bars_per_year
+    from atb_strategies.sweep.predictions import model_calendar
     from atb_strategies.sweep.report import param_column
 
     if not HAVE_NUMBA:
@@ -229,7 +235,6 @@ def screen_cells(
     groups: dict[Any, list[int]] = {}
     for i, cell in enumerate(cells):
         groups.setdefault(group_of(cls, cell), []).append(i)
-    per_year = pd.Timedelta(days=365) / timeframe_to_timedelta(settings["timeframe"])
     columns: dict[str, np.ndarray] = {
         name: np.full(len(cells), np.nan) for name in (*METRICS, "sharpe_per_bar")
     }
@@ -251,13 +256,22 @@ def screen_cells(
         pred += time.perf_counter() - t0
         entries.update(found)
         returns[group] = inputs.ret
+        first_cell = cells[members[0]]
+        calendar = model_calendar(  # the model's, as in the cells' backtests
+            cls,
+            symbol=first_cell.symbol,
+            timeframe=settings["timeframe"],
+            params={**first_cell.params, "version": first_cell.version},
+        )
+        per_year = bars_per_year(calendar, settings["timeframe"])
+        closes = calendar is not None and not calendar.always_open
         t0 = time.perf_counter()
         stats = simulate_cells(
             inputs.bars,
             inputs.ret,
             inputs.conf,
             inputs.first,
-            params_matrix(cls, [cells[i] for i in members]),
+            params_matrix(cls, [cells[i] for i in members], closes=closes),
             settings["cash"],
             settings["commission"],
             settings["slippage_bps"] / 10_000,

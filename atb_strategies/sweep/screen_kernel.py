@@ -12,7 +12,9 @@ that numba can compile them:
   slipped), then the take-profit (at the slipped open when it opens through it, else at its
   price); one filling cancels the other;
 * commission ``|size| x price x commission`` on every fill; value = cash + position x close;
-* size = value x ``position_size`` x confidence / close of the decision bar.
+* size = value x ``position_size`` x confidence / close of the decision bar, floored to whole
+  units where the strategy buys whole units (``units``: ``whole``, or ``auto`` on a model
+  whose calendar closes: shares); no entry when that is 0.
 
 * a long entry the cash cannot pay for (plus commission) is refused with its bracket, as
   ``BackBroker`` does (``Margin``): at submission at the decision bar's close, and again at the
@@ -57,6 +59,7 @@ PARAMS = (
     "stop_loss",
     "take_profit",
     "allow_shorts",
+    "units",  # 1: whole units (floored sizes), 0: fractions (``screen.params_matrix``)
 )
 
 #: Columns of the per-cell accumulators the loop returns.
@@ -109,6 +112,7 @@ def simulate_cell(
     (see ``STATS``) and, with ``keep_values``, ``values[t - first]`` (value at each close)."""
     lt, st, et, mc, ps, sl, tp = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
     shorts = p[7] != 0.0
+    whole = p[8] != 0.0
     cash = cash0
     pos = 0.0
     pend = 0  # 0 none, 1 market entry, 2 market exit
@@ -248,6 +252,8 @@ def simulate_cell(
             continue  # wait
         if pos == 0.0 and signal != 0.0:
             size = value * ps * cf / c
+            if whole:
+                size = math.floor(size)
             if size > 0:
                 pend, pend_side, pend_size, pend_ref = 1, signal, size, c
                 stop = c * (1.0 - signal * sl) if sl != 0.0 else math.nan
@@ -330,7 +336,7 @@ def simulate_cells(
     slippage: float,
 ) -> np.ndarray:
     """The ``STATS`` of every cell: ``bars`` is (n, 4) open/high/low/close, ``ret``/``conf`` the
-    predicted return and confidence per bar (NaN: no prediction), ``params`` (cells, 8) in
+    predicted return and confidence per bar (NaN: no prediction), ``params`` (cells, 9) in
     ``PARAMS`` order. Cells run in parallel with numba (its thread count), serially without."""
     out = np.zeros((params.shape[0], len(STATS)))
     args = _kernel_args(bars, ret, conf, first, params, cash, commission, slippage)

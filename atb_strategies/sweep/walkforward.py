@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from atb_strategies.exceptions import ConfigurationError
+from atb_strategies.features import periods
 
 #: Metrics walk-forward selection can rank by (computed from per-bar returns), and whether
 #: higher is better.
@@ -77,6 +78,7 @@ def walk_forward_selection(
     in_sample_best: str,
     timeframe: str,
     model_oos_from: Any = None,
+    bars_per_year: float | None = None,
 ) -> dict[str, Any]:
     """Choose the best cell by ``rank_by`` on each fold's train bars, trade it on the fold's
     test bars, and stitch the test periods.
@@ -95,6 +97,9 @@ def walk_forward_selection(
         reported next to the stitched ones.
     timeframe : str
         Bar size, to annualise Sharpe ratios like the sweep's.
+    bars_per_year : float, optional
+        Trading bars in a year of the cells' calendar (``predictions.model_bars_per_year``), as
+        the cells' own backtests annualise; None: 24/7, the bars of ``timeframe`` in 365 days.
 
     Returns
     -------
@@ -107,7 +112,6 @@ def walk_forward_selection(
         ``model_oos_from``, the latest first unseen bar of the cells' models: out of sample for
         the parameter choice, not for the model) and ``note``.
     """
-    from atb_strategies.features.candles import timeframe_to_timedelta
 
     check_walk_forward_metric(rank_by)
     if in_sample_best not in returns.columns:
@@ -154,7 +158,7 @@ def walk_forward_selection(
                 "test_return": float(np.prod(1 + test) - 1),
             }
         )
-    per_year = pd.Timedelta(days=365) / timeframe_to_timedelta(timeframe)
+    per_year = periods.bars_per_year(None, timeframe) if bars_per_year is None else bars_per_year
     chosen = [row["chosen"] for row in rows]
     model_in_sample = 0
     if model_oos_from is not None and not pd.isna(model_oos_from):

@@ -26,9 +26,14 @@ from atb_strategies.bundle.jsonio import read_json
 from atb_strategies.config import PredictionConfig
 from atb_strategies.data.feeds import make_feed
 from atb_strategies.data.synthetic import generate_ohlcv
+from atb_strategies.evaluation.folds import Fold
 from atb_strategies.exceptions import CandleDataError, ConfigurationError
+from atb_strategies.features.periods import bars_per_year
 from atb_strategies.indicators.prediction import MlPrediction
 from atb_strategies.prediction.engine import PredictionEngine
+from atb_strategies.strategies.ml_basic import MlBasic
+from atb_strategies.sweep import run_sweep
+from atb_strategies.sweep.predictions import model_bars_per_year
 from atb_strategies.training.trainer import TrainingConfig, train_model
 from tests.conftest import BundleFactory
 
@@ -230,6 +235,35 @@ def test_ml_prediction_with_24_7_bundle_on_closing_market_warns_once_naming_the_
         assert "--calendar XNYS" in warnings[0]
     assert pred.silence_warning == warnings[0]
     assert pred.skipped_bars > 0 and not np.isfinite(values).any()
+
+
+def test_sweep_screen_and_walk_forward_on_xnys_model_annualise_like_its_backtests(
+    daily_model: Path, daily: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Sharpe per trading year of the model's calendar (about 252 daily bars on XNYS, not
+    365) in the screen, the walk-forward selection and the backtests alike."""
+    registry = str(_registry(daily_model))
+    per_year = bars_per_year("XNYS", "1d")
+    assert 245 < per_year < 256
+    assert model_bars_per_year(
+        MlBasic, symbol="ORCL", timeframe="1d", params={"registry": registry}
+    ) == pytest.approx(per_year)
+    settings = {"symbol": "ORCL", "params": {"registry": registry}, "executor": "serial"}
+    grid = {"long_threshold": [-1.0, 0.0], "stop_loss": [0.02, 0.05]}
+    full = run_sweep("ml_basic", daily, grid, **settings)
+    run_sweep("ml_basic", daily, grid, screen=True, verify=1, out=tmp_path, **settings)
+    screen = pd.read_csv(tmp_path / "screen.csv")
+    assert list(screen["cell"]) == list(full["cell"])
+    assert (full["trades"] > 0).all()
+    np.testing.assert_allclose(screen["sharpe"], full["sharpe"], rtol=1e-6)
+
+    def whole(n: int) -> list[Fold]:  # one fold: every bar but the first is tested
+        return [Fold(number=1, train_start=0, val_start=0, train_end=1, test_start=1, test_end=n)]
+
+    one = run_sweep("ml_basic", daily, {"stop_loss": [0.02]}, walk_forward=whole, **settings)
+    stitched = one.attrs["walk_forward"]["out_of_sample"]
+    assert stitched["bars"] >= 2000
+    assert stitched["sharpe"] == pytest.approx(one["sharpe"].iloc[0], rel=0.02)
 
 
 # ---------------------------------------------------------------- 5-minute sessions

@@ -77,7 +77,8 @@ def predictions(market, registry) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _row(**params) -> np.ndarray:
-    return np.array([float(params.get(n, getattr(MlBasic.params, n))) for n in PARAMS])
+    row = {**{n: getattr(MlBasic.params, n) for n in PARAMS if n != "units"}, "units": 0}
+    return np.array([float(params.get(n, row[n])) for n in PARAMS])
 
 
 def _thresholds(ret: np.ndarray) -> tuple[float, float]:

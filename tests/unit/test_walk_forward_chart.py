@@ -12,7 +12,13 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from atb_strategies.evaluation.report import _align_zeros, _rolling_window, plot_walk_forward
+from atb_strategies.evaluation.report import (
+    _align_zeros,
+    _rolling_window,
+    plot_walk_forward,
+    rolling_edge,
+)
+from atb_strategies.stats import fixed_edge_differences
 
 
 def _zero_height(ax) -> float:  # type: ignore[no-untyped-def]
@@ -94,3 +100,22 @@ def test_the_chart_labels_the_band_the_window_and_every_fold(tmp_path: Path):
     assert [t.get_text() for t in top.texts] == ["fold 1", "fold 2", "fold 3"]
     assert twin.get_ylabel().startswith("buy & hold")
     assert _zero_height(top) == pytest.approx(_zero_height(twin))
+
+
+def test_rolling_edge_is_over_the_gates_fixed_baseline_when_the_drift_is_known():
+    """The panel shows the edge the gate tests: over the sign of the training drift."""
+    index = pd.date_range("2024-01-01", periods=400, freq="h")
+    actual = np.where(np.arange(400) % 4 == 0, -1.0, 1.0)  # 75 % up: the majority is "up"
+    preds = pd.DataFrame({"predicted": 1.0, "actual": actual}, index=index)
+    # always up, like the majority: no edge over it
+    assert rolling_edge(preds, 100)["edge"].abs().max() == pytest.approx(0.0)
+    assert rolling_edge(preds, 100).attrs["baseline"] == "majority"
+    # the training drift said down: always up beats that fixed baseline by 50 points
+    preds["drift"] = -0.001
+    edge = rolling_edge(preds, 100)
+    assert edge.attrs["baseline"] == "fixed"
+    assert edge["edge"].to_numpy() == pytest.approx(0.5)
+    assert (edge["band"] > 0).all()
+    assert edge["edge"].mean() == pytest.approx(
+        np.mean(fixed_edge_differences(preds["predicted"], actual, preds["drift"]))
+    )
