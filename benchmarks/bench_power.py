@@ -4,8 +4,10 @@ For each noise (``gaussian``, ``garch_t``), signal strength ``phi`` (0 is the nu
 seed, ``generate_planted_ohlcv`` draws a market; then
 
 * every model family in ``--families`` (default: every family registered in
-  ``atb_strategies.training.family``) runs the walk-forward on it (``run_walk_forward``, local
-  executor) and the run counts as "edge" when the pooled ``beats_baselines`` is true;
+  ``atb_strategies.training.family``; ``NAME:RECIPE:calibrated`` also sets the recipe and
+  calibration, e.g. ``mlp:lags:calibrated``) runs the walk-forward on it
+  (``run_walk_forward``, local executor) and the run counts as "edge" when the pooled
+  ``beats_baselines`` is true;
 * the **oracle** (the true conditional mean of the next return) is fed to the same statistics
   on the test bars of the same folds, with the same per-fold training drift
   (``atb_strategies.evaluation.oracle``): its rate of "edge" is the ceiling any model can
@@ -111,6 +113,21 @@ def load_previous(path: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, p
     return old[same].reset_index(drop=True), old[~same].reset_index(drop=True)
 
 
+def family_options(label: str) -> dict[str, Any]:
+    """The ``WalkForwardConfig`` fields of a ``--families`` entry: a family name, optionally
+    followed by ``:RECIPE`` and ``:calibrated`` or ``:uncalibrated`` (``mlp:lags:calibrated``:
+    the MLP on the lagged-return recipe, calibrated on validation). The label is the run's
+    ``family`` in ``power.csv``."""
+    name, *options = label.split(":")
+    out: dict[str, Any] = {"architecture": name}
+    for option in options:
+        if option in ("calibrated", "uncalibrated"):
+            out["calibrate"] = option == "calibrated"
+        else:
+            out["recipe"] = option
+    return out
+
+
 def run_point(
     families: list[str],
     noise: str,
@@ -132,7 +149,7 @@ def run_point(
         if family in done:
             continue
         registry = Path(tempfile.mkdtemp(prefix="bench-power-"))
-        config = replace(base, architecture=family, registry=registry)
+        config = replace(base, **family_options(family), registry=registry)
         started = time.perf_counter()
         try:
             result = run_walk_forward(candles, config, executor="local", workers=args.workers)
@@ -255,7 +272,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     families = [f for f in args.families.split(",") if f]
     for name in list(families):
         try:
-            model_family(name)
+            model_family(family_options(name)["architecture"])
         except AtbError as e:
             print(f"skipping family {name!r}: {e}")
             families.remove(name)

@@ -90,3 +90,16 @@ def test_expanding_and_rolling_runs_resume_apart_and_old_rows_count_as_rolling(b
         same, other = bench.load_previous(csv, args)
         assert len(same) == expected and len(other) == 5 - expected
         assert set(same["expanding"]) == {bool(flag)}
+
+
+@pytest.mark.parametrize(
+    ("label", "options"),
+    [
+        ("mlp", {"architecture": "mlp"}),
+        ("mlp:lags", {"architecture": "mlp", "recipe": "lags"}),
+        ("mlp:lags:calibrated", {"architecture": "mlp", "recipe": "lags", "calibrate": True}),
+        ("ridge:uncalibrated", {"architecture": "ridge", "calibrate": False}),
+    ],
+)
+def test_family_label_sets_the_recipe_and_calibration(bench, label, options):
+    assert bench.family_options(label) == options
