@@ -8,7 +8,10 @@ Prints ratios measured side by side in one run (no asserts; this machine's speed
    (local: while its workers start) and starts from an empty prediction cache. The load
    average is printed with every round (``--repeat``): the machine is shared. Then the
    machine's own ceiling: 8 plain CPU loops of about a cell's length through the same executor
-   (``machine_ceiling``: the cores, the workers' start and imports, no sweep data).
+   (``machine_ceiling``: the cores, the workers' start and imports, no sweep data). Each
+   round also says where the time went: the cells' own seconds side by side against alone
+   (two processes contending for the caches and memory), and the local wall time beyond the
+   busiest worker's cells (the workers' start and imports, hand-out, results).
 2. **cell vs SMA cross**: one cell's backtest with its predictions handed in (``run_cell`` on a
    filled cache, as in a worker) over a plain backtrader SMA-cross backtest of the same bars
    and commission, on backtrader's own ``PandasData`` (goal: a typical cell <= 2x, an idle
@@ -114,7 +117,14 @@ def sma_backtest(frame: pd.DataFrame, feed: str = "plain") -> None:
     cerebro.run()
 
 
-def sweep(frame: pd.DataFrame, registry: str, executor: str, workers: int) -> pd.DataFrame:
+def sweep(
+    frame: pd.DataFrame,
+    registry: str,
+    executor: str,
+    workers: int,
+    workers_seen: list[dict] | None = None,
+) -> pd.DataFrame:
+    """The 8-cell sweep; each cell's ``worker`` record (pid, seconds) goes to ``workers_seen``."""
     prediction_cache.clear()  # every side computes its predictions once, from scratch
     return run_sweep(
         "ml_basic",
@@ -124,6 +134,24 @@ def sweep(frame: pd.DataFrame, registry: str, executor: str, workers: int) -> pd
         commission=COMMISSION,
         executor=executor,
         workers=workers,
+        on_cell=None if workers_seen is None else lambda r: workers_seen.append(r["worker"]),
+    )
+
+
+def where_the_time_went(serial: list[dict], local: list[dict], wall: float) -> str:
+    """How far the local run is from half the serial one: the cells' own seconds side by side
+    against alone (cores contending for cache and memory), and the local wall time beyond the
+    busiest worker's cells (start-up, hand-out, results)."""
+    alone = sum(w["seconds"] for w in serial)
+    side_by_side = sum(w["seconds"] for w in local)
+    busy: dict[int, float] = {}
+    for w in local:
+        busy[w["pid"]] = busy.get(w["pid"], 0.0) + w["seconds"]
+    busiest = max(busy.values())
+    return (
+        f"cells {alone:.1f} s alone, {side_by_side:.1f} s side by side "
+        f"({100 * (side_by_side / alone - 1):+.0f} %); busiest worker {busiest:.1f} s of "
+        f"cells, {wall - busiest:.1f} s of the local wall beyond it"
     )
 
 
@@ -280,9 +308,12 @@ def main() -> None:
     print(f"8 cells, local ({args.workers} workers) vs serial:")
     results = {}
 
+    seen: dict[str, list[dict]] = {}
+
     def side(executor: str) -> Callable[[], None]:
         def run() -> None:
-            results[executor] = sweep(frame, args.registry, executor, args.workers)
+            seen[executor] = []
+            results[executor] = sweep(frame, args.registry, executor, args.workers, seen[executor])
 
         return run
 
@@ -298,6 +329,7 @@ def main() -> None:
             f"  round {k + 1}: serial {t['serial']:6.2f} s, local {t['local']:6.2f} s, "
             f"speed-up {ratios[-1]:.2f}x (load average {load:.2f})"
         )
+        print(f"    {where_the_time_went(seen['serial'], seen['local'], t['local'])}")
     same = results["serial"].equals(results["local"])
     print(
         f"  speed-up {min(ratios):.2f}x .. {max(ratios):.2f}x over {len(ratios)} round(s) "
