@@ -65,7 +65,15 @@ START, END = "2024-01-05", "2024-05-10"  # the slice trained on, inside 3400 can
 SEQ = 24
 # These tests are about registration; the baseline gate (a synthetic market has no edge) is
 # tested on its own below, so they force the promotion the gate would refuse.
-BASE = {"symbol": SYMBOL, "sequence_length": SEQ, "epochs": 3, "seed": 0, "force_promote": True}
+# The price recipe: the z-score and drift tests below recompute its features with numpy.
+BASE = {
+    "symbol": SYMBOL,
+    "sequence_length": SEQ,
+    "epochs": 3,
+    "seed": 0,
+    "force_promote": True,
+    "recipe": "price",
+}
 VERSION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_1h_v(\d+)$")
 ATB = Path(sys.executable).with_name("atb")
 

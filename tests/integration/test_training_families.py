@@ -149,13 +149,9 @@ def test_append_affine_folds_calibration_into_the_onnx_output() -> None:
 
 
 def test_recipe_defaults_per_family_and_lags_features() -> None:
-    assert [default_recipe(a) for a in ("mlp", "gru", "ridge", "lightgbm", "auto")] == [
-        "price",
-        "price",
-        "lags",
-        "lags",
-        "lags",
-    ]
+    families = ("mlp", "mlp_ensemble", "gru", "ridge", "lightgbm", "auto")
+    expected = ["lags", "lags", "price", "lags", "lags", "lags"]
+    assert [default_recipe(a) for a in families] == expected
     lags = [f.name for f in recipe_for("basic", "lags")]
     assert lags == ["log_return", "realized_vol", "volume_z"]
     assert [f.name for f in recipe_for("sentiment", "lags")][3:] == [

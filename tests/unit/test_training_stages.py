@@ -190,7 +190,7 @@ def test_evaluate_predictions_with_horizon_reports_drift_per_bar_and_per_horizon
 
 
 def test_mlp_fit_logs_train_and_validation_loss_as_the_same_measure(caplog) -> None:
-    from atb_strategies.training.mlp import MlpFamily
+    from atb_strategies.training.mlp import ALPHAS, MlpFamily
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 4, 2)).astype(np.float32)
@@ -198,7 +198,7 @@ def test_mlp_fit_logs_train_and_validation_loss_as_the_same_measure(caplog) -> N
     with caplog.at_level("INFO"):
         MlpFamily().fit(X, y, X, y, seed=0, epochs=2)  # validation part = training part
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
-    assert len(lines) == 2
+    assert len(lines) == 2 * len(ALPHAS)  # two epochs at each L2 strength tried
     for line in lines:
         train = float(line.split("train loss ")[1].split(",")[0])
         val = float(line.split("validation loss ")[1].split(" ")[0])
