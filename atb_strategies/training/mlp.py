@@ -122,11 +122,21 @@ class MlpFamily(ModelFamily[FittedMlp]):
         flat_val = X_val.reshape(len(X_val), -1).astype(np.float64)
         target = (y - y_mean) / y_std
         target_val = (y_val - y_mean) / y_std
-        tried = {
-            alpha: self._fit_one(alpha, flat, target, flat_val, target_val, seed, epochs, patience)
-            for alpha in (alphas or self.alphas)
-        }
+        grid = alphas or self.alphas
+        tried = {}
+        for k, alpha in enumerate(grid, start=1):
+            if len(grid) > 1:
+                log.info("mlp: L2 strength alpha=%g (%d of %d)", alpha, k, len(grid))
+            tried[alpha] = self._fit_one(
+                alpha, flat, target, flat_val, target_val, seed, epochs, patience
+            )
         alpha = min(tried, key=lambda a: tried[a][1])
+        if len(grid) > 1:
+            log.info(
+                "mlp: alpha=%g chosen on the validation part (best validation loss %s)",
+                alpha,
+                ", ".join(f"{a:g}: {loss:.5f}" for a, (_, loss) in tried.items()),
+            )
         return FittedMlp(
             tried[alpha][0], y_mean, y_std, alpha, {a: loss for a, (_, loss) in tried.items()}
         )
