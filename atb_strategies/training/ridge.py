@@ -63,6 +63,7 @@ import numpy as np
 
 from atb_strategies.training.family import ModelFamily
 from atb_strategies.training.onnx_graph import linear_onnx
+from atb_strategies.training.targets import TARGET_CLIP, winsorise
 
 #: Regularisation strengths tried (relative to ``n_samples``: the penalty is ``alpha * n``
 #: times the squared coefficients of the scaled columns, so the same grid suits any length).
@@ -71,18 +72,6 @@ ALPHAS: tuple[float, ...] = tuple(float(10.0**k) for k in np.arange(-4.0, 3.5, 0
 DECAYS: tuple[float, ...] = (0.0, 1.0, 2.0)
 #: Contiguous cross-validation folds of the train part.
 CV_FOLDS = 5
-#: Train targets are clipped to median +/- this many robust standard deviations (None: not).
-TARGET_CLIP: float | None = 3.0
-
-
-def clip_bounds(y: np.ndarray, k: float) -> tuple[float, float]:
-    """``median -/+ k * 1.4826 * MAD`` of ``y`` (the MAD scaled to a normal's standard deviation);
-    an infinite band when the MAD is 0 (a constant target is left alone)."""
-    median = float(np.median(y))
-    spread = 1.4826 * float(np.median(np.abs(y - median)))
-    if spread <= 0:
-        return -np.inf, np.inf
-    return median - k * spread, median + k * spread
 
 
 def flatten(X: np.ndarray) -> np.ndarray:
@@ -236,11 +225,8 @@ class RidgeFamily(ModelFamily[FittedRidge]):
         _, seq, n_features = X.shape
         flat = flatten(X)
         y = np.asarray(y, dtype=np.float64)
-        bounds = None if self.target_clip is None else clip_bounds(y, self.target_clip)
-        clipped = 0
-        if bounds is not None:
-            clipped = int(np.count_nonzero((y < bounds[0]) | (y > bounds[1])))
-            y = np.clip(y, *bounds)
+        robust = winsorise(y, self.target_clip)
+        y, bounds, clipped = robust.y, robust.bounds, robust.clipped
         splits = cv_folds(len(flat), self.folds, purge=seq)
         folds = [FoldMoments.of(flat, y, train, held) for train, held in splits]
         count = sum(len(f.held_y) for f in folds)
