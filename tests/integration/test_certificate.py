@@ -85,6 +85,7 @@ def test_training_writes_a_certificate_that_validates(tmp_path):
     )
     result = train_model(config, synthetic_candles(1500))
     with np.load(io.BytesIO((result.path / CERTIFICATE_FILE).read_bytes())) as data:
-        assert data["inputs"].shape == (16, 16, 5) and data["outputs"].shape[0] == 16
+        # 16 windows of 16 bars of the MLP's lags recipe (3 features)
+        assert data["inputs"].shape == (16, 16, 3) and data["outputs"].shape[0] == 16
     bundle = ModelRegistry(tmp_path / "models").select_bundle("BTCUSDT", "basic", "1h", None)
     assert verify_certificate(bundle).max_abs_diff == 0.0

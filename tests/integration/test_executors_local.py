@@ -37,8 +37,11 @@ def _children() -> set:
 
 
 def _ended(before: set) -> bool:
+    """Whether the processes started since ``before`` exit on their own. Waits for each one's
+    exit; the timeout only guards against a hang (on a busy machine a worker still importing
+    when the pool is shut down took more than 10 s to finish and exit)."""
     for child in _children() - before:
-        child.join(timeout=10)
+        child.join(timeout=300)
     return _children() <= before
 
 
