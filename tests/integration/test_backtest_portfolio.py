@@ -128,6 +128,7 @@ def test_bad_symbol_lists_are_refused_before_any_work(registry, symbols, words, 
         run_portfolio_backtest(frames, MlBasic, timeframe="1h", registry=str(registry))
 
 
+@pytest.mark.slow  # a whole multi-symbol CLI backtest: 13-18 s on a busy 2-core machine
 def test_cli_symbols_synthetic_writes_book_and_per_symbol_reports(registry, tmp_path):
     out = tmp_path / "out"
     args = [
@@ -166,6 +167,7 @@ def test_cli_symbols_synthetic_writes_book_and_per_symbol_reports(registry, tmp_
     assert summary["symbols"]["BTCUSDT"]["pnl"] != summary["symbols"]["ETHUSDT"]["pnl"]
 
 
+@pytest.mark.slow  # a whole multi-symbol CLI backtest: 13-18 s on a busy 2-core machine
 def test_cli_data_files_per_symbol(registry, tmp_path):
     btc, eth = tmp_path / "btc.csv", tmp_path / "eth.csv"
     frames = _frames()
@@ -203,6 +205,7 @@ def test_cli_refuses_bad_symbols_in_one_line(registry, tmp_path, extra, words):
     assert not out.exists()  # nothing was run or written
 
 
+@pytest.mark.slow  # a whole multi-symbol CLI backtest: 13-18 s on a busy 2-core machine
 def test_cli_one_symbol_in_symbols_is_the_single_symbol_backtest(registry, tmp_path):
     """``--symbols BTCUSDT`` prints exactly what ``--symbol BTCUSDT`` prints."""
     common = ["--synthetic", "--bars", "400", "--registry", str(registry), "--no-progress"]
@@ -265,6 +268,7 @@ def test_each_symbol_result_keeps_only_its_own_decisions(registry):
     assert sum(len(s.decisions) for s in result.symbols.values()) == len(result.decisions)
 
 
+@pytest.mark.slow  # a whole multi-symbol CLI backtest: 13-18 s on a busy 2-core machine
 def test_cli_symbols_honours_markers_and_writes_html_reports(registry, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
