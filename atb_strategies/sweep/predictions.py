@@ -76,6 +76,30 @@ def pin_registry(strategy: type, params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _selected_bundles(
+    strategy: type, *, symbol: str, timeframe: str, params: Mapping[str, Any]
+) -> tuple[list[Any], tuple[str, ...]] | None:
+    """The bundles a cell's model selects now (every version of an ``asof`` schedule, oldest
+    first, and when each became available; else the one version), or None for a strategy that
+    is no ``MlStrategy`` or a model that cannot be selected."""
+    from atb_strategies.exceptions import AtbError
+
+    if not is_ml_strategy(strategy):
+        return None
+    p = prediction_params(strategy, params)
+    sym, tf, mtype = p["symbol"] or symbol, p["timeframe"] or timeframe, p["model_type"]
+    given = params.get("version")
+    try:
+        registry = shared_registry(p["registry"])
+        if given == ASOF:
+            schedule = asof_schedule(registry.layout, sym, mtype, tf)
+            bundles = [registry.select_bundle(sym, mtype, tf, v) for v in schedule.versions]
+            return bundles, tuple(str(t) for t in schedule.available_from)
+        return [registry.select_bundle(sym, mtype, tf, given)], ()
+    except AtbError:
+        return None
+
+
 def resolve_model(
     strategy: type, *, symbol: str, timeframe: str, params: Mapping[str, Any]
 ) -> tuple[str | None, tuple[str, ...]]:
@@ -86,24 +110,13 @@ def resolve_model(
     each became available). For a strategy that is no ``MlStrategy``, or a model that cannot
     be selected (the cell will then fail with the reason), the version as given and ``()``.
     """
-    from atb_strategies.exceptions import AtbError
-
     given = params.get("version")
-    if not is_ml_strategy(strategy):
+    selected = _selected_bundles(strategy, symbol=symbol, timeframe=timeframe, params=params)
+    if selected is None:
         return given, ()
-    p = prediction_params(strategy, params)
-    sym, tf, mtype = p["symbol"] or symbol, p["timeframe"] or timeframe, p["model_type"]
-    try:
-        registry = shared_registry(p["registry"])
-        if given == ASOF:
-            schedule = asof_schedule(registry.layout, sym, mtype, tf)
-            bundles = [registry.select_bundle(sym, mtype, tf, v) for v in schedule.versions]
-            stamps = tuple(str(t) for t in schedule.available_from)
-            return ASOF, tuple(model_fingerprint(b) for b in bundles) + stamps
-        bundle = registry.select_bundle(sym, mtype, tf, given)
-    except AtbError:
-        return given, ()
-    return bundle.version, (model_fingerprint(bundle),)
+    bundles, stamps = selected
+    fingerprints = tuple(model_fingerprint(b) for b in bundles) + stamps
+    return (ASOF if given == ASOF else bundles[0].version), fingerprints
 
 
 def model_calendar(
@@ -113,20 +126,10 @@ def model_calendar(
     ``asof`` schedule: its newest version's), which its backtest annualises with and sizes
     by (``units="auto"``). None (24/7) for a strategy that is no ``MlStrategy`` or a model
     that cannot be selected (the cell then fails with the reason)."""
-    from atb_strategies.exceptions import AtbError
-
-    if not is_ml_strategy(strategy):
+    selected = _selected_bundles(strategy, symbol=symbol, timeframe=timeframe, params=params)
+    if not selected or not selected[0]:
         return None
-    p = prediction_params(strategy, params)
-    sym, tf, mtype = p["symbol"] or symbol, p["timeframe"] or timeframe, p["model_type"]
-    given = params.get("version")
-    try:
-        registry = shared_registry(p["registry"])
-        if given == ASOF:
-            given = asof_schedule(registry.layout, sym, mtype, tf).versions[-1]
-        return bundle_calendar(registry.select_bundle(sym, mtype, tf, given).metadata)
-    except (AtbError, IndexError):
-        return None
+    return bundle_calendar(selected[0][-1].metadata)
 
 
 def model_bars_per_year(

@@ -63,7 +63,7 @@ import numpy as np
 
 from atb_strategies.training.family import ModelFamily
 from atb_strategies.training.onnx_graph import linear_onnx
-from atb_strategies.training.targets import TARGET_CLIP, winsorise
+from atb_strategies.training.targets import TARGET_CLIP, clip_record, winsorise
 
 #: Regularisation strengths tried (relative to ``n_samples``: the penalty is ``alpha * n``
 #: times the squared coefficients of the scaled columns, so the same grid suits any length).
@@ -276,12 +276,8 @@ class RidgeFamily(ModelFamily[FittedRidge]):
             "lag_decay": fitted.decay,
             "features": list(fitted.features) if fitted.features is not None else None,
             "selected_on": f"{self.folds} contiguous purged folds of the train part",
-            "target_clip": None
-            if fitted.target_bounds is None
-            else {
-                "robust_sd": self.target_clip,
-                "bounds": list(fitted.target_bounds),
-                "clipped": fitted.targets_clipped,
-            },
+            "target_clip": clip_record(
+                self.target_clip, fitted.target_bounds, fitted.targets_clipped
+            ),
             "cv_mse": fitted.scores,
         }

@@ -38,11 +38,16 @@ class Winsorised:
     clipped: int
 
     def lineage(self, k: float | None) -> dict | None:
-        """``{"robust_sd", "bounds", "clipped"}`` for lineage; None when nothing was clipped
-        by design (``k`` None)."""
-        if self.bounds is None:
-            return None
-        return {"robust_sd": k, "bounds": list(self.bounds), "clipped": self.clipped}
+        """``clip_record`` of this winsorisation."""
+        return clip_record(k, self.bounds, self.clipped)
+
+
+def clip_record(k: float | None, bounds: tuple[float, float] | None, clipped: int) -> dict | None:
+    """``{"robust_sd", "bounds", "clipped"}`` for lineage; None when nothing was clipped by
+    design (no ``bounds``)."""
+    if bounds is None:
+        return None
+    return {"robust_sd": k, "bounds": list(bounds), "clipped": clipped}
 
 
 def winsorise(
